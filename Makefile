@@ -1,0 +1,26 @@
+# The two set-up commands of the README: `make demo` and `make test`. Both work on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel of torch is installed first so pip never pulls a multi-GB CUDA build here.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: demo test lint install clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/dultra demo
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check dultra tests benchmarks
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache

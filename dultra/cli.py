@@ -1,0 +1,50 @@
+"""The `dultra` command.
+
+    dultra generate --model tiny --prompt "Compute 12 + 7." --strategy planner --json
+    dultra demo
+
+Each subcommand lives in its own module under `dultra/commands/` and registers itself
+through `register(subparsers)`. User mistakes (bad paths, bad settings) end with a one-line
+`dultra: error: ...` and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dultra.errors import DultraError
+
+# Subcommand modules, in the order `dultra --help` lists them.
+COMMANDS = (
+    "dultra.commands.generate",
+    "dultra.commands.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dultra", description="Fast masked-diffusion LM decoding with a trained unmasking planner."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except DultraError as err:
+        print(f"dultra: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dultra: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `dultra` CLI, one module each (see dultra/cli.py)."""

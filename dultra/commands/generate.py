@@ -1,0 +1,101 @@
+"""`dultra generate`: decode one prompt with any strategy and report NFE / TPF.
+
+    dultra generate --model tiny --prompt "Compute 12 + 7." --strategy threshold --threshold 0.9 --json
+    dultra generate --model ./LLaDA-8B-Instruct --prompt "..." --strategy planner --factor 1.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+from dultra.decoding import DecodeConfig, Strategy, generate
+from dultra.decoding.strategies import (
+    EntropyBounded,
+    Factor,
+    LowConfidence,
+    PlannerGreedy,
+    PlannerSample,
+    Threshold,
+)
+from dultra.model.loading import load, stop_token_ids
+from dultra.model.tokenizer import encode_prompts
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("generate", help="decode a prompt", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny", help="`tiny` (built offline) or a checkpoint directory (LLaDA, dUltra, or ours)")
+    p.add_argument("--prompt", required=True, help="the user message")
+    p.add_argument("--strategy", default="planner",
+                   choices=["planner", "planner-sample", "threshold", "factor", "low-confidence", "entropy"],
+                   help="unmasking strategy (default: planner, the dUltra planner-greedy rule)")
+    p.add_argument("--gen-length", type=int, default=256, help="completion length in tokens (default 256)")
+    p.add_argument("--block-length", type=int, default=32, help="semi-autoregressive block size (default 32)")
+    p.add_argument("--threshold", type=float, default=0.9, help="threshold: confidence tau (default 0.9)")
+    p.add_argument("--factor", type=float, default=1.0, help="planner / factor: parallelism factor (default 1.0)")
+    p.add_argument("--steps", type=int, default=None, help="low-confidence: total steps (default gen_length)")
+    p.add_argument("--gamma", type=float, default=0.1, help="entropy: entropy budget per step (default 0.1)")
+    p.add_argument("--temperature", type=float, default=0.0, help="token sampling temperature (default 0: argmax)")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0)")
+    p.add_argument("--no-chat-template", action="store_true", help="feed the prompt raw, without the chat template")
+    p.add_argument("--early-stop", action="store_true",
+                   help="end once an EOS is decoded and all before it is revealed (default: decode every position, as the reference)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(run=run)
+
+
+def strategy_from_args(args: argparse.Namespace) -> Strategy:
+    return {
+        "planner": lambda: PlannerGreedy(factor=args.factor),
+        "planner-sample": PlannerSample,
+        "threshold": lambda: Threshold(tau=args.threshold),
+        "factor": lambda: Factor(factor=args.factor),
+        "low-confidence": lambda: LowConfidence(steps=args.steps or args.gen_length),
+        "entropy": lambda: EntropyBounded(gamma=args.gamma),
+    }[args.strategy]()
+
+
+def run(args: argparse.Namespace) -> int:
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
+    model, tokenizer = load(args.model, dtype=dtype, device=args.device)
+    strategy = strategy_from_args(args)
+    eos_ids = stop_token_ids(args.model, tokenizer, model.config)
+    config = DecodeConfig(
+        gen_length=args.gen_length, block_length=args.block_length, temperature=args.temperature,
+        early_stop=args.early_stop, seed=args.seed, eos_ids=eos_ids,
+    )
+    ids, mask = encode_prompts(tokenizer, [args.prompt], chat_template=not args.no_chat_template,
+                               pad_token_id=model.config.pad_token_id)
+    ids, mask = ids.to(args.device), mask.to(args.device)
+    start = time.perf_counter()
+    out = generate(model, ids, mask, strategy, config)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    n = int(out.lengths[0])
+    token_ids = out.completion[0, : min(n + 1, args.gen_length)].tolist()
+    result = {
+        "text": tokenizer.decode(out.completion[0, :n], skip_special_tokens=True),
+        "token_ids": token_ids,
+        "nfe": int(out.nfe[0]),
+        "tpf": round(float(out.tpf[0]), 4),
+        "seconds": round(seconds, 4),
+        "strategy": strategy.spec(),
+        "gen_length": args.gen_length,
+        "block_length": args.block_length,
+        "model": str(args.model),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(result["text"])
+        print(f"[{result['strategy']}] NFE {result['nfe']}  TPF {result['tpf']}  {seconds:.2f}s", file=sys.stderr)
+    return 0

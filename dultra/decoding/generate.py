@@ -1,0 +1,173 @@
+"""Semi-autoregressive masked-diffusion decoding with any strategy.
+
+    out = generate(model, input_ids, attention_mask, Threshold(0.9), DecodeConfig(gen_length=256))
+    out.completion, out.nfe, out.tpf
+
+The completion starts as `gen_length` masks. Each row decodes its own current block (rows
+move to their next block independently, so a fast row never waits for a slow one); a step
+runs the model once on the whole batch and reveals, in every unfinished row, the positions
+the strategy selects. The loop has no Python iteration over rows or positions and syncs
+with the device once per step (to know whether every row is done).
+
+NFE counts, per row, the forward passes in which that row still had masks; every step
+reveals at least one token, so no counted step is empty. Rows that are done ride along
+in the batch until all are done (their extra passes are not counted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from dultra.decoding.step import block_index, propose_tokens, score_block, token_log_prob
+from dultra.decoding.strategies import BlockView, Strategy
+from dultra.decoding.trajectory import Trajectory, step_log_prob
+from dultra.errors import ConfigError
+from dultra.model import LLaDAModelLM
+
+
+@dataclass
+class DecodeConfig:
+    """Settings shared by every strategy."""
+
+    gen_length: int = 256
+    """Completion length in tokens (all masks at the start)."""
+    block_length: int = 32
+    """Semi-autoregressive block size; must divide gen_length."""
+    temperature: float = 0.0
+    """Token sampling temperature; 0 takes the argmax."""
+    early_stop: bool = False
+    """End a row once an EOS is decoded and everything before it is revealed (fills the rest with EOS)."""
+    record: bool = False
+    """Keep the trajectory and per-step log-probs (needed by RL)."""
+    seed: int | None = None
+    """Seed of the sampling generator (token sampling, planner Bernoulli draws)."""
+    eos_ids: tuple[int, ...] = field(default_factory=tuple)
+    """Extra token ids that end a completion, besides the model's eos_token_id."""
+
+
+@dataclass
+class DecodeOutput:
+    """sequences: (B, P + G) prompts and completions. completion: (B, G). nfe: (B,) forward
+    passes per row. lengths: (B,) tokens before the first EOS. trajectory: when recorded."""
+
+    sequences: torch.Tensor
+    completion: torch.Tensor
+    nfe: torch.Tensor
+    lengths: torch.Tensor
+    trajectory: Trajectory | None = None
+
+    @property
+    def tpf(self) -> torch.Tensor:
+        """(B,) tokens per forward: tokens before EOS / NFE."""
+        return self.lengths.float() / self.nfe.clamp(min=1).float()
+
+
+def check_layout(model: LLaDAModelLM, prompt_len: int, config: DecodeConfig, strategy: Strategy) -> None:
+    """Clear errors for settings that cannot decode, before any compute."""
+    g, b = config.gen_length, config.block_length
+    if g <= 0 or b <= 0 or g % b:
+        raise ConfigError(f"gen_length ({g}) must be a positive multiple of block_length ({b})")
+    limit = model.config.max_sequence_length
+    if prompt_len + g > limit:
+        raise ConfigError(
+            f"prompt ({prompt_len} tokens) + gen_length ({g}) exceeds the model's context ({limit})"
+        )
+    if config.temperature < 0:
+        raise ConfigError(f"temperature must be >= 0, got {config.temperature}")
+    if strategy.uses_planner and not model.config.has_planner:
+        raise ConfigError(f"strategy {strategy.name!r} needs a planner head; this model has none")
+    strategy.validate(g, b)
+
+
+def first_eos(completion: torch.Tensor, eos_ids: torch.Tensor) -> torch.Tensor:
+    """completion (B, G) -> (B,) index of the first EOS, G where there is none."""
+    is_eos = torch.isin(completion, eos_ids)
+    G = completion.shape[1]
+    return torch.where(is_eos.any(dim=1), is_eos.long().argmax(dim=1), G)
+
+
+@torch.no_grad()
+def generate(
+    model: LLaDAModelLM,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    strategy: Strategy,
+    config: DecodeConfig,
+) -> DecodeOutput:
+    """Decode a batch of left-padded prompts (B, P); see the module docstring."""
+    B, P = input_ids.shape
+    check_layout(model, P, config, strategy)
+    cfg, dev = model.config, input_ids.device
+    mask_id, G, N = cfg.mask_token_id, config.gen_length, config.block_length
+    eos_ids = torch.tensor(sorted({cfg.eos_token_id, *config.eos_ids}), device=dev)
+    generator = None
+    if config.seed is not None:
+        generator = torch.Generator(device=dev).manual_seed(config.seed)
+
+    prompt_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.dtype)
+    x = torch.cat([input_ids, torch.full((B, G), mask_id, dtype=input_ids.dtype, device=dev)], dim=1)
+    valid = torch.cat([prompt_mask, torch.ones((B, G), dtype=prompt_mask.dtype, device=dev)], dim=1)
+    layout = model.layout(valid, P + G)
+    seq_len = valid.sum(dim=1)
+    block_start = torch.full((B,), P, device=dev)
+    block_step = torch.zeros(B, dtype=torch.long, device=dev)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)
+    nfe = torch.zeros(B, dtype=torch.long, device=dev)
+    unmask_step = torch.full((B, G), -1, dtype=torch.long, device=dev) if config.record else None
+    log_probs: list[torch.Tensor] = []
+
+    step = 0
+    while True:
+        index = block_index(block_start, N)
+        block = x.gather(1, index)
+        candidates = (block == mask_id) & ~done[:, None]
+        logits, planner = score_block(model, x, layout, seq_len, index, candidates, strategy.uses_planner)
+        x0 = propose_tokens(logits, config.temperature, generator)
+        logq_x0 = token_log_prob(logits, x0)
+        view = BlockView(candidates, logq_x0, planner, block_step, logits, G // N, generator)
+        revealed = strategy.select(view)
+        x.scatter_(1, index, torch.where(revealed, x0, block))
+        nfe += (~done).long()
+        if unmask_step is not None:
+            current = unmask_step.gather(1, index - P)
+            unmask_step.scatter_(1, index - P, torch.where(revealed, step, current))
+            log_probs.append(step_log_prob(planner, logq_x0, revealed, candidates & ~revealed))
+
+        block_finished = ~(x.gather(1, index) == mask_id).any(dim=1)
+        block_start = torch.where(block_finished, block_start + N, block_start)
+        block_step = torch.where(block_finished, 0, block_step + 1)
+        finished = block_start >= P + G
+        if config.early_stop:
+            finished |= _fill_after_eos(x, P, eos_ids, cfg.eos_token_id, mask_id) & ~done
+        done |= finished
+        block_start = block_start.clamp(max=P + G - N)
+        step += 1
+        if bool(done.all()):
+            break
+
+    completion = x[:, P:]
+    trajectory = None
+    if unmask_step is not None:
+        trajectory = Trajectory(
+            prompt_ids=input_ids, prompt_mask=prompt_mask, completion=completion,
+            unmask_step=unmask_step, num_steps=nfe.clone(), log_probs=torch.stack(log_probs, dim=1),
+            block_length=N, uses_planner=strategy.uses_planner,
+        )
+    return DecodeOutput(x, completion, nfe, first_eos(completion, eos_ids), trajectory)
+
+
+def _fill_after_eos(x: torch.Tensor, P: int, eos_ids: torch.Tensor, eos: int, mask_id: int) -> torch.Tensor:
+    """Early stop: rows whose first EOS has only revealed tokens before it are complete.
+
+    Fills their remaining masks with EOS in place; returns (B,) bool of completed rows.
+    """
+    completion = x[:, P:]
+    masked = completion == mask_id
+    cut = first_eos(completion, eos_ids)
+    columns = torch.arange(completion.shape[1], device=x.device)
+    complete = (cut < completion.shape[1]) & ~(masked & (columns < cut[:, None])).any(dim=1)
+    fill = complete[:, None] & masked
+    x[:, P:] = torch.where(fill, eos, completion)
+    return complete

@@ -1,0 +1,107 @@
+"""Decoding trajectories and their log-probabilities (dultra.md section 4).
+
+A trajectory is stored compactly: since a revealed token is never re-masked, the final
+completion plus the step at which each position was revealed determines every
+intermediate state. `replay` re-runs the steps (with gradients when enabled) and returns
+the same per-step log-probabilities that decoding recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from dultra.decoding.step import block_index, score_block, token_log_prob
+from dultra.model import LLaDAModelLM
+
+
+@dataclass
+class Trajectory:
+    """One decoded batch, replayable step by step.
+
+    prompt_ids: (B, P) left-padded prompts. prompt_mask: (B, P) 1 for tokens, 0 for padding.
+    completion: (B, G) final completion tokens. unmask_step: (B, G) step at which each
+    position was revealed, -1 where early stop filled it with EOS after the last step.
+    num_steps: (B,) steps (NFE) of each row. log_probs: (B, S) per-step log pi, 0 after a
+    row's last step. block_length: semi-autoregressive block size. uses_planner: whether
+    log pi includes the planner's Bernoulli terms.
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion: torch.Tensor
+    unmask_step: torch.Tensor
+    num_steps: torch.Tensor
+    log_probs: torch.Tensor
+    block_length: int
+    uses_planner: bool
+
+    def revealed_before(self, step: int) -> torch.Tensor:
+        """(B, G) bool: completion positions already revealed when step `step` starts."""
+        return (self.unmask_step >= 0) & (self.unmask_step < step)
+
+    def sequence_log_prob(self) -> torch.Tensor:
+        """(B,) log-probability of the whole trajectory."""
+        return self.log_probs.sum(dim=1)
+
+
+def step_log_prob(
+    planner_logits: torch.Tensor | None,
+    logq_x0: torch.Tensor,
+    revealed: torch.Tensor,
+    kept: torch.Tensor,
+) -> torch.Tensor:
+    """log pi of one step, per row.
+
+    planner_logits: (B, N) float32 logits z of the planner (p = sigmoid(z)), or None for
+    strategies without a planner (then only the token terms count). logq_x0: (B, N) base
+    model log-prob of the revealed tokens. revealed / kept: (B, N) bool, the block's masks
+    revealed this step / left masked. Returns (B,):
+        sum_revealed [log p + log q(x0)] + sum_kept log(1 - p)
+    using log p = logsigmoid(z), log(1 - p) = logsigmoid(-z) for accuracy near 0 and 1.
+    """
+    zero = torch.zeros((), dtype=logq_x0.dtype, device=logq_x0.device)
+    total = torch.where(revealed, logq_x0, zero).sum(dim=1)
+    if planner_logits is not None:
+        total = total + torch.where(revealed, F.logsigmoid(planner_logits), zero).sum(dim=1)
+        total = total + torch.where(kept, F.logsigmoid(-planner_logits), zero).sum(dim=1)
+    return total
+
+
+def current_block_start(masked: torch.Tensor, prompt_len: int, block_length: int) -> torch.Tensor:
+    """masked: (B, G) completion masks -> (B,) first column of the first block that has one.
+
+    Rows without masks get the last block (they are inactive anyway).
+    """
+    B, G = masked.shape
+    has_mask = masked.view(B, G // block_length, block_length).any(dim=2)
+    first = torch.where(has_mask.any(dim=1), has_mask.long().argmax(dim=1), G // block_length - 1)
+    return prompt_len + first * block_length
+
+
+def replay(model: LLaDAModelLM, traj: Trajectory) -> torch.Tensor:
+    """Recompute every step's log pi of a recorded trajectory; -> (B, S) like `traj.log_probs`.
+
+    Runs under the caller's grad mode: with gradients enabled it is the policy term of the
+    GRPO loss. Each step sees exactly the inputs decoding saw (same masks, same block).
+    """
+    mask_id = model.config.mask_token_id
+    B, P = traj.prompt_ids.shape
+    valid = torch.cat([traj.prompt_mask, torch.ones_like(traj.completion)], dim=1)
+    layout = model.layout(valid, valid.shape[1])
+    seq_len = valid.sum(dim=1)
+    out = []
+    for step in range(traj.log_probs.shape[1]):
+        shown = traj.revealed_before(step)
+        completion = torch.where(shown, traj.completion, torch.full_like(traj.completion, mask_id))
+        x = torch.cat([traj.prompt_ids, completion], dim=1)
+        index = block_index(current_block_start(~shown, P, traj.block_length), traj.block_length)
+        active = (step < traj.num_steps)[:, None]
+        candidates = (x.gather(1, index) == mask_id) & active
+        logits, planner = score_block(model, x, layout, seq_len, index, candidates, traj.uses_planner)
+        tokens = traj.completion.gather(1, index - P)
+        revealed = (traj.unmask_step.gather(1, index - P) == step) & candidates
+        out.append(step_log_prob(planner, token_log_prob(logits, tokens), revealed, candidates & ~revealed))
+    return torch.stack(out, dim=1)

@@ -1,0 +1,16 @@
+"""Errors a user can fix (bad settings, paths, checkpoints). The CLI prints them in one line.
+
+Both are ValueErrors, so library callers can catch them the usual way.
+"""
+
+
+class DultraError(Exception):
+    """Base of every error caused by the caller's input rather than by a bug."""
+
+
+class ConfigError(DultraError, ValueError):
+    """Settings that cannot work (lengths, strategy parameters, architecture fields)."""
+
+
+class CheckpointError(DultraError, ValueError):
+    """A checkpoint or tokenizer that cannot be loaded as asked."""

@@ -1,0 +1,149 @@
+"""LLaDA configuration, with the field names of the official `config.json`.
+
+`LLaDAConfig.from_pretrained("path/to/LLaDA-8B-Instruct")` reads the published file as is;
+fields this implementation does not use (dropout rates, init settings, `flash_attention`...)
+are kept so a saved config round-trips. Settings that would change the architecture and
+that we do not implement (ALiBi, biases, weight tying, other block or norm types) are
+rejected with a clear error instead of being silently ignored.
+
+The dUltra planner head adds `num_head_layers` (0 = plain LLaDA, no head), `use_adaln`,
+`use_mask_embeddings` and `use_block_embeddings`, as in the published dUltra checkpoints.
+"""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+from dultra.errors import ConfigError
+
+# (field, value we require, why) for official fields that select an architecture variant.
+_REQUIRED = (
+    ("block_type", "llama", "only the LLaMA-style block of LLaDA is implemented"),
+    ("layer_norm_type", "rms", "only RMSNorm is implemented"),
+    ("activation_type", "silu", "only the SwiGLU feed-forward is implemented"),
+    ("alibi", False, "ALiBi is not implemented (LLaDA uses RoPE)"),
+    ("rope", True, "LLaDA uses rotary position embeddings"),
+    ("include_bias", False, "linear biases are not implemented"),
+    ("include_qkv_bias", False, "q/k/v biases are not implemented"),
+    ("weight_tying", False, "tied input/output embeddings are not implemented"),
+    ("block_group_size", 1, "block groups are not implemented"),
+    ("scale_logits", False, "logit scaling is not implemented"),
+    ("input_emb_norm", False, "an input-embedding norm is not implemented"),
+    ("attention_layer_norm", False, "q/k layer norms are not implemented"),
+)
+
+
+class LLaDAConfig(PretrainedConfig):
+    """Configuration of a LLaDA masked-diffusion LM, optionally with a dUltra planner head.
+
+    Args:
+        d_model: hidden size.
+        n_heads: attention heads.
+        n_kv_heads: key/value heads (grouped-query attention when < n_heads).
+        n_layers: transformer blocks in the base model.
+        mlp_hidden_size: SwiGLU inner size.
+        vocab_size: tokenizer vocabulary size.
+        embedding_size: rows of the embedding and output matrices (>= vocab_size, padded).
+        max_sequence_length: longest prompt + completion the model accepts.
+        rms_norm_eps: epsilon of every RMSNorm.
+        rope_theta: RoPE base.
+        mask_token_id: id of the mask token the completion starts from.
+        eos_token_id: id that ends a completion (LLaDA fills the tail with it).
+        pad_token_id: id used to left-pad prompts in a batch.
+        num_head_layers: transformer blocks in the planner head; 0 means no planner head.
+        use_adaln: planner conditions on the timestep with AdaLN (the only supported value).
+        use_mask_embeddings: planner adds a learned embedding of "is a current-block mask".
+        use_block_embeddings: unused block embedding of early dUltra drafts (must be False).
+        init_std: standard deviation of the normal init of freshly built weights.
+    """
+
+    model_type = "llada"
+
+    def __init__(
+        self,
+        d_model: int = 4096,
+        n_heads: int = 32,
+        n_kv_heads: int | None = None,
+        n_layers: int = 32,
+        mlp_hidden_size: int = 12288,
+        vocab_size: int = 126464,
+        embedding_size: int | None = None,
+        max_sequence_length: int = 4096,
+        rms_norm_eps: float = 1e-5,
+        rope_theta: float = 500000.0,
+        mask_token_id: int = 126336,
+        eos_token_id: int = 126081,
+        pad_token_id: int = 126081,
+        num_head_layers: int = 0,
+        use_adaln: bool = True,
+        use_mask_embeddings: bool = True,
+        use_block_embeddings: bool = False,
+        init_std: float = 0.02,
+        **kwargs,
+    ):
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads if n_kv_heads is not None else n_heads
+        self.n_layers = n_layers
+        self.mlp_hidden_size = mlp_hidden_size
+        self.embedding_size = embedding_size if embedding_size is not None else vocab_size
+        self.max_sequence_length = max_sequence_length
+        self.rms_norm_eps = rms_norm_eps
+        self.rope_theta = rope_theta
+        self.mask_token_id = mask_token_id
+        self.num_head_layers = num_head_layers
+        self.use_adaln = use_adaln
+        self.use_mask_embeddings = use_mask_embeddings
+        self.use_block_embeddings = use_block_embeddings
+        self.init_std = init_std
+        kwargs.setdefault("tie_word_embeddings", False)
+        super().__init__(
+            vocab_size=vocab_size,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            **kwargs,
+        )
+        self.validate_architecture()
+
+    def validate_architecture(self) -> None:
+        """Raise ValueError for settings this implementation would silently get wrong."""
+        for field, required, why in _REQUIRED:
+            value = getattr(self, field, required)
+            if value is not None and value != required:
+                raise ConfigError(f"LLaDA config has {field}={value!r}: {why}.")
+        if self.d_model % self.n_heads or self.n_heads % self.n_kv_heads:
+            raise ConfigError(
+                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}) "
+                f"and n_heads by n_kv_heads ({self.n_kv_heads})."
+            )
+        if (self.d_model // self.n_heads) % 2:
+            raise ConfigError("the attention head size must be even for rotary embeddings.")
+        if self.embedding_size < self.vocab_size:
+            raise ConfigError("embedding_size must be at least vocab_size.")
+        if self.num_head_layers and not self.use_adaln:
+            raise ConfigError("planner heads without AdaLN (use_adaln=False) are not supported.")
+        if self.use_block_embeddings:
+            raise ConfigError(
+                "use_block_embeddings=True is not supported: no published dUltra checkpoint uses it."
+            )
+
+    # transformers-standard names, so generic tooling (accelerate, FSDP wrap policies) works.
+    @property
+    def hidden_size(self) -> int:
+        return self.d_model
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.n_heads
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.n_layers
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def has_planner(self) -> bool:
+        return self.num_head_layers > 0

@@ -1,0 +1,95 @@
+"""Load a model + tokenizer from `tiny` or a checkpoint directory, with clear errors.
+
+Accepts the official LLaDA checkpoints (GSAI-ML/LLaDA-8B-Instruct), the published dUltra
+checkpoints (sengi/dUltra-*), and checkpoints this project writes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from dultra.errors import CheckpointError
+from dultra.model.config import LLaDAConfig
+from dultra.model.modeling import PLANNER_MODULES, LLaDAModelLM
+from dultra.model.tiny import tiny_checkpoint
+from dultra.model.tokenizer import check_tokenizer
+
+
+def resolve(model: str | Path) -> Path:
+    """`tiny` -> the cached tiny default; anything else must be a checkpoint directory."""
+    if str(model) == "tiny":
+        return tiny_checkpoint()
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint directory at {path} (use `tiny` or a local directory)")
+    if not (path / "config.json").exists():
+        raise CheckpointError(f"{path} has no config.json: not a Hugging Face checkpoint directory")
+    return path
+
+
+def load_model(
+    model: str | Path,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    add_planner: bool = False,
+) -> LLaDAModelLM:
+    """Load weights; every parameter must come from the checkpoint.
+
+    add_planner: give a plain LLaDA checkpoint a freshly initialised planner head (the
+    start of a planner warm start); only the head's keys may then be missing.
+    """
+    path = resolve(model)
+    overrides = {}
+    config = LLaDAConfig.from_pretrained(path)
+    if add_planner and not config.has_planner:
+        overrides["num_head_layers"] = 1
+    loaded, info = LLaDAModelLM.from_pretrained(
+        path, dtype=dtype or torch.float32, output_loading_info=True, **overrides
+    )
+    missing = [k for k in info["missing_keys"] if not (overrides and k.split(".")[0] in PLANNER_MODULES)]
+    problems = {
+        "missing": missing,
+        "unexpected": list(info["unexpected_keys"]),
+        "mismatched": [str(m) for m in info.get("mismatched_keys", [])],
+    }
+    bad = {k: v for k, v in problems.items() if v}
+    if bad:
+        detail = "; ".join(f"{k} keys: {', '.join(sorted(v)[:5])}{' ...' if len(v) > 5 else ''}" for k, v in bad.items())
+        raise CheckpointError(f"checkpoint {path} does not match the model: {detail}")
+    if device is not None:
+        loaded = loaded.to(device)
+    return loaded.eval()
+
+
+def load_tokenizer(model: str | Path, mask_token_id: int) -> PreTrainedTokenizerBase:
+    path = resolve(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"no usable tokenizer in {path}: {err}") from None
+    tokenizer.padding_side = "left"
+    check_tokenizer(tokenizer, mask_token_id)
+    return tokenizer
+
+
+def load(
+    model: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None
+) -> tuple[LLaDAModelLM, PreTrainedTokenizerBase]:
+    loaded = load_model(model, dtype=dtype, device=device)
+    return loaded, load_tokenizer(model, loaded.config.mask_token_id)
+
+
+def stop_token_ids(path: str | Path, tokenizer: PreTrainedTokenizerBase, config: LLaDAConfig) -> tuple[int, ...]:
+    """Every id that ends a completion: the config's EOS, the tokenizer's, generation_config's."""
+    ids = {config.eos_token_id}
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    gen = resolve(path) / "generation_config.json"
+    if gen.exists():
+        eos = json.loads(gen.read_text()).get("eos_token_id")
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return tuple(sorted(ids))

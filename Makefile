@@ -19,7 +19,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/dultra demo
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check dultra tests benchmarks
+	$(VENV)/bin/ruff check --output-format concise dultra tests benchmarks
 	$(PY) -m pytest -q
 
 clean:

@@ -24,7 +24,7 @@ from dultra.decoding.step import block_index, propose_tokens, score_block, token
 from dultra.decoding.strategies import BlockView, Strategy
 from dultra.decoding.trajectory import Trajectory, step_log_prob
 from dultra.errors import ConfigError
-from dultra.model import LLaDAModelLM
+from dultra.model import LLaDAConfig, LLaDAModelLM
 
 
 @dataclass
@@ -64,21 +64,27 @@ class DecodeOutput:
         return self.lengths.float() / self.nfe.clamp(min=1).float()
 
 
-def check_layout(model: LLaDAModelLM, prompt_len: int, config: DecodeConfig, strategy: Strategy) -> None:
-    """Clear errors for settings that cannot decode, before any compute."""
+def check_settings(config: DecodeConfig, strategy: Strategy) -> None:
+    """Clear errors for settings that cannot decode any prompt (no model needed)."""
     g, b = config.gen_length, config.block_length
     if g <= 0 or b <= 0 or g % b:
         raise ConfigError(f"gen_length ({g}) must be a positive multiple of block_length ({b})")
-    limit = model.config.max_sequence_length
+    if config.temperature < 0:
+        raise ConfigError(f"temperature must be >= 0, got {config.temperature}")
+    strategy.validate(g, b)
+
+
+def check_layout(model_config: LLaDAConfig, prompt_len: int, config: DecodeConfig, strategy: Strategy) -> None:
+    """Clear errors for a model + prompt + settings that cannot decode, before any compute."""
+    check_settings(config, strategy)
+    g = config.gen_length
+    limit = model_config.max_sequence_length
     if prompt_len + g > limit:
         raise ConfigError(
             f"prompt ({prompt_len} tokens) + gen_length ({g}) exceeds the model's context ({limit})"
         )
-    if config.temperature < 0:
-        raise ConfigError(f"temperature must be >= 0, got {config.temperature}")
-    if strategy.uses_planner and not model.config.has_planner:
+    if strategy.uses_planner and not model_config.has_planner:
         raise ConfigError(f"strategy {strategy.name!r} needs a planner head; this model has none")
-    strategy.validate(g, b)
 
 
 def first_eos(completion: torch.Tensor, eos_ids: torch.Tensor) -> torch.Tensor:
@@ -98,7 +104,7 @@ def generate(
 ) -> DecodeOutput:
     """Decode a batch of left-padded prompts (B, P); see the module docstring."""
     B, P = input_ids.shape
-    check_layout(model, P, config, strategy)
+    check_layout(model.config, P, config, strategy)
     cfg, dev = model.config, input_ids.device
     mask_id, G, N = cfg.mask_token_id, config.gen_length, config.block_length
     eos_ids = torch.tensor(sorted({cfg.eos_token_id, *config.eos_ids}), device=dev)

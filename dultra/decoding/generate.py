@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dultra.decoding.step import block_index, propose_tokens, score_block, token_log_prob
+from dultra.decoding.step import block_index, compiled_decode_step, decode_step, gumbel_noise
 from dultra.decoding.strategies import BlockView, Strategy
 from dultra.decoding.trajectory import Trajectory, step_log_prob
 from dultra.errors import ConfigError
@@ -45,6 +45,10 @@ class DecodeConfig:
     """Seed of the sampling generator (token sampling, planner Bernoulli draws)."""
     eos_ids: tuple[int, ...] = field(default_factory=tuple)
     """Extra token ids that end a completion, besides the model's eos_token_id."""
+    compile: bool = False
+    """Run each step's model work as one torch.compile'd CUDA graph (GPU inference; compiles per shape)."""
+    max_steps: int | None = None
+    """Stop after this many steps even if masks remain (timing benchmarks); None decodes fully."""
 
 
 @dataclass
@@ -124,14 +128,21 @@ def generate(
     unmask_step = torch.full((B, G), -1, dtype=torch.long, device=dev) if config.record else None
     log_probs: list[torch.Tensor] = []
 
-    step = 0
-    while True:
+    step_fn = compiled_decode_step() if config.compile else decode_step
+
+    def next_inputs():
         index = block_index(block_start, N)
         block = x.gather(1, index)
         candidates = (block == mask_id) & ~done[:, None]
-        logits, planner = score_block(model, x, layout, seq_len, index, candidates, strategy.uses_planner)
-        x0 = propose_tokens(logits, config.temperature, generator)
-        logq_x0 = token_log_prob(logits, x0)
+        noise = gumbel_noise((B, N, cfg.vocab_size), dev, generator) if config.temperature > 0 else None
+        return index, block, candidates, noise
+
+    index, block, candidates, noise = next_inputs()
+    step = 0
+    while True:
+        logits, planner, x0, logq_x0 = step_fn(
+            model, x, layout, seq_len, index, candidates, strategy.uses_planner, config.temperature, noise
+        )
         view = BlockView(candidates, logq_x0, planner, block_step, logits, G // N, generator)
         revealed = strategy.select(view)
         x.scatter_(1, index, torch.where(revealed, x0, block))
@@ -150,7 +161,10 @@ def generate(
         done |= finished
         block_start = block_start.clamp(max=P + G - N)
         step += 1
-        if bool(done.all()):
+        # The next step's inputs are queued before the one sync per step, so after it the
+        # device only waits for the model call to be launched.
+        index, block, candidates, noise = next_inputs()
+        if bool(done.all()) or step == config.max_steps:
             break
 
     completion = x[:, P:]

@@ -6,6 +6,8 @@ The trunk runs over the whole sequence; the LM head only over each row's current
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from dultra.model import LLaDAModelLM, SeqLayout
@@ -36,7 +38,7 @@ def score_block(
     mask_id = model.config.mask_token_id
     hidden = model.trunk(x, layout)
     logits = model.lm_logits(_gather_rows(hidden, index)).float()
-    logits = logits.index_fill(-1, torch.tensor([mask_id], device=x.device), float("-inf"))
+    logits[..., mask_id] = float("-inf")  # in place on a fresh tensor: no host-to-device copy
     if not use_planner:
         return logits, None
     # Timestep as the reference: 1 - (masks in the whole sequence) / (sequence length).
@@ -45,15 +47,42 @@ def score_block(
     return logits, model.planner_logits(hidden, t, planner_mask, layout, index)
 
 
-def propose_tokens(
-    logits: torch.Tensor, temperature: float, generator: torch.Generator | None
-) -> torch.Tensor:
-    """logits (B, N, V) -> token ids (B, N): argmax, or a softmax(logits / T) sample (Gumbel-max)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    u = torch.rand(logits.shape, device=logits.device, generator=generator)
-    gumbel = -torch.log(-torch.log(u.clamp_(min=torch.finfo(u.dtype).tiny)))
-    return (logits / temperature + gumbel).argmax(dim=-1)
+def gumbel_noise(shape: torch.Size, device, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard Gumbel noise of `shape` (float32), drawn outside compiled regions."""
+    u = torch.rand(shape, device=device, generator=generator)
+    return -torch.log(-torch.log(u.clamp_(min=torch.finfo(u.dtype).tiny)))
+
+
+def decode_step(
+    model: LLaDAModelLM,
+    x: torch.Tensor,
+    layout: SeqLayout,
+    seq_len: torch.Tensor,
+    index: torch.Tensor,
+    candidates: torch.Tensor,
+    use_planner: bool,
+    temperature: float,
+    noise: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """`score_block`, then the proposed tokens and their log-probs.
+
+    x0 is the argmax of the logits, or with Gumbel `noise` (B, N, V) a sample of
+    softmax(logits / temperature). Returns logits (B, N, V), planner logits (B, N) or None,
+    x0 (B, N) and log q(x0) (B, N) without temperature.
+    """
+    logits, planner = score_block(model, x, layout, seq_len, index, candidates, use_planner)
+    x0 = logits.argmax(dim=-1) if noise is None else (logits / temperature + noise).argmax(dim=-1)
+    return logits, planner, x0, token_log_prob(logits, x0)
+
+
+@functools.cache
+def compiled_decode_step():
+    """`decode_step` under torch.compile with CUDA graphs: one graph replay per step on GPU.
+
+    Compiles once per batch shape and strategy kind; outputs live in graph-owned buffers
+    that the next step overwrites, so callers use them within the step.
+    """
+    return torch.compile(decode_step, mode="reduce-overhead", dynamic=False)
 
 
 def token_log_prob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from dultra.storage.uri import MANIFEST_NAME, check_run_id
 
 SCHEMA_VERSION = 1
 _CHUNK = 1 << 20
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def _entry(data: dict[str, Any]) -> FileEntry:
     size, sha = data["size"], data["sha256"]
     if not isinstance(size, int) or size < 0:
         raise ValueError(f"bad size {size!r} for {data['path']!r}")
-    if not isinstance(sha, str) or not _SHA256.match(sha):
+    if not isinstance(sha, str) or not SHA256_HEX.match(sha):
         raise ValueError(f"bad sha256 {sha!r} for {data['path']!r}")
     return FileEntry(path=check_path(data["path"]), size=size, sha256=sha)
 

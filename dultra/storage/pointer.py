@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from botocore.exceptions import ClientError
 
 from dultra.storage.errors import IntegrityError, PointerRaceLost
-from dultra.storage.manifest import utc_now
+from dultra.storage.manifest import SHA256_HEX, utc_now
 from dultra.storage.s3 import error_code, http_status, is_not_found, translate, translate_errors
 from dultra.storage.uri import POINTER_NAME, S3Location, check_run_id
 
@@ -52,7 +52,9 @@ class Pointer:
             data = json.loads(raw)
             if data["schema_version"] != POINTER_SCHEMA_VERSION:
                 raise ValueError(f"schema_version {data['schema_version']!r}")
-            return cls(run_id=check_run_id(data["run_id"]), manifest_sha256=str(data["manifest_sha256"]),
+            if not SHA256_HEX.match(str(data["manifest_sha256"])):
+                raise ValueError(f"manifest_sha256 {data['manifest_sha256']!r}")
+            return cls(run_id=check_run_id(data["run_id"]), manifest_sha256=data["manifest_sha256"],
                        generation=int(data["generation"]), previous_run_id=data.get("previous_run_id"),
                        updated=str(data["updated"]), schema_version=data["schema_version"])
         except (ValueError, KeyError, TypeError) as err:

@@ -67,8 +67,8 @@ def publish(
     if not root.is_dir():
         raise StorageError(f"no checkpoint directory at {root}")
     base = uri if isinstance(uri, S3Location) else parse_publish_uri(uri)
-    run = base.run(check_run_id(run_id or new_run_id()))
-    run_id = run.prefix.rsplit("/", 1)[-1]
+    run_id = check_run_id(run_id or new_run_id())
+    run = base.run(run_id)
     options = options or S3Options()
     files = scan_directory(root)
     if not files:

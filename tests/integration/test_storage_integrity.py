@@ -121,3 +121,30 @@ def test_cli_prints_one_line_errors(tiny_checkpoint_dir, s3_bucket, moto_endpoin
     assert main(["publish", str(tiny_checkpoint_dir), uri, "--endpoint-url", moto_endpoint]) == 2
     err = capsys.readouterr().err
     assert "no AWS credentials" in err and err.count("\n") == 1
+
+
+class RivalCommitsSameRun:
+    """A real client; during its first upload another publisher with the same run id
+    commits that run's manifest (the listing check passed for both of them)."""
+
+    def __init__(self, client, bucket: str, manifest_key: str):
+        self._client, self._bucket, self._key, self._fired = client, bucket, manifest_key, False
+
+    def upload_file(self, *args, **kwargs):
+        if not self._fired:
+            self._fired = True
+            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=b"{}", IfNoneMatch="*")
+        return self._client.upload_file(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_a_run_is_committed_once(published, tiny_checkpoint_dir, s3_options, s3_client):
+    bucket, _ = published
+    before = s3_client.get_object(Bucket=bucket, Key="m/latest")["ETag"]
+    racing = RivalCommitsSameRun(s3_client, bucket, "m/runs/same/manifest.json")
+    with pytest.raises(RunExists, match="another publisher with the same run id"):
+        publish(tiny_checkpoint_dir, f"s3://{bucket}/m", run_id="same", options=s3_options, client=racing)
+    assert s3_client.get_object(Bucket=bucket, Key="m/runs/same/manifest.json")["Body"].read() == b"{}"
+    assert s3_client.get_object(Bucket=bucket, Key="m/latest")["ETag"] == before

@@ -87,6 +87,8 @@ def test_pull_refuses_non_empty_dir_unless_forced(tiny_checkpoint_dir, s3_bucket
     (dest / "mine.txt").write_text("keep me")
     with pytest.raises(DestinationNotEmpty):
         pull(uri, dest, options=s3_options)
+    with pytest.raises(DestinationNotEmpty):  # refused before any S3 call, even to a missing bucket
+        pull("s3://no-such-bucket-here/m", dest, options=s3_options)
     assert (dest / "mine.txt").read_text() == "keep me"
     pull(uri, dest, force=True, options=s3_options)
     assert same_files(tiny_checkpoint_dir, dest)

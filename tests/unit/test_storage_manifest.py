@@ -86,6 +86,8 @@ def test_pointer_round_trip_and_validation():
     pointer = Pointer(run_id="r2", manifest_sha256="a" * 64, generation=2, previous_run_id="r1",
                       updated="2025-01-31T12:00:00Z")
     assert Pointer.from_json(pointer.to_json(), "latest") == pointer
-    for raw in (b"{}", b"null", json.dumps({**json.loads(pointer.to_json()), "run_id": "a/b"}).encode()):
+    data = json.loads(pointer.to_json())
+    for raw in (b"{}", b"null", json.dumps({**data, "run_id": "a/b"}).encode(),
+                json.dumps({**data, "manifest_sha256": "nothex"}).encode()):
         with pytest.raises(IntegrityError, match="not a valid pointer"):
             Pointer.from_json(raw, "latest")

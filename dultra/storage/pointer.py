@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 
 from dultra.storage.errors import IntegrityError, PointerRaceLost
 from dultra.storage.manifest import SHA256_HEX, utc_now
-from dultra.storage.s3 import error_code, http_status, is_not_found, translate, translate_errors
+from dultra.storage.s3 import error_code, http_status, is_not_found, translate_errors
 from dultra.storage.uri import POINTER_NAME, S3Location, check_run_id
 
 POINTER_SCHEMA_VERSION = 1
@@ -84,19 +84,23 @@ def move_latest(client, base: S3Location, run_id: str, manifest_sha256: str,
     where = base.uri(POINTER_NAME)
     for attempt in range(attempts):
         current = read_pointer(client, base)
+        if attempt and current and (current[0].run_id, current[0].manifest_sha256) == (run_id, manifest_sha256):
+            # Our earlier PUT landed but its answer was lost (boto3 retried it into a 412).
+            return current[0]
         pointer = Pointer(
             run_id=run_id, manifest_sha256=manifest_sha256,
             generation=current[0].generation + 1 if current else 1,
             previous_run_id=current[0].run_id if current else None, updated=utc_now(),
         )
         condition = {"IfMatch": current[1]} if current else {"IfNoneMatch": "*"}
-        try:
-            client.put_object(Bucket=base.bucket, Key=base.key(POINTER_NAME), Body=pointer.to_json(),
-                              ContentType="application/json", **condition)
-            return pointer
-        except ClientError as err:
-            if not lost_race(err):
-                raise translate(err, f"moving {where}", base.bucket) from None
+        with translate_errors(f"moving {where}", base.bucket):
+            try:
+                client.put_object(Bucket=base.bucket, Key=base.key(POINTER_NAME), Body=pointer.to_json(),
+                                  ContentType="application/json", **condition)
+                return pointer
+            except ClientError as err:
+                if not lost_race(err):
+                    raise
         # Jitter keeps racing writers from colliding again in lockstep.
         time.sleep(random.uniform(0, backoff_s * 2**min(attempt, 5)))
     raise PointerRaceLost(f"{where}: lost {attempts} compare-and-swaps to other publishers; "

@@ -25,7 +25,7 @@ from dultra.storage.errors import RunExists, StorageError
 from dultra.storage.manifest import Manifest, detect_git_commit, scan_directory, utc_now
 from dultra.storage.pointer import Pointer, lost_race, move_latest
 from dultra.storage.progress import ByteProgress
-from dultra.storage.s3 import S3Options, make_client, translate, translate_errors
+from dultra.storage.s3 import S3Options, make_client, translate_errors
 from dultra.storage.uri import (
     MANIFEST_NAME,
     S3Location,
@@ -91,14 +91,15 @@ def publish(
                                    Config=transfer, Callback=progress)
 
     raw = manifest.to_json()
-    try:
-        client.put_object(Bucket=base.bucket, Key=run.key(MANIFEST_NAME), Body=raw,
-                          ContentType="application/json", IfNoneMatch="*")
-    except ClientError as err:
-        if lost_race(err):
+    with translate_errors(f"writing {run.uri(MANIFEST_NAME)}", base.bucket):
+        try:
+            client.put_object(Bucket=base.bucket, Key=run.key(MANIFEST_NAME), Body=raw,
+                              ContentType="application/json", IfNoneMatch="*")
+        except ClientError as err:
+            if not lost_race(err):
+                raise
             raise RunExists(f"{run.uri(MANIFEST_NAME)} was written by another publisher with the same "
                             "run id; its files may now mix both uploads (use unique run ids)") from None
-        raise translate(err, f"writing {run.uri(MANIFEST_NAME)}", base.bucket) from None
 
     pointer = move_latest(client, base, run_id, hashlib.sha256(raw).hexdigest())
     return PublishResult(run_id=run_id, run_uri=run.uri() + "/", manifest=manifest, pointer=pointer)

@@ -20,11 +20,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dultra.decoding.step import block_index, compiled_decode_step, decode_step, gumbel_noise
+from dultra.decoding.step import (
+    block_index,
+    compiled_decode_step,
+    decode_step,
+    gumbel_noise,
+    model_config,
+)
 from dultra.decoding.strategies import BlockView, Strategy
 from dultra.decoding.trajectory import Trajectory, step_log_prob
 from dultra.errors import ConfigError
-from dultra.model import LLaDAConfig, LLaDAModelLM
+from dultra.model import LLaDAConfig
 
 
 @dataclass
@@ -100,7 +106,7 @@ def first_eos(completion: torch.Tensor, eos_ids: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(
-    model: LLaDAModelLM,
+    model: torch.nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
     strategy: Strategy,
@@ -108,8 +114,8 @@ def generate(
 ) -> DecodeOutput:
     """Decode a batch of left-padded prompts (B, P); see the module docstring."""
     B, P = input_ids.shape
-    check_layout(model.config, P, config, strategy)
-    cfg, dev = model.config, input_ids.device
+    cfg, dev = model_config(model), input_ids.device
+    check_layout(cfg, P, config, strategy)
     mask_id, G, N = cfg.mask_token_id, config.gen_length, config.block_length
     eos_ids = torch.tensor(sorted({cfg.eos_token_id, *config.eos_ids}), device=dev)
     generator = None
@@ -119,8 +125,9 @@ def generate(
     prompt_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.dtype)
     x = torch.cat([input_ids, torch.full((B, G), mask_id, dtype=input_ids.dtype, device=dev)], dim=1)
     valid = torch.cat([prompt_mask, torch.ones((B, G), dtype=prompt_mask.dtype, device=dev)], dim=1)
-    layout = model.layout(valid, P + G)
     seq_len = valid.sum(dim=1)
+    if bool(prompt_mask.all()):  # one check here, so unpadded batches get the fastest attention
+        valid = None
     block_start = torch.full((B,), P, device=dev)
     block_step = torch.zeros(B, dtype=torch.long, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
@@ -141,7 +148,7 @@ def generate(
     step = 0
     while True:
         logits, planner, x0, logq_x0 = step_fn(
-            model, x, layout, seq_len, index, candidates, strategy.uses_planner, config.temperature, noise
+            model, x, valid, seq_len, index, candidates, strategy.uses_planner, config.temperature, noise
         )
         view = BlockView(candidates, logq_x0, planner, block_step, logits, G // N, generator)
         revealed = strategy.select(view)

@@ -10,9 +10,6 @@ import functools
 
 import torch
 
-from dultra.model import LLaDAModelLM, SeqLayout
-from dultra.model.layers import _gather_rows
-
 
 def block_index(block_start: torch.Tensor, block_length: int) -> torch.Tensor:
     """block_start: (B,) first column of each row's current block -> (B, N) column indices."""
@@ -20,31 +17,39 @@ def block_index(block_start: torch.Tensor, block_length: int) -> torch.Tensor:
 
 
 def score_block(
-    model: LLaDAModelLM,
+    model: torch.nn.Module,
     x: torch.Tensor,
-    layout: SeqLayout,
+    valid: torch.Tensor | None,
     seq_len: torch.Tensor,
     index: torch.Tensor,
     candidates: torch.Tensor,
     use_planner: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Token logits and planner logits for the current block.
+    """Token logits and planner logits for the current block, in one model forward.
 
-    x: (B, L) current sequence (masks included). seq_len: (B,) real tokens per row (padding
-    excluded), for the planner timestep. index: (B, N) current-block columns. candidates:
-    (B, N) bool masks of the block. Returns logits (B, N, V) float32 with the mask token at
-    -inf, and planner logits (B, N) float32 (None without the planner).
+    model: an LLaDAModelLM or a wrapper of it (DDP, FSDP). x: (B, L) current sequence (masks
+    included). valid: (B, L) attention mask, None without padding. seq_len: (B,) real
+    tokens per row, for the planner timestep. index: (B, N) current-block columns.
+    candidates: (B, N) bool masks of the block. Returns logits (B, N, V) float32 with the
+    mask token at -inf, and planner logits (B, N) float32 (None without the planner).
     """
-    mask_id = model.config.mask_token_id
-    hidden = model.trunk(x, layout)
-    logits = model.lm_logits(_gather_rows(hidden, index)).float()
+    mask_id = model_config(model).mask_token_id
+    t = planner_mask = None
+    if use_planner:
+        # Timestep as the reference: 1 - (masks in the whole sequence) / (sequence length).
+        t = 1.0 - (x == mask_id).sum(dim=1).float() / seq_len.float()
+        planner_mask = torch.zeros_like(x, dtype=torch.bool).scatter_(1, index, candidates)
+    out = model(x, attention_mask=valid, logits_index=index, planner_t=t, planner_mask=planner_mask)
+    logits = out.logits.float()
     logits[..., mask_id] = float("-inf")  # in place on a fresh tensor: no host-to-device copy
-    if not use_planner:
-        return logits, None
-    # Timestep as the reference: 1 - (masks in the whole sequence) / (sequence length).
-    t = 1.0 - (x == mask_id).sum(dim=1).float() / seq_len.float()
-    planner_mask = torch.zeros_like(x, dtype=torch.bool).scatter_(1, index, candidates)
-    return logits, model.planner_logits(hidden, t, planner_mask, layout, index)
+    return logits, out.planner_logits
+
+
+def model_config(model: torch.nn.Module):
+    """The LLaDAConfig of a model or of the model inside a DDP/FSDP/compile wrapper."""
+    while not hasattr(model, "config") and hasattr(model, "module"):
+        model = model.module
+    return model.config
 
 
 def gumbel_noise(shape: torch.Size, device, generator: torch.Generator | None) -> torch.Tensor:
@@ -54,9 +59,9 @@ def gumbel_noise(shape: torch.Size, device, generator: torch.Generator | None) -
 
 
 def decode_step(
-    model: LLaDAModelLM,
+    model: torch.nn.Module,
     x: torch.Tensor,
-    layout: SeqLayout,
+    valid: torch.Tensor | None,
     seq_len: torch.Tensor,
     index: torch.Tensor,
     candidates: torch.Tensor,
@@ -70,7 +75,7 @@ def decode_step(
     softmax(logits / temperature). Returns logits (B, N, V), planner logits (B, N) or None,
     x0 (B, N) and log q(x0) (B, N) without temperature.
     """
-    logits, planner = score_block(model, x, layout, seq_len, index, candidates, use_planner)
+    logits, planner = score_block(model, x, valid, seq_len, index, candidates, use_planner)
     x0 = logits.argmax(dim=-1) if noise is None else (logits / temperature + noise).argmax(dim=-1)
     return logits, planner, x0, token_log_prob(logits, x0)
 

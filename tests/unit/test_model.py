@@ -75,7 +75,7 @@ def ref_planner(model, h, t, m):
 def test_trunk_matches_reference():
     model = small_model()
     ids = torch.randint(0, 60, (1, 23))
-    got = model.trunk(ids, model.layout(None, 23))[0]
+    got = model(ids, output_hidden_states=True).hidden_states[-1][0]
     assert torch.allclose(got.double(), ref_trunk(model, ids[0]), atol=1e-5)
     logits = model(ids).logits[0]
     want = ref_trunk(model, ids[0]) @ model.model.transformer.ff_out.weight.double().T
@@ -85,7 +85,7 @@ def test_trunk_matches_reference():
 def test_planner_matches_reference():
     model = small_model()
     ids = torch.randint(0, 60, (1, 20))
-    h = model.trunk(ids, model.layout(None, 20))
+    h = model(ids, output_hidden_states=True).hidden_states[-1]
     m = torch.zeros(1, 20, dtype=torch.bool)
     m[0, 12:16] = True
     t = torch.tensor([0.35])
@@ -97,13 +97,16 @@ def test_query_index_equals_slicing_the_full_output():
     model = small_model()
     ids = torch.randint(0, 60, (2, 18))
     layout = model.layout(None, 18)
-    h = model.trunk(ids, layout)
+    h = model(ids, output_hidden_states=True).hidden_states[-1]
     m = torch.rand(2, 18) < 0.5
     t = torch.tensor([0.1, 0.8])
     full = model.planner_logits(h, t, m, layout)
     index = torch.tensor([[4, 5, 6, 7], [10, 11, 12, 13]])
     sliced = model.planner_logits(h, t, m, layout, query_index=index)
     assert torch.allclose(sliced, full.gather(1, index), atol=1e-6)
+    out = model(ids, logits_index=index, planner_t=t, planner_mask=m)
+    assert torch.allclose(out.planner_logits, sliced, atol=1e-6)
+    assert torch.allclose(out.logits, model(ids).logits.gather(1, index[..., None].expand(-1, -1, 64)), atol=1e-6)
 
 
 def test_left_padding_does_not_change_a_sequence():

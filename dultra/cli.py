@@ -22,6 +22,7 @@ from dultra.errors import DultraError
 COMMANDS = (
     "dultra.commands.generate",
     "dultra.commands.demo",
+    "dultra.commands.training",
     "dultra.commands.publish",
 )
 

@@ -23,3 +23,14 @@ def small_config(**overrides) -> LLaDAConfig:
 def small_model(seed: int = 0, **overrides) -> LLaDAModelLM:
     torch.manual_seed(seed)
     return LLaDAModelLM(small_config(**overrides)).eval()
+
+
+def save_small_checkpoint(path, tokenizer, seed: int = 0, **overrides):
+    """A 2-layer model with the tiny tokenizer's vocabulary and special ids, saved with it."""
+    model = small_model(
+        seed, vocab_size=len(tokenizer), embedding_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **overrides,
+    )
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

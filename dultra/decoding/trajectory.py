@@ -42,6 +42,16 @@ class Trajectory:
         """(B, G) bool: completion positions already revealed when step `step` starts."""
         return (self.unmask_step >= 0) & (self.unmask_step < step)
 
+    def select(self, rows: torch.Tensor) -> Trajectory:
+        """The trajectory of a subset of rows (a replay micro-batch), steps trimmed to theirs."""
+        steps = int(self.num_steps[rows].max()) if len(rows) else 0
+        return Trajectory(
+            prompt_ids=self.prompt_ids[rows], prompt_mask=self.prompt_mask[rows],
+            completion=self.completion[rows], unmask_step=self.unmask_step[rows],
+            num_steps=self.num_steps[rows], log_probs=self.log_probs[rows, :steps],
+            block_length=self.block_length, uses_planner=self.uses_planner,
+        )
+
     def sequence_log_prob(self) -> torch.Tensor:
         """(B,) log-probability of the whole trajectory."""
         return self.log_probs.sum(dim=1)

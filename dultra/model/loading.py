@@ -94,9 +94,11 @@ def load_tokenizer(model: str | Path, mask_token_id: int) -> PreTrainedTokenizer
 
 
 def load(
-    model: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None
+    model: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
+    add_planner: bool = False,
 ) -> tuple[LLaDAModelLM, PreTrainedTokenizerBase]:
-    loaded = load_model(model, dtype=dtype, device=device)
+    """Model (see `load_model`) and its tokenizer."""
+    loaded = load_model(model, dtype=dtype, device=device, add_planner=add_planner)
     return loaded, load_tokenizer(model, loaded.config.mask_token_id)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dultra.configio import doc
 from dultra.errors import ConfigError
 
 COMPONENTS = ("correct", "format", "distill", "steps")
@@ -28,10 +29,10 @@ class UnscorableBatchError(RuntimeError):
 class RewardWeights:
     """Weight of each reward component (reference defaults for math)."""
 
-    correct: float = 1.0  # correctness: math-verify match, or the code pass fraction
-    format: float = 1.0  # boxed answer / code fence present
-    distill: float = 1.0  # mean per-token teacher log-likelihood
-    steps: float = 0.1  # -(productive denoising steps) / 50
+    correct: float = doc(1.0, "correctness: math-verify match, or the code pass fraction")
+    format: float = doc(1.0, "boxed answer / code fence present")
+    distill: float = doc(1.0, "mean per-token teacher log-likelihood")
+    steps: float = doc(0.1, "-(productive denoising steps) / 50")
 
     @classmethod
     def for_kind(cls, kind: str) -> RewardWeights:

@@ -12,9 +12,10 @@ Completions are grouped contiguously: completion i belongs to examples[i // grou
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from dultra.configio import doc
 from dultra.data.example import Example
 from dultra.errors import ConfigError
 from dultra.rewards.code_correct import CodeReward
@@ -30,10 +31,10 @@ from dultra.rewards.steps import step_penalty
 class RewardConfig:
     """Reward settings of a GRPO run (defaults: dultra.md section 5)."""
 
-    math: RewardWeights = field(default_factory=lambda: RewardWeights.for_kind("math"))  # weights for math tasks
-    code: RewardWeights = field(default_factory=lambda: RewardWeights.for_kind("code"))  # weights for code tasks
-    max_unscorable_fraction: float = 0.25  # fail the step if more of a batch cannot be scored
-    code_workers: int = 8  # concurrent sandbox requests
+    math: RewardWeights = doc(factory=lambda: RewardWeights.for_kind("math"), help="weights for math tasks")
+    code: RewardWeights = doc(factory=lambda: RewardWeights.for_kind("code"), help="weights for code tasks")
+    max_unscorable_fraction: float = doc(0.25, "fail the step if more of a batch cannot be scored")
+    code_workers: int = doc(8, "concurrent sandbox requests")
 
 
 @dataclass

@@ -1,0 +1,157 @@
+"""Typed configs for entry points: YAML files and command-line flags into dataclasses.
+
+    @dataclass
+    class PretrainConfig:
+        steps: int = doc(1000, "optimizer steps")
+
+    add_config_flags(parser, PretrainConfig)        # --steps N, help from the field doc
+    config = load_config(PretrainConfig, "configs/tiny.yaml", section="pretrain", flags=args)
+
+Every field carries a one-line help (`doc`), so `--help` documents every option. Unknown
+keys in a file are an error that lists the allowed ones; nested dataclasses are YAML
+mappings and dotted flags (`--rewards.math.steps 0.2`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dultra.errors import ConfigError
+
+
+def doc(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with a one-line help text."""
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _base_type(hint: Any) -> tuple[Any, bool]:
+    """(type, optional) for `T` or `T | None`."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return hint, False
+
+
+def _leaves(config: Any, prefix: str = ""):
+    """(dotted name, field, type hint, default value) of every non-dataclass field of an
+    instance built with its defaults, depth first (so nested factories show real defaults)."""
+    hints = _hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _leaves(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f, hints[f.name], value
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _flag_type(base: Any):
+    if base is bool:
+        return _parse_bool, "BOOL"
+    if typing.get_origin(base) is tuple:
+        return (lambda text: tuple(float(x) for x in text.split(","))), "X,Y"
+    return {int: (int, "N"), float: (float, "X")}.get(base, (str, "VALUE"))
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--name` flag per field (dotted for nested ones); unset flags keep file values."""
+    group = parser.add_argument_group(f"{cls.__name__} (also settable in the YAML file)")
+    for name, f, hint, default in _leaves(cls()):
+        kind, meta = _flag_type(_base_type(hint)[0])
+        text = f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")  # argparse formats %
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg:{name}", type=kind, default=None,
+                           metavar=meta, help=text)
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(sorted(names))}")
+    kwargs = {}
+    for key, value in values.items():
+        base, optional = _base_type(hints[key])
+        if dataclasses.is_dataclass(base):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{key} must be a mapping")
+            value = _build(base, value, f"{where}.{key}")
+        elif value is None and not optional:
+            raise ConfigError(f"{where}.{key} may not be empty")
+        elif value is not None:
+            value = _coerce(base, value, f"{where}.{key}")
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _coerce(base: Any, value: Any, where: str) -> Any:
+    if base is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if base in (int, bool, str) and not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be {base.__name__}, got {value!r}")
+    if typing.get_origin(base) is tuple:
+        return tuple(value)
+    return value
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        tree = tree.setdefault(p, {})
+    tree[leaf] = value
+
+
+def load_config(
+    cls: type, path: str | Path | None = None, section: str | None = None, flags: argparse.Namespace | None = None
+) -> Any:
+    """Build `cls` from a YAML file (optionally one top-level `section` of it), then flags."""
+    values: dict[str, Any] = {}
+    where = cls.__name__
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        if section is not None:
+            loaded = loaded.get(section, {}) or {}
+            where = f"{path}:{section}"
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{where} must be a mapping")
+        values = loaded
+    for key, value in vars(flags or argparse.Namespace()).items():
+        if key.startswith("cfg:") and value is not None:
+            _set_dotted(values, key[4:], value)
+    return _build(cls, values, where)
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A config as plain data (for logs and checkpoints)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,71 @@
+"""Training checkpoints: everything needed to resume exactly, written atomically.
+
+    OUTPUT_DIR/checkpoints/step-00000040/   accelerate state (model, optimizer, scheduler, RNG)
+                                            + trainer_state.json (step, data position, config)
+    OUTPUT_DIR/final/                       the model as a checkpoint `dultra generate --model` loads
+
+A checkpoint directory appears under its final name only once complete (written to a
+temporary name, then renamed), so a run killed mid-save resumes from the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+
+STATE_FILE = "trainer_state.json"
+
+
+def checkpoint_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int, state: dict[str, Any],
+                    keep: int = 2) -> Path:
+    """Save the accelerate state plus `state` (JSON) as step-N; keep the newest `keep`."""
+    root = checkpoint_root(output_dir)
+    final = root / f"step-{step:08d}"
+    tmp = root / f".tmp-step-{step:08d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint, or None."""
+    done = sorted(p for p in checkpoint_root(output_dir).glob("step-*") if (p / STATE_FILE).exists())
+    return done[-1] if done else None
+
+
+def load_checkpoint(accelerator: Accelerator, directory: Path) -> dict[str, Any]:
+    """Restore the accelerate state; return the trainer state saved with it."""
+    accelerator.load_state(str(directory))
+    return json.loads((directory / STATE_FILE).read_text())
+
+
+def save_final(accelerator: Accelerator, model, tokenizer, directory: str | Path) -> Path:
+    """The trained model + tokenizer as a loadable checkpoint directory."""
+    directory = Path(directory)
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    state = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(directory, state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(directory)
+    accelerator.wait_for_everyone()
+    return directory

@@ -1,0 +1,105 @@
+"""The loop shared by the supervised stages (tiny-base pretraining, planner warm start).
+
+    run_supervised(cfg, model, tokenizer, stream, loss_fn, accelerator, name="pretrain")
+
+loss_fn(model, batch, generator) -> (loss, metrics). The generator is seeded from
+(seed, step), so a resumed run draws exactly the masks an uninterrupted run would.
+Checkpoints every `save_every` steps; `resume` continues from the newest one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from dultra.configio import config_dict, doc
+from dultra.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
+from dultra.rl.data import ExampleStream
+from dultra.rl.logger import MetricsLogger
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW and its learning-rate schedule (linear warmup, then constant or cosine)."""
+
+    lr: float = doc(1e-3, "peak learning rate")
+    betas: tuple[float, float] = doc((0.9, 0.99), "AdamW betas")
+    weight_decay: float = doc(0.0, "AdamW weight decay")
+    grad_clip: float = doc(1.0, "clip the global gradient norm to this (0 disables)")
+    warmup_steps: int = doc(0, "linear warmup steps")
+    schedule: str = doc("constant", "constant | cosine (decay to 10% of lr at the last step)")
+
+
+def build_optimizer(params, cfg: OptimConfig, total_steps: int):
+    """AdamW over `params` and its LambdaLR schedule."""
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "cosine":
+            progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+            return 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
+        return 1.0
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """A CPU generator that depends only on (seed, step, rank): resumable randomness."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 101 + rank)
+
+
+def run_supervised(
+    cfg,
+    model: torch.nn.Module,
+    tokenizer,
+    stream: ExampleStream,
+    loss_fn: Callable,
+    accelerator: Accelerator,
+    name: str,
+) -> Path:
+    """Train for cfg.steps; returns the final checkpoint directory (cfg.output_dir/final).
+
+    cfg needs: steps, optim (OptimConfig), seed, output_dir, save_every, resume.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    output_dir = Path(cfg.output_dir)
+    start = 0
+    if cfg.resume and (ckpt := latest_checkpoint(output_dir)) is not None:
+        state = load_checkpoint(accelerator, ckpt)
+        start = state["step"]
+        stream.load_state(state["data"])
+        accelerator.print(f"{name}: resumed from {ckpt} at step {start}")
+    logger = MetricsLogger(output_dir, enabled=accelerator.is_main_process, resume_step=start)
+    accelerator.print(f"{name}: config {config_dict(cfg)}")
+    model.train()
+    bar = tqdm(range(start, cfg.steps), desc=name, disable=not accelerator.is_local_main_process,
+               initial=start, total=cfg.steps)
+    for step in bar:
+        began = time.perf_counter()
+        batch = stream.next()
+        loss, metrics = loss_fn(model, batch, step_generator(cfg.seed, step, accelerator.process_index))
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else None
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        metrics = {f"{name}/loss": accelerator.reduce(loss.detach(), "mean").item(), **metrics,
+                   "lr": scheduler.get_last_lr()[0], "seconds/step": time.perf_counter() - began}
+        if grad_norm is not None:
+            metrics["grad_norm"] = float(grad_norm)
+        logger.log(step + 1, metrics)
+        bar.set_postfix(loss=f"{metrics[f'{name}/loss']:.4f}")
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            save_checkpoint(accelerator, output_dir, step + 1, {"data": stream.state(), "config": config_dict(cfg)})
+    logger.close()
+    return save_final(accelerator, model, tokenizer, output_dir / "final")

@@ -1,0 +1,265 @@
+"""GRPO training of the base model and the planner head (dultra.md sections 4-5).
+
+    dultra train --config configs/tiny.yaml [--output-dir runs/grpo --resume]
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m dultra.cli train --config configs/llada-8b-math.yaml
+
+One step: roll out `prompts_per_step` prompts x `group_size` completions with planner
+sampling (trajectories and per-step log-probs recorded) -> score every completion ->
+group advantages -> replay each trajectory step by step with gradients and backpropagate
+`coefficient x log pi_step` (dultra.rl.grpo: the clipped sequence-level objective's exact
+gradient, one step's activations at a time) -> clip, optimizer step.
+
+On the first update of a batch the replay must reproduce the rollout's log-probs (the
+policy is the one that sampled): a larger gap than `onpolicy_tolerance` stops the run,
+since it means replay and decoding disagree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from dultra.configio import config_dict, doc
+from dultra.data.mixture import load_examples
+from dultra.decoding import DecodeConfig, Trajectory, replay
+from dultra.decoding.trajectory import replay_steps
+from dultra.errors import ConfigError
+from dultra.model.loading import load, stop_token_ids
+from dultra.rewards import RewardConfig, RewardScorer, load_teacher
+from dultra.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
+from dultra.rl.data import ExampleStream
+from dultra.rl.grpo import group_advantages, kl_penalty, loss_coefficients, sequence_log_ratio
+from dultra.rl.logger import MetricsLogger
+from dultra.rl.rollout import Rollout, rollout, score
+from dultra.rl.supervised import OptimConfig, build_optimizer
+
+
+class OffPolicyError(RuntimeError):
+    """Replaying a fresh rollout did not reproduce its log-probabilities."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of `dultra train` (section `train` of a config file); defaults are the reference's."""
+
+    model: str = doc("runs/warmstart/final", "checkpoint with a planner head (after `dultra warmstart`)")
+    tasks: str = doc("synthetic-math", "comma-separated training tasks")
+    data: str | None = doc(None, "a JSONL file of examples instead of `tasks` (a pipeline artifact)")
+    train_size: int = doc(20000, "examples generated per synthetic task")
+    output_dir: str = doc("runs/grpo", "where checkpoints, metrics and the final model go")
+    steps: int = doc(200, "optimizer updates")
+    prompts_per_step: int = doc(1, "prompts per step and process")
+    group_size: int = doc(12, "completions per prompt (G)")
+    gen_length: int = doc(256, "completion length")
+    block_length: int = doc(32, "semi-autoregressive block length")
+    temperature: float = doc(0.1, "token sampling temperature of the rollouts")
+    num_iterations: int = doc(1, "optimizer updates per rollout batch (1: exactly on-policy)")
+    eps_low: float = doc(0.2, "lower clip of the sequence ratio: 1 - eps_low")
+    eps_high: float = doc(1.0, "upper clip of the sequence ratio: 1 + eps_high")
+    beta: float = doc(0.0, "weight of the KL penalty to the initial model (0: none, no reference copy)")
+    scale_rewards: bool = doc(False, "divide advantages by the group's reward std")
+    advantage_min_clip: float | None = doc(None, "advantages below this are set to 0")
+    train_base: bool = doc(True, "update the base model")
+    train_planner: bool = doc(True, "update the planner head")
+    replay_batch_size: int = doc(0, "rows replayed together (0: the whole rollout batch)")
+    gradient_checkpointing: bool = doc(False, "recompute block activations in the backward pass")
+    onpolicy_tolerance: float = doc(1e-3, "largest |replayed - recorded| step log-prob on the first update")
+    rewards: RewardConfig = doc(factory=RewardConfig, help="reward weights per task kind")
+    teacher: str | None = doc(None, "autoregressive teacher (HF id or directory) for the distill reward")
+    sandbox_url: str | None = doc(None, "sandbox service URL for code rewards")
+    optim: OptimConfig = doc(factory=lambda: OptimConfig(lr=5e-6, weight_decay=0.1), help="optimizer settings")
+    seed: int = doc(0, "seed of the data order and the rollouts")
+    save_every: int = doc(50, "checkpoint every N steps (0: only the final model)")
+    resume: bool = doc(False, "continue from the newest checkpoint in output_dir")
+
+    def validate(self) -> None:
+        if self.gen_length % self.block_length:
+            raise ConfigError(f"gen_length ({self.gen_length}) must be a multiple of block_length ({self.block_length})")
+        if self.group_size < 2:
+            raise ConfigError("group_size must be at least 2 (advantages compare completions of a prompt)")
+        if not (self.train_base or self.train_planner):
+            raise ConfigError("nothing to train: train_base and train_planner are both false")
+
+
+class GRPOTrainer:
+    """Owns the model, optimizer, data stream, scorer and logger of one run."""
+
+    def __init__(self, cfg: TrainConfig, accelerator: Accelerator | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.acc = acc = accelerator or Accelerator()
+        model, self.tokenizer = load(cfg.model)
+        if not model.config.has_planner:
+            raise ConfigError(f"{cfg.model} has no planner head: run `dultra warmstart` first")
+        model.set_trainable(base=cfg.train_base, planner=cfg.train_planner)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        self.eos_ids = stop_token_ids(cfg.model, self.tokenizer, model.config)
+        self.reference = copy.deepcopy(model).requires_grad_(False).to(acc.device) if cfg.beta > 0 else None
+        examples = load_examples(cfg.tasks, cfg.data, "train", cfg.train_size)
+        self.stream = ExampleStream(examples, cfg.prompts_per_step, cfg.seed, acc.process_index, acc.num_processes)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        optimizer, scheduler = build_optimizer(self.params, cfg.optim, cfg.steps)
+        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        self.scorer = RewardScorer(cfg.rewards, code_runner=self._code_runner(), teacher=self._teacher())
+
+    def _teacher(self):
+        if self.cfg.teacher is None:
+            return None
+        return load_teacher(self.cfg.teacher, dtype=torch.bfloat16 if self.acc.device.type == "cuda" else None,
+                            device=self.acc.device)
+
+    def _code_runner(self):
+        if self.cfg.sandbox_url is None:
+            return None
+        from dultra.rewards.sandbox_client import SandboxClient
+
+        return SandboxClient(self.cfg.sandbox_url)
+
+    # ------------------------------------------------------------------------------- loop
+    def train(self) -> Path:
+        cfg, acc = self.cfg, self.acc
+        start = 0
+        if cfg.resume and (ckpt := latest_checkpoint(cfg.output_dir)) is not None:
+            state = load_checkpoint(acc, ckpt)
+            start = state["step"]
+            self.stream.load_state(state["data"])
+            acc.print(f"train: resumed from {ckpt} at step {start}")
+        logger = MetricsLogger(cfg.output_dir, enabled=acc.is_main_process, resume_step=start)
+        acc.print(f"train: config {config_dict(cfg)}")
+        bar = tqdm(range(start, cfg.steps), desc="grpo", initial=start, total=cfg.steps,
+                   disable=not acc.is_local_main_process)
+        for step in bar:
+            metrics = self.train_step(step)
+            logger.log(step + 1, metrics)
+            bar.set_postfix(reward=f"{metrics['reward/total']:.3f}", nfe=f"{metrics['nfe']:.1f}")
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+                save_checkpoint(acc, cfg.output_dir, step + 1, {"data": self.stream.state(), "config": config_dict(cfg)})
+        logger.close()
+        return save_final(acc, self.model, self.tokenizer, Path(cfg.output_dir) / "final")
+
+    def train_step(self, step: int) -> dict[str, float]:
+        cfg, acc = self.cfg, self.acc
+        examples = self.stream.next()
+        t0 = time.perf_counter()
+        self.model.eval()
+        decode = DecodeConfig(
+            gen_length=cfg.gen_length, block_length=cfg.block_length, temperature=cfg.temperature,
+            record=True, seed=(cfg.seed * 1_000_003 + step) * 101 + acc.process_index, eos_ids=self.eos_ids,
+        )
+        roll = rollout(self.model, self.tokenizer, examples, cfg.group_size, decode, acc.device)
+        t1 = time.perf_counter()
+        scored = score(self.scorer, roll, examples, cfg.group_size)
+        rewards = torch.tensor([r if r is not None else 0.0 for r in scored.total])
+        keep = torch.tensor(scored.keep)
+        adv = group_advantages(rewards, keep, cfg.group_size, cfg.scale_rewards, cfg.advantage_min_clip)
+        t2 = time.perf_counter()
+        self.model.train()
+        update = self.update(roll.output.trajectory, adv.to(acc.device), keep.to(acc.device))
+        t3 = time.perf_counter()
+        return {
+            **self._rollout_metrics(roll, scored, rewards, keep),
+            **update,
+            "lr": self.scheduler.get_last_lr()[0],
+            "seconds/rollout": t1 - t0, "seconds/reward": t2 - t1, "seconds/update": t3 - t2,
+        }
+
+    # ----------------------------------------------------------------------------- update
+    def update(self, traj: Trajectory, adv: torch.Tensor, keep: torch.Tensor) -> dict[str, float]:
+        """num_iterations optimizer updates on one rollout batch; returns update metrics."""
+        cfg, acc = self.cfg, self.acc
+        # Rows without advantage (and without a KL term) have no gradient: skip their replay.
+        useful = (adv != 0) | (keep if cfg.beta > 0 else torch.zeros_like(keep))
+        rows = useful.nonzero().squeeze(1)
+        if len(rows) == 0:  # still replay one row (weight 0) so every process joins the sync
+            rows = torch.zeros(1, dtype=torch.long, device=adv.device)
+        size = cfg.replay_batch_size or len(rows)
+        chunks = list(rows.split(size))
+        norm = adv.numel() * cfg.gen_length
+        ref = [replay(self.reference, traj.select(c)) for c in chunks] if self.reference is not None else None
+        out: dict[str, float] = {}
+        for iteration in range(cfg.num_iterations):
+            if iteration == 0:
+                log_ratio = torch.zeros_like(adv)  # on-policy: the ratio is exactly 1
+            else:
+                with torch.no_grad():
+                    log_ratio = sequence_log_ratio(replay(self.model, traj), traj.log_probs)
+            coef, clipped = loss_coefficients(log_ratio, adv, cfg.eps_low, cfg.eps_high)
+            gap = self._backward(traj, chunks, coef, norm, ref, check=iteration == 0)
+            grad_norm = acc.clip_grad_norm_(self.params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else None
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if iteration == 0:
+                out["onpolicy/max_abs_log_ratio"] = gap
+            out["clip_fraction"] = clipped[keep].float().mean().item() if keep.any() else 0.0
+            if grad_norm is not None:
+                out["grad_norm"] = float(grad_norm)
+        out["replayed_rows"] = float(len(rows))
+        return out
+
+    def _backward(self, traj, chunks, coef, norm, ref, check: bool) -> float:
+        """Backpropagate every replay step of every chunk; gradients sync on the last one only."""
+        cfg, acc = self.cfg, self.acc
+        gap = 0.0
+        for i, rows in enumerate(chunks):
+            sub = traj.select(rows)
+            last_step = sub.log_probs.shape[1] - 1
+            for step, log_prob in replay_steps(self.model, sub):
+                if check:
+                    gap = max(gap, (log_prob.detach() - sub.log_probs[:, step]).abs().max().item())
+                    if gap > cfg.onpolicy_tolerance:
+                        raise OffPolicyError(
+                            f"replayed step {step} differs from the rollout by {gap:.3g} > "
+                            f"onpolicy_tolerance {cfg.onpolicy_tolerance}"
+                        )
+                loss = -(coef[rows] * log_prob).sum() / norm
+                if ref is not None:
+                    active = step < sub.num_steps
+                    kl = torch.where(active, kl_penalty(log_prob, ref[i][:, step]), 0.0)
+                    loss = loss + cfg.beta * kl.sum() / norm
+                last = i == len(chunks) - 1 and step == last_step
+                with contextlib.nullcontext() if last else acc.no_sync(self.model):
+                    acc.backward(loss)
+        return gap
+
+    # ---------------------------------------------------------------------------- metrics
+    def _rollout_metrics(self, roll: Rollout, scored, rewards: torch.Tensor, keep: torch.Tensor) -> dict[str, float]:
+        """Means over all processes of what one rollout batch did."""
+        out = roll.output
+        G = self.cfg.group_size
+        kept_rewards = torch.where(keep, rewards, torch.nan).view(-1, G)
+        zero_std = (kept_rewards.nan_to_num(0).std(dim=1) == 0).float()
+        local = {
+            "reward/total": rewards[keep].sum(), "nfe": out.nfe.float().sum(), "tpf": out.tpf.sum(),
+            "completion_length": out.lengths.float().sum(), "frac_reward_zero_std": zero_std.sum(),
+            "kept": keep.float().sum(),
+        }
+        for name, values in scored.components.items():
+            local[f"reward/{name}"] = torch.tensor(sum(v for v in values if v is not None))
+        counts = {"frac_reward_zero_std": float(len(zero_std)), "kept": float(len(keep))}
+        totals = self.acc.reduce(torch.stack([v.float().cpu() for v in local.values()]).to(self.acc.device), "sum")
+        n_kept = self.acc.reduce(torch.tensor(float(keep.sum()), device=self.acc.device), "sum").clamp(min=1)
+        n_all = float(len(keep) * self.acc.num_processes)
+        metrics = {}
+        for (name, _), total in zip(local.items(), totals.tolist()):
+            if name in counts:
+                metrics[name] = total / (counts[name] * self.acc.num_processes)
+            elif name.startswith("reward/"):
+                metrics[name] = total / n_kept.item()
+            else:
+                metrics[name] = total / n_all
+        metrics["accuracy"] = metrics.pop("reward/correct", float("nan"))
+        return metrics
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run GRPO; returns the final checkpoint directory."""
+    return GRPOTrainer(cfg).train()

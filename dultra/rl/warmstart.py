@@ -1,0 +1,124 @@
+"""Planner warm start (dultra.md section 6): teach the head the Fast-dLLM factor rule.
+
+    dultra warmstart --config configs/tiny.yaml [--model runs/pretrain/final --output-dir runs/warmstart]
+
+The base model is frozen. Each training sequence is a reference completion in a random
+decoding state: earlier blocks revealed, one current block partly masked (ratio t ~ U(0, 1],
+at least one mask), later blocks masked. A current-block mask is labelled 1 if the factor
+rule would reveal it now; the head's logits get a binary cross-entropy on those masks with
+pos_weight = negatives / positives (class balance, as the reference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+
+from dultra.configio import doc
+from dultra.data import Example, encode_examples
+from dultra.data.mixture import load_examples
+from dultra.decoding.rules import factor_rule
+from dultra.decoding.step import block_index, model_config, score_block
+from dultra.errors import ConfigError
+from dultra.model.loading import load
+from dultra.rl.data import ExampleStream, encode_targets
+from dultra.rl.supervised import OptimConfig, run_supervised
+
+
+@dataclass
+class WarmstartConfig:
+    """Settings of `dultra warmstart` (section `warmstart` of a config file)."""
+
+    model: str = doc("runs/pretrain/final", "base checkpoint; a fresh planner head is added if it has none")
+    tasks: str = doc("synthetic-math,synthetic-code", "comma-separated tasks to train on")
+    data: str | None = doc(None, "a JSONL file of examples instead of `tasks` (a pipeline artifact)")
+    train_size: int = doc(20000, "examples generated per synthetic task")
+    output_dir: str = doc("runs/warmstart", "where checkpoints, metrics and the final model go")
+    steps: int = doc(500, "optimizer steps")
+    batch_size: int = doc(64, "sequences per step and process")
+    gen_length: int = doc(64, "completion length")
+    block_length: int = doc(16, "block length of the decoding states")
+    factor: float = doc(1.0, "factor of the Fast-dLLM rule the head imitates")
+    optim: OptimConfig = doc(factory=lambda: OptimConfig(lr=1e-3, warmup_steps=20), help="optimizer settings")
+    seed: int = doc(0, "seed of the data order and the decoding states")
+    save_every: int = doc(0, "checkpoint every N steps (0: only the final model)")
+    resume: bool = doc(False, "continue from the newest checkpoint in output_dir")
+
+
+def random_states(
+    targets: torch.Tensor, block_length: int, mask_id: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """targets (B, G) -> (completion state (B, G), current block start (B,) within the completion)."""
+    B, G = targets.shape
+    blocks = G // block_length
+    block = torch.randint(0, blocks, (B,), generator=generator)
+    ratio = 1.0 - torch.rand(B, generator=generator)  # (0, 1]
+    col = torch.arange(G)
+    in_block = (col >= (block * block_length)[:, None]) & (col < ((block + 1) * block_length)[:, None])
+    masked = in_block & (torch.rand(B, G, generator=generator) < ratio[:, None])
+    forced = block * block_length + torch.randint(0, block_length, (B,), generator=generator)
+    masked[torch.arange(B), forced] = True  # at least one mask in the current block
+    masked |= col >= ((block + 1) * block_length)[:, None]
+    return torch.where(masked.to(targets.device), mask_id, targets), (block * block_length).to(targets.device)
+
+
+def warmstart_loss(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    targets: torch.Tensor,
+    block_length: int,
+    factor: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Class-balanced BCE between the planner's logits and the factor rule's choices."""
+    mask_id = model_config(model).mask_token_id
+    P = prompt_ids.shape[1]
+    state, start = random_states(targets, block_length, mask_id, generator)
+    x = torch.cat([prompt_ids, state], dim=1)
+    valid = torch.cat([prompt_mask, torch.ones_like(state)], dim=1)
+    index = block_index(P + start, block_length)
+    candidates = x.gather(1, index) == mask_id
+    logits, planner = score_block(
+        model, x, None if bool(prompt_mask.all()) else valid, valid.sum(dim=1), index, candidates, True
+    )
+    with torch.no_grad():
+        labels = factor_rule(logits.softmax(dim=-1).amax(dim=-1), candidates, factor)
+    z, y = planner[candidates], labels[candidates].float()
+    positives = y.sum()
+    negatives = y.numel() - positives
+    pos_weight = (negatives / positives).detach() if positives > 0 and negatives > 0 else None
+    loss = F.binary_cross_entropy_with_logits(z, y, pos_weight=pos_weight)
+    with torch.no_grad():
+        p = torch.sigmoid(planner).masked_fill(~candidates, 0.0)
+        metrics = {
+            "warmstart/label_rate": (positives / y.numel()).item(),
+            "warmstart/accuracy": ((z > 0) == y.bool()).float().mean().item(),
+            "warmstart/expected_k": p.sum(dim=1).mean().item(),
+            "warmstart/rule_k": labels.sum(dim=1).float().mean().item(),
+        }
+    return loss, metrics
+
+
+def warmstart(cfg: WarmstartConfig, accelerator: Accelerator | None = None):
+    """Run the stage; returns the final checkpoint directory (base + trained head)."""
+    if cfg.gen_length % cfg.block_length:
+        raise ConfigError(f"gen_length ({cfg.gen_length}) must be a multiple of block_length ({cfg.block_length})")
+    accelerator = accelerator or Accelerator()
+    model, tokenizer = load(cfg.model, add_planner=True)
+    model.set_trainable(base=False, planner=True)
+    examples = load_examples(cfg.tasks, cfg.data, "train", cfg.train_size)
+    stream = ExampleStream(examples, cfg.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes)
+    eos = model.config.eos_token_id
+    encode_targets(tokenizer, examples, cfg.gen_length, eos)
+
+    def loss_fn(model, batch: list[Example], generator):
+        ids, mask = encode_examples(tokenizer, batch)
+        targets = encode_targets(tokenizer, batch, cfg.gen_length, eos)
+        dev = accelerator.device
+        return warmstart_loss(model, ids.to(dev), mask.to(dev), targets.to(dev), cfg.block_length, cfg.factor, generator)
+
+    return run_supervised(cfg, model, tokenizer, stream, loss_fn, accelerator, "warmstart")

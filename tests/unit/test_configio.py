@@ -1,0 +1,70 @@
+"""YAML + flag configs: unknown keys, types, nesting, help for every field."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import pytest
+
+from dultra.configio import add_config_flags, config_dict, doc, load_config
+from dultra.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Inner:
+    weight: float = doc(1.0, "a weight")
+
+
+@dataclass
+class Outer:
+    steps: int = doc(10, "optimizer steps")
+    name: str | None = doc(None, "optional name")
+    flag: bool = doc(False, "a switch")
+    inner: Inner = doc(factory=Inner, help="nested settings")
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, Outer)
+    return parser, parser.parse_args(argv)
+
+
+def test_file_then_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  steps: 5\n  inner: {weight: 2}\n")
+    _, args = _parse(["--inner.weight", "3.5", "--flag", "true"])
+    cfg = load_config(Outer, path, section="train", flags=args)
+    assert cfg == Outer(steps=5, name=None, flag=True, inner=Inner(3.5))
+    assert config_dict(cfg)["inner"] == {"weight": 3.5}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train: {stepz: 5}", "unknown key\\(s\\) stepz in .*allowed: flag, inner, name, steps"),
+        ("train: {steps: five}", "steps must be int"),
+        ("train: {inner: {weight: 1, extra: 2}}", "unknown key\\(s\\) extra"),
+        ("train: {inner: 3}", "must be a mapping"),
+        ("train: [1, 2]", "must be a mapping"),
+        ("train: {steps: 1", "not valid YAML"),
+    ],
+)
+def test_clear_errors(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(Outer, path, section="train")
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Outer, tmp_path / "nope.yaml")
+
+
+def test_help_documents_every_field():
+    parser, _ = _parse([])
+    text = parser.format_help()
+    for flag, words in [("--steps", "optimizer steps"), ("--name", "optional name"), ("--flag", "a switch"),
+                        ("--inner.weight", "a weight")]:
+        assert flag in text and words in text

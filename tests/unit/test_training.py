@@ -1,0 +1,160 @@
+"""Training stages on tiny models: what changes, exact resume, the losses against references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dultra.decoding.rules import factor_rule
+from dultra.errors import ConfigError
+from dultra.model.loading import load_model
+from dultra.rewards import RewardConfig, RewardWeights
+from dultra.rl.logger import read_metrics
+from dultra.rl.pretrain import PretrainConfig, masked_diffusion_loss, pretrain
+from dultra.rl.supervised import OptimConfig
+from dultra.rl.trainer import GRPOTrainer, OffPolicyError, TrainConfig
+from dultra.rl.warmstart import WarmstartConfig, random_states, warmstart, warmstart_loss
+from tests.helpers import MASK, save_small_checkpoint, small_model
+
+NO_TEACHER = RewardConfig(math=RewardWeights(distill=0.0))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny_tokenizer):
+    return save_small_checkpoint(tmp_path_factory.mktemp("ckpt") / "small", tiny_tokenizer)
+
+
+def _grpo(checkpoint, out, **kw):
+    base = dict(model=str(checkpoint), output_dir=str(out), steps=2, prompts_per_step=2, group_size=4,
+                gen_length=32, block_length=8, train_size=40, save_every=0, rewards=NO_TEACHER,
+                optim=OptimConfig(lr=1e-3))
+    return TrainConfig(**{**base, **kw})
+
+
+def _changed(before, after_dir):
+    after = load_model(after_dir).state_dict()
+    return {k for k, v in before.items() if not torch.equal(v, after[k])}
+
+
+def _split(keys):
+    base = {k for k in keys if k.startswith("model.")}
+    return base, set(keys) - base
+
+
+@pytest.mark.parametrize("train_base, train_planner", [(True, True), (False, True), (True, False)])
+def test_grpo_step_changes_exactly_the_trainable_parts(checkpoint, tmp_path, train_base, train_planner):
+    before = load_model(checkpoint).state_dict()
+    cfg = _grpo(checkpoint, tmp_path, steps=1, train_base=train_base, train_planner=train_planner)
+    final = GRPOTrainer(cfg).train()
+    base, head = _split(_changed(before, final))
+    all_base, all_head = _split(before)
+    assert (base == all_base) if train_base else not base
+    assert (head == all_head) if train_planner else not head
+    row = read_metrics(tmp_path)[0]
+    assert row["onpolicy/max_abs_log_ratio"] <= 1e-5
+    for key in ("reward/total", "accuracy", "nfe", "tpf", "completion_length",
+                "clip_fraction", "frac_reward_zero_std", "lr", "seconds/rollout", "seconds/reward", "seconds/update"):
+        assert key in row
+
+
+def test_grpo_resume_matches_an_uninterrupted_run(checkpoint, tmp_path):
+    GRPOTrainer(_grpo(checkpoint, tmp_path / "straight", steps=4)).train()
+    GRPOTrainer(_grpo(checkpoint, tmp_path / "resumed", steps=2, save_every=2)).train()
+    # A fresh process would read the same config with steps=4 and --resume.
+    cfg = _grpo(checkpoint, tmp_path / "resumed", steps=4, save_every=2, resume=True)
+    GRPOTrainer(cfg).train()
+    straight, resumed = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    for a, b in zip(straight, resumed):
+        assert {k: v for k, v in a.items() if not k.startswith("seconds")} == \
+               {k: v for k, v in b.items() if not k.startswith("seconds")}
+    assert _changed(load_model(tmp_path / "straight" / "final").state_dict(), tmp_path / "resumed" / "final") == set()
+
+
+def test_kl_penalty_and_several_iterations_run(checkpoint, tmp_path):
+    GRPOTrainer(_grpo(checkpoint, tmp_path, steps=1, beta=0.05, num_iterations=2, replay_batch_size=3)).train()
+    row = read_metrics(tmp_path)[0]
+    assert 0.0 <= row["clip_fraction"] <= 1.0 and row["replayed_rows"] >= 1
+
+
+def test_replay_that_disagrees_with_the_rollout_stops_the_run(checkpoint, tmp_path):
+    with pytest.raises(OffPolicyError):
+        GRPOTrainer(_grpo(checkpoint, tmp_path, steps=1, onpolicy_tolerance=-1.0)).train()
+
+
+def test_grpo_needs_a_planner_head(tmp_path, tiny_tokenizer):
+    path = save_small_checkpoint(tmp_path / "plain", tiny_tokenizer, num_head_layers=0)
+    with pytest.raises(ConfigError, match="warmstart"):
+        GRPOTrainer(_grpo(path, tmp_path / "out"))
+
+
+def test_pretrain_changes_the_base_only_and_warmstart_the_head_only(checkpoint, tmp_path):
+    before = load_model(checkpoint).state_dict()
+    cfg = PretrainConfig(model=str(checkpoint), tasks="synthetic-math", train_size=40, output_dir=str(tmp_path / "pt"),
+                         steps=2, batch_size=4, gen_length=48, save_every=0)
+    pt_final = pretrain(cfg)
+    base, head = _split(_changed(before, pt_final))
+    assert base == _split(before)[0] and not head
+    mid = load_model(pt_final).state_dict()
+    ws = WarmstartConfig(model=str(pt_final), tasks="synthetic-math", train_size=40, output_dir=str(tmp_path / "ws"),
+                         steps=2, batch_size=4, gen_length=48, block_length=16)
+    base, head = _split(_changed(mid, warmstart(ws)))
+    assert not base and head == _split(mid)[1]
+
+
+def test_pretrain_refuses_solutions_longer_than_gen_length(checkpoint, tmp_path):
+    cfg = PretrainConfig(model=str(checkpoint), tasks="synthetic-math", train_size=40, output_dir=str(tmp_path),
+                         steps=1, batch_size=4, gen_length=8)
+    with pytest.raises(ValueError, match="raise gen_length"):
+        pretrain(cfg)
+
+
+def test_masked_diffusion_loss_matches_a_per_row_reference():
+    model = small_model()
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, 60, (3, 5), generator=g)
+    targets = torch.randint(0, 60, (3, 12), generator=g)
+    loss, _ = masked_diffusion_loss(model, prompt, torch.ones_like(prompt), targets, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    t = 1e-3 + (1 - 1e-3) * torch.rand(3, generator=g)
+    masked = torch.rand(3, 12, generator=g) < t[:, None]
+    total = 0.0
+    for b in range(3):
+        x = torch.cat([prompt[b], torch.where(masked[b], MASK, targets[b])])
+        logits = model(x[None]).logits[0, 5:]
+        for j in range(12):
+            if masked[b, j]:
+                total += F.cross_entropy(logits[j], targets[b, j]) / t[b]
+    assert torch.allclose(loss, total / 36, atol=1e-5)
+
+
+def test_random_states_reveal_the_past_and_mask_the_future():
+    targets = torch.arange(48).view(2, 24) % 50
+    state, start = random_states(targets, 8, MASK, torch.Generator().manual_seed(0))
+    for b in range(2):
+        s = int(start[b])
+        assert torch.equal(state[b, :s], targets[b, :s])
+        assert (state[b, s + 8:] == MASK).all()
+        assert (state[b, s:s + 8] == MASK).any()
+
+
+def test_warmstart_loss_is_balanced_bce_against_the_factor_rule():
+    model = small_model()
+    prompt = torch.randint(0, 60, (4, 6), generator=torch.Generator().manual_seed(2))
+    targets = torch.randint(0, 60, (4, 16), generator=torch.Generator().manual_seed(3))
+    loss, metrics = warmstart_loss(model, prompt, torch.ones_like(prompt), targets, 8, 1.0, torch.Generator().manual_seed(4))
+    state, start = random_states(targets, 8, MASK, torch.Generator().manual_seed(4))
+    x = torch.cat([prompt, state], dim=1)
+    index = 6 + start[:, None] + torch.arange(8)
+    cand = x.gather(1, index) == MASK
+    out = model(x, logits_index=index, planner_t=1 - (x == MASK).sum(1) / 22.0,
+                planner_mask=torch.zeros_like(x, dtype=torch.bool).scatter(1, index, cand))
+    logits = out.logits.float()
+    logits[..., MASK] = float("-inf")
+    labels = factor_rule(logits.softmax(-1).amax(-1), cand, 1.0)
+    y, z = labels[cand].float(), out.planner_logits[cand]
+    pw = (y.numel() - y.sum()) / y.sum()
+    want = -(pw * y * F.logsigmoid(z) + (1 - y) * F.logsigmoid(-z)).mean()
+    assert torch.allclose(loss, want, atol=1e-5)
+    assert 0 < metrics["warmstart/label_rate"] <= 1

@@ -62,16 +62,18 @@ class Executor:
     def __init__(self, config: SandboxConfig, mode: str, index: int):
         self.config = config
         self.mode = mode
+        # As root (with or without namespaces) executions never keep uid 0.
+        self.uid = config.executor_uid_base + index if os.geteuid() == 0 else None
         if mode == "namespaces":
-            self.uid = config.executor_uid_base + index
             self.work_root = "/tmp"
             self.nproc = config.max_processes
         else:
-            self.uid = None
             parent = config.work_dir or os.environ.get("TMPDIR") or "/tmp"
             self.work_root = os.path.join(parent, f"dultra-sandbox-w{index}-{os.getpid()}")
-            os.makedirs(self.work_root, mode=0o700, exist_ok=True)
-            self.nproc = config.max_processes + _tasks_of_uid(os.getuid()) + 64
+            os.makedirs(self.work_root, mode=0o711 if self.uid is not None else 0o700)
+            # Without a uid of their own, executions share RLIMIT_NPROC with the service.
+            extra = 0 if self.uid is not None else _tasks_of_uid(os.getuid()) + 64
+            self.nproc = config.max_processes + extra
         self.landlock_abi = landlock.abi_version()
         self.vm_base = _vm_size()
         self.runs = 0
@@ -161,7 +163,7 @@ class Executor:
 
     def _remove_workdirs(self, workdir: str) -> None:
         _remove_tree(workdir)
-        if self.mode == "process":
+        if self.mode == "process" and os.path.isdir(self.work_root):
             # Anything a run managed to put beside its working dir goes too.
             for entry in os.listdir(self.work_root):
                 _remove_tree(os.path.join(self.work_root, entry))

@@ -1,0 +1,1 @@
+"""Reward functions and the sandbox client they score code with."""

@@ -20,6 +20,7 @@ from dultra.errors import DultraError
 COMMANDS = (
     "dultra.commands.generate",
     "dultra.commands.demo",
+    "dultra.commands.sandbox",
 )
 
 

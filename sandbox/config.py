@@ -34,8 +34,9 @@ class SandboxConfig:
     max_timeout_s: float = 60.0
     """Largest timeout_s a request may ask for."""
     wall_factor: float = 3.0
-    """Wall-clock limit = timeout_s x wall_factor + 1 s; it only catches sleeping or blocked
-    programs, so verdicts on busy machines still follow CPU time."""
+    """Idle limit = timeout_s x wall_factor + 1 s of wall time spent neither running nor
+    waiting for a CPU: it catches sleeping or blocked programs without penalising runs on a
+    busy machine. A hard wall limit of 4 x that bounds everything."""
     default_memory_mb: int = 512
     """Address-space budget of an execution (on top of the interpreter) when not given."""
     max_memory_mb: int = 4096
@@ -55,6 +56,11 @@ class SandboxConfig:
     """Most requests one /v1/run_batch call may carry."""
     max_code_bytes: int = 1 << 20
     """Largest code, test or stdin string accepted (bytes of UTF-8)."""
+
+    def wall_limits(self, timeout_s: float) -> tuple[float, float]:
+        """(idle limit, hard wall-clock limit) in seconds for a run of timeout_s CPU seconds."""
+        idle = timeout_s * self.wall_factor + 1.0
+        return idle, 4 * idle
 
     def resolved_workers(self) -> int:
         return self.workers or 4 * (os.cpu_count() or 1)

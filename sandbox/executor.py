@@ -3,8 +3,8 @@
     (used by `sandbox.worker`; try one request with `python -m sandbox run FILE --tests FILE`)
 
 The worker forks, the child confines itself (`sandbox.isolation.confine_child`) and runs
-`sandbox.harness`; the worker watches the child's CPU clock, a wall-clock deadline and the
-output caps, kills the whole process group at the end, reaps everything, removes the
+`sandbox.harness`; the worker watches the child's CPU time, its idle time and the output
+caps, kills the whole process group at the end, reaps everything, removes the
 working dir and turns what it saw into one result (statuses in `sandbox.STATUSES`).
 """
 
@@ -20,12 +20,14 @@ import signal
 import sys
 import time
 
-from sandbox import landlock, protocol
+from sandbox import STATUSES, isolation, landlock, protocol
 from sandbox.config import SandboxConfig
 from sandbox.harness import run_harness
 from sandbox.isolation import confine_child
 
 _TICK_S = 0.02  # how often the CPU clock of a running child is read
+_GROUP_SCAN_AFTER_S = 0.1  # runs longer than this get their whole process group's CPU summed
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 _SETUP_FAILED = 125
 _READ = 1 << 16
 
@@ -33,6 +35,32 @@ _READ = 1 << 16
 def _cpu_clock(pid: int) -> int:
     """clockid of a process's CPU-time clock (MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED))."""
     return ((~pid) << 3) | 2
+
+
+def _group_cpu_s(pgid: int) -> float:
+    """CPU seconds of the live processes in process group `pgid` (plus reaped children)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            # utime stime cutime cstime
+            total += sum(int(x) for x in fields[11:15])
+    return total / _CLK_TCK
+
+
+def _run_delay_s(pid: int) -> float:
+    """Seconds the process spent runnable but waiting for a CPU (/proc/PID/schedstat)."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0  # unknown: then busy machines count as idle time, as a plain wall clock would
 
 
 def _vm_size() -> int:
@@ -71,6 +99,10 @@ class Executor:
             parent = config.work_dir or os.environ.get("TMPDIR") or "/tmp"
             self.work_root = os.path.join(parent, f"dultra-sandbox-w{index}-{os.getpid()}")
             os.makedirs(self.work_root, mode=0o711 if self.uid is not None else 0o700)
+            if self.uid is not None and isolation.blocking_ancestor(sys.base_prefix):
+                raise RuntimeError(
+                    f"isolation=process as root: uid {self.uid} cannot read the interpreter "
+                    f"under {sys.base_prefix}; use isolation=namespaces or a readable Python")
             # Without a uid of their own, executions share RLIMIT_NPROC with the service.
             extra = 0 if self.uid is not None else _tasks_of_uid(os.getuid()) + 64
             self.nproc = config.max_processes + extra
@@ -177,7 +209,11 @@ class _Watch:
         self.request = request
         self.cap = config.max_output_bytes
         self.timeout_s = request["timeout_s"]
-        self.deadline = start + self.timeout_s * config.wall_factor + 1.0
+        self.start = start
+        self.idle_limit, hard = config.wall_limits(self.timeout_s)
+        self.hard_deadline = start + hard
+        self.next_scan = 0.0
+        self.why = ""
         self.out = bytearray()
         self.err = bytearray()
         self.rep = bytearray()
@@ -243,14 +279,28 @@ class _Watch:
         if pid:
             self.exit_status = status
             return
+        now = time.monotonic()
+        elapsed = now - self.start
         try:
-            self.cpu_s = time.clock_gettime(_cpu_clock(self.pid))
+            self.cpu_s = max(self.cpu_s, time.clock_gettime(_cpu_clock(self.pid)))
         except OSError:
             pass
+        if elapsed >= _GROUP_SCAN_AFTER_S and now >= self.next_scan:
+            # Children's CPU counts too (a fork bomb spreads its work); scanning /proc costs
+            # a little, so only for runs that last, and at most every _GROUP_SCAN_AFTER_S.
+            self.next_scan = now + _GROUP_SCAN_AFTER_S
+            self.cpu_s = max(self.cpu_s, _group_cpu_s(self.pid))
         if self.cpu_s >= self.timeout_s:
             self.killed_for = "timeout"
-        elif time.monotonic() >= self.deadline:
+            self.why = f"used {self.timeout_s:g} s of CPU time"
+        elif elapsed >= self.idle_limit and elapsed - self.cpu_s - _run_delay_s(self.pid) >= self.idle_limit:
+            # Time spent waiting for a CPU is not held against the program: only sleeping
+            # or blocking is, so a busy machine does not turn passes into timeouts.
             self.killed_for = "timeout"
+            self.why = f"idle (sleeping or blocked) for {self.idle_limit:g} s"
+        elif now >= self.hard_deadline:
+            self.killed_for = "timeout"
+            self.why = f"still running after {self.hard_deadline - self.start:g} s of wall time"
 
     def drain(self, out_r: int, err_r: int, rep_r: int) -> None:
         """Read what is left once every writer is dead (so reads end at EOF)."""
@@ -281,18 +331,23 @@ class _Watch:
         if self.killed_for == "output_exceeded" or max(len(self.out), len(self.err), len(self.rep)) > self.cap:
             return res("output_exceeded", f"more than {self.cap} bytes of output")
         if self.killed_for == "timeout":
-            return res("timeout", f"over {self.timeout_s:g} s of CPU time or the wall-clock limit")
+            return res("timeout", self.why)
         status = self.exit_status
         if done is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            if done.get("status") not in STATUSES or done["status"] == "sandbox_error":
+                return res("failed", "the harness report was tampered with")
             if done["status"] != "passed":
-                return res(done["status"], done.get("detail", ""))
+                return res(done["status"], str(done.get("detail", "")))
+            if self.request.get("tests") is not None and passed != total:
+                # Checked out here, not trusted from the report: every test must have run.
+                return res("failed", f"only {passed} of {total} tests reported passing")
             return self._judge_output(res, total)
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             if sig in (signal.SIGXCPU,) or (sig == signal.SIGKILL and self.cpu_s >= self.timeout_s - 0.05):
                 return res("timeout", "CPU time limit")
             if sig == signal.SIGKILL:
-                return res("memory_exceeded", "killed (out of memory)")
+                return res("runtime_error", "killed by SIGKILL (e.g. the kernel's OOM killer)")
             if sig == signal.SIGXFSZ:
                 return res("runtime_error", "file size limit")
             return res("runtime_error", f"killed by signal {signal.Signals(sig).name}")

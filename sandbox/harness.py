@@ -5,10 +5,11 @@
 The verdict never comes from the program's stdout or exit code alone. The harness writes
 progress lines `<token><json>` to a private pipe: `loaded` after the solution's top level,
 `test` after each test snippet, `done` with the status at the end. The worker only
-believes lines carrying the per-execution token, so `print("passed")`, `exit(0)` or
-`os._exit(0)` before the asserts cannot pass (no `done` line). The functions used to report
-are bound before the solution runs, so monkeypatching `os`, `json` or `sys` does not reach
-them.
+believes lines carrying the per-execution token, and only calls a run `passed` when every
+test reported in, so `print("passed")`, `exit(0)` or `os._exit(0)` before the asserts
+cannot pass. Everything the harness calls after the solution starts (exec, compile, the
+exception classes, os.write, json.dumps) is bound before it starts, so monkeypatching
+`builtins`, `os`, `json` or `sys` does not reach the harness.
 
 Limit: the solution runs in the harness's interpreter. A program that deliberately walks
 its own stack frames or heap (sys._getframe, gc, ctypes) can find the token and forge a
@@ -33,74 +34,66 @@ _REPORT_LOST = 3
 
 def run_harness(request: dict, report_fd: int, token: str) -> NoReturn:
     """Execute request['code'] then its tests in this process, report, and _exit."""
+    # Bound now: the solution may replace any of these names afterwards.
     write, dumps, exit_, encode = os.write, json.dumps, os._exit, str.encode
-    prefix = token
+    compile_, exec_ = builtins.compile, builtins.exec
+    kinds = (AssertionError, SystemExit, MemoryError, BaseException,
+             (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError))
+    flush, print_exception = _flush, _print_exception
 
     def report(**message) -> None:
         try:
-            write(report_fd, encode(prefix + dumps(message) + "\n"))
-        except OSError:
+            write(report_fd, encode(token + dumps(message) + "\n"))
+        except kinds[3]:
             exit_(_REPORT_LOST)
 
     _fresh_stdio()
     tests = request.get("tests")
     namespace = {"__name__": "__main__" if tests is None else "solution", "__builtins__": builtins}
-    status, detail = _run_solution(request["code"], namespace, tests is not None)
+    status, detail = _run(request["code"], "<solution>", namespace, compile_, exec_, kinds,
+                          print_exception, solution=True, has_tests=tests is not None)
     passed = 0
     if status is None:
         report(phase="loaded")
-        for i, test in enumerate(tests or ()):
-            outcome, why = _run_snippet(test, f"<test {i}>", namespace)
+        for test in tests or ():
+            outcome, why = _run(test, f"<test {passed}>", namespace, compile_, exec_, kinds,
+                                print_exception)
             if outcome is None:
                 passed += 1
                 report(phase="test", passed=passed)
             elif status is None:
                 status, detail = outcome, why
-    _flush()
+    flush()
     report(phase="done", status=status or "passed", passed=passed, detail=detail)
     exit_(0)
 
 
-def _run_solution(code: str, namespace: dict, has_tests: bool) -> tuple[str | None, str]:
+def _run(source, name, namespace, compile_, exec_, kinds, print_exception, solution=False,
+         has_tests=False) -> tuple[str | None, str]:
+    """Compile and exec one piece of code; (None, "") or (status, detail)."""
+    assertion, system_exit, memory, base, compile_errors = kinds
     try:
-        compiled = compile(code, "<solution>", "exec")
-    except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as err:
-        _print_exception(err)
-        return "syntax_error", f"the code does not compile: {type(err).__name__}"
+        compiled = compile_(source, name, "exec")
+    except compile_errors as err:
+        print_exception(err)
+        return "syntax_error", f"{name} does not compile: {type(err).__name__}"
     try:
-        exec(compiled, namespace)
-    except SystemExit as err:
-        if has_tests:
-            return "failed", "the program exited before its tests ran"
-        if err.code not in (None, 0):
-            return "runtime_error", f"exit status {err.code!r}"
-    except BaseException as err:  # noqa: B036 - the program's own failure, whatever it is
-        _print_exception(err)
-        return _classify(err), f"{type(err).__name__} in the solution"
+        exec_(compiled, namespace)
+    except system_exit as err:
+        if solution and not has_tests:
+            ok = err.code is None or err.code == 0
+            return (None, "") if ok else ("runtime_error", f"exit status {err.code!r}")
+        return "failed", f"the program exited in {name}, before its tests completed"
+    except assertion as err:
+        print_exception(err)
+        return ("runtime_error" if solution else "failed"), f"assertion failed in {name}"
+    except memory as err:
+        print_exception(err)
+        return "memory_exceeded", f"MemoryError in {name}"
+    except base as err:  # the program's own failure, whatever it raised
+        print_exception(err)
+        return "runtime_error", f"{type(err).__name__} in {name}"
     return None, ""
-
-
-def _run_snippet(source: str, name: str, namespace: dict) -> tuple[str | None, str]:
-    try:
-        compiled = compile(source, name, "exec")
-    except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as err:
-        _print_exception(err)
-        return "syntax_error", f"{name} does not compile"
-    try:
-        exec(compiled, namespace)
-    except AssertionError as err:
-        _print_exception(err)
-        return "failed", f"assertion failed in {name}"
-    except SystemExit:
-        return "failed", f"the program exited during {name}"
-    except BaseException as err:  # noqa: B036
-        _print_exception(err)
-        return _classify(err), f"{type(err).__name__} in {name}"
-    return None, ""
-
-
-def _classify(err: BaseException) -> str:
-    return "memory_exceeded" if isinstance(err, MemoryError) else "runtime_error"
 
 
 def _print_exception(err: BaseException) -> None:

@@ -24,9 +24,11 @@ Per execution, in every mode (these need no privilege):
     whole tree is killed as one group when the run ends, children that outlive their
     parent included. The worker is a child subreaper and reaps everything.
   * rlimits: CPU seconds, address space, processes (per uid), file size, open files, no
-    core dumps. The verdict `timeout` follows the process's CPU clock, not wall time, so it
-    does not depend on machine load; a wall-clock limit (timeout x wall_factor + 1 s)
-    catches programs that sleep or block.
+    core dumps. The verdict `timeout` follows CPU time (the process's CPU clock, and its
+    whole process group's for runs over 0.1 s), not wall time, so it does not depend on
+    machine load. Programs that sleep or block are stopped by an idle limit (wall time
+    minus CPU time minus time spent waiting for a CPU, from /proc/PID/schedstat), and a
+    hard wall-clock limit bounds everything.
   * a private, empty working dir (HOME and TMPDIR point there), removed afterwards.
   * a minimal environment: PATH, HOME, TMPDIR, LANG only. The worker itself starts with a
     scrubbed environment, so its memory holds no secrets to inherit.
@@ -111,7 +113,9 @@ def probe(isolation: str) -> str:
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = (lambda s: s.encode() if s is not None else None)
+    def enc(text: str | None) -> bytes | None:
+        return text.encode() if text is not None else None
+
     _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
            f"mount {target}")
 
@@ -151,7 +155,7 @@ def enter_worker_namespaces(tmpfs_mb: int) -> None:
     _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=0755")
 
 
-def _blocking_ancestor(path: str) -> tuple[str, str] | None:
+def blocking_ancestor(path: str) -> tuple[str, str] | None:
     """(dir, child) for the first directory on `path` that others cannot traverse."""
     parts = os.path.realpath(path).split("/")[1:]
     current = "/"
@@ -171,7 +175,7 @@ def _reveal_interpreter(tmpfs_mb: int) -> None:
     import sandbox
 
     needed = {sys.base_prefix, sys.prefix, os.path.dirname(os.path.dirname(sandbox.__file__))}
-    blocked = {hit for p in needed if (hit := _blocking_ancestor(p))}
+    blocked = {hit for p in needed if (hit := blocking_ancestor(p))}
     if not blocked:
         return
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0700")

@@ -144,17 +144,18 @@ class WorkerPool:
             self._queued -= 1
             self._busy += 1
         try:
-            limit = request["timeout_s"] * self.config.wall_factor + 10.0
+            limit = self.config.wall_limits(request["timeout_s"])[1] + 10.0
             try:
                 return worker.call(request, limit)
             except (WorkerError, ValueError) as err:
+                detail = str(err)
                 with self._lock:
                     self._restarts += 1
                 try:
                     worker.restart()
                 except (WorkerError, OSError, ValueError) as again:
-                    err = again
-                return protocol.sandbox_error(str(err), protocol.total_of(request))
+                    detail += f"; restarting it failed: {again}"  # tried again on next use
+                return protocol.sandbox_error(detail, protocol.total_of(request))
         finally:
             with self._lock:
                 self._busy -= 1

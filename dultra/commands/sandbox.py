@@ -110,7 +110,8 @@ def _docker():
     return client
 
 
-def start_container(image: str, port: int, name: str, workers: int = 0, wait_s: float = 60.0) -> str:
+def start_container(image: str, port: int, name: str, workers: int = 0, wait_s: float = 60.0,
+                    extra_env: dict[str, str] | None = None) -> str:
     """Start the sandbox image hardened, wait until it is ready, return its URL."""
     import docker
     import httpx
@@ -125,6 +126,7 @@ def start_container(image: str, port: int, name: str, workers: int = 0, wait_s: 
     except docker.errors.NotFound:
         pass
     env = {"SANDBOX_WORKERS": str(workers)} if workers else {}
+    env.update(extra_env or {})
     try:
         container = client.containers.run(
             image, name=name, detach=True, environment=env,

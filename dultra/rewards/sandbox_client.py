@@ -157,10 +157,13 @@ class SandboxClient:
             if not again:
                 break
             self._sleep(attempt)
-            retried = self._with_retries(
-                lambda: [RunResult.from_json(r) for r in
-                         self._post("/v1/run_batch", {"requests": [chunk[i] for i in again]})["results"]],
-                lambda rs: False)
+            subset = [chunk[i] for i in again]
+
+            def call_again(subset: list[dict] = subset) -> list[RunResult]:
+                body = self._post("/v1/run_batch", {"requests": subset})
+                return [RunResult.from_json(r) for r in body["results"]]
+
+            retried = self._with_retries(call_again, lambda rs: False)
             for i, r in zip(again, retried, strict=True):
                 results[i] = r
         return results

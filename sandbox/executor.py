@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 
-from sandbox import STATUSES, isolation, landlock, protocol
+from sandbox import STATUSES, isolation, landlock, protocol, seccomp
 from sandbox.config import SandboxConfig
 from sandbox.harness import run_harness
 from sandbox.isolation import confine_child
@@ -107,6 +107,14 @@ class Executor:
             extra = 0 if self.uid is not None else _tasks_of_uid(os.getuid()) + 64
             self.nproc = config.max_processes + extra
         self.landlock_abi = landlock.abi_version()
+        # Made once: work in the forked child costs copy-on-write faults (see seccomp.Template).
+        # One working dir per worker, emptied after every run: it keeps its inode, so the
+        # Landlock rule made for it once stays valid, and "../x" is outside the rule.
+        self.workdir = os.path.join(self.work_root, "run")
+        os.mkdir(self.workdir, 0o700)
+        self.landlock_fd = (landlock.make_ruleset(self.workdir, self.landlock_abi)
+                            if self.landlock_abi else None)
+        self.seccomp = seccomp.Template()
         self.vm_base = _vm_size()
         self.runs = 0
 
@@ -125,12 +133,12 @@ class Executor:
         return result
 
     def _workdir(self) -> str:
+        """The worker's working dir, reset: the last run may have chmod-ed it."""
         self.runs += 1
-        path = os.path.join(self.work_root, f"run-{self.runs}")
-        os.mkdir(path, 0o700)
         if self.uid is not None:
-            os.chown(path, self.uid, self.uid)
-        return path
+            os.chown(self.workdir, self.uid, self.uid)
+        os.chmod(self.workdir, 0o700)
+        return self.workdir
 
     def _rlimits(self, request: dict) -> dict:
         cpu = int(request["timeout_s"]) + 1
@@ -183,10 +191,14 @@ class Executor:
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
             os.dup2(rep_w, 3)
-            os.closerange(4, 1 << 16)
+            landlock_fd = None
+            if self.landlock_fd is not None:
+                landlock_fd = 4
+                os.dup2(self.landlock_fd, landlock_fd)
+            os.closerange(5, 1 << 16)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             confine_child(workdir=workdir, uid=self.uid, rlimits=rlimits,
-                          landlock_abi=self.landlock_abi)
+                          landlock_fd=landlock_fd, seccomp_filter=self.seccomp)
             os.write(3, (token + '{"phase": "ready"}\n').encode())
         except BaseException as err:  # noqa: B036 - any setup failure is the sandbox's
             os.write(2, f"sandbox setup failed: {err!r}\n".encode())
@@ -194,11 +206,14 @@ class Executor:
         run_harness(request, 3, token)
 
     def _remove_workdirs(self, workdir: str) -> None:
-        _remove_tree(workdir)
-        if self.mode == "process" and os.path.isdir(self.work_root):
-            # Anything a run managed to put beside its working dir goes too.
+        """Empty the working dir, and remove anything else that appeared beside it."""
+        os.chmod(workdir, 0o700)
+        for entry in os.listdir(workdir):
+            _remove_tree(os.path.join(workdir, entry))
+        if self.mode == "process":
             for entry in os.listdir(self.work_root):
-                _remove_tree(os.path.join(self.work_root, entry))
+                if entry != "run":
+                    _remove_tree(os.path.join(self.work_root, entry))
 
 
 class _Watch:

@@ -29,7 +29,8 @@ Per execution, in every mode (these need no privilege):
     machine load. Programs that sleep or block are stopped by an idle limit (wall time
     minus CPU time minus time spent waiting for a CPU, from /proc/PID/schedstat), and a
     hard wall-clock limit bounds everything.
-  * a private, empty working dir (HOME and TMPDIR point there), removed afterwards.
+  * a private, empty working dir (HOME and TMPDIR point there), emptied afterwards;
+    anything a run leaves elsewhere in its worker's area is removed too.
   * a minimal environment: PATH, HOME, TMPDIR, LANG only. The worker itself starts with a
     scrubbed environment, so its memory holds no secrets to inherit.
   * stdin is the request's stdin or /dev/null; stdout and stderr are pipes the worker
@@ -201,7 +202,7 @@ def minimal_env(workdir: str) -> dict[str, str]:
 
 
 def confine_child(*, workdir: str, uid: int | None, rlimits: dict[int, int],
-                  landlock_abi: int) -> None:
+                  landlock_fd: int | None, seccomp_filter: seccomp.Template) -> None:
     """Last steps in the forked child before model code: identity, limits, filters."""
     if uid is not None:
         os.setgroups([])
@@ -213,7 +214,8 @@ def confine_child(*, workdir: str, uid: int | None, rlimits: dict[int, int],
     for which, value in rlimits.items():
         soft_hard = value if isinstance(value, tuple) else (value, value)
         resource.setrlimit(which, soft_hard)
-    if landlock_abi:
+    if landlock_fd is not None:
         prctl(38, 1)  # PR_SET_NO_NEW_PRIVS, required by Landlock
-        landlock.confine(workdir, landlock_abi)
-    seccomp.install(os.getpid())
+        landlock.restrict_self(landlock_fd)
+        os.close(landlock_fd)
+    seccomp_filter.install(os.getpid())

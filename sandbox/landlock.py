@@ -54,8 +54,11 @@ def abi_version() -> int:
     return max(int(version), 0)
 
 
-def confine(writable_dir: str, abi: int) -> None:
-    """Restrict the calling process and its future children (needs no_new_privs set first)."""
+def make_ruleset(writable_dir: str, abi: int) -> int:
+    """A ruleset fd allowing writes only beneath writable_dir (and to /dev/null).
+
+    Made once per worker; each execution only calls `restrict_self(fd)` after fork.
+    """
     fs = _FS_ABI1 | sum(bit for v, bit in _FS_EXTRA.items() if abi >= v)
     attr = _RulesetAttr(fs, _NET_BIND_CONNECT_TCP if abi >= 4 else 0,
                         _SCOPE_ABSTRACT_UNIX_AND_SIGNAL if abi >= 6 else 0)
@@ -66,8 +69,23 @@ def confine(writable_dir: str, abi: int) -> None:
     try:
         _allow(ruleset, writable_dir, fs)
         _allow(ruleset, "/dev/null", _WRITE_FILE)
-        if _libc.syscall(_SYS_RESTRICT_SELF, ctypes.c_int(ruleset), 0) != 0:
-            raise OSError(ctypes.get_errno(), "landlock_restrict_self")
+    except OSError:
+        os.close(ruleset)
+        raise
+    return ruleset
+
+
+def restrict_self(ruleset: int) -> None:
+    """Confine the calling process and its future children (needs no_new_privs set first)."""
+    if _libc.syscall(_SYS_RESTRICT_SELF, ctypes.c_int(ruleset), 0) != 0:
+        raise OSError(ctypes.get_errno(), "landlock_restrict_self")
+
+
+def confine(writable_dir: str, abi: int) -> None:
+    """make_ruleset + restrict_self in one go (tests, tools)."""
+    ruleset = make_ruleset(writable_dir, abi)
+    try:
+        restrict_self(ruleset)
     finally:
         os.close(ruleset)
 

@@ -159,16 +159,44 @@ class _SockFprog(ctypes.Structure):
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _assemble(prog: list[tuple[int, int, int, int]]) -> bytearray:
+    return bytearray(b"".join(struct.pack("<HBBI", *ins) for ins in prog))
+
+
+class Template:
+    """The filter assembled once per worker; a child only patches in its own pid.
+
+    Work done in a forked child costs copy-on-write page faults, so the child does no
+    assembly: it copies these bytes, writes its pid at the recorded offsets, installs.
+    """
+
+    def __init__(self, machine: str | None = None):
+        # Two builds with different pids differ exactly at the pid-dependent constants.
+        a, b = (_assemble(build_filter(pid, machine)) for pid in (0x1111111, 0x2222222))
+        self.raw = a
+        self.count = len(a) // 8
+        self.slots = []
+        for offset in range(4, len(a), 8):  # k is the 4-byte field at +4 of each instruction
+            ka, kb = (struct.unpack_from("<I", x, offset)[0] for x in (a, b))
+            if ka != kb:
+                self.slots.append((offset, ka == (-0x1111111 & 0xFFFFFFFF)))
+
+    def install(self, self_pid: int) -> None:
+        """Set no_new_privs and install the filter on the calling (single-threaded) process."""
+        raw = bytearray(self.raw)
+        for offset, negative in self.slots:
+            struct.pack_into("<I", raw, offset, (-self_pid if negative else self_pid) & 0xFFFFFFFF)
+        buf = (ctypes.c_char * len(raw)).from_buffer(raw)
+        fprog = _SockFprog(self.count, ctypes.cast(buf, ctypes.c_void_p))
+        if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+        if _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
 
 
 def install(self_pid: int) -> None:
-    """Set no_new_privs and install the filter on the calling (single-threaded) process."""
-    prog = build_filter(self_pid)
-    raw = b"".join(struct.pack("<HBBI", *ins) for ins in prog)
-    buf = ctypes.create_string_buffer(raw, len(raw))
-    fprog = _SockFprog(len(prog), ctypes.cast(buf, ctypes.c_void_p))
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-    if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+    """One-off install (tests, tools); workers keep a Template instead."""
+    Template().install(self_pid)

@@ -13,7 +13,13 @@ import httpx
 import pytest
 
 from dultra.cli import main
-from tests.integration.sandbox_helpers import build_test_image, docker_client, free_port, run, start_docker
+from tests.integration.sandbox_helpers import (
+    build_test_image,
+    docker_client,
+    free_port,
+    run,
+    start_docker,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -239,6 +239,34 @@ async def measure(url: str, args: Args) -> dict:
                 "latency": await latency(client, args), "humaneval": await humaneval(client)}
 
 
+def markdown(report: dict, args: Args) -> str:
+    """The recorded summary; the JSON beside it has every figure."""
+    t, lat, he, m = report["throughput"], report["latency"], report["humaneval"], report["machine"]
+    mark = {True: "met", False: "NOT met"}
+    goals = report["targets"]
+    return f"""# Sandbox speed
+
+Command: `.venv/bin/python benchmarks/sandbox_speed.py` (one run; figures in sandbox_speed.json).
+Service: {report['service']['workers']} workers, isolation `{report['service']['isolation']}`,
+Landlock ABI {report['service']['landlock_abi']}; load generator (httpx, asyncio) on the same machine.
+
+| figure | value | target |
+| --- | --- | --- |
+| /v1/run_batch throughput ({t['executions']} executions, batches of {args.batch_size}, {args.batches_in_flight} in flight) | {t['per_s']} executions/s | >= 200/s: {mark[goals['throughput_ge_200_per_s']]} |
+| /v1/run latency, concurrency {lat['concurrency']} ({lat['requests']} calls) | p50 {lat['p50_ms']} ms, p90 {lat['p90_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms | p99 <= 100 ms: {mark[goals['p99_le_100_ms']]} |
+| HumanEval canonical solutions passed | {he['canonical_passed']} / {he['problems']} | all: {mark[goals['humaneval_all_canonical_passed']]} |
+| HumanEval broken variants (body `return None`) not passed | {he['broken_not_passed']} / {he['problems']} ({he['broken_statuses']}) | all: {mark[goals['humaneval_all_broken_not_passed']]} |
+
+Machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}. Load average
+{m['loadavg_before']} before and {m['loadavg_after']} after; over the {m['wall_s']} s run the
+machine was busy {m['cpu_busy_s_all_processes']} CPU-s, of which the service and the load
+generator used {m['cpu_busy_s_benchmark_and_service']} CPU-s (share of all CPU time used by
+other processes: {m.get('cpu_share_used_by_other_processes')}). Other engineers' jobs share
+these 2 cores, so absolute figures move with their load; every status above was `passed`
+where expected ({t['statuses']}, {lat['statuses']}).
+"""
+
+
 def main() -> int:
     args = parse_args()
     print(f"args: {json.dumps(asdict(args))}")
@@ -280,7 +308,8 @@ def main() -> int:
     if args.record:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "sandbox_speed.json").write_text(json.dumps(report, indent=2) + "\n")
-        print(f"recorded {RESULTS / 'sandbox_speed.json'}")
+        (RESULTS / "sandbox_speed.md").write_text(markdown(report, args))
+        print(f"recorded {RESULTS / 'sandbox_speed.json'} and sandbox_speed.md")
     return 0 if all(report["targets"].values()) else 1
 
 

@@ -118,6 +118,11 @@ class Executor:
         self.vm_base = _vm_size()
         self.runs = 0
 
+    def close(self) -> None:
+        """Remove this worker's area ('process' mode; a namespace's tmpfs goes by itself)."""
+        if self.mode == "process":
+            _remove_tree(self.work_root)
+
     def describe(self) -> dict:
         return {"isolation": self.mode, "landlock_abi": self.landlock_abi, "uid": self.uid,
                 "work_root": self.work_root}

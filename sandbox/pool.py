@@ -17,6 +17,7 @@ import json
 import os
 import queue
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,6 +93,9 @@ class Worker:
         except ProcessLookupError:
             pass
         self.proc.wait()
+        if self.info.get("isolation") == "process":
+            # Killed workers cannot clean up after themselves.
+            shutil.rmtree(self.info["work_root"], ignore_errors=True)
         for pipe in (self.proc.stdin, self.proc.stdout):
             try:
                 pipe.close()

@@ -59,8 +59,11 @@ def main(argv: list[str]) -> int:
         replies.flush()
 
     send({"ready": True, **executor.describe()})
-    for line in requests:
-        send(executor.run(json.loads(line)))
+    try:
+        for line in requests:
+            send(executor.run(json.loads(line)))
+    finally:
+        executor.close()
     return 0
 
 

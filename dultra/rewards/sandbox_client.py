@@ -14,11 +14,14 @@
 - `transport=` takes any `httpx.BaseTransport` (tests inject one).
 - No URL means in-process mode: a local pool of the same isolated workers, no server
   (needs the `sandbox` package, which ships with dultra).
+- Commands that score code take `--sandbox-url` via `add_sandbox_url_argument(parser)`
+  and build their client with `client_from_args(args)`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import random
 import threading
 import time
@@ -239,3 +242,15 @@ class _LocalSandbox:
 
     def close(self) -> None:
         self._pool.close()
+
+
+def add_sandbox_url_argument(parser) -> None:
+    """The `--sandbox-url` flag that training and evaluation commands share."""
+    parser.add_argument(
+        "--sandbox-url", default=os.environ.get("DULTRA_SANDBOX_URL"),
+        help="sandbox service for code rewards (default $DULTRA_SANDBOX_URL, else in-process workers)")
+
+
+def client_from_args(args, config: ClientConfig | None = None) -> SandboxClient:
+    """A client for `args.sandbox_url` (in-process when it is unset)."""
+    return SandboxClient(getattr(args, "sandbox_url", None), config)

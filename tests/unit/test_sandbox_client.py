@@ -138,3 +138,15 @@ def test_concurrency_is_bounded():
 
     client(handler).run_batch([{"code": "x"}] * 30)  # 10 chunks, at most 2 in flight
     assert state["peak"] <= FAST.max_concurrency
+
+
+def test_sandbox_url_flag_defaults_to_the_environment(monkeypatch):
+    import argparse
+
+    from dultra.rewards.sandbox_client import add_sandbox_url_argument
+
+    monkeypatch.setenv("DULTRA_SANDBOX_URL", "http://sandbox.example:8080")
+    parser = argparse.ArgumentParser()
+    add_sandbox_url_argument(parser)
+    assert parser.parse_args([]).sandbox_url == "http://sandbox.example:8080"
+    assert parser.parse_args(["--sandbox-url", "http://x:1"]).sandbox_url == "http://x:1"

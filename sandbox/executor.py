@@ -200,7 +200,9 @@ class Executor:
             if self.landlock_fd is not None:
                 landlock_fd = 4
                 os.dup2(self.landlock_fd, landlock_fd)
-            os.closerange(5, 1 << 16)
+            # Everything else goes, the worker's protocol pipes above all: a run that could
+            # write to them could forge any result.
+            os.closerange(5 if landlock_fd is not None else 4, 1 << 16)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             confine_child(workdir=workdir, uid=self.uid, rlimits=rlimits,
                           landlock_fd=landlock_fd, seccomp_filter=self.seccomp)

@@ -307,6 +307,20 @@ def test_reading_proc_of_other_processes(service):
     """, tests=["assert leaks == []"])
 
 
+def test_inherited_file_descriptors(service):
+    # Only stdin/stdout/stderr and the harness's report pipe: nothing of the worker's.
+    _check(service, {"passed"}, """
+        import os
+        def is_open(fd):
+            try:
+                os.fstat(fd)
+                return True
+            except OSError:
+                return False
+        extra = [fd for fd in range(3, 1024) if is_open(fd)]
+    """, tests=["assert extra == [3]"])
+
+
 def test_ptrace_the_worker(service):
     _check(service, {"passed"}, """
         import ctypes, os

@@ -40,7 +40,11 @@ def config_from(args: argparse.Namespace) -> SandboxConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = config_from(args)
+    try:
+        config = config_from(args)
+    except ValueError as err:  # a bad flag or SANDBOX_* value: one line, not a traceback
+        print(f"sandbox: error: {err}", file=sys.stderr)
+        return 2
     if args.command == "serve":
         from sandbox.server import serve
 

@@ -57,6 +57,18 @@ class SandboxConfig:
     max_code_bytes: int = 1 << 20
     """Largest code, test or stdin string accepted (bytes of UTF-8)."""
 
+    def __post_init__(self) -> None:
+        if self.isolation not in ("auto", "namespaces", "process"):
+            raise ValueError(f"isolation must be auto, namespaces or process, not {self.isolation!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, not {self.port}")
+        for name in ("workers", "max_batch", "max_output_bytes", "max_processes", "max_open_files",
+                     "tmpfs_mb", "max_file_mb", "default_memory_mb", "max_memory_mb"):
+            if getattr(self, name) < (0 if name == "workers" else 1):
+                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        if not 0 < self.default_timeout_s <= self.max_timeout_s:
+            raise ValueError("default_timeout_s must be in (0, max_timeout_s]")
+
     def wall_limits(self, timeout_s: float) -> tuple[float, float]:
         """(idle limit, hard wall-clock limit) in seconds for a run of timeout_s CPU seconds."""
         idle = timeout_s * self.wall_factor + 1.0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -72,7 +73,17 @@ def run_serve(args: argparse.Namespace) -> int:
 
     changes = {k: getattr(args, k) for k in ("host", "port", "workers", "isolation")
                if getattr(args, k) is not None}
-    serve(dataclasses.replace(SandboxConfig().with_env(), **changes))
+    try:
+        config = dataclasses.replace(SandboxConfig().with_env(), **changes)
+    except ValueError as err:
+        raise SandboxCommandError(f"bad sandbox setting: {err}") from err
+    with socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((config.host, config.port))
+        except OSError as err:
+            raise SandboxCommandError(f"cannot listen on {config.host}:{config.port}: {err.strerror}") from err
+    serve(config)
     return 0
 
 

@@ -48,3 +48,19 @@ def test_up_with_an_unknown_image_is_one_line_and_exit_2(capsys):
     assert main(["sandbox", "up", "--image", "dultra-sandbox:no-such-tag", "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dultra: error: ") and err.count("\n") == 1
+
+
+def test_serve_with_bad_settings_is_one_line_and_exit_2(capsys):
+    assert main(["sandbox", "serve", "--workers", "-1"]) == 2
+    assert "workers must be positive" in capsys.readouterr().err
+
+
+def test_serve_on_a_busy_port_is_one_line_and_exit_2(capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["sandbox", "serve", "--port", str(port)]) == 2
+    assert "cannot listen on 127.0.0.1" in capsys.readouterr().err

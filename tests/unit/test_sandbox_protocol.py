@@ -55,3 +55,10 @@ def test_config_reads_environment_overrides():
     assert (config.workers, config.default_timeout_s, config.isolation) == (3, 2.5, "process")
     idle, hard = config.wall_limits(1.0)
     assert idle == 1.0 * config.wall_factor + 1.0 and hard == 4 * idle
+
+
+@pytest.mark.parametrize("bad", [{"workers": -1}, {"isolation": "chroot"}, {"port": 70000},
+                                 {"default_timeout_s": 100.0}, {"max_output_bytes": 0}])
+def test_config_rejects_nonsense(bad):
+    with pytest.raises(ValueError):
+        SandboxConfig(**bad)

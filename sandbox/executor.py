@@ -170,7 +170,13 @@ class Executor:
             in_r, in_w = os.open(os.devnull, os.O_RDONLY), None
         token = secrets.token_hex(16)
         rlimits = self._rlimits(request)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (in_r, in_w, out_r, out_w, err_r, err_w, rep_r, rep_w):
+                if fd is not None:
+                    os.close(fd)
+            raise
         if pid == 0:
             self._child(request, workdir, (in_r, out_w, err_w, rep_w), token, rlimits)
         for fd in (in_r, out_w, err_w, rep_w):

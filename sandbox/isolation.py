@@ -11,8 +11,8 @@ Per worker, in 'namespaces' mode (the service runs as root on a host or VM):
     pid 1 of its pid namespace, so /proc (remounted) shows only its own executions, and
     `kill(-1)` after each run removes every process the run left behind.
   * the whole filesystem is re-mounted read-only (recursively, nosuid); /tmp is a
-    private size- and inode-limited tmpfs holding the working dirs (mode 0711: executions
-    cannot create files beside them); /dev/shm is a private tmpfs they cannot write. A
+    private size- and inode-limited tmpfs holding the worker's working dir /tmp/run
+    (mode 0711: executions cannot create files beside it); /dev/shm is a private tmpfs they cannot write. A
     directory that hides the interpreter (e.g. /root, 0700) is replaced by an empty tmpfs
     exposing only the interpreter's subtree.
   * executions run as uid/gid `executor_uid_base + i`, never root, with no capabilities
@@ -42,12 +42,22 @@ Per execution, in every mode (these need no privilege):
   * the worker and the server are non-dumpable, so another process of the same uid cannot
     read their /proc/<pid>/environ or memory.
 
+Each run is a copy-on-write fork: whatever it changes in memory dies with it, so nothing
+carries over to the next run of the same worker (the `random` module is reseeded per fork).
+
 In 'process' mode (non-root: a container, an unprivileged Kubernetes pod) the namespace
 layer is absent. Executions then share the service's uid, /proc shows the container's
-processes (non-dumpable, so not their environment), and RLIMIT_NPROC counts the uid's
-processes together. There the outer layers are the pod's: a RuntimeClass such as gVisor,
-a NetworkPolicy denying egress, and the restricted securityContext (non-root, read-only
-root filesystem, no capabilities, RuntimeDefault seccomp); see manifests/sandbox/.
+processes (their command lines; not their environment or memory, which are
+non-dumpable), and RLIMIT_NPROC counts the uid's processes together, so a fork bomb can
+briefly starve other runs' forks (never the service's: its own limit is not lowered).
+Without Landlock (an old kernel, or a seccomp profile that refuses its syscalls) a run can
+also write wherever the uid can, i.e. the writable volumes; its worker's area is wiped
+after every run, but a concurrent run of another worker could see such a file. There the
+outer layers are the pod's: a RuntimeClass such as gVisor, a NetworkPolicy denying egress,
+and the restricted securityContext (non-root, read-only root filesystem, no capabilities,
+RuntimeDefault seccomp); see manifests/sandbox/. Run as root without namespaces (a root
+container lacking CAP_SYS_ADMIN), executions still switch to their own uid, which must be
+able to read the interpreter.
 
 NOT protected against: kernel exploits (use gVisor for a second kernel); reading files
 that file permissions allow (the filesystem is readable: images hold no secrets); CPU

@@ -13,6 +13,8 @@ so Python raises a clean `PermissionError` the harness can report):
   own group; `tgkill`/`rt_sigqueueinfo` only to itself; `tkill`, pidfd signalling denied.
 - `setsid`/`setpgid`: every descendant stays in the group the worker kills at the end.
 - `ptrace`, `process_vm_readv/writev`: no reading other processes' memory.
+- SysV shared memory, semaphores and message queues, and POSIX message queues: these
+  outlive the process that made them, so a run could leave data for the next one.
 - namespace and mount changes (`unshare`, `setns`, `clone` with CLONE_NEW*, `clone3`
   answers ENOSYS so libc falls back to `clone`), `mount`, `pivot_root`, `chroot`, `bpf`,
   `perf_event_open`, `userfaultfd`, keyrings.
@@ -63,6 +65,7 @@ _ARCHES = {
             pivot_root=155, chroot=161, bpf=321, perf_event_open=298, userfaultfd=323,
             keyctl=250, add_key=248, request_key=249, io_uring_setup=425, fsopen=430,
             fsmount=432, move_mount=429, open_tree=428, mount_setattr=442,
+            shmget=29, semget=64, msgget=68, mq_open=240,
         ),
     ),
     "aarch64": (
@@ -75,6 +78,7 @@ _ARCHES = {
             pivot_root=41, chroot=51, bpf=280, perf_event_open=241, userfaultfd=282,
             keyctl=219, add_key=217, request_key=218, io_uring_setup=425, fsopen=430,
             fsmount=432, move_mount=429, open_tree=428, mount_setattr=442,
+            shmget=194, semget=190, msgget=186, mq_open=180,
         ),
     ),
 }
@@ -83,7 +87,7 @@ _DENY = (
     "ptrace", "process_vm_readv", "process_vm_writev", "unshare", "setns", "mount",
     "umount2", "pivot_root", "chroot", "bpf", "perf_event_open", "userfaultfd", "keyctl",
     "add_key", "request_key", "io_uring_setup", "fsopen", "fsmount", "move_mount",
-    "open_tree", "mount_setattr",
+    "open_tree", "mount_setattr", "shmget", "semget", "msgget", "mq_open",
 )
 
 

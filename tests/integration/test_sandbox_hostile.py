@@ -192,6 +192,24 @@ def test_file_left_for_the_next_execution(service):
            tests=["assert [p for p in paths if os.path.exists(p)] == []"])
 
 
+def test_ipc_objects_left_for_the_next_execution(service):
+    # SysV shared memory and POSIX message queues outlive their process: refused outright.
+    made = run(service.url, code=textwrap.dedent("""
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        IPC_CREAT = 0o1000
+        shm = libc.shmget(0x5EED, 4096, IPC_CREAT | 0o666)
+        mq = libc.mq_open(b"/dultra-leak", 0o100 | 0o2, 0o666, None)
+        print(shm, mq)
+    """))
+    assert made["status"] == "passed" and made["stdout"].split() == ["-1", "-1"], made
+    _check(service, {"passed"}, """
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        found = libc.shmget(0x5EED, 0, 0)
+    """, tests=["assert found == -1"])
+
+
 def test_symlink_tricks(service):
     # Links to system files cannot be written through, and cleanup must not follow them.
     _check(service, {"passed"}, """

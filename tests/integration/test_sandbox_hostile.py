@@ -121,6 +121,12 @@ def test_memory_bomb(service):
     """, memory_mb=128)
 
 
+def test_oom_killer_prefers_runs(service):
+    # Should the container run out of memory anyway, the kernel picks a run, not the service.
+    _check(service, {"passed"}, "score = open('/proc/self/oom_score_adj').read().strip()\n",
+           tests=["assert score == '1000'"])
+
+
 def test_single_huge_allocation(service):
     _check(service, {"memory_exceeded"}, "x = bytearray(1 << 40)\n", memory_mb=128)
 

@@ -39,7 +39,8 @@ Per execution, in every mode (these need no privilege):
     ptrace, no namespace or mount changes, no io_uring.
   * Landlock where the kernel has it (`sandbox.landlock`): writes only inside the working
     dir, no TCP, signals scoped to the execution.
-  * oom_score_adj 1000: under memory pressure the kernel kills a run before the service.
+  * oom_score_adj 1000 (set on the worker, inherited): under memory pressure the kernel
+    kills a run or a worker (which the pool replaces) before the service.
   * the worker and the server are non-dumpable, so another process of the same uid cannot
     read their /proc/<pid>/environ or memory.
 
@@ -101,6 +102,17 @@ def _check(ret: int, what: str) -> None:
 
 def prctl(option: int, value: int) -> None:
     _check(_libc.prctl(option, value, 0, 0, 0), f"prctl({option})")
+
+
+def prefer_for_oom_kill() -> None:
+    """oom_score_adj 1000 for this worker and so for every run it forks: should memory run
+    out, the kernel kills those, not the service. Done while still dumpable (afterwards
+    /proc/self belongs to root and a non-root worker can no longer write it)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
 
 
 def make_non_dumpable() -> None:
@@ -215,12 +227,6 @@ def minimal_env(workdir: str) -> dict[str, str]:
 def confine_child(*, workdir: str, uid: int | None, rlimits: dict[int, int],
                   landlock_fd: int | None, seccomp_filter: seccomp.Template) -> None:
     """Last steps in the forked child before model code: identity, limits, filters."""
-    try:
-        # If memory runs out in the container, the kernel kills a run, not the service.
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write("1000")
-    except OSError:
-        pass
     if uid is not None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)

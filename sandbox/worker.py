@@ -40,6 +40,7 @@ def main(argv: list[str]) -> int:
         isolation.enter_worker_namespaces(config.tmpfs_mb)
     else:
         isolation.prctl(isolation.PR_SET_CHILD_SUBREAPER, 1)
+    isolation.prefer_for_oom_kill()
     isolation.make_non_dumpable()
     requests = os.fdopen(os.dup(0), "rb")
     replies = os.fdopen(os.dup(1), "wb")

@@ -19,7 +19,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/dultra demo
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check dultra sandbox tests benchmarks
+	$(VENV)/bin/ruff check --output-format concise dultra sandbox tests benchmarks
 	$(PY) -m pytest -q
 
 # The sandbox image, built offline: wheels from PyPI on the host, base from `.ci/docker-setup.sh`.

@@ -14,12 +14,15 @@ import argparse
 import importlib
 import sys
 
+from transformers.utils import logging as hf_logging
+
 from dultra.errors import DultraError
 
 # Subcommand modules, in the order `dultra --help` lists them.
 COMMANDS = (
     "dultra.commands.generate",
     "dultra.commands.demo",
+    "dultra.commands.publish",
     "dultra.commands.sandbox",
 )
 
@@ -37,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not sys.stderr.isatty():  # keep logs and captured stderr free of progress-bar redraws
+        hf_logging.disable_progress_bar()
     try:
         return args.run(args) or 0
     except DultraError as err:

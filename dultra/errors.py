@@ -14,3 +14,7 @@ class ConfigError(DultraError, ValueError):
 
 class CheckpointError(DultraError, ValueError):
     """A checkpoint or tokenizer that cannot be loaded as asked."""
+
+
+class DataError(DultraError, ValueError):
+    """A dataset or data file that cannot serve as the task asked for (missing fields, bad rows)."""

@@ -14,6 +14,7 @@ import time
 import torch
 
 from dultra.decoding import DecodeConfig, Strategy, generate
+from dultra.decoding.generate import check_layout
 from dultra.decoding.strategies import (
     EntropyBounded,
     Factor,
@@ -22,7 +23,8 @@ from dultra.decoding.strategies import (
     PlannerSample,
     Threshold,
 )
-from dultra.model.loading import load, stop_token_ids
+from dultra.model import LLaDAConfig
+from dultra.model.loading import load_model, load_tokenizer, resolve, stop_token_ids
 from dultra.model.tokenizer import encode_prompts
 
 
@@ -65,15 +67,19 @@ def strategy_from_args(args: argparse.Namespace) -> Strategy:
 
 def run(args: argparse.Namespace) -> int:
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
-    model, tokenizer = load(args.model, dtype=dtype, device=args.device)
     strategy = strategy_from_args(args)
-    eos_ids = stop_token_ids(args.model, tokenizer, model.config)
+    # Everything that can be checked without the weights is checked before loading them.
+    path = resolve(args.model)
+    model_config = LLaDAConfig.from_pretrained(path)
+    tokenizer = load_tokenizer(path, model_config.mask_token_id)
     config = DecodeConfig(
         gen_length=args.gen_length, block_length=args.block_length, temperature=args.temperature,
-        early_stop=args.early_stop, seed=args.seed, eos_ids=eos_ids,
+        early_stop=args.early_stop, seed=args.seed, eos_ids=stop_token_ids(path, tokenizer, model_config),
     )
     ids, mask = encode_prompts(tokenizer, [args.prompt], chat_template=not args.no_chat_template,
-                               pad_token_id=model.config.pad_token_id)
+                               pad_token_id=model_config.pad_token_id)
+    check_layout(model_config, ids.shape[1], config, strategy)
+    model = load_model(path, dtype=dtype, device=args.device)
     ids, mask = ids.to(args.device), mask.to(args.device)
     start = time.perf_counter()
     out = generate(model, ids, mask, strategy, config)

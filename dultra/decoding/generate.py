@@ -20,11 +20,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dultra.decoding.step import block_index, propose_tokens, score_block, token_log_prob
+from dultra.decoding.step import (
+    block_index,
+    compiled_decode_step,
+    decode_step,
+    gumbel_noise,
+    model_config,
+)
 from dultra.decoding.strategies import BlockView, Strategy
 from dultra.decoding.trajectory import Trajectory, step_log_prob
 from dultra.errors import ConfigError
-from dultra.model import LLaDAModelLM
+from dultra.model import LLaDAConfig
 
 
 @dataclass
@@ -45,6 +51,10 @@ class DecodeConfig:
     """Seed of the sampling generator (token sampling, planner Bernoulli draws)."""
     eos_ids: tuple[int, ...] = field(default_factory=tuple)
     """Extra token ids that end a completion, besides the model's eos_token_id."""
+    compile: bool = False
+    """Run each step's model work as one torch.compile'd CUDA graph (GPU inference; compiles per shape)."""
+    max_steps: int | None = None
+    """Stop after this many steps even if masks remain (timing benchmarks); None decodes fully."""
 
 
 @dataclass
@@ -64,21 +74,27 @@ class DecodeOutput:
         return self.lengths.float() / self.nfe.clamp(min=1).float()
 
 
-def check_layout(model: LLaDAModelLM, prompt_len: int, config: DecodeConfig, strategy: Strategy) -> None:
-    """Clear errors for settings that cannot decode, before any compute."""
+def check_settings(config: DecodeConfig, strategy: Strategy) -> None:
+    """Clear errors for settings that cannot decode any prompt (no model needed)."""
     g, b = config.gen_length, config.block_length
     if g <= 0 or b <= 0 or g % b:
         raise ConfigError(f"gen_length ({g}) must be a positive multiple of block_length ({b})")
-    limit = model.config.max_sequence_length
+    if config.temperature < 0:
+        raise ConfigError(f"temperature must be >= 0, got {config.temperature}")
+    strategy.validate(g, b)
+
+
+def check_layout(model_config: LLaDAConfig, prompt_len: int, config: DecodeConfig, strategy: Strategy) -> None:
+    """Clear errors for a model + prompt + settings that cannot decode, before any compute."""
+    check_settings(config, strategy)
+    g = config.gen_length
+    limit = model_config.max_sequence_length
     if prompt_len + g > limit:
         raise ConfigError(
             f"prompt ({prompt_len} tokens) + gen_length ({g}) exceeds the model's context ({limit})"
         )
-    if config.temperature < 0:
-        raise ConfigError(f"temperature must be >= 0, got {config.temperature}")
-    if strategy.uses_planner and not model.config.has_planner:
+    if strategy.uses_planner and not model_config.has_planner:
         raise ConfigError(f"strategy {strategy.name!r} needs a planner head; this model has none")
-    strategy.validate(g, b)
 
 
 def first_eos(completion: torch.Tensor, eos_ids: torch.Tensor) -> torch.Tensor:
@@ -90,7 +106,7 @@ def first_eos(completion: torch.Tensor, eos_ids: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(
-    model: LLaDAModelLM,
+    model: torch.nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
     strategy: Strategy,
@@ -98,8 +114,8 @@ def generate(
 ) -> DecodeOutput:
     """Decode a batch of left-padded prompts (B, P); see the module docstring."""
     B, P = input_ids.shape
-    check_layout(model, P, config, strategy)
-    cfg, dev = model.config, input_ids.device
+    cfg, dev = model_config(model), input_ids.device
+    check_layout(cfg, P, config, strategy)
     mask_id, G, N = cfg.mask_token_id, config.gen_length, config.block_length
     eos_ids = torch.tensor(sorted({cfg.eos_token_id, *config.eos_ids}), device=dev)
     generator = None
@@ -109,8 +125,9 @@ def generate(
     prompt_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.dtype)
     x = torch.cat([input_ids, torch.full((B, G), mask_id, dtype=input_ids.dtype, device=dev)], dim=1)
     valid = torch.cat([prompt_mask, torch.ones((B, G), dtype=prompt_mask.dtype, device=dev)], dim=1)
-    layout = model.layout(valid, P + G)
     seq_len = valid.sum(dim=1)
+    if bool(prompt_mask.all()):  # one check here, so unpadded batches get the fastest attention
+        valid = None
     block_start = torch.full((B,), P, device=dev)
     block_step = torch.zeros(B, dtype=torch.long, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
@@ -118,14 +135,21 @@ def generate(
     unmask_step = torch.full((B, G), -1, dtype=torch.long, device=dev) if config.record else None
     log_probs: list[torch.Tensor] = []
 
-    step = 0
-    while True:
+    step_fn = compiled_decode_step() if config.compile else decode_step
+
+    def next_inputs():
         index = block_index(block_start, N)
         block = x.gather(1, index)
         candidates = (block == mask_id) & ~done[:, None]
-        logits, planner = score_block(model, x, layout, seq_len, index, candidates, strategy.uses_planner)
-        x0 = propose_tokens(logits, config.temperature, generator)
-        logq_x0 = token_log_prob(logits, x0)
+        noise = gumbel_noise((B, N, cfg.vocab_size), dev, generator) if config.temperature > 0 else None
+        return index, block, candidates, noise
+
+    index, block, candidates, noise = next_inputs()
+    step = 0
+    while True:
+        logits, planner, x0, logq_x0 = step_fn(
+            model, x, valid, seq_len, index, candidates, strategy.uses_planner, config.temperature, noise
+        )
         view = BlockView(candidates, logq_x0, planner, block_step, logits, G // N, generator)
         revealed = strategy.select(view)
         x.scatter_(1, index, torch.where(revealed, x0, block))
@@ -144,7 +168,10 @@ def generate(
         done |= finished
         block_start = block_start.clamp(max=P + G - N)
         step += 1
-        if bool(done.all()):
+        # The next step's inputs are queued before the one sync per step, so after it the
+        # device only waits for the model call to be launched.
+        index, block, candidates, noise = next_inputs()
+        if bool(done.all()) or step == config.max_steps:
             break
 
     completion = x[:, P:]

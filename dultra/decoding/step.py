@@ -6,10 +6,9 @@ The trunk runs over the whole sequence; the LM head only over each row's current
 
 from __future__ import annotations
 
-import torch
+import functools
 
-from dultra.model import LLaDAModelLM, SeqLayout
-from dultra.model.layers import _gather_rows
+import torch
 
 
 def block_index(block_start: torch.Tensor, block_length: int) -> torch.Tensor:
@@ -18,42 +17,77 @@ def block_index(block_start: torch.Tensor, block_length: int) -> torch.Tensor:
 
 
 def score_block(
-    model: LLaDAModelLM,
+    model: torch.nn.Module,
     x: torch.Tensor,
-    layout: SeqLayout,
+    valid: torch.Tensor | None,
     seq_len: torch.Tensor,
     index: torch.Tensor,
     candidates: torch.Tensor,
     use_planner: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Token logits and planner logits for the current block.
+    """Token logits and planner logits for the current block, in one model forward.
 
-    x: (B, L) current sequence (masks included). seq_len: (B,) real tokens per row (padding
-    excluded), for the planner timestep. index: (B, N) current-block columns. candidates:
-    (B, N) bool masks of the block. Returns logits (B, N, V) float32 with the mask token at
-    -inf, and planner logits (B, N) float32 (None without the planner).
+    model: an LLaDAModelLM or a wrapper of it (DDP, FSDP). x: (B, L) current sequence (masks
+    included). valid: (B, L) attention mask, None without padding. seq_len: (B,) real
+    tokens per row, for the planner timestep. index: (B, N) current-block columns.
+    candidates: (B, N) bool masks of the block. Returns logits (B, N, V) float32 with the
+    mask token at -inf, and planner logits (B, N) float32 (None without the planner).
     """
-    mask_id = model.config.mask_token_id
-    hidden = model.trunk(x, layout)
-    logits = model.lm_logits(_gather_rows(hidden, index)).float()
-    logits = logits.index_fill(-1, torch.tensor([mask_id], device=x.device), float("-inf"))
-    if not use_planner:
-        return logits, None
-    # Timestep as the reference: 1 - (masks in the whole sequence) / (sequence length).
-    t = 1.0 - (x == mask_id).sum(dim=1).float() / seq_len.float()
-    planner_mask = torch.zeros_like(x, dtype=torch.bool).scatter_(1, index, candidates)
-    return logits, model.planner_logits(hidden, t, planner_mask, layout, index)
+    mask_id = model_config(model).mask_token_id
+    t = planner_mask = None
+    if use_planner:
+        # Timestep as the reference: 1 - (masks in the whole sequence) / (sequence length).
+        t = 1.0 - (x == mask_id).sum(dim=1).float() / seq_len.float()
+        planner_mask = torch.zeros_like(x, dtype=torch.bool).scatter_(1, index, candidates)
+    out = model(x, attention_mask=valid, logits_index=index, planner_t=t, planner_mask=planner_mask)
+    logits = out.logits.float()
+    logits[..., mask_id] = float("-inf")  # in place on a fresh tensor: no host-to-device copy
+    return logits, out.planner_logits
 
 
-def propose_tokens(
-    logits: torch.Tensor, temperature: float, generator: torch.Generator | None
-) -> torch.Tensor:
-    """logits (B, N, V) -> token ids (B, N): argmax, or a softmax(logits / T) sample (Gumbel-max)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    u = torch.rand(logits.shape, device=logits.device, generator=generator)
-    gumbel = -torch.log(-torch.log(u.clamp_(min=torch.finfo(u.dtype).tiny)))
-    return (logits / temperature + gumbel).argmax(dim=-1)
+def model_config(model: torch.nn.Module):
+    """The LLaDAConfig of a model or of the model inside a DDP/FSDP/compile wrapper."""
+    while not hasattr(model, "config") and hasattr(model, "module"):
+        model = model.module
+    return model.config
+
+
+def gumbel_noise(shape: torch.Size, device, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard Gumbel noise of `shape` (float32), drawn outside compiled regions."""
+    u = torch.rand(shape, device=device, generator=generator)
+    return -torch.log(-torch.log(u.clamp_(min=torch.finfo(u.dtype).tiny)))
+
+
+def decode_step(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    valid: torch.Tensor | None,
+    seq_len: torch.Tensor,
+    index: torch.Tensor,
+    candidates: torch.Tensor,
+    use_planner: bool,
+    temperature: float,
+    noise: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """`score_block`, then the proposed tokens and their log-probs.
+
+    x0 is the argmax of the logits, or with Gumbel `noise` (B, N, V) a sample of
+    softmax(logits / temperature). Returns logits (B, N, V), planner logits (B, N) or None,
+    x0 (B, N) and log q(x0) (B, N) without temperature.
+    """
+    logits, planner = score_block(model, x, valid, seq_len, index, candidates, use_planner)
+    x0 = logits.argmax(dim=-1) if noise is None else (logits / temperature + noise).argmax(dim=-1)
+    return logits, planner, x0, token_log_prob(logits, x0)
+
+
+@functools.cache
+def compiled_decode_step():
+    """`decode_step` under torch.compile with CUDA graphs: one graph replay per step on GPU.
+
+    Compiles once per batch shape and strategy kind; outputs live in graph-owned buffers
+    that the next step overwrites, so callers use them within the step.
+    """
+    return torch.compile(decode_step, mode="reduce-overhead", dynamic=False)
 
 
 def token_log_prob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -8,13 +8,13 @@ the same per-step log-probabilities that decoding recorded.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from dultra.decoding.step import block_index, score_block, token_log_prob
-from dultra.model import LLaDAModelLM
+from dultra.decoding.step import block_index, model_config, score_block, token_log_prob
 
 
 @dataclass
@@ -81,18 +81,18 @@ def current_block_start(masked: torch.Tensor, prompt_len: int, block_length: int
     return prompt_len + first * block_length
 
 
-def replay(model: LLaDAModelLM, traj: Trajectory) -> torch.Tensor:
-    """Recompute every step's log pi of a recorded trajectory; -> (B, S) like `traj.log_probs`.
+def replay_steps(model: torch.nn.Module, traj: Trajectory) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (step, log pi of that step (B,)) for every step of a recorded trajectory.
 
-    Runs under the caller's grad mode: with gradients enabled it is the policy term of the
-    GRPO loss. Each step sees exactly the inputs decoding saw (same masks, same block).
+    Runs under the caller's grad mode. One step at a time, so a trainer can backpropagate
+    each step's loss before the next forward and hold one step's activations at most.
+    Each step sees exactly the inputs decoding saw (same masks, same block).
     """
-    mask_id = model.config.mask_token_id
+    mask_id = model_config(model).mask_token_id
     B, P = traj.prompt_ids.shape
+    padded = not bool(traj.prompt_mask.all())
     valid = torch.cat([traj.prompt_mask, torch.ones_like(traj.completion)], dim=1)
-    layout = model.layout(valid, valid.shape[1])
     seq_len = valid.sum(dim=1)
-    out = []
     for step in range(traj.log_probs.shape[1]):
         shown = traj.revealed_before(step)
         completion = torch.where(shown, traj.completion, torch.full_like(traj.completion, mask_id))
@@ -100,8 +100,14 @@ def replay(model: LLaDAModelLM, traj: Trajectory) -> torch.Tensor:
         index = block_index(current_block_start(~shown, P, traj.block_length), traj.block_length)
         active = (step < traj.num_steps)[:, None]
         candidates = (x.gather(1, index) == mask_id) & active
-        logits, planner = score_block(model, x, layout, seq_len, index, candidates, traj.uses_planner)
+        logits, planner = score_block(
+            model, x, valid if padded else None, seq_len, index, candidates, traj.uses_planner
+        )
         tokens = traj.completion.gather(1, index - P)
         revealed = (traj.unmask_step.gather(1, index - P) == step) & candidates
-        out.append(step_log_prob(planner, token_log_prob(logits, tokens), revealed, candidates & ~revealed))
-    return torch.stack(out, dim=1)
+        yield step, step_log_prob(planner, token_log_prob(logits, tokens), revealed, candidates & ~revealed)
+
+
+def replay(model: torch.nn.Module, traj: Trajectory) -> torch.Tensor:
+    """Every step's log pi of a recorded trajectory, (B, S) like `traj.log_probs`."""
+    return torch.stack([log_prob for _, log_prob in replay_steps(model, traj)], dim=1)

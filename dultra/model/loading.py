@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from dultra.errors import CheckpointError
 from dultra.model.config import LLaDAConfig
@@ -47,22 +48,38 @@ def load_model(
     config = LLaDAConfig.from_pretrained(path)
     if add_planner and not config.has_planner:
         overrides["num_head_layers"] = 1
-    loaded, info = LLaDAModelLM.from_pretrained(
-        path, dtype=dtype or torch.float32, output_loading_info=True, **overrides
-    )
-    missing = [k for k in info["missing_keys"] if not (overrides and k.split(".")[0] in PLANNER_MODULES)]
+    # transformers reports missing keys as a warning table; we turn them into one error below.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        loaded, info = LLaDAModelLM.from_pretrained(
+            path, dtype=dtype or torch.float32, output_loading_info=True, **overrides
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    fresh_head = bool(overrides)
     problems = {
-        "missing": missing,
+        "missing": [k for k in info["missing_keys"] if not (fresh_head and k.split(".")[0] in PLANNER_MODULES)],
         "unexpected": list(info["unexpected_keys"]),
         "mismatched": [str(m) for m in info.get("mismatched_keys", [])],
     }
-    bad = {k: v for k, v in problems.items() if v}
-    if bad:
-        detail = "; ".join(f"{k} keys: {', '.join(sorted(v)[:5])}{' ...' if len(v) > 5 else ''}" for k, v in bad.items())
-        raise CheckpointError(f"checkpoint {path} does not match the model: {detail}")
+    if any(problems.values()):
+        raise CheckpointError(f"checkpoint {path} does not match the model: {_describe(problems)}")
     if device is not None:
         loaded = loaded.to(device)
     return loaded.eval()
+
+
+def _describe(problems: dict[str, list[str]]) -> str:
+    parts = []
+    for kind, keys in problems.items():
+        if keys:
+            shown = ", ".join(sorted(keys)[:4]) + (", ..." if len(keys) > 4 else "")
+            parts.append(f"{len(keys)} {kind} keys ({shown})")
+    missing = problems["missing"]
+    if missing and all(k.split(".")[0] in PLANNER_MODULES for k in missing):
+        parts.append("the config declares a planner head but the weights have none")
+    return "; ".join(parts)
 
 
 def load_tokenizer(model: str | Path, mask_token_id: int) -> PreTrainedTokenizerBase:

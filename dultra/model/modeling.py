@@ -9,8 +9,8 @@ One class loads the official LLaDA checkpoints and the published dUltra checkpoi
 (`time_embedding`, `mask_embedding`, `norm_out_1`, `mask_head.0`, `norm_out_2`,
 `mask_linear`), exactly the published key layout (docs: dultra.md sections 1-2).
 
-Decoding does not call `forward`: it runs `trunk` once per step, then the LM head only on
-the current block (`lm_logits`) and the planner only where it is needed (`planner_logits`).
+A decoding step is one `forward` that runs the trunk over the whole sequence, then the LM
+head only on the current block and the planner only where it is needed.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
-from transformers.modeling_outputs import MaskedLMOutput
+from transformers.utils import ModelOutput
 
 from dultra.errors import ConfigError
 from dultra.model.config import LLaDAConfig
@@ -36,6 +36,16 @@ from dultra.model.layers import (
 )
 
 PLANNER_MODULES = ("time_embedding", "mask_embedding", "norm_out_1", "mask_head", "norm_out_2", "mask_linear")
+
+
+@dataclass
+class DiffusionLMOutput(ModelOutput):
+    """logits: (B, N, V) token logits. planner_logits: (B, N) float32 unmasking logits or None.
+    hidden_states: optional tuple of (B, L, D)."""
+
+    logits: torch.Tensor | None = None
+    planner_logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -171,19 +181,16 @@ class LLaDAModelLM(PreTrainedModel):
         """attention_mask: (B, L) 1 for tokens, 0 for left padding; None means no padding.
 
         Positions count real tokens only, so a left-padded prompt sees the same positions
-        as when it is decoded alone.
+        as when it is decoded alone. A mask is always honoured (no device sync to check
+        whether it is all ones); pass None for unpadded batches to get the fastest kernels.
         """
-        if attention_mask is None or bool(attention_mask.all()):
-            positions = torch.arange(seq_len, device=device if attention_mask is None else attention_mask.device)
+        if attention_mask is None:
+            positions = torch.arange(seq_len, device=device)
             return SeqLayout(None, rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta))
         valid = attention_mask.bool()
         positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
         rope = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
         return SeqLayout(valid[:, None, None, :], rope)
-
-    def trunk(self, input_ids: torch.Tensor, layout: SeqLayout) -> torch.Tensor:
-        """input_ids (B, L) -> hidden states after the final norm (B, L, D)."""
-        return self.model(input_ids, layout)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden (..., D) -> token logits (..., V) in the model dtype, V = vocab_size."""
@@ -227,20 +234,34 @@ class LLaDAModelLM(PreTrainedModel):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        logits_index: torch.Tensor | None = None,
+        planner_t: torch.Tensor | None = None,
+        planner_mask: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **unused,
-    ) -> MaskedLMOutput | tuple:
-        """Transformers-style forward: logits (B, L, V) and, on request, hidden states.
+    ) -> DiffusionLMOutput | tuple:
+        """Token logits and, when `planner_t` is given, planner logits; one pass of the trunk.
 
-        hidden_states holds the input of every block and, last, the final-norm output that
-        the planner head reads.
+        input_ids: (B, L). attention_mask: (B, L) or None (no padding).
+        logits_index: (B, N) positions to score (a decoding step's current block); None
+        scores all L positions. planner_t: (B,) timestep and planner_mask: (B, L) bool
+        current-block masks, to also get the planner's logits at the same positions.
+        Every computation of training and decoding goes through here, so wrappers that hook
+        `forward` (DDP, FSDP, torch.compile) see all of it.
+
+        Returns logits (B, N or L, V), planner_logits (B, N or L) float32 or None, and on
+        request hidden_states: every block's input and, last, the final-norm output.
         """
         layout = self.layout(attention_mask, input_ids.shape[1], input_ids.device)
         states = [] if output_hidden_states else None
         hidden = self.model(input_ids, layout, states)
-        logits = self.lm_logits(hidden)
+        picked = hidden if logits_index is None else _gather_rows(hidden, logits_index)
+        logits = self.lm_logits(picked)
+        planner = None
+        if planner_t is not None:
+            planner = self.planner_logits(hidden, planner_t, planner_mask, layout, logits_index)
         hidden_states = tuple(states + [hidden]) if states is not None else None
         if return_dict is False:
-            return (logits,) if hidden_states is None else (logits, hidden_states)
-        return MaskedLMOutput(logits=logits, hidden_states=hidden_states)
+            return tuple(v for v in (logits, planner, hidden_states) if v is not None)
+        return DiffusionLMOutput(logits=logits, planner_logits=planner, hidden_states=hidden_states)

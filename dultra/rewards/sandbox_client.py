@@ -25,20 +25,24 @@ import os
 import random
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from dultra.errors import DultraError
+from dultra.rewards.runner import SandboxUnavailable as RunnerUnavailable
 
 
 class SandboxError(Exception):
     """Base of the client's errors."""
 
 
-class SandboxUnavailable(SandboxError):
-    """The service could not be reached or kept failing (after every retry)."""
+class SandboxUnavailable(SandboxError, RunnerUnavailable):
+    """The service could not be reached or kept failing (after every retry).
+
+    A `dultra.rewards.runner.SandboxUnavailable`, so the code reward scores None, not 0."""
 
 
 class SandboxRequestError(SandboxError, DultraError, ValueError):
@@ -90,6 +94,10 @@ class ClientConfig:
     """run_batch splits larger lists into chunks of this many requests."""
     workers: int = 0
     """In-process mode only: local workers (0 = the sandbox default)."""
+    test_timeout_s: float | None = None
+    """run_tests: CPU seconds per test (None = the service's default)."""
+    test_memory_mb: int | None = None
+    """run_tests: memory per test (None = the service's default)."""
 
 
 _RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -143,6 +151,34 @@ class SandboxClient:
             return self._run_chunk(chunks[0]) if chunks else []
         with concurrent.futures.ThreadPoolExecutor(self.config.max_concurrency) as threads:
             return [r for chunk in threads.map(self._run_chunk, chunks) for r in chunk]
+
+    def run_tests(self, code: str, tests: Sequence[Any]) -> tuple[int, int]:
+        """The code reward's runner contract (`dultra.rewards.runner.CodeRunner`).
+
+        tests: `dultra.data.CodeTest`s (or anything with kind/source/stdin/stdout). Each
+        test is its own execution: "assert" runs code + test source, "io" feeds stdin and
+        compares stdout. Returns (passed, total); raises SandboxUnavailable when the
+        service cannot judge (after retries), never for the program's own failures.
+        """
+        requests = []
+        for test in tests:
+            request: dict[str, Any] = {"code": code}
+            if test.kind == "assert":
+                request["tests"] = [test.source]
+            elif test.kind == "io":
+                request.update(stdin=test.stdin, expected_stdout=test.stdout)
+            else:
+                raise SandboxRequestError(f"unknown code test kind {test.kind!r}")
+            for key, value in (("timeout_s", self.config.test_timeout_s),
+                               ("memory_mb", self.config.test_memory_mb)):
+                if value is not None:
+                    request[key] = value
+            requests.append(request)
+        results = self.run_batch(requests) if requests else []
+        broken = [r for r in results if r.status == "sandbox_error"]
+        if broken:
+            raise SandboxUnavailable(f"the sandbox could not run {len(broken)} test(s): {broken[0].detail}")
+        return sum(r.ok for r in results), len(results)
 
     def _run_one(self, request: dict) -> RunResult:
         def call() -> RunResult:

@@ -139,3 +139,18 @@ def test_in_process_client_needs_no_server():
     with SandboxClient(config=ClientConfig(workers=2)) as client:
         assert client.run(ADD, ["assert add(2, 3) == 5"]).ok
         assert client.run("while True:\n    pass\n", timeout_s=0.3).status == "timeout"
+
+
+def test_code_reward_scores_through_the_service(service):
+    from dultra.data.example import CodeTest
+    from dultra.rewards.code_correct import CodeReward
+
+    tests = [CodeTest("assert", source="assert add(1, 2) == 3"),
+             CodeTest("assert", source="assert add(-1, 1) == 0"),
+             CodeTest("io", stdin="", stdout="ready\n")]
+    good = "```python\ndef add(a, b):\n    return a + b\nprint('ready')\n```"
+    half = "```python\ndef add(a, b):\n    return abs(a) + b\nprint('ready')\n```"
+    cheat = "```python\nimport os\nos._exit(0)\n```"
+    with SandboxClient(service.url) as client:
+        scores = CodeReward(runner=client)([good, half, cheat], tests=[tests] * 3)
+    assert scores == [1.0, 2 / 3, 0.0]  # exiting early passes no assert test, prints nothing

@@ -150,3 +150,34 @@ def test_sandbox_url_flag_defaults_to_the_environment(monkeypatch):
     add_sandbox_url_argument(parser)
     assert parser.parse_args([]).sandbox_url == "http://sandbox.example:8080"
     assert parser.parse_args(["--sandbox-url", "http://x:1"]).sandbox_url == "http://x:1"
+
+
+def test_run_tests_is_the_code_rewards_runner():
+    from dultra.data.example import CodeTest
+    from dultra.rewards.runner import CodeRunner
+
+    sent = []
+
+    def handler(request):
+        body = json.loads(request.content)["requests"]
+        sent.extend(body)
+        return httpx.Response(200, json={"results": [ok(), ok("failed")][: len(body)]})
+
+    runner = client(handler)
+    assert isinstance(runner, CodeRunner)
+    tests = [CodeTest("assert", source="assert f() == 1"), CodeTest("io", stdin="2\n", stdout="4\n")]
+    assert runner.run_tests("def f(): return 1", tests) == (1, 2)
+    assert sent == [{"code": "def f(): return 1", "tests": ["assert f() == 1"]},
+                    {"code": "def f(): return 1", "stdin": "2\n", "expected_stdout": "4\n"}]
+
+
+def test_run_tests_raises_the_runners_unavailable_on_sandbox_errors():
+    from dultra.data.example import CodeTest
+    from dultra.rewards.runner import SandboxUnavailable as RunnerUnavailable
+
+    def handler(request):
+        n = len(json.loads(request.content)["requests"])
+        return httpx.Response(200, json={"results": [ok("sandbox_error")] * n})
+
+    with pytest.raises(RunnerUnavailable):
+        client(handler).run_tests("x = 1", [CodeTest("assert", source="assert x == 1")])

@@ -1,0 +1,187 @@
+"""Per-NFE cost of every decoding strategy, relative to one bare forward of the same batch.
+
+    python benchmarks/decode_speed.py                                   # CPU, tiny default
+    python benchmarks/decode_speed.py --model llada-8b --compile \\
+        --out benchmarks/results/decode_speed_h100.json                 # GPU, LLaDA-8B shape
+
+The bare forward is the transformers-style call the reference sampler makes every step:
+`model(x)` over prompt + completion, logits for every position. A strategy's cost is the
+wall time of a decode divided by its steps (batch forward passes). Random weights make
+confidence-based rules reveal one token per step, so decodes are capped at `--max-steps`
+steps; the per-step cost does not depend on how many masks remain. On a GPU the bare
+forward is also compared with its floors: weight bytes / measured copy bandwidth, and
+FLOPs / measured bf16 matmul throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dultra.decoding import DecodeConfig, generate, parse_strategy  # noqa: E402
+from dultra.model import LLaDAConfig, LLaDAModelLM  # noqa: E402
+from dultra.model.loading import load  # noqa: E402
+
+STRATEGIES = (
+    "planner:factor=1.0", "planner-sample", "threshold:tau=0.9", "factor:factor=1.0",
+    "low-confidence:steps={gen}", "entropy:gamma=0.1",
+)
+
+
+def build(name: str, device: str) -> LLaDAModelLM:
+    if name == "tiny":
+        return load("tiny", device=device)[0]
+    if name != "llada-8b":
+        raise SystemExit(f"unknown model {name!r}: tiny or llada-8b")
+    # LLaDA-8B shape (dultra.md section 1) with a dUltra planner head, random weights, bf16.
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            model = LLaDAModelLM(LLaDAConfig(num_head_layers=1))
+    finally:
+        torch.set_default_dtype(torch.float32)
+    return model.eval()
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def forward_flops(cfg: LLaDAConfig, batch: int, length: int) -> float:
+    d, kv = cfg.d_model, cfg.n_kv_heads * cfg.head_dim
+    per_token = cfg.n_layers * (2 * d * d + 2 * d * kv + 3 * d * cfg.mlp_hidden_size) + d * cfg.vocab_size
+    attention = cfg.n_layers * 4 * length * length * d
+    return 2.0 * batch * length * per_token + batch * attention
+
+
+def gpu_floors(model: LLaDAModelLM, batch: int, length: int) -> dict:
+    """Measured copy bandwidth and matmul throughput, and the bare forward's floors from them."""
+    src = torch.empty(2 << 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    copy = statistics.median(timed(lambda: dst.copy_(src), "cuda", 10))
+    bandwidth = 2 * src.numel() / copy
+    a = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
+    mm = statistics.median(timed(lambda: a @ a, "cuda", 10))
+    peak = 2 * 8192**3 / mm
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    flops = forward_flops(model.config, batch, length)
+    return {
+        "copy_bandwidth_TBps": bandwidth / 1e12, "matmul_TFLOPs": peak / 1e12,
+        "weight_GB": weight_bytes / 1e9, "forward_TFLOP": flops / 1e12,
+        "memory_floor_ms": weight_bytes / bandwidth * 1e3, "compute_floor_ms": flops / peak * 1e3,
+    }
+
+
+def run(args: argparse.Namespace, save) -> dict:
+    device = args.device
+    model = build(args.model, device)
+    if args.fuse or args.compile:
+        model.fuse_projections()
+    # The bare forward gets the same treatment as decoding: one compiled CUDA graph per call.
+    bare_forward = lambda x: model(x).logits  # noqa: E731
+    if args.compile:
+        bare_forward = torch.compile(bare_forward, mode="reduce-overhead", dynamic=False)
+    cfg = model.config
+    gen = torch.Generator().manual_seed(0)
+    results = {"batches": {}}
+    for batch in args.batch:
+        prompt = torch.randint(0, cfg.mask_token_id if args.model != "tiny" else 20, (batch, args.prompt_len), generator=gen)
+        prompt = (prompt + (6 if args.model == "tiny" else 0)).to(device)  # tiny: skip special ids
+        x = torch.cat([prompt, torch.full((batch, args.gen), cfg.mask_token_id, device=device)], dim=1)
+        with torch.no_grad():
+            forward = lambda x=x: bare_forward(x)  # noqa: E731
+            timed(forward, device, args.warmup)
+            bare = statistics.median(timed(forward, device, args.repeat))
+        row = {"bare_forward_ms": bare * 1e3, "strategies": {}}
+        print(f"\nbatch {batch}: bare forward {bare * 1e3:.2f} ms  (L = {x.shape[1]})", flush=True)
+        settings = [(s.format(gen=args.gen), False, 0.0) for s in STRATEGIES]
+        settings.append(("planner-sample", True, 0.1))  # the RL rollout: T=0.1, trajectory recorded
+        for spec, record, temperature in settings:
+            strategy = parse_strategy(spec)
+            config = DecodeConfig(
+                gen_length=args.gen, block_length=args.block, temperature=temperature,
+                record=record, seed=0, max_steps=args.max_steps, compile=args.compile,
+            )
+            steps = []
+            def decode(prompt=prompt, strategy=strategy, config=config, steps=steps):
+                steps.append(int(generate(model, prompt, None, strategy, config).nfe.max()))
+
+            warm = sum(timed(decode, device, args.warmup))
+            steps.clear()
+            times = timed(decode, device, args.repeat)
+            per_step = statistics.median(t / s for t, s in zip(times, steps))
+            name = spec + (" +record T=0.1 (rollout)" if record else "")
+            row["strategies"][name] = {
+                "ms_per_nfe": per_step * 1e3, "ratio_to_bare": per_step / bare, "steps": steps[0], "warmup_s": warm,
+            }
+            print(f"  {name:<42} {per_step * 1e3:9.2f} ms/NFE  {per_step / bare:5.2f}x bare  ({steps[0]} steps)", flush=True)
+        if device.startswith("cuda"):
+            row["floors"] = gpu_floors(model, batch, x.shape[1])
+            f = row["floors"]
+            print(f"  floors: memory {f['memory_floor_ms']:.2f} ms ({f['weight_GB']:.1f} GB at "
+                  f"{f['copy_bandwidth_TBps']:.2f} TB/s), compute {f['compute_floor_ms']:.2f} ms "
+                  f"({f['forward_TFLOP']:.2f} TFLOP at {f['matmul_TFLOPs']:.0f} TFLOP/s); "
+                  f"bare forward reaches {f['forward_TFLOP'] / bare:.0f} TFLOP/s", flush=True)
+        results["batches"][str(batch)] = row
+        save(results)  # a run cut short still leaves the batches it finished
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny", help="tiny | llada-8b (random weights)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 12])
+    p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--gen", type=int, default=256)
+    p.add_argument("--block", type=int, default=32)
+    p.add_argument("--max-steps", type=int, default=32, help="steps timed per decode")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--fuse", action="store_true", help="fuse q/k/v and gate/up projections")
+    p.add_argument("--compile", action="store_true", help="torch.compile each step / bare forward with CUDA graphs (implies --fuse)")
+    p.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    if args.device == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    meta = dict(
+        command=" ".join(sys.argv), date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        device=torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu",
+        torch=torch.__version__, settings=vars(args) | {"out": str(args.out)},
+    )
+
+    def save(results: dict) -> None:
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(meta | results, indent=2))
+
+    run(args, save)
+    if args.out:
+        print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Raw rows of a dataset, from local files (offline) or the Hugging Face Hub (production).
+
+    rows = read_local("../shared/data/gsm8k", "test")          # test.jsonl in that folder
+    rows = read_local("math500.parquet", "test")               # one file: the split is ignored
+    rows = read_hub("openai/gsm8k", "main", "test")            # needs network and `datasets`
+
+A local path is a file (.jsonl, .jsonl.gz, .json, .parquet) or a folder holding the split
+as `{split}.jsonl`, `{split}.parquet`, ... or Hub-export shards `{split}-*.parquet`
+(directly or under `data/`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+from dultra.errors import DataError
+
+SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
+
+
+def _read_file(path: Path) -> list[dict[str, Any]]:
+    name = path.name
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq  # installed with `datasets`
+
+        return pq.read_table(path).to_pylist()
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        if name.endswith(".json"):
+            rows = json.load(f)
+            if not isinstance(rows, list):
+                raise DataError(f"{path}: a .json data file must hold a list of records")
+            return rows
+        rows = []
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{n}: not JSON ({err.msg})") from None
+        return rows
+
+
+def split_files(folder: Path, split: str) -> list[Path]:
+    """The files of `split` inside a dataset folder (exact names first, then shards)."""
+    for base in (folder, folder / "data"):
+        exact = [base / f"{split}{s}" for s in SUFFIXES if (base / f"{split}{s}").is_file()]
+        if exact:
+            return exact[:1]
+        shards = sorted(p for p in base.glob(f"{split}-*") if p.name.endswith(SUFFIXES))
+        if shards:
+            return shards
+    return []
+
+
+def read_local(path: str | Path, split: str) -> list[dict[str, Any]]:
+    """Rows of one split from a local file or dataset folder."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        files = split_files(path, split)
+        if not files:
+            raise DataError(
+                f"no '{split}' split in {path}: expected {split}.jsonl, {split}.parquet, ... "
+                f"or {split}-*.parquet shards"
+            )
+    elif path.is_file():
+        if not path.name.endswith(SUFFIXES):
+            raise DataError(f"{path}: unsupported data file (use one of {', '.join(SUFFIXES)})")
+        files = [path]
+    else:
+        raise DataError(f"no data file or folder at {path}")
+    rows: list[dict[str, Any]] = []
+    for f in files:
+        part = _read_file(f)
+        if part and not all(isinstance(r, dict) for r in part):
+            raise DataError(f"{f}: every record must be a JSON object")
+        rows.extend(part)
+    return rows
+
+
+def read_hub(
+    repo: str, config: str | None, split: str, revision: str | None = None
+) -> list[dict[str, Any]]:
+    """Rows of one split of a Hugging Face Hub dataset (downloads on first use)."""
+    try:
+        import datasets
+    except ImportError:  # the GPU image has no `datasets`: point at local files instead
+        raise DataError(
+            f"loading {repo} from the Hub needs the `datasets` package; pass a local path instead"
+        ) from None
+    try:
+        ds = datasets.load_dataset(repo, config, split=split, revision=revision)
+    except (FileNotFoundError, ValueError, ConnectionError) as err:
+        raise DataError(f"cannot load split '{split}' of {repo} from the Hub: {err}") from err
+    return ds.to_list()

@@ -1,0 +1,161 @@
+"""Synthetic tasks of the tiny default: multi-step arithmetic and tiny Python functions.
+
+    from dultra.data.synthetic import generate
+    train = generate("synthetic-math", "train", n=10000, seed=0)
+    held_out = generate("synthetic-code", "test", n=500)
+
+synthetic-math    prompt  "Compute (12 + 7) * 3 - 4."
+                  target  "12 + 7 = 19. 19 * 3 = 57. 57 - 4 = 53.\\n#### 53"
+synthetic-code    prompt  "Write f(x) = (x + 3) * 2 - 5. Check f(7)."
+                  target  "```python\\ndef f(x):\\n    x = x + 3\\n    x = x * 2\\n    return x - 5
+                           \\n\\nassert f(7) == 15\\n```"
+                  tests   the function at the checked input and at three others
+
+Why this shape: every step's left operand copies the previous result and every result's
+digits depend on each other through carries, so unmasking a whole step (or a whole
+number) in one forward pass guesses jointly dependent tokens independently; decoded one
+token at a time the task is a short, learnable chain. The code task adds a self-check:
+the program's own assert must hold, which again needs the chain evaluated in order.
+
+Determinism and splits: the same (task, split, n, seed, config) always gives the same
+examples. A problem's split is a hash of its prompt (10% held out by default), so train
+and test never share a prompt whatever the seeds or sizes. Targets fit in 64 tokens of
+the tiny tokenizer with the default config (one token per digit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from dataclasses import dataclass
+
+from dultra.data.example import CodeTest, Example
+from dultra.errors import ConfigError, DataError
+
+TASKS = ("synthetic-math", "synthetic-code")
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Difficulty knobs of both synthetic tasks."""
+
+    min_steps: int = 2  # fewest operations in a problem
+    max_steps: int = 3  # most operations in a problem (3 keeps targets under 64 tokens)
+    ops: str = "+-*"  # operations to draw from; "*" multiplies by one digit (2..9)
+    max_start: int = 99  # math: first number drawn from 1..max_start
+    max_operand: int = 99  # math: +/- operands drawn from 1..max_operand
+    max_value: int = 999  # math: every intermediate result stays in 0..max_value
+    code_max_constant: int = 19  # code: +/- constants drawn from 1..code_max_constant
+    code_max_input: int = 30  # code: checked and tested inputs drawn from 0..code_max_input
+    heldout_percent: int = 10  # share of the problem space that belongs to the test split
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_steps <= self.max_steps:
+            raise ConfigError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
+        if not self.ops or set(self.ops) - set("+-*"):
+            raise ConfigError(f"ops must be a non-empty subset of '+-*', got {self.ops!r}")
+        if not 0 < self.heldout_percent < 100:
+            raise ConfigError(f"heldout_percent must be in 1..99, got {self.heldout_percent}")
+        if self.max_value < max(self.max_start, 18):
+            raise ConfigError("max_value must be at least max_start (and 18)")
+
+
+def split_of(prompt: str, heldout_percent: int) -> str:
+    """'test' for a fixed `heldout_percent`% of prompts (by a stable hash), else 'train'."""
+    bucket = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big") % 100
+    return "test" if bucket < heldout_percent else "train"
+
+
+def apply(op: str, a: int, b: int) -> int:
+    return a + b if op == "+" else a - b if op == "-" else a * b
+
+
+def render(start: str, steps: list[tuple[str, int]]) -> str:
+    """Left-to-right chain as an expression: parentheses only where precedence needs them."""
+    expr, low = start, False  # low: the expression's top operator is + or -
+    for op, b in steps:
+        if op == "*" and low:
+            expr = f"({expr})"
+        expr, low = f"{expr} {op} {b}", op in "+-"
+    return expr
+
+
+def _math_step(rng: random.Random, value: int, cfg: SyntheticConfig) -> tuple[str, int]:
+    """One operation that keeps the result in 0..max_value (only feasible ops are drawn)."""
+    feasible = [op for op in cfg.ops if (op == "+" and value < cfg.max_value) or (op == "-" and value > 0)
+                or (op == "*" and 2 * value <= cfg.max_value)]
+    op = rng.choice(feasible)
+    if op == "+":
+        return op, rng.randint(1, min(cfg.max_operand, cfg.max_value - value))
+    if op == "-":
+        return op, rng.randint(1, min(cfg.max_operand, value))
+    return op, rng.randint(2, min(9, cfg.max_value // max(value, 1)))
+
+
+def math_example(rng: random.Random, cfg: SyntheticConfig) -> Example:
+    start = value = rng.randint(1, cfg.max_start)
+    steps, lines = [], []
+    for _ in range(rng.randint(cfg.min_steps, cfg.max_steps)):
+        op, b = _math_step(rng, value, cfg)
+        new = apply(op, value, b)
+        steps.append((op, b))
+        lines.append(f"{value} {op} {b} = {new}.")
+        value = new
+    prompt = f"Compute {render(str(start), steps)}."
+    return Example(
+        id="", task="synthetic-math", kind="math", prompt=prompt, answer=str(value),
+        solution=" ".join(lines) + f"\n#### {value}", meta={"steps": len(steps)},
+    )
+
+
+def code_example(rng: random.Random, cfg: SyntheticConfig) -> Example:
+    steps = []
+    for _ in range(rng.randint(cfg.min_steps, cfg.max_steps)):
+        op = rng.choice(cfg.ops)
+        steps.append((op, rng.randint(2, 9) if op == "*" else rng.randint(1, cfg.code_max_constant)))
+
+    def f(x: int) -> int:
+        for op, b in steps:
+            x = apply(op, x, b)
+        return x
+
+    inputs = rng.sample(range(cfg.code_max_input + 1), 4)
+    body = [f"    x = x {op} {b}" for op, b in steps[:-1]] + [f"    return x {steps[-1][0]} {steps[-1][1]}"]
+    program = "def f(x):\n" + "\n".join(body) + f"\n\nassert f({inputs[0]}) == {f(inputs[0])}"
+    return Example(
+        id="", task="synthetic-code", kind="code",
+        prompt=f"Write f(x) = {render('x', steps)}. Check f({inputs[0]}).",
+        tests=tuple(CodeTest("assert", source=f"assert f({x}) == {f(x)}\n") for x in inputs),
+        solution=f"```python\n{program}\n```", meta={"steps": len(steps)},
+    )
+
+
+def generate(
+    task: str, split: str, n: int, seed: int = 0, config: SyntheticConfig | None = None
+) -> list[Example]:
+    """`n` distinct examples of `task` ("synthetic-math" | "synthetic-code") in `split`.
+
+    Ids are "<task>/<12 hex of the prompt's hash>", stable across runs and sizes.
+    """
+    cfg = config or SyntheticConfig()
+    if task not in TASKS:
+        raise ConfigError(f"unknown synthetic task {task!r} (expected one of {TASKS})")
+    if split not in SPLITS:
+        raise ConfigError(f"synthetic tasks have splits {SPLITS}, not {split!r}")
+    make = math_example if task == "synthetic-math" else code_example
+    # A string seed is hashed with SHA-512 by `random`, so it is the same on every machine.
+    rng = random.Random(f"{task}/{split}/{seed}")
+    out: dict[str, Example] = {}
+    for _ in range(100 * n + 1000):
+        if len(out) == n:
+            break
+        ex = make(rng, cfg)
+        if ex.prompt not in out and split_of(ex.prompt, cfg.heldout_percent) == split:
+            digest = hashlib.sha256(ex.prompt.encode()).hexdigest()[:12]
+            out[ex.prompt] = dataclasses.replace(ex, id=f"{task}/{digest}")
+    if len(out) < n:
+        raise DataError(f"{task}: only {len(out)} distinct '{split}' problems found; ask for fewer "
+                        "or widen the SyntheticConfig ranges")
+    return list(out.values())

@@ -1,0 +1,101 @@
+"""The GRPO reward: weighted sum of the components, and dropping unscorable samples.
+
+    weights = RewardWeights.for_kind("code")              # correct x3, format, distill, steps
+    total = combine(weights, correct=c, format=f, distill=d, steps=s)
+    keep = scorable_mask(total, group_size=12, max_unscorable_fraction=0.25)
+
+r = w_correct*correct + w_format*format + w_distill*distill + w_steps*steps
+(dultra.md section 5). A sample is unscorable when a component with a non-zero weight is
+None for it (a sandbox outage for `correct`, most often): its total is None and it leaves
+its group; it is never counted as a 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dultra.errors import ConfigError
+
+COMPONENTS = ("correct", "format", "distill", "steps")
+
+
+class UnscorableBatchError(RuntimeError):
+    """Too many samples of a batch could not be scored (the sandbox is probably down)."""
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    """Weight of each reward component (reference defaults for math)."""
+
+    correct: float = 1.0  # correctness: math-verify match, or the code pass fraction
+    format: float = 1.0  # boxed answer / code fence present
+    distill: float = 1.0  # mean per-token teacher log-likelihood
+    steps: float = 0.1  # -(productive denoising steps) / 50
+
+    @classmethod
+    def for_kind(cls, kind: str) -> RewardWeights:
+        """The reference's weights for a task kind: correctness x3 for code, x1 for math."""
+        if kind not in ("math", "code"):
+            raise ConfigError(f"unknown task kind {kind!r} (expected 'math' or 'code')")
+        return cls(correct=3.0 if kind == "code" else 1.0)
+
+
+def combine(
+    weights: RewardWeights | Sequence[RewardWeights], **components: Sequence[float | None]
+) -> list[float | None]:
+    """Weighted sum per sample; None where a weighted component is None.
+
+    weights: one for the batch, or one per sample (a batch mixing math and code).
+    components: name -> N values, names from COMPONENTS. A component may be left out only
+    when its weight is 0 for every sample, so a forgotten teacher fails loudly.
+    """
+    unknown = set(components) - set(COMPONENTS)
+    if unknown:
+        raise ConfigError(f"unknown reward components {sorted(unknown)}; expected {COMPONENTS}")
+    sizes = {len(v) for v in components.values()}
+    if len(sizes) > 1:
+        raise ValueError(f"reward components have different lengths: { {k: len(v) for k, v in components.items()} }")
+    n = sizes.pop() if sizes else (len(weights) if isinstance(weights, Sequence) else 0)
+    per_sample = list(weights) if isinstance(weights, Sequence) else [weights] * n
+    if len(per_sample) != n:
+        raise ValueError(f"{len(per_sample)} weights for {n} samples")
+    for name in COMPONENTS:
+        if name not in components and any(getattr(w, name) != 0 for w in per_sample):
+            raise ConfigError(f"reward component {name!r} has a non-zero weight but no values")
+    totals: list[float | None] = []
+    for i, w in enumerate(per_sample):
+        total: float | None = 0.0
+        for name, values in components.items():
+            weight = getattr(w, name)
+            if weight == 0:
+                continue
+            if values[i] is None:
+                total = None
+                break
+            total += weight * values[i]
+        totals.append(total)
+    return totals
+
+
+def scorable_mask(
+    totals: Sequence[float | None], group_size: int, max_unscorable_fraction: float
+) -> list[bool]:
+    """Which samples stay in their GRPO group (False: dropped because unscorable).
+
+    totals: N = B * group_size rewards, groups contiguous (sample i is in group
+    i // group_size). Raises UnscorableBatchError when more than `max_unscorable_fraction`
+    of the N samples are None: the update would rest on too little of the batch.
+    """
+    if group_size < 1 or len(totals) % group_size:
+        raise ValueError(f"{len(totals)} rewards do not split into groups of {group_size}")
+    if not 0 <= max_unscorable_fraction <= 1:
+        raise ConfigError(f"max_unscorable_fraction must be in [0, 1], got {max_unscorable_fraction}")
+    keep = [t is not None for t in totals]
+    dropped = len(keep) - sum(keep)
+    if totals and dropped / len(totals) > max_unscorable_fraction:
+        raise UnscorableBatchError(
+            f"{dropped} of {len(totals)} samples could not be scored (more than "
+            f"{max_unscorable_fraction:.0%}); is the code sandbox reachable?"
+        )
+    return keep

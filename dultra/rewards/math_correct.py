@@ -1,0 +1,63 @@
+"""Math correctness: the completion's final answer against the reference, with math-verify.
+
+    math_correct_reward(["... #### 16", "\\\\boxed{15}"], answer=["16", "16"])  -> [1.0, 0.0]
+
+The completion's answer is the last \\boxed{...}, else the text after the last `####`
+(dultra.data.answers); a trailing period is dropped ("#### 16." reads as 16). A
+completion without either scores 0.0. Both sides are parsed by math-verify as the
+argument of a \\boxed{}, so GSM8K integers ("1,000" = "1000"), MATH500 LaTeX
+(\\frac{1}{2} = 0.5 = 1/2, \\left( 3, \\frac{\\pi}{2} \\right), 10\\%, \\text{(C)}) and
+plain expressions compare by value. A reference answer that math-verify cannot parse gives
+None (the sample cannot be scored) rather than a misleading 0.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from math_verify import parse, verify
+
+from dultra.data.answers import extract_answer
+
+
+def _timeouts() -> dict[str, dict[str, int | None]]:
+    """math-verify's timeouts use SIGALRM, which only the main thread may set."""
+    if threading.current_thread() is threading.main_thread():
+        return {"parse": {}, "verify": {}}
+    return {"parse": {"parsing_timeout": None}, "verify": {"timeout_seconds": None}}
+
+
+def parse_answer(answer: str) -> list:
+    """math-verify's parse of a bare answer ("16", "\\\\frac{1}{2}"); [] if unparseable."""
+    return parse(f"\\boxed{{{answer}}}", **_timeouts()["parse"])
+
+
+def math_correct_reward(
+    completions: Sequence[str], answer: Sequence[str | None], **_: object
+) -> list[float | None]:
+    """1.0 / 0.0 per completion; None where the reference answer is missing or unparseable.
+
+    completions: N decoded texts. answer: N reference answers (one per completion, so a
+    GRPO group repeats its prompt's answer).
+    """
+    if len(answer) != len(completions):
+        raise ValueError(f"{len(completions)} completions but {len(answer)} answers")
+    gold_cache: dict[str, list] = {}  # a group of G completions shares one reference
+    out: list[float | None] = []
+    for text, ref in zip(completions, answer):
+        if ref is None or not str(ref).strip():
+            out.append(None)
+            continue
+        gold = gold_cache.setdefault(ref, parse_answer(str(ref)))
+        if not gold:
+            out.append(None)
+            continue
+        found = extract_answer(text)
+        if found is None:
+            out.append(0.0)
+            continue
+        found = found[:-1] if found.endswith(".") else found
+        pred = parse_answer(found) if found else []
+        out.append(1.0 if pred and verify(gold, pred, **_timeouts()["verify"]) else 0.0)
+    return out

@@ -1,0 +1,189 @@
+"""Pull a published run into a local directory, verifying every byte first.
+
+    dultra pull s3://bucket/dultra/llada-math ./ckpt                 # what `latest` names
+    dultra pull s3://bucket/dultra/llada-math/runs/20250131T120000Z-a1b2c3 ./ckpt
+
+Refused, with nothing written to DIR: a run without manifest.json (partial), objects
+missing from or not listed in the manifest, any size or sha256 mismatch, a manifest that
+is not the one `latest` recorded. Files land in a temporary directory next to DIR and are
+renamed into place only after all of them verified, so DIR is either untouched or complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+from dultra.storage.errors import (
+    ChecksumMismatch,
+    DestinationNotEmpty,
+    IncompleteRun,
+    IntegrityError,
+    PointerNotFound,
+    RunNotFound,
+)
+from dultra.storage.manifest import FileEntry, Manifest, sha256_file
+from dultra.storage.pointer import read_pointer
+from dultra.storage.progress import ByteProgress
+from dultra.storage.s3 import S3Options, is_not_found, make_client, translate_errors
+from dultra.storage.uri import MANIFEST_NAME, POINTER_NAME, PullSource, S3Location, parse_pull_uri
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What a pull installed."""
+
+    run_id: str  # the run that was pulled (what `latest` named, for a latest pull)
+    run_uri: str  # s3://bucket/prefix/runs/<id>/
+    directory: Path  # the directory now holding exactly the manifest's files
+    manifest: Manifest  # the run's manifest (metrics, base model, commit, ...)
+
+
+def pull(
+    uri: str | PullSource,
+    dest: str | Path,
+    *,
+    force: bool = False,
+    options: S3Options | None = None,
+    client=None,
+) -> PullResult:
+    """Download the run `uri` names into `dest` after verifying it against its manifest.
+
+    force: replace a non-empty `dest` (only once the new copy has verified).
+    """
+    source = uri if isinstance(uri, PullSource) else parse_pull_uri(uri)
+    dest = Path(dest)
+    check_destination(dest, force)
+    options = options or S3Options()
+    client = client or make_client(options)
+    base = source.base
+    with translate_errors(f"pulling from {base.uri()}", base.bucket):
+        client.head_bucket(Bucket=base.bucket)
+
+    expected_manifest_sha = None
+    run_id = source.run_id
+    if run_id is None:
+        current = read_pointer(client, base)
+        if current is None:
+            raise PointerNotFound(f"no `latest` pointer at {base.uri(POINTER_NAME)}: nothing published "
+                                  "there (or give .../runs/<id>)")
+        run_id, expected_manifest_sha = current[0].run_id, current[0].manifest_sha256
+    run = base.run(run_id)
+
+    objects = list_run(client, run)
+    manifest = read_manifest(client, run, objects, expected_manifest_sha)
+    check_listing(run, manifest, objects)
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest.parent))
+    try:
+        download_verified(client, run, manifest, staging, options)
+        staging.chmod(0o755)  # mkdtemp makes it 0700; DIR should read like any other directory
+        install(staging, dest, force)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return PullResult(run_id=run_id, run_uri=run.uri() + "/", directory=dest, manifest=manifest)
+
+
+def check_destination(dest: Path, force: bool) -> None:
+    empty_dir = dest.is_dir() and not any(dest.iterdir())
+    if force or empty_dir or not (dest.exists() or dest.is_symlink()):
+        return
+    raise DestinationNotEmpty(f"{dest} exists and is not an empty directory (use --force to replace it)")
+
+
+def list_run(client, run: S3Location) -> dict[str, int]:
+    """Relative path -> size of every object under the run prefix (manifest included)."""
+    objects: dict[str, int] = {}
+    prefix = run.key() + "/"
+    with translate_errors(f"listing {run.uri()}/", run.bucket):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=run.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                rel = obj["Key"][len(prefix):]
+                if rel and not rel.endswith("/"):  # "folder" markers some S3 tools create
+                    objects[rel] = obj["Size"]
+    if not objects:
+        raise RunNotFound(f"no run at {run.uri()}/")
+    return objects
+
+
+def read_manifest(client, run: S3Location, objects: dict[str, int], expected_sha256: str | None) -> Manifest:
+    where = run.uri(MANIFEST_NAME)
+    if MANIFEST_NAME not in objects:
+        raise IncompleteRun(f"{run.uri()}/ has no {MANIFEST_NAME}: its publish did not finish "
+                            "(killed, or still running); refusing a partial checkpoint")
+    with translate_errors(f"reading {where}", run.bucket):
+        try:
+            raw = client.get_object(Bucket=run.bucket, Key=run.key(MANIFEST_NAME))["Body"].read()
+        except ClientError as err:
+            if is_not_found(err):  # deleted since the listing
+                raise IncompleteRun(f"{where} disappeared while pulling") from None
+            raise
+    if expected_sha256 is not None and hashlib.sha256(raw).hexdigest() != expected_sha256:
+        raise IntegrityError(f"{where} is not the manifest `latest` recorded (sha256 differs): "
+                             "it was modified after publishing")
+    manifest = Manifest.from_json(raw, where)
+    if manifest.run_id != run.prefix.rsplit("/", 1)[-1]:
+        raise IntegrityError(f"{where} belongs to run {manifest.run_id!r}, not to this one")
+    return manifest
+
+
+def check_listing(run: S3Location, manifest: Manifest, objects: dict[str, int]) -> None:
+    """Before downloading anything: same set of files, same sizes."""
+    listed = {path: size for path, size in objects.items() if path != MANIFEST_NAME}
+    expected = {f.path: f.size for f in manifest.files}
+    if missing := sorted(expected.keys() - listed.keys()):
+        raise IncompleteRun(f"{run.uri()}/ lacks {len(missing)} file(s) of its manifest: {', '.join(missing[:5])}")
+    if extra := sorted(listed.keys() - expected.keys()):
+        raise IntegrityError(f"{run.uri()}/ holds {len(extra)} object(s) its manifest does not list: "
+                             f"{', '.join(extra[:5])}")
+    for path, size in expected.items():
+        if listed[path] != size:
+            raise ChecksumMismatch(f"{run.uri(path)} is {listed[path]} bytes; the manifest says {size}")
+
+
+def download_verified(client, run: S3Location, manifest: Manifest, staging: Path, options: S3Options) -> None:
+    transfer = options.transfer_config()
+    with ByteProgress(manifest.total_bytes, f"pull {manifest.run_id}", options.progress) as progress:
+        for entry in manifest.files:
+            target = staging / entry.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with translate_errors(f"downloading {run.uri(entry.path)}", run.bucket):
+                client.download_file(run.bucket, run.key(entry.path), str(target), Config=transfer,
+                                     Callback=progress)
+            verify_file(target, entry, run.uri(entry.path))
+
+
+def verify_file(path: Path, entry: FileEntry, where: str) -> None:
+    size = path.stat().st_size
+    if size != entry.size:
+        raise ChecksumMismatch(f"{where}: downloaded {size} bytes; the manifest says {entry.size}")
+    digest = sha256_file(path)
+    if digest != entry.sha256:
+        raise ChecksumMismatch(f"{where}: sha256 {digest[:12]}... differs from the manifest's "
+                               f"{entry.sha256[:12]}...; the object was modified or corrupted")
+
+
+def install(staging: Path, dest: Path, force: bool) -> None:
+    """Rename the verified `staging` to `dest`; a replaced `dest` is removed only afterwards."""
+    if dest.is_dir() and not dest.is_symlink() and not any(dest.iterdir()):
+        dest.rmdir()
+    if not dest.exists() and not dest.is_symlink():
+        os.rename(staging, dest)
+        return
+    if not force:  # something appeared at dest while we were downloading
+        raise DestinationNotEmpty(f"{dest} exists and is not an empty directory (use --force to replace it)")
+    old = dest.with_name(f".{dest.name}.old-{secrets.token_hex(4)}")
+    os.rename(dest, old)
+    os.rename(staging, dest)
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    else:
+        old.unlink()

@@ -1,0 +1,120 @@
+"""The boto3 client and the translation of its exceptions into dultra's typed errors.
+
+Endpoint, region and credentials follow boto3's standard resolution (AWS_ENDPOINT_URL /
+AWS_ENDPOINT_URL_S3, AWS_PROFILE, AWS_CONFIG_FILE profiles, the credentials chain); an
+explicit `endpoint_url` or `profile` overrides them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import boto3
+from boto3.exceptions import Boto3Error
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
+
+from dultra.storage.errors import (
+    AccessDenied,
+    BucketNotFound,
+    EndpointUnreachable,
+    NoCredentials,
+    StorageError,
+)
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """How to reach S3 and how to move bytes; the defaults suit AWS and S3-compatible servers."""
+
+    endpoint_url: str | None = None  # overrides AWS_ENDPOINT_URL and the profile's; None: boto3 decides
+    profile: str | None = None  # AWS profile; None: AWS_PROFILE, else the default credentials chain
+    part_size: int = 64 * MiB  # files larger than this move in parts of this size (S3 minimum 5 MiB)
+    max_concurrency: int = 8  # parallel part transfers per file
+    progress: bool | None = None  # byte progress bar on stderr; None: only when stderr is a terminal
+
+    def transfer_config(self) -> TransferConfig:
+        return TransferConfig(multipart_threshold=self.part_size, multipart_chunksize=self.part_size,
+                              max_concurrency=self.max_concurrency)
+
+
+def make_client(options: S3Options | None = None):
+    """A boto3 S3 client with explicit timeouts and standard retries.
+
+    Checksums are sent and validated only when an operation requires them: boto3 >= 1.36
+    otherwise adds CRC headers that several S3-compatible servers reject. Integrity does
+    not depend on them: every file's sha256 is in the manifest and checked on pull.
+    """
+    options = options or S3Options()
+    config = Config(
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        connect_timeout=10,
+        read_timeout=60,
+        retries={"mode": "standard", "max_attempts": 5},
+    )
+    with translate_errors("creating the S3 client"):
+        session = boto3.session.Session(profile_name=options.profile)
+        return session.client("s3", endpoint_url=options.endpoint_url, config=config)
+
+
+def error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def http_status(err: ClientError) -> int:
+    return int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def is_not_found(err: ClientError) -> bool:
+    """A missing key (GET answers NoSuchKey; HEAD has no body, so only its status)."""
+    return error_code(err) in ("NoSuchKey", "404", "NotFound")
+
+
+@contextmanager
+def translate_errors(doing: str, bucket: str | None = None) -> Iterator[None]:
+    """Turn boto3's exceptions raised while `doing` into one-line dultra errors.
+
+    Errors the caller handles itself (a missing key, a failed precondition) must be caught
+    inside the block; whatever escapes is final.
+    """
+    try:
+        yield
+    except (BotoCoreError, ClientError, Boto3Error) as err:
+        raise translate(err, doing, bucket) from None
+
+
+def translate(err: Exception, doing: str, bucket: str | None = None) -> StorageError:
+    # s3transfer wraps the ClientError of a failed upload in S3UploadFailedError.
+    if isinstance(err, Boto3Error) and isinstance(err.__cause__, BotoCoreError | ClientError):
+        err = err.__cause__
+    if isinstance(err, NoCredentialsError | PartialCredentialsError):
+        return NoCredentials(f"{doing}: no AWS credentials ({err}); set AWS_ACCESS_KEY_ID and "
+                             "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or --profile")
+    if isinstance(err, ProfileNotFound):
+        return NoCredentials(f"{doing}: {err}")
+    if isinstance(err, EndpointConnectionError):
+        return EndpointUnreachable(f"{doing}: cannot reach {err.kwargs.get('endpoint_url', 'the endpoint')}; "
+                                   "check --endpoint-url / AWS_ENDPOINT_URL")
+    if isinstance(err, ClientError):
+        code, status = error_code(err), http_status(err)
+        if code == "NoSuchBucket" or (err.operation_name == "HeadBucket" and status == 404):
+            return BucketNotFound(f"{doing}: bucket {bucket!r} does not exist")
+        if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return AccessDenied(f"{doing}: access denied ({code or status}); check the credentials "
+                                "and the bucket policy")
+        message = err.response.get("Error", {}).get("Message", "")
+        return StorageError(f"{doing}: S3 answered {code or status}" + (f": {message}" if message else ""))
+    return StorageError(f"{doing}: {err}")

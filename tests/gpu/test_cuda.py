@@ -1,0 +1,48 @@
+"""GPU checks (run on the GPU machine: `pytest -m gpu tests/gpu`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from dultra.decoding import DecodeConfig, PlannerGreedy, PlannerSample, Threshold, generate, replay
+from tests.helpers import small_model
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+CFG = DecodeConfig(gen_length=32, block_length=8)
+
+
+def _prompts():
+    return torch.randint(0, 60, (4, 10), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("strategy", [PlannerGreedy(1.0), Threshold(0.3)], ids=lambda s: s.spec())
+def test_cuda_float32_decoding_matches_cpu(strategy):
+    cpu = generate(small_model(), _prompts(), None, strategy, CFG)
+    gpu = generate(small_model().cuda(), _prompts().cuda(), None, strategy, CFG)
+    assert torch.equal(cpu.completion, gpu.completion.cpu()) and torch.equal(cpu.nfe, gpu.nfe.cpu())
+
+
+def test_compiled_cuda_graphs_match_eager():
+    model = small_model().cuda()
+    config = DecodeConfig(gen_length=32, block_length=8, temperature=0.5, seed=1, record=True)
+    for strategy in (PlannerGreedy(1.0), PlannerSample()):
+        eager = generate(model, _prompts().cuda(), None, strategy, config)
+        for _ in range(2):  # the second run replays captured graphs
+            compiled = generate(model.fuse_projections(), _prompts().cuda(), None, strategy, replace(config, compile=True))
+            assert torch.equal(eager.completion, compiled.completion)
+            assert torch.allclose(eager.trajectory.log_probs, compiled.trajectory.log_probs, atol=1e-4)
+
+
+def test_bf16_replay_stays_on_policy():
+    model = small_model().cuda().to(torch.bfloat16)
+    config = DecodeConfig(gen_length=32, block_length=8, temperature=0.1, record=True, seed=0)
+    traj = generate(model, _prompts().cuda(), None, PlannerSample(), config).trajectory
+    with torch.no_grad():
+        replayed = replay(model, traj)
+    assert (replayed - traj.log_probs).abs().max() < 1e-3

@@ -1,0 +1,153 @@
+"""Publish -> pull -> load against a real S3-compatible server (moto_server on loopback).
+
+    pytest tests/integration/test_storage_roundtrip.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from dultra.cli import main
+from dultra.model import LLaDAModelLM
+from dultra.storage import DestinationNotEmpty, S3Options, publish, pull, read_pointer
+from dultra.storage.s3 import MiB
+from dultra.storage.uri import S3Location
+
+pytestmark = pytest.mark.integration
+
+
+def same_files(a: Path, b: Path) -> bool:
+    names = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
+    return names == sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file()) and all(
+        (a / n).read_bytes() == (b / n).read_bytes() for n in names)
+
+
+def test_publish_pull_from_pretrained(tiny_checkpoint_dir, s3_bucket, s3_options, s3_client, tmp_path):
+    uri = f"s3://{s3_bucket}/dultra/tiny"
+    result = publish(tiny_checkpoint_dir, uri, metrics={"accuracy": 0.25, "tpf": 3.1}, config={"lr": 1e-6},
+                     base_model="tiny", options=s3_options)
+    assert result.run_uri == f"s3://{s3_bucket}/dultra/tiny/runs/{result.run_id}/"
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", result.run_id)
+    assert (result.pointer.run_id, result.pointer.generation, result.pointer.previous_run_id) == (
+        result.run_id, 1, None)
+
+    pulled = pull(uri, tmp_path / "ckpt", options=s3_options)
+    assert pulled.run_id == result.run_id
+    assert pulled.manifest == result.manifest
+    assert pulled.manifest.metrics == {"accuracy": 0.25, "tpf": 3.1}
+    assert pulled.manifest.base_model == "tiny" and pulled.manifest.config == {"lr": 1e-6}
+    assert pulled.manifest.git_commit is None or re.fullmatch(r"[0-9a-f]{40}", pulled.manifest.git_commit)
+    assert same_files(tiny_checkpoint_dir, tmp_path / "ckpt")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging directory left behind"
+
+    original = LLaDAModelLM.from_pretrained(tiny_checkpoint_dir).state_dict()
+    loaded = LLaDAModelLM.from_pretrained(tmp_path / "ckpt").state_dict()
+    assert original.keys() == loaded.keys()
+    assert all(torch.equal(original[k], loaded[k]) for k in original)
+
+    # The manifest is the last object of the run and lists every other one.
+    keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="dultra/tiny/")["Contents"]}
+    run_prefix = f"dultra/tiny/runs/{result.run_id}/"
+    assert keys == {"dultra/tiny/latest", run_prefix + "manifest.json"} | {
+        run_prefix + f.path for f in result.manifest.files}
+
+
+def test_latest_moves_and_runs_stay_addressable(tiny_checkpoint_dir, s3_bucket, s3_options, s3_client, tmp_path):
+    uri = f"s3://{s3_bucket}/m"
+    first = publish(tiny_checkpoint_dir, uri, run_id="first", options=s3_options)
+    second_dir = tmp_path / "second"
+    shutil.copytree(tiny_checkpoint_dir, second_dir)
+    (second_dir / "extra" / "notes.txt").parent.mkdir()
+    (second_dir / "extra" / "notes.txt").write_text("second run")
+    second = publish(second_dir, uri, run_id="second", options=s3_options)
+    assert (second.pointer.generation, second.pointer.previous_run_id) == (2, "first")
+    assert read_pointer(s3_client, S3Location(s3_bucket, "m"))[0] == second.pointer
+
+    assert pull(uri, tmp_path / "a", options=s3_options).run_id == "second"
+    assert pull(f"{uri}/latest", tmp_path / "b", options=s3_options).run_id == "second"
+    assert same_files(second_dir, tmp_path / "b")
+    assert pull(f"{uri}/runs/first", tmp_path / "c", options=s3_options).manifest == first.manifest
+    assert same_files(tiny_checkpoint_dir, tmp_path / "c")
+
+
+def test_pull_refuses_non_empty_dir_unless_forced(tiny_checkpoint_dir, s3_bucket, s3_options, tmp_path):
+    uri = f"s3://{s3_bucket}/m"
+    publish(tiny_checkpoint_dir, uri, options=s3_options)
+    dest = tmp_path / "ckpt"
+    dest.mkdir()
+    pull(uri, dest, options=s3_options)  # an empty directory is fine
+    (dest / "mine.txt").write_text("keep me")
+    with pytest.raises(DestinationNotEmpty):
+        pull(uri, dest, options=s3_options)
+    with pytest.raises(DestinationNotEmpty):  # refused before any S3 call, even to a missing bucket
+        pull("s3://no-such-bucket-here/m", dest, options=s3_options)
+    assert (dest / "mine.txt").read_text() == "keep me"
+    pull(uri, dest, force=True, options=s3_options)
+    assert same_files(tiny_checkpoint_dir, dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_multipart_transfers(tiny_checkpoint_dir, s3_bucket, s3_options, s3_client, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_checkpoint_dir, src)
+    (src / "big.bin").write_bytes(os.urandom(11 * MiB))  # 3 parts of at most 5 MiB
+    options = S3Options(endpoint_url=s3_options.endpoint_url, part_size=5 * MiB, max_concurrency=3, progress=False)
+    result = publish(src, f"s3://{s3_bucket}/m", options=options)
+    head = s3_client.head_object(Bucket=s3_bucket, Key=f"m/runs/{result.run_id}/big.bin")
+    assert head["ETag"].strip('"').endswith("-3"), "big.bin was not uploaded in 3 parts"
+    small = s3_client.head_object(Bucket=s3_bucket, Key=f"m/runs/{result.run_id}/config.json")
+    assert "-" not in small["ETag"]
+    pull(f"s3://{s3_bucket}/m", tmp_path / "out", options=options)
+    assert same_files(src, tmp_path / "out")
+
+
+def test_cli_round_trip_with_aws_endpoint_env(tiny_checkpoint_dir, s3_bucket, moto_endpoint, s3_env, monkeypatch,
+                                             tmp_path, capsys):
+    """No --endpoint-url: the endpoint comes from AWS_ENDPOINT_URL, as for any AWS tool."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"accuracy": 0.5}))
+    config = tmp_path / "train.yaml"
+    config.write_text("lr: 1.0e-6\nsteps: 10\n")
+    assert main(["publish", str(tiny_checkpoint_dir), f"s3://{s3_bucket}/cli", "--run-id", "cli-1",
+                 "--metrics", str(metrics), "--config", str(config), "--base-model", "tiny", "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() == f"s3://{s3_bucket}/cli/runs/cli-1/"
+    assert main(["pull", f"s3://{s3_bucket}/cli", str(tmp_path / "out"), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(tmp_path / "out")
+    assert "pulled run cli-1" in captured.err and '"accuracy": 0.5' in captured.err
+    assert same_files(tiny_checkpoint_dir, tmp_path / "out")
+
+
+def test_endpoint_flag_overrides_environment(tiny_checkpoint_dir, s3_bucket, moto_endpoint, s3_env, monkeypatch,
+                                            tmp_path, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
+    monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
+    assert main(["publish", str(tiny_checkpoint_dir), f"s3://{s3_bucket}/m", "--endpoint-url", moto_endpoint,
+                 "--no-progress"]) == 0
+
+
+def test_aws_profile_from_config_file(tiny_checkpoint_dir, s3_bucket, moto_endpoint, s3_env, monkeypatch, tmp_path,
+                                      capsys):
+    """Credentials, region and endpoint from a named profile (AWS_PROFILE or --profile)."""
+    config = tmp_path / "aws-config"
+    config.write_text(f"[profile dultra-test]\nregion = us-east-1\nendpoint_url = {moto_endpoint}\n"
+                      "aws_access_key_id = profilekey\naws_secret_access_key = profilesecret\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    assert main(["publish", str(tiny_checkpoint_dir), f"s3://{s3_bucket}/p", "--profile", "dultra-test",
+                 "--run-id", "via-flag", "--no-progress"]) == 0
+    monkeypatch.setenv("AWS_PROFILE", "dultra-test")
+    assert main(["pull", f"s3://{s3_bucket}/p", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert "pulled run via-flag" in capsys.readouterr().err

@@ -1,0 +1,158 @@
+"""Checkpoints: key layout of the published LLaDA / dUltra files, round trips, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel
+
+from dultra.errors import CheckpointError, ConfigError
+from dultra.model import LLaDAConfig, LLaDAModelLM
+from dultra.model.loading import load, load_model, load_tokenizer
+from dultra.model.tiny import tiny_checkpoint
+from dultra.model.tokenizer import check_tokenizer
+from tests.helpers import small_model
+
+BLOCK_KEYS = ("attn_norm", "q_proj", "k_proj", "v_proj", "attn_out", "ff_norm", "ff_proj", "up_proj", "ff_out")
+HEAD_KEYS = {
+    "time_embedding.mlp.0.weight", "time_embedding.mlp.0.bias", "time_embedding.mlp.2.weight",
+    "time_embedding.mlp.2.bias", "mask_embedding.weight", "norm_out_1.modulation.weight",
+    "norm_out_1.modulation.bias", "norm_out_2.modulation.weight", "norm_out_2.modulation.bias",
+    "mask_linear.weight", "mask_linear.bias",
+} | {f"mask_head.0.{k}.weight" for k in BLOCK_KEYS}
+
+# Fields of the official GSAI-ML/LLaDA-8B-Instruct config.json that we keep but do not use.
+OFFICIAL_EXTRA = {
+    "activation_type": "silu", "alibi": False, "alibi_bias_max": 8.0, "attention_dropout": 0.0,
+    "attention_layer_norm": False, "attention_layer_norm_with_affine": True, "bias_for_layer_norm": False,
+    "block_group_size": 1, "block_type": "llama", "embedding_dropout": 0.0, "flash_attention": True,
+    "include_bias": False, "include_qkv_bias": False, "init_cutoff_factor": None, "init_device": "meta",
+    "init_fn": "mitchell", "input_emb_norm": False, "layer_norm_type": "rms", "layer_norm_with_affine": True,
+    "mlp_ratio": 4, "multi_query_attention": None, "precision": "amp_bf16", "residual_dropout": 0.0,
+    "rope": True, "rope_full_precision": True, "scale_logits": False, "use_cache": False, "weight_tying": False,
+    "auto_map": {"AutoConfig": "configuration_llada.LLaDAConfig", "AutoModel": "modeling_llada.LLaDAModelLM",
+                 "AutoModelForCausalLM": "modeling_llada.LLaDAModelLM"},
+}
+
+
+def _base_keys(n_layers):
+    keys = {f"model.transformer.{k}.weight" for k in ("wte", "ln_f", "ff_out")}
+    return keys | {f"model.transformer.blocks.{i}.{k}.weight" for i in range(n_layers) for k in BLOCK_KEYS}
+
+
+def test_checkpoint_keys_are_the_published_layout(tmp_path):
+    model = small_model()
+    model.save_pretrained(tmp_path)
+    keys = set(load_file(tmp_path / "model.safetensors"))
+    assert keys == _base_keys(2) | HEAD_KEYS
+
+
+def test_save_load_round_trip_keeps_model_and_head(tmp_path):
+    model = small_model()
+    model.fuse_projections()  # saving splits fused blocks back into the checkpoint layout
+    model.save_pretrained(tmp_path)
+    loaded = load_model(tmp_path)
+    for name, tensor in small_model().state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert loaded.config.num_head_layers == 1
+
+
+def _write_official_layout(model: LLaDAModelLM, path, architectures, extra_config):
+    """Write a checkpoint the way the published repos are laid out: sharded safetensors + index."""
+    path.mkdir()
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    names = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    weight_map = {}
+    for shard, keys in shards.items():
+        save_file({k: state[k] for k in keys}, path / shard, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(keys, shard))
+    (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    cfg = {k: v for k, v in model.config.to_dict().items() if k not in ("dtype", "transformers_version")}
+    cfg.update(extra_config, architectures=architectures, model_type="llada")
+    (path / "config.json").write_text(json.dumps(cfg))
+
+
+def test_official_llada_layout_loads_without_remote_code(tmp_path):
+    base = small_model(num_head_layers=0)
+    cfg = dict(OFFICIAL_EXTRA)
+    _write_official_layout(base, tmp_path / "llada", ["LLaDAModelLM"], cfg)
+    loaded = AutoModel.from_pretrained(tmp_path / "llada", trust_remote_code=False)
+    assert isinstance(loaded, LLaDAModelLM) and not loaded.config.has_planner
+    ids = torch.randint(0, 60, (1, 12))
+    assert torch.allclose(loaded.eval()(ids).logits, base(ids).logits, atol=1e-6)
+
+
+def test_published_dultra_layout_loads_with_its_planner(tmp_path):
+    model = small_model()
+    cfg = dict(OFFICIAL_EXTRA, num_head_layers=1, use_adaln=True, use_mask_embeddings=True, use_block_embeddings=False)
+    _write_official_layout(model, tmp_path / "dultra", ["LLaDOUModelLM"], cfg)
+    loaded = load_model(tmp_path / "dultra")
+    assert loaded.config.has_planner
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+def test_add_planner_to_a_plain_llada_checkpoint(tmp_path):
+    small_model(num_head_layers=0).save_pretrained(tmp_path)
+    assert not load_model(tmp_path).config.has_planner
+    model = load_model(tmp_path, add_planner=True)
+    assert model.config.has_planner and len(model.planner_parameters()) > 0
+
+
+def test_missing_keys_are_an_error(tmp_path):
+    small_model().save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    del state["model.transformer.blocks.1.q_proj.weight"]
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"1 missing keys \(model.transformer.blocks.1.q_proj.weight\)"):
+        load_model(tmp_path)
+
+
+def test_missing_planner_keys_are_an_error_unless_adding_a_head(tmp_path):
+    small_model().save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    save_file({k: v for k, v in state.items() if k.startswith("model.")}, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match="declares a planner head but the weights have none"):
+        load_model(tmp_path)
+
+
+def test_not_a_checkpoint_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint directory"):
+        load_model(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_model(tmp_path)
+
+
+def test_unsupported_architecture_fields_are_rejected():
+    with pytest.raises(ConfigError, match="alibi"):
+        LLaDAConfig(alibi=True, rope=False)
+    with pytest.raises(ConfigError, match="weight_tying"):
+        LLaDAConfig(weight_tying=True)
+
+
+def test_tiny_default_builds_once_and_loads_with_its_tokenizer():
+    path = tiny_checkpoint()
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    model, tok = load("tiny")
+    assert tiny_checkpoint() == path and (path / "model.safetensors").stat().st_mtime_ns == stamp
+    assert tok.mask_token_id == model.config.mask_token_id
+    assert tok.eos_token_id == model.config.eos_token_id
+    assert tok.pad_token_id == model.config.pad_token_id
+    assert model.config.has_planner
+
+
+def test_a_tokenizer_without_the_mask_token_is_rejected(tiny_tokenizer, tmp_path):
+    with pytest.raises(ConfigError, match="mask"):
+        check_tokenizer(tiny_tokenizer, mask_token_id=100)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    cfg.pop("mask_token", None)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="no mask token"):
+        load_tokenizer(tmp_path, mask_token_id=100)

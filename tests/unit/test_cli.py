@@ -1,0 +1,83 @@
+"""The `dultra generate` JSON contract and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dultra.cli import main
+from dultra.model.loading import load
+
+
+def _generate(capsys, *extra):
+    code = main(["generate", "--model", "tiny", "--prompt", "Compute 3 + 4.", "--gen-length", "32",
+                 "--block-length", "8", "--json", *extra])
+    out = capsys.readouterr()
+    return code, out
+
+
+@pytest.mark.parametrize("strategy", ["planner", "planner-sample", "threshold", "factor", "low-confidence", "entropy"])
+def test_generate_prints_one_json_object(capsys, strategy):
+    code, out = _generate(capsys, "--strategy", strategy, "--temperature", "0.5")
+    assert code == 0
+    result = json.loads(out.out)
+    assert {"text", "token_ids", "nfe", "tpf", "seconds"} <= result.keys()
+    _, tok = load("tiny")
+    ids = result["token_ids"]
+    eos = tok.eos_token_id
+    assert eos not in ids[:-1]  # ends at the first EOS, which it includes when present
+    n_before_eos = len(ids) - (ids[-1] == eos)
+    assert 1 <= result["nfe"] <= 32
+    assert result["tpf"] == pytest.approx(n_before_eos / result["nfe"], abs=1e-3)
+    assert result["text"] == tok.decode(ids[:n_before_eos], skip_special_tokens=True)
+
+
+def test_early_stop_never_uses_more_steps(capsys):
+    _, plain = _generate(capsys, "--strategy", "threshold")
+    _, early = _generate(capsys, "--strategy", "threshold", "--early-stop")
+    a, b = json.loads(plain.out), json.loads(early.out)
+    assert b["nfe"] <= a["nfe"]
+    assert b["token_ids"] == a["token_ids"][: len(b["token_ids"])] or b["nfe"] < a["nfe"]
+
+
+def test_chat_template_changes_the_prompt(capsys):
+    _, with_template = _generate(capsys, "--strategy", "threshold")
+    _, raw = _generate(capsys, "--strategy", "threshold", "--no-chat-template")
+    assert json.loads(with_template.out)["token_ids"] != json.loads(raw.out)["token_ids"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--gen-length", "30", "--block-length", "8"], "multiple of block_length"),
+        (["--gen-length", "2048", "--block-length", "8"], "exceeds the model's context"),
+        (["--model", "/nonexistent/ckpt"], "no checkpoint directory"),
+        (["--strategy", "low-confidence", "--steps", "5"], "low-confidence steps"),
+    ],
+)
+def test_user_mistakes_end_with_one_line(capsys, args, message):
+    code = main(["generate", "--prompt", "hi", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("dultra: error:") and message in err and "Traceback" not in err
+
+
+def test_unknown_strategy_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--prompt", "hi", "--strategy", "greedy"])
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_console_entry_point_runs_in_a_fresh_process(tmp_path):
+    env = dict(os.environ, DULTRA_CACHE=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "dultra.cli", "generate", "--prompt", "hi", "--gen-length", "16",
+         "--block-length", "8", "--json"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["nfe"] >= 1

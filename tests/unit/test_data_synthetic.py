@@ -1,0 +1,98 @@
+"""Synthetic tasks: deterministic, disjoint splits, correct targets that fit the tiny model."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from dultra.data import SyntheticConfig, encode_examples, generate, load_task, render_prompts
+from dultra.data.synthetic import split_of
+from dultra.errors import ConfigError, DataError
+from dultra.rewards import CodeReward, format_reward, math_correct_reward
+from tests.reward_helpers import SubprocessRunner
+
+TASKS = ("synthetic-math", "synthetic-code")
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_deterministic_given_the_seed(task):
+    a, b = generate(task, "train", n=50, seed=3), generate(task, "train", n=50, seed=3)
+    assert a == b
+    assert [e.prompt for e in generate(task, "train", n=50, seed=4)] != [e.prompt for e in a]
+    assert len({e.id for e in a}) == len({e.prompt for e in a}) == 50
+    # A prefix of a bigger draw: sizes do not reshuffle what was already generated.
+    assert generate(task, "train", n=80, seed=3)[:50] == a
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_splits_never_share_a_prompt(task):
+    train = {e.prompt for seed in (0, 1) for e in generate(task, "train", n=2000, seed=seed)}
+    test = {e.prompt for seed in (0, 1) for e in generate(task, "test", n=300, seed=seed)}
+    assert not train & test
+    assert all(split_of(p, 10) == "test" for p in test)
+
+
+def test_about_the_asked_share_is_held_out():
+    prompts = [f"Compute {i} + {j}." for i in range(100) for j in range(30)]
+    for percent in (10, 50):
+        held = sum(split_of(p, percent) == "test" for p in prompts) / len(prompts)
+        assert abs(held - percent / 100) < 0.03
+
+
+def test_math_targets_are_correct_chains():
+    examples = generate("synthetic-math", "train", n=500)
+    for ex in examples:
+        steps = re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)\.", ex.solution)
+        assert steps, ex.solution
+        # Each step's left operand is the previous result, and each result is right.
+        for (a, op, b, c), nxt in zip(steps, steps[1:] + [None]):
+            assert eval(f"{a} {op} {b}") == int(c)
+            assert nxt is None or nxt[0] == c
+        assert eval(ex.prompt.removeprefix("Compute ").rstrip(".")) == int(ex.answer)
+        assert ex.solution.endswith(f"\n#### {ex.answer}")
+        assert 0 <= int(ex.answer) <= 999
+    assert {ex.meta["steps"] for ex in examples} == {2, 3}
+    assert any("(" in ex.prompt for ex in examples)  # precedence is made explicit
+
+
+def test_math_answers_are_verified_by_the_reward():
+    examples = generate("synthetic-math", "test", n=60)
+    answers = [e.answer for e in examples]
+    assert math_correct_reward([e.solution for e in examples], answer=answers) == [1.0] * 60
+    off_by_one = [e.solution.replace(f"#### {e.answer}", f"#### {int(e.answer) + 1}") for e in examples]
+    assert math_correct_reward(off_by_one, answer=answers) == [0.0] * 60
+    assert format_reward([e.solution for e in examples], kind="math") == [1.0] * 60
+
+
+def test_code_targets_pass_their_tests():
+    examples = generate("synthetic-code", "test", n=6)
+    reward = CodeReward(SubprocessRunner())
+    tests = [e.tests for e in examples]
+    assert reward([e.solution for e in examples], tests=tests) == [1.0] * 6
+    # A wrong self-check fails the whole program, hence every hidden test.
+    broken = [re.sub(r"== (-?\d+)", lambda m: f"== {int(m.group(1)) + 1}", e.solution) for e in examples]
+    assert reward(broken, tests=tests) == [0.0] * 6
+    assert all(len(e.tests) == 4 and e.tests[0].source.split("==")[0] in e.solution for e in examples)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_fits_the_tiny_tokenizer(task, tiny_tokenizer):
+    examples = generate(task, "train", n=2000)
+    lengths = [len(tiny_tokenizer(e.solution, add_special_tokens=False)["input_ids"]) for e in examples]
+    assert max(lengths) + 1 <= 64  # the completion plus its EOS in a 64-token generation
+    prompts = render_prompts(tiny_tokenizer, examples)
+    assert prompts[0] == f"<|user|>{examples[0].prompt}<|assistant|>"
+    ids, mask = encode_examples(tiny_tokenizer, examples[:8])
+    assert ids.shape[1] <= 48 and mask.sum(1).min() > 5
+
+
+def test_load_task_generates_and_config_is_checked():
+    assert len(load_task("synthetic-math", "train", limit=7)) == 7
+    with pytest.raises(ConfigError, match="splits"):
+        load_task("synthetic-math", "validation", limit=3)
+    with pytest.raises(ConfigError, match="ops must be"):
+        SyntheticConfig(ops="/")
+    tiny_space = SyntheticConfig(min_steps=1, max_steps=1, ops="+", max_start=2, max_operand=2)
+    with pytest.raises(DataError, match="distinct 'train' problems"):
+        generate("synthetic-math", "train", n=50, config=tiny_space)

@@ -1,0 +1,196 @@
+"""Decoding invariants on tiny models (dultra.md sections 3-4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dultra.decoding import (
+    DecodeConfig,
+    EntropyBounded,
+    Factor,
+    LowConfidence,
+    PlannerGreedy,
+    PlannerSample,
+    Threshold,
+    generate,
+    parse_strategy,
+    replay,
+)
+from dultra.decoding.generate import _fill_after_eos
+from dultra.errors import ConfigError
+from tests.helpers import EOS, MASK, small_model
+
+ALL = [PlannerGreedy(1.0), PlannerSample(), Threshold(0.5), Factor(1.0), LowConfidence(16), EntropyBounded(0.5)]
+CFG = DecodeConfig(gen_length=16, block_length=4, record=True, seed=0)
+
+
+def _prompts(B=3, P=6, seed=0):
+    return torch.randint(0, 60, (B, P), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("strategy", ALL, ids=lambda s: s.spec())
+def test_every_position_revealed_exactly_once_block_by_block(model, strategy):
+    out = generate(model, _prompts(), None, strategy, CFG)
+    traj = out.trajectory
+    assert not (out.completion == MASK).any()
+    assert (traj.unmask_step >= 0).all() and torch.equal(traj.num_steps, out.nfe)
+    assert (out.nfe <= CFG.gen_length).all()
+    for b in range(3):
+        steps = traj.unmask_step[b]
+        # Each step reveals >= 1 position, and blocks are finished in order.
+        assert set(steps.tolist()) == set(range(int(out.nfe[b])))
+        per_block = steps.view(-1, CFG.block_length)
+        assert (per_block.max(dim=1).values[:-1] < per_block.min(dim=1).values[1:]).all()
+
+
+@pytest.mark.parametrize("strategy", [Threshold(1.0), LowConfidence(16)], ids=lambda s: s.spec())
+def test_one_token_per_step_rules(model, strategy):
+    out = generate(model, _prompts(), None, strategy, CFG)
+    assert (out.nfe == CFG.gen_length).all()
+
+
+def test_huge_planner_factor_reveals_a_block_per_step(model):
+    out = generate(model, _prompts(), None, PlannerGreedy(factor=1e6), CFG)
+    assert (out.nfe == CFG.gen_length // CFG.block_length).all()
+
+
+def test_low_confidence_follows_its_schedule(model):
+    out = generate(model, _prompts(), None, LowConfidence(steps=8), CFG)
+    assert (out.nfe == 8).all()
+    counts = torch.stack([(out.trajectory.unmask_step == s).sum(dim=1) for s in range(8)], dim=1)
+    assert (counts == 2).all()
+
+
+@pytest.mark.parametrize("strategy", ALL, ids=lambda s: s.spec())
+def test_replay_reproduces_recorded_log_probs(model, strategy):
+    config = DecodeConfig(gen_length=16, block_length=4, record=True, seed=3, temperature=0.7)
+    out = generate(model, _prompts(), None, strategy, config)
+    traj = out.trajectory
+    assert torch.isfinite(traj.log_probs).all()
+    with torch.no_grad():
+        replayed = replay(model, traj)
+    assert torch.allclose(replayed, traj.log_probs, atol=1e-5)
+    steps = torch.arange(traj.log_probs.shape[1])
+    assert (traj.log_probs[steps[None] >= traj.num_steps[:, None]] == 0).all()
+
+
+def test_replay_has_gradients_for_base_and_head(model):
+    out = generate(model, _prompts(), None, PlannerSample(), CFG)
+    replay(model, out.trajectory).sum().backward()
+    assert model.mask_linear.weight.grad is not None and model.mask_linear.weight.grad.abs().sum() > 0
+    assert model.model.transformer.blocks[0].q_proj.weight.grad.abs().sum() > 0
+
+
+def test_planner_step_log_prob_formula(model):
+    """log pi = sum_revealed [log p + log q(x0)] + sum_kept log(1 - p), recomputed by hand."""
+    from dultra.decoding.trajectory import step_log_prob
+
+    z = torch.tensor([[0.3, -1.0, 2.0, 0.0]])
+    logq = torch.tensor([[-0.5, -1.5, -0.1, -3.0]])
+    revealed = torch.tensor([[True, False, True, False]])
+    kept = torch.tensor([[False, True, False, False]])
+    p = torch.sigmoid(z)[0]
+    want = (p[0].log() - 0.5) + (p[2].log() - 0.1) + (1 - p[1]).log()
+    assert torch.allclose(step_log_prob(z, logq, revealed, kept), want[None], atol=1e-6)
+    assert torch.allclose(step_log_prob(None, logq, revealed, kept), torch.tensor([-0.6]))
+
+
+@pytest.mark.parametrize("strategy", [PlannerGreedy(1.0), Threshold(0.3), EntropyBounded(1.0)], ids=lambda s: s.spec())
+def test_batch_decoding_equals_decoding_each_prompt_alone(model, strategy):
+    prompts = [torch.randint(0, 60, (n,), generator=torch.Generator().manual_seed(n)) for n in (3, 9, 6)]
+    P = max(len(p) for p in prompts)
+    ids = torch.full((3, P), 63)
+    mask = torch.zeros(3, P, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):], mask[i, P - len(p):] = p, 1
+    config = DecodeConfig(gen_length=16, block_length=4)
+    batch = generate(model, ids, mask, strategy, config)
+    for i, p in enumerate(prompts):
+        alone = generate(model, p[None], None, strategy, config)
+        assert torch.equal(batch.completion[i], alone.completion[0])
+        assert batch.nfe[i] == alone.nfe[0]
+
+
+def test_sampling_is_reproducible_with_a_seed(model):
+    config = DecodeConfig(gen_length=16, block_length=4, temperature=1.0, seed=11)
+    a = generate(model, _prompts(), None, PlannerSample(), config)
+    b = generate(model, _prompts(), None, PlannerSample(), config)
+    c = generate(model, _prompts(), None, PlannerSample(), DecodeConfig(gen_length=16, block_length=4, temperature=1.0, seed=12))
+    assert torch.equal(a.completion, b.completion) and torch.equal(a.nfe, b.nfe)
+    assert not torch.equal(a.completion, c.completion)
+
+
+def _eos_model():
+    """A real model rigged to predict EOS everywhere: blocks output zero, ff_out maps the mask to EOS."""
+    model = small_model()
+    with torch.no_grad():
+        for blk in model.model.transformer.blocks:
+            blk.attn_out.weight.zero_()
+            blk.ff_out.weight.zero_()
+        tr = model.model.transformer
+        tr.ff_out.weight.zero_()
+        tr.ff_out.weight[EOS] = tr.wte.weight[MASK]
+    return model
+
+
+def test_early_stop_ends_after_eos_and_fills_the_tail():
+    model = _eos_model()
+    config = DecodeConfig(gen_length=16, block_length=4)
+    full = generate(model, _prompts(), None, Threshold(1.0), config)
+    assert (full.nfe == 16).all() and (full.lengths == 0).all()
+    early = generate(model, _prompts(), None, Threshold(1.0), DecodeConfig(gen_length=16, block_length=4, early_stop=True, record=True))
+    assert (early.nfe == 1).all()
+    assert (early.completion == EOS).all()
+    assert (early.trajectory.unmask_step[:, 1:] == -1).all()
+    assert torch.allclose(replay(model, early.trajectory), early.trajectory.log_probs, atol=1e-5)
+
+
+def test_fill_after_eos_waits_for_masks_before_the_eos():
+    P, M, E = 2, MASK, EOS
+    x = torch.tensor([
+        [5, 5, 7, E, M, M],   # EOS with everything before revealed: complete
+        [5, 5, M, E, M, 7],   # a mask before the EOS: keep decoding
+        [5, 5, 7, 8, M, M],   # no EOS yet
+    ])
+    done = _fill_after_eos(x, P, torch.tensor([E]), E, M)
+    assert done.tolist() == [True, False, False]
+    assert x[0].tolist() == [5, 5, 7, E, E, E] and x[1, 4] == M and x[2, 4] == M
+
+
+def test_tpf_counts_tokens_before_eos():
+    model = _eos_model()
+    out = generate(model, _prompts(), None, PlannerGreedy(1e6), DecodeConfig(gen_length=16, block_length=4))
+    assert (out.lengths == 0).all() and (out.tpf == 0).all()
+
+
+@pytest.mark.parametrize(
+    "config, strategy, message",
+    [
+        (DecodeConfig(gen_length=30, block_length=8), Threshold(), "multiple of block_length"),
+        (DecodeConfig(gen_length=512, block_length=8), Threshold(), "exceeds the model's context"),
+        (DecodeConfig(gen_length=16, block_length=4), LowConfidence(steps=6), "low-confidence steps"),
+        (DecodeConfig(gen_length=16, block_length=4), Threshold(tau=1.5), "tau"),
+        (DecodeConfig(gen_length=16, block_length=4, temperature=-1), Threshold(), "temperature"),
+    ],
+)
+def test_clear_errors_for_bad_settings(model, config, strategy, message):
+    with pytest.raises(ConfigError, match=message):
+        generate(model, _prompts(), None, strategy, config)
+
+
+def test_planner_strategy_needs_a_planner_head():
+    with pytest.raises(ConfigError, match="needs a planner head"):
+        generate(small_model(num_head_layers=0), _prompts(), None, PlannerGreedy(), CFG)
+
+
+def test_parse_strategy_round_trips_and_rejects_unknowns():
+    for s in ALL:
+        assert parse_strategy(s.spec()) == s
+    assert parse_strategy("low-confidence:steps=64") == LowConfidence(64)
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        parse_strategy("greedy")
+    with pytest.raises(ConfigError, match="bad setting"):
+        parse_strategy("threshold:gamma=1")
+    with pytest.raises(ConfigError, match="must be a number"):
+        parse_strategy("threshold:tau=high")

@@ -1,0 +1,105 @@
+"""Weighted reward, step penalty, unscorable samples, and the batch scorer end to end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dultra.data import generate
+from dultra.errors import ConfigError
+from dultra.rewards import (
+    RewardConfig,
+    RewardScorer,
+    RewardWeights,
+    Teacher,
+    UnscorableBatchError,
+    combine,
+    example_fields,
+    productive_steps,
+    scorable_mask,
+    step_penalty,
+)
+from tests.reward_helpers import DownRunner, SubprocessRunner, tiny_llama
+
+
+def test_reference_default_weights():
+    assert RewardWeights.for_kind("math") == RewardWeights(correct=1.0, format=1.0, distill=1.0, steps=0.1)
+    assert RewardWeights.for_kind("code").correct == 3.0
+    assert RewardConfig().code == RewardWeights.for_kind("code")
+    with pytest.raises(ConfigError, match="unknown task kind"):
+        RewardWeights.for_kind("chess")
+
+
+def test_combine_is_the_weighted_sum_with_none_propagation():
+    w = RewardWeights(correct=3.0, format=1.0, distill=1.0, steps=0.1)
+    total = combine(w, correct=[1.0, 0.5, None], format=[1.0, 0.0, 1.0], distill=[-2.0, -1.0, -1.0],
+                    steps=[-0.2, -0.4, -0.1])
+    assert total[0] == pytest.approx(3 + 1 - 2 - 0.02)
+    assert total[1] == pytest.approx(1.5 + 0 - 1 - 0.04)
+    assert total[2] is None
+    # A zero-weight component may be absent, and its None values do not matter.
+    no_distill = RewardWeights(distill=0.0)
+    assert combine(no_distill, correct=[1.0], format=[0.0], steps=[-0.5]) == [pytest.approx(0.95)]
+    assert combine(no_distill, correct=[1.0], format=[0.0], steps=[0.0], distill=[None]) == [1.0]
+    with pytest.raises(ConfigError, match="'distill' has a non-zero weight but no values"):
+        combine(w, correct=[1.0], format=[1.0], steps=[0.0])
+    with pytest.raises(ConfigError, match="unknown reward components"):
+        combine(w, correct=[1.0], format=[1.0], steps=[0.0], distill=[0.0], length=[1.0])
+
+
+def test_step_penalty_counts_steps_that_revealed_something():
+    # Row 0 revealed at steps 0, 1, 1, 3 (step 2 revealed nothing), then EOS fill (-1).
+    unmask_step = torch.tensor([[0, 1, 1, 3, -1, -1], [0, 0, 0, 0, 0, 0]])
+    assert productive_steps(unmask_step) == [3, 1]
+    assert step_penalty(["a", "b"], steps=[3, 1]) == [pytest.approx(-0.06), pytest.approx(-0.02)]
+    with pytest.raises(ValueError, match=">= 0"):
+        step_penalty(["a"], steps=[-1])
+
+
+def test_scorable_mask_drops_none_and_fails_on_a_bad_batch():
+    assert scorable_mask([1.0, None, 0.0, 2.0], group_size=2, max_unscorable_fraction=0.25) == [True, False, True, True]
+    with pytest.raises(UnscorableBatchError, match="2 of 4 samples could not be scored"):
+        scorable_mask([1.0, None, None, 2.0], group_size=2, max_unscorable_fraction=0.25)
+    with pytest.raises(ValueError, match="groups of 3"):
+        scorable_mask([1.0, 2.0], group_size=3, max_unscorable_fraction=0.5)
+
+
+def test_scorer_on_a_mixed_batch(tiny_tokenizer):
+    math_ex = generate("synthetic-math", "test", n=1)
+    code_ex = generate("synthetic-code", "test", n=1)
+    examples = math_ex + code_ex
+    fields = example_fields(examples, group_size=2)
+    completions = [math_ex[0].solution, "no answer", code_ex[0].solution, "```python\ndef f(x):\n    return 0\n```"]
+    teacher = Teacher(tiny_llama(len(tiny_tokenizer)), tiny_tokenizer)
+    scorer = RewardScorer(RewardConfig(), code_runner=SubprocessRunner(), teacher=teacher)
+    batch = scorer.score(completions, steps=[10, 20, 5, 5], group_size=2, **fields)
+    assert batch.components["correct"][:3] == [1.0, 0.0, 1.0] and batch.components["correct"][3] < 1.0
+    assert batch.components["format"] == [1.0, 0.0, 1.0, 1.0]
+    assert batch.keep == [True] * 4
+    distill = batch.components["distill"]
+    assert batch.total[0] == pytest.approx(1.0 + 1.0 + distill[0] + 0.1 * -0.2)
+    assert batch.total[2] == pytest.approx(3.0 + 1.0 + distill[2] + 0.1 * -0.1)
+
+
+def test_scorer_with_the_sandbox_down():
+    code_ex = generate("synthetic-code", "test", n=2)
+    fields = example_fields(code_ex, group_size=2)
+    no_distill = RewardConfig(code=RewardWeights(correct=3.0, distill=0.0),
+                              max_unscorable_fraction=0.5)
+    scorer = RewardScorer(no_distill, code_runner=DownRunner())
+    completions = [code_ex[0].solution, "no code", code_ex[1].solution, "no code"]
+    batch = scorer.score(completions, steps=[1, 1, 1, 1], group_size=2, **fields)
+    # Code that would have run is unscorable; code that never reached the runner scores 0.
+    assert batch.keep == [False, True, False, True] and batch.total[1] == pytest.approx(-0.002)
+    with pytest.raises(UnscorableBatchError):
+        scorer.score([e.solution for e in code_ex for _ in range(2)], steps=[1] * 4, group_size=2, **fields)
+
+
+def test_scorer_refuses_missing_parts():
+    math_ex = generate("synthetic-math", "test", n=1)
+    fields = example_fields(math_ex, group_size=1)
+    with pytest.raises(ConfigError, match="no teacher"):
+        RewardScorer().score([math_ex[0].solution], steps=[1], group_size=1, **fields)
+    code_ex = generate("synthetic-code", "test", n=1)
+    with pytest.raises(ConfigError, match="need a code runner"):
+        RewardScorer().score(["x"], steps=[1], group_size=1, **example_fields(code_ex, 1))

@@ -1,0 +1,91 @@
+"""Math correctness and format rewards on real GSM8K answers and MATH500-style answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from dultra.data import extract_answer, extract_boxed, extract_code, load_task
+from dultra.rewards import format_reward, math_correct_reward
+from tests.data_helpers import GSM8K
+
+
+@pytest.fixture(scope="module")
+def gsm8k():
+    return load_task("gsm8k", "test", path=GSM8K, limit=40)
+
+
+def test_gsm8k_reference_solutions_score_one(gsm8k):
+    answers = [e.answer for e in gsm8k]
+    assert math_correct_reward([e.solution for e in gsm8k], answer=answers) == [1.0] * 40
+    # The dataset's own "#### 18" form counts as well.
+    hashed = [f"worked out.\n#### {a}" for a in answers]
+    assert math_correct_reward(hashed, answer=answers) == [1.0] * 40
+
+
+def test_gsm8k_wrong_and_malformed_score_zero(gsm8k):
+    answers = [e.answer for e in gsm8k]
+    wrong = [f"\\boxed{{{int(a) + 1}}}" for a in answers]
+    assert math_correct_reward(wrong, answer=answers) == [0.0] * 40
+    right = answers[0]
+    malformed = [
+        f"The answer is {right}.",             # no box, no ####
+        f"\\boxed{{{right}",                    # unclosed box
+        "#### ",                               # empty final line
+        f"\\boxed{{{right}}} ... \\boxed{{7}}",  # the last box wins
+        "",
+    ]
+    assert math_correct_reward(malformed, answer=[right] * 5) == [0.0] * 5
+    assert format_reward(malformed, kind="math") == [0.0, 0.0, 0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("reference, completion", [
+    ("18", "She makes $18.\n#### 18."),                        # trailing period
+    ("1000", "#### 1,000"),                                   # thousands separator
+    ("\\frac{1}{2}", "so $\\boxed{0.5}$"),
+    ("\\frac{1}{2}", "\\boxed{1/2}"),
+    ("\\dfrac{3}{4}", "\\boxed{\\frac34}"),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "\\boxed{(3, \\pi/2)}"),
+    ("3\\sqrt{13}", "\\boxed{\\sqrt{117}}"),
+    ("10\\%", "\\boxed{10}"),
+    ("\\text{(C)}", "\\boxed{C}"),
+    ("x^2+7x+10", "\\boxed{(x+2)(x+5)}"),
+    ("-3", "The result is \\boxed{ -3 }"),
+])
+def test_equivalent_forms_are_correct(reference, completion):
+    assert math_correct_reward([completion], answer=[reference]) == [1.0]
+
+
+@pytest.mark.parametrize("reference, completion", [
+    ("\\frac{14}{3}", "\\boxed{4.67}"),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "\\boxed{(\\pi/2, 3)}"),
+    ("x^2+7x+10", "\\boxed{(x+2)(x+6)}"),
+    ("18", "\\boxed{18 dollars}"),
+])
+def test_different_values_are_wrong(reference, completion):
+    assert math_correct_reward([completion], answer=[reference]) == [0.0]
+
+
+def test_unscorable_references_give_none():
+    # math-verify keeps unparseable LaTeX as a string; only an empty parse is unscorable.
+    assert math_correct_reward(["\\boxed{1}"] * 3, answer=[None, "  ", "\\text{}"]) == [None, None, None]
+    with pytest.raises(ValueError, match="2 completions but 1 answers"):
+        math_correct_reward(["a", "b"], answer=["1"])
+
+
+def test_extraction_rules():
+    assert extract_boxed("\\boxed{\\frac{1}{2}} then \\boxed{\\left\\{ 1, 2 \\right\\}}") == "\\left\\{ 1, 2 \\right\\}"
+    assert extract_boxed("\\boxed{a} \\boxed{b") == "a"  # an unclosed last box does not count
+    assert extract_answer("#### 5\nmore text\n#### 7 apples\ntrailing") == "7 apples"
+    assert extract_answer("\\boxed{3}\n#### 4") == "3"  # a box beats ####
+    assert extract_code("text\n```python\nx = 1\n```\n```python\nx = 2\n```") == "x = 1"
+    assert extract_code("```\nprint(1)\n```") == "print(1)"
+    assert extract_code("```python\ndef f():\n    return 1") is None  # ran out of tokens
+
+
+def test_format_reward_for_code_and_bad_kinds():
+    texts = ["```python\nx = 1\n```", "x = 1", "```python\nx = 1"]
+    assert format_reward(texts, kind=["code"] * 3) == [1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="unknown task kind 'prose'"):
+        format_reward(["x"], kind="prose")
+    with pytest.raises(ValueError, match="2 completions but 1 values of 'kind'"):
+        format_reward(["a", "b"], kind=["math"])

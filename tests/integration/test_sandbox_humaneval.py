@@ -48,3 +48,17 @@ def test_every_broken_variant_fails(service, body):
     results = run_batch(service.url, requests_for(body))
     assert [i for i, r in enumerate(results) if r["status"] == "passed"] == []
     assert all(r["passed"] == 0 for r in results)
+
+
+def test_code_reward_scores_every_canonical_solution_1(service):
+    # The whole reward path: dataset rows -> Examples -> CodeReward -> client -> service.
+    from dultra.data.code_tasks import humaneval_examples
+    from dultra.rewards.code_correct import CodeReward
+    from dultra.rewards.sandbox_client import SandboxClient
+
+    examples = humaneval_examples(list(read_problems().values()), "test")
+    with SandboxClient(service.url) as client:
+        reward = CodeReward(runner=client, max_workers=16)
+        scores = reward([ex.solution for ex in examples], tests=[ex.tests for ex in examples],
+                        code_prefix=[ex.code_prefix for ex in examples])
+    assert scores == [1.0] * 164

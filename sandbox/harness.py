@@ -9,7 +9,12 @@ believes lines carrying the per-execution token, and only calls a run `passed` w
 test reported in, so `print("passed")`, `exit(0)` or `os._exit(0)` before the asserts
 cannot pass. Everything the harness calls after the solution starts (exec, compile, the
 exception classes, os.write, json.dumps) is bound before it starts, so monkeypatching
-`builtins`, `os`, `json` or `sys` does not reach the harness.
+`builtins`, `os`, `json` or `sys` does not reach the harness; and the tests run with the
+builtins as they were before the program ran.
+
+Tests share the program's module namespace, as in HumanEval's own harness: names the
+program defines at top level (even ones shadowing builtins) and patches it makes to other
+modules (`math.isclose = ...`) are the program's semantics, and the tests see them.
 
 Limit: the solution runs in the harness's interpreter. A program that deliberately walks
 its own stack frames or heap (sys._getframe, gc, ctypes) can find the token and forge a
@@ -49,11 +54,15 @@ def run_harness(request: dict, report_fd: int, token: str) -> NoReturn:
 
     _fresh_stdio()
     tests = request.get("tests")
+    pristine = dict(builtins.__dict__)
     namespace = {"__name__": "__main__" if tests is None else "solution", "__builtins__": builtins}
     status, detail = _run(request["code"], "<solution>", namespace, compile_, exec_, kinds,
                           print_exception, solution=True, has_tests=tests is not None)
     passed = 0
     if status is None:
+        # Tests look builtins up in an untouched copy: `builtins.abs = lambda x: 0` in the
+        # program cannot make `assert abs(got - want) < 1e-6` pass.
+        namespace["__builtins__"] = pristine
         report(phase="loaded")
         for test in tests or ():
             outcome, why = _run(test, f"<test {passed}>", namespace, compile_, exec_, kinds,

@@ -454,6 +454,17 @@ def test_exit_from_inside_a_test(service):
     assert result["passed"] == 0
 
 
+def test_patching_builtins_the_tests_use(service):
+    result = _check(service, {"failed"}, """
+        import builtins
+        builtins.abs = lambda x: 0
+        builtins.len = lambda x: 3
+        def truncate(x):
+            return 0.0
+    """, tests=["assert abs(truncate(3.5) - 0.5) < 1e-6", "assert len([1, 2]) == 3"])
+    assert result["passed"] == 0
+
+
 def test_tampering_with_the_harness(service):
     result = _check(service, {"failed"}, _WRONG + """
 import atexit, builtins, json, os, sys

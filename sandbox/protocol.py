@@ -3,7 +3,9 @@
     python -c "from sandbox.protocol import normalize; from sandbox.config import SandboxConfig; print(normalize({'code': 'print(1)', 'expected_stdout': '1'}, SandboxConfig()))"
 
 A request is either a test run (`tests`: snippets executed after the code, e.g. asserts or
-`check(candidate)`), an I/O run (`stdin` fed, `expected_stdout` compared), or a plain run
+`check(candidate)`; each counts as passed when it runs without an exception, and a
+SystemExit, whoever raises it, fails it: use `unittest.main(exit=False)`), an I/O run
+(`stdin` fed, `expected_stdout` compared up to trailing whitespace), or a plain run
 (neither: passes when the program ends without error). The same checks serve the HTTP
 server and the in-process client, so both reject bad input with the same message.
 """

@@ -11,6 +11,7 @@ start with them loaded.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
 import json
@@ -20,6 +21,8 @@ import sys
 from sandbox import isolation
 from sandbox.config import SandboxConfig
 from sandbox.executor import Executor
+
+_M_ARENA_MAX = -8
 
 # Modules HumanEval/MBPP-style solutions and tests import; loaded once, shared by every fork.
 _PRELOAD = (
@@ -50,6 +53,9 @@ def main(argv: list[str]) -> int:
     os.close(devnull)
     for name in _PRELOAD:
         __import__(name)
+    # glibc reserves 64 MiB of address space per thread arena; under RLIMIT_AS that would
+    # make a handful of threads exhaust memory_mb. Two arenas, shared by all threads.
+    ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 2)
     executor = Executor(config, mode, index)
     # Everything loaded so far is shared with every fork; keeping the collector off it
     # avoids touching (and so copying) those pages in each child.

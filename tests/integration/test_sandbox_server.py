@@ -154,3 +154,12 @@ def test_code_reward_scores_through_the_service(service):
     with SandboxClient(service.url) as client:
         scores = CodeReward(runner=client)([good, half, cheat], tests=[tests] * 3)
     assert scores == [1.0, 2 / 3, 0.0]  # exiting early passes no assert test, prints nothing
+
+
+def test_threaded_programs_fit_the_memory_limit(service):
+    # 16 threads under a 256 MB address-space limit (glibc arenas are capped per worker).
+    code = ("from concurrent.futures import ThreadPoolExecutor\n"
+            "def work(i):\n    return sum(bytearray(200_000)) + i\n"
+            "with ThreadPoolExecutor(16) as ex:\n    print(sum(ex.map(work, range(64))))\n")
+    result = run(service.url, code=code, memory_mb=256)
+    assert (result["status"], result["stdout"]) == ("passed", f"{sum(range(64))}\n"), result

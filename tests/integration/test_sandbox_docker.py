@@ -9,6 +9,8 @@ test_sandbox_hostile.py, the `docker` cases).
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 
@@ -64,7 +66,7 @@ def test_executions_have_no_network_but_the_service_has(service):
 def test_cli_up_and_down():
     image = build_test_image()
     port = free_port()
-    name = "dultra-sandbox-cli-test"
+    name = f"dultra-sandbox-cli-test-{os.getpid()}"
     try:
         assert main(["sandbox", "up", "--image", image, "--port", str(port), "--name", name,
                      "--workers", "2"]) == 0

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # The CPU wheel of torch is installed first so pip never pulls a multi-GB CUDA build here.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean sandbox-wheels sandbox-image
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,8 +19,18 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/dultra demo
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check --output-format concise dultra tests benchmarks
+	$(VENV)/bin/ruff check --output-format concise dultra sandbox tests benchmarks
 	$(PY) -m pytest -q
+
+# The sandbox image, built offline: wheels from PyPI on the host, base from `.ci/docker-setup.sh`.
+SANDBOX_IMAGE ?= dultra-sandbox:latest
+SANDBOX_BASE ?= local/debian-python:bookworm
+
+sandbox-wheels: $(VENV)/.installed
+	$(PY) -m pip download -q -d sandbox/wheels -r sandbox/requirements.txt pip
+
+sandbox-image: sandbox-wheels
+	docker build -q --build-arg BASE=$(SANDBOX_BASE) -t $(SANDBOX_IMAGE) sandbox
 
 clean:
 	rm -rf $(VENV) .pytest_cache

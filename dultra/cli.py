@@ -24,6 +24,7 @@ COMMANDS = (
     "dultra.commands.demo",
     "dultra.commands.training",
     "dultra.commands.publish",
+    "dultra.commands.sandbox",
 )
 
 

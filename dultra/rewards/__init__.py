@@ -2,6 +2,9 @@
 (None: could not be scored), their weighted combination, and the batch scorer GRPO uses.
 
     from dultra.rewards import RewardScorer, example_fields, productive_steps
+
+The production code runner is `dultra.rewards.sandbox_client.SandboxClient` (the sandbox
+service, or in-process workers without a URL).
 """
 
 from dultra.rewards.code_correct import CodeReward

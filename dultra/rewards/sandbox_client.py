@@ -1,0 +1,292 @@
+"""Client of the sandbox service, for code rewards and evaluation.
+
+    from dultra.rewards.sandbox_client import SandboxClient
+    with SandboxClient("http://127.0.0.1:8080") as sandbox:      # or SandboxClient() for in-process
+        print(sandbox.run("def f(): return 1", tests=["assert f() == 1"]).status)
+
+- Explicit timeouts (connect and read), a pooled HTTP connection set, and at most
+  `max_concurrency` requests in flight from one client.
+- Retries with exponential backoff and jitter only on infrastructure errors: transport
+  failures, HTTP 5xx/429, and results whose status is `sandbox_error`. A 4xx is the
+  caller's mistake and raises `SandboxRequestError` at once; a program's failure is a
+  normal result.
+- Typed exceptions: `SandboxUnavailable` (gave up after retries), `SandboxRequestError`.
+- `transport=` takes any `httpx.BaseTransport` (tests inject one).
+- No URL means in-process mode: a local pool of the same isolated workers, no server
+  (needs the `sandbox` package, which ships with dultra).
+- Commands that score code take `--sandbox-url` via `add_sandbox_url_argument(parser)`
+  and build their client with `client_from_args(args)`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from dultra.errors import DultraError
+from dultra.rewards.runner import SandboxUnavailable as RunnerUnavailable
+
+
+class SandboxError(Exception):
+    """Base of the client's errors."""
+
+
+class SandboxUnavailable(SandboxError, RunnerUnavailable):
+    """The service could not be reached or kept failing (after every retry).
+
+    A `dultra.rewards.runner.SandboxUnavailable`, so the code reward scores None, not 0."""
+
+
+class SandboxRequestError(SandboxError, DultraError, ValueError):
+    """The service refused the request as malformed (HTTP 4xx): fix the request."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One execution's outcome, as the service reports it."""
+
+    status: str
+    """passed, failed, timeout, runtime_error, syntax_error, memory_exceeded,
+    output_exceeded or sandbox_error."""
+    passed: int
+    """Tests that passed."""
+    total: int
+    """Tests in the request (1 for an stdin/expected_stdout run, 0 for a plain run)."""
+    stdout: str = ""
+    stderr: str = ""
+    duration_ms: float = 0.0
+    detail: str = ""
+    """A few words on why the run did not pass."""
+
+    @classmethod
+    def from_json(cls, data: dict) -> RunResult:
+        fields = ("status", "passed", "total", "stdout", "stderr", "duration_ms", "detail")
+        return cls(**{k: data[k] for k in fields if k in data})
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "passed"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """How the client talks to the service."""
+
+    connect_timeout_s: float = 5.0
+    """Seconds to open a connection."""
+    read_timeout_s: float = 300.0
+    """Seconds to wait for a response (a batch of slow programs takes a while)."""
+    retries: int = 3
+    """Extra attempts after an infrastructure error."""
+    backoff_s: float = 0.25
+    """First retry delay; doubles each attempt, with +-50 % jitter."""
+    max_concurrency: int = 16
+    """Requests (single or batch chunks) in flight at once from this client."""
+    batch_size: int = 256
+    """run_batch splits larger lists into chunks of this many requests."""
+    workers: int = 0
+    """In-process mode only: local workers (0 = the sandbox default)."""
+    test_timeout_s: float | None = None
+    """run_tests: CPU seconds per test (None = the service's default)."""
+    test_memory_mb: int | None = None
+    """run_tests: memory per test (None = the service's default)."""
+
+
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+class SandboxClient:
+    """Runs programs in the sandbox service at `url`, or in-process when url is None."""
+
+    def __init__(self, url: str | None = None, config: ClientConfig | None = None,
+                 transport: httpx.BaseTransport | None = None):
+        self.config = config or ClientConfig()
+        self.url = url
+        self._slots = threading.BoundedSemaphore(self.config.max_concurrency)
+        self._local = None
+        self._http = None
+        if url is None:
+            self._local = _LocalSandbox(self.config.workers)
+        else:
+            limits = httpx.Limits(max_connections=self.config.max_concurrency,
+                                  max_keepalive_connections=self.config.max_concurrency)
+            timeout = httpx.Timeout(self.config.read_timeout_s, connect=self.config.connect_timeout_s)
+            self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, limits=limits,
+                                      transport=transport)
+
+    def __enter__(self) -> SandboxClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+        if self._local is not None:
+            self._local.close()
+
+    def run(self, code: str, tests: list[str] | None = None, *, stdin: str | None = None,
+            expected_stdout: str | None = None, timeout_s: float | None = None,
+            memory_mb: int | None = None) -> RunResult:
+        """Run one program; see `sandbox.protocol` for the three kinds of request."""
+        request = _request(code, tests, stdin, expected_stdout, timeout_s, memory_mb)
+        return self.run_batch([request])[0] if self._local else self._run_one(request)
+
+    def run_batch(self, requests: list[dict[str, Any]]) -> list[RunResult]:
+        """Run many requests (dicts shaped like /v1/run bodies); results in the same order."""
+        if self._local is not None:
+            return [RunResult.from_json(r) for r in self._local.run_batch(requests)]
+        size = self.config.batch_size
+        chunks = [requests[i:i + size] for i in range(0, len(requests), size)]
+        if len(chunks) <= 1:
+            return self._run_chunk(chunks[0]) if chunks else []
+        with concurrent.futures.ThreadPoolExecutor(self.config.max_concurrency) as threads:
+            return [r for chunk in threads.map(self._run_chunk, chunks) for r in chunk]
+
+    def run_tests(self, code: str, tests: Sequence[Any]) -> tuple[int, int]:
+        """The code reward's runner contract (`dultra.rewards.runner.CodeRunner`).
+
+        tests: `dultra.data.CodeTest`s (or anything with kind/source/stdin/stdout). Each
+        test is its own execution: "assert" runs code + test source, "io" feeds stdin and
+        compares stdout. Returns (passed, total); raises SandboxUnavailable when the
+        service cannot judge (after retries), never for the program's own failures.
+        """
+        requests = []
+        for test in tests:
+            request: dict[str, Any] = {"code": code}
+            if test.kind == "assert":
+                request["tests"] = [test.source]
+            elif test.kind == "io":
+                request.update(stdin=test.stdin, expected_stdout=test.stdout)
+            else:
+                raise SandboxRequestError(f"unknown code test kind {test.kind!r}")
+            for key, value in (("timeout_s", self.config.test_timeout_s),
+                               ("memory_mb", self.config.test_memory_mb)):
+                if value is not None:
+                    request[key] = value
+            requests.append(request)
+        results = self.run_batch(requests) if requests else []
+        broken = [r for r in results if r.status == "sandbox_error"]
+        if broken:
+            raise SandboxUnavailable(f"the sandbox could not run {len(broken)} test(s): {broken[0].detail}")
+        return sum(r.ok for r in results), len(results)
+
+    def _run_one(self, request: dict) -> RunResult:
+        def call() -> RunResult:
+            return RunResult.from_json(self._post("/v1/run", request))
+        return self._with_retries(call, lambda r: r.status == "sandbox_error")
+
+    def _run_chunk(self, chunk: list[dict]) -> list[RunResult]:
+        def call() -> list[RunResult]:
+            body = self._post("/v1/run_batch", {"requests": chunk})
+            return [RunResult.from_json(r) for r in body["results"]]
+        results = self._with_retries(call, lambda rs: False)
+        # Re-run only the items the service itself failed on.
+        for attempt in range(self.config.retries):
+            again = [i for i, r in enumerate(results) if r.status == "sandbox_error"]
+            if not again:
+                break
+            self._sleep(attempt)
+            subset = [chunk[i] for i in again]
+
+            def call_again(subset: list[dict] = subset) -> list[RunResult]:
+                body = self._post("/v1/run_batch", {"requests": subset})
+                return [RunResult.from_json(r) for r in body["results"]]
+
+            retried = self._with_retries(call_again, lambda rs: False)
+            for i, r in zip(again, retried, strict=True):
+                results[i] = r
+        return results
+
+    def _post(self, path: str, body: dict) -> dict:
+        with self._slots:
+            response = self._http.post(path, json=body)
+        if response.status_code in _RETRY_STATUS:
+            raise _Retryable(f"HTTP {response.status_code} from {path}: {response.text[:200]}")
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise SandboxRequestError(f"sandbox refused the request ({response.status_code}): {detail}")
+        return response.json()
+
+    def _with_retries(self, call, bad_result):
+        last = ""
+        for attempt in range(self.config.retries + 1):
+            try:
+                result = call()
+            except (_Retryable, httpx.TransportError) as err:
+                last = f"{type(err).__name__}: {err}"
+            else:
+                if not bad_result(result) or attempt == self.config.retries:
+                    return result
+                last = "sandbox_error result"
+            if attempt < self.config.retries:
+                self._sleep(attempt)
+        raise SandboxUnavailable(f"sandbox at {self.url} failed {self.config.retries + 1} times; last: {last}")
+
+    def _sleep(self, attempt: int) -> None:
+        time.sleep(self.config.backoff_s * (2 ** attempt) * random.uniform(0.5, 1.5))
+
+
+class _Retryable(Exception):
+    """An HTTP answer worth retrying (5xx/429)."""
+
+
+def _request(code, tests, stdin, expected_stdout, timeout_s, memory_mb) -> dict:
+    request: dict[str, Any] = {"code": code}
+    for key, value in (("tests", tests), ("stdin", stdin), ("expected_stdout", expected_stdout),
+                       ("timeout_s", timeout_s), ("memory_mb", memory_mb)):
+        if value is not None:
+            request[key] = value
+    return request
+
+
+class _LocalSandbox:
+    """In-process mode: the service's worker pool without HTTP."""
+
+    def __init__(self, workers: int):
+        import dataclasses
+
+        from sandbox.config import SandboxConfig
+        from sandbox.pool import WorkerPool
+
+        self._config = SandboxConfig().with_env()
+        if workers:
+            self._config = dataclasses.replace(self._config, workers=workers)
+        self._pool = WorkerPool(self._config)
+
+    def run_batch(self, requests: list[dict]) -> list[dict]:
+        from sandbox.protocol import RequestError, normalize
+
+        try:
+            normalized = [normalize(r, self._config) for r in requests]
+        except RequestError as err:
+            raise SandboxRequestError(f"bad sandbox request: {err}") from err
+        futures = [self._pool.submit(r) for r in normalized]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def add_sandbox_url_argument(parser) -> None:
+    """The `--sandbox-url` flag that training and evaluation commands share."""
+    parser.add_argument(
+        "--sandbox-url", default=os.environ.get("DULTRA_SANDBOX_URL"),
+        help="sandbox service for code rewards (default $DULTRA_SANDBOX_URL, else in-process workers)")
+
+
+def client_from_args(args, config: ClientConfig | None = None) -> SandboxClient:
+    """A client for `args.sandbox_url` (in-process when it is unset)."""
+    return SandboxClient(getattr(args, "sandbox_url", None), config)

@@ -1,0 +1,73 @@
+"""Stand-alone entry point of the sandbox image (no `dultra`, so no torch).
+
+    python -m sandbox serve --host 0.0.0.0 --port 8080 --workers 8
+    python -m sandbox run solution.py --tests tests.py
+
+Settings also come from SANDBOX_<FIELD> environment variables (see `sandbox.config`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from sandbox.config import SandboxConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sandbox")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.add_argument("--isolation", choices=("auto", "namespaces", "process"))
+    run = sub.add_parser("run", help="run one program locally (no server) and print the result")
+    run.add_argument("file")
+    run.add_argument("--tests", help="file of test code run after the program")
+    run.add_argument("--timeout", type=float)
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> SandboxConfig:
+    config = SandboxConfig().with_env()
+    changes = {k: v for k, v in vars(args).items()
+               if k in {f.name for f in dataclasses.fields(SandboxConfig)} and v is not None}
+    return dataclasses.replace(config, **changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from(args)
+    except ValueError as err:  # a bad flag or SANDBOX_* value: one line, not a traceback
+        print(f"sandbox: error: {err}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        from sandbox.server import serve
+
+        serve(config)
+        return 0
+    from sandbox.pool import WorkerPool
+    from sandbox.protocol import normalize
+
+    with open(args.file) as f:
+        raw = {"code": f.read()}
+    if args.tests:
+        with open(args.tests) as f:
+            raw["tests"] = [f.read()]
+    if args.timeout:
+        raw["timeout_s"] = args.timeout
+    pool = WorkerPool(dataclasses.replace(config, workers=1))
+    try:
+        result = pool.run(normalize(raw, config))
+    finally:
+        pool.close()
+    print(json.dumps(result, indent=2))
+    return 0 if result["status"] == "passed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Typed settings of the sandbox service and its executors.
+
+    python -m sandbox serve --workers 4      # fields below map to flags and SANDBOX_* env vars
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Everything the server, the pool and each execution need; logged whole at start."""
+
+    host: str = "127.0.0.1"
+    """Address the HTTP server binds (0.0.0.0 inside a container)."""
+    port: int = 8080
+    """TCP port of the HTTP server."""
+    workers: int = 0
+    """Warm worker processes, each running one execution at a time; 0 = 4 x CPU cores."""
+    isolation: str = "auto"
+    """'namespaces' (needs root: pid/net/mount/ipc/uts namespaces and a per-worker uid),
+    'process' (unprivileged: seccomp, Landlock, rlimits only) or 'auto' (the strongest the
+    host allows)."""
+    work_dir: str = ""
+    """Parent of the per-execution working dirs in 'process' mode; '' = $TMPDIR. In
+    'namespaces' mode each worker uses a private tmpfs instead."""
+    executor_uid_base: int = 61000
+    """In 'namespaces' mode worker i runs executions as uid/gid base + i (never root)."""
+    default_timeout_s: float = 5.0
+    """CPU-seconds budget of an execution when the request gives none."""
+    max_timeout_s: float = 60.0
+    """Largest timeout_s a request may ask for."""
+    wall_factor: float = 3.0
+    """Idle limit = timeout_s x wall_factor + 1 s of wall time spent neither running nor
+    waiting for a CPU: it catches sleeping or blocked programs without penalising runs on a
+    busy machine. A hard wall limit of 4 x that bounds everything."""
+    default_memory_mb: int = 512
+    """Address-space budget of an execution (on top of the interpreter) when not given."""
+    max_memory_mb: int = 4096
+    """Largest memory_mb a request may ask for."""
+    max_output_bytes: int = 1 << 20
+    """Cap on stdout and on stderr each; a program printing more ends output_exceeded."""
+    max_file_mb: int = 16
+    """Largest file an execution may write (RLIMIT_FSIZE)."""
+    max_processes: int = 32
+    """Processes and threads an execution may hold at once (RLIMIT_NPROC; per uid)."""
+    max_open_files: int = 128
+    """Open file descriptors per process of an execution (RLIMIT_NOFILE)."""
+    tmpfs_mb: int = 64
+    """Size of each worker's private tmpfs for working dirs ('namespaces' mode): bounds
+    disk use by many small files."""
+    max_batch: int = 4096
+    """Most requests one /v1/run_batch call may carry."""
+    max_code_bytes: int = 1 << 20
+    """Largest code, test or stdin string accepted (bytes of UTF-8)."""
+
+    def __post_init__(self) -> None:
+        if self.isolation not in ("auto", "namespaces", "process"):
+            raise ValueError(f"isolation must be auto, namespaces or process, not {self.isolation!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, not {self.port}")
+        for name in ("workers", "max_batch", "max_output_bytes", "max_processes", "max_open_files",
+                     "tmpfs_mb", "max_file_mb", "default_memory_mb", "max_memory_mb"):
+            if getattr(self, name) < (0 if name == "workers" else 1):
+                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        if not 0 < self.default_timeout_s <= self.max_timeout_s:
+            raise ValueError("default_timeout_s must be in (0, max_timeout_s]")
+
+    def wall_limits(self, timeout_s: float) -> tuple[float, float]:
+        """(idle limit, hard wall-clock limit) in seconds for a run of timeout_s CPU seconds."""
+        idle = timeout_s * self.wall_factor + 1.0
+        return idle, 4 * idle
+
+    def resolved_workers(self) -> int:
+        return self.workers or 4 * (os.cpu_count() or 1)
+
+    def with_env(self, environ: dict[str, str] | None = None) -> SandboxConfig:
+        """Override fields from SANDBOX_<FIELD> variables (how the container is configured)."""
+        environ = os.environ if environ is None else environ
+        changes = {}
+        for field in dataclasses.fields(self):
+            raw = environ.get(f"SANDBOX_{field.name.upper()}")
+            if raw is not None:
+                kind = type(getattr(self, field.name))
+                changes[field.name] = kind(raw)
+        return dataclasses.replace(self, **changes)

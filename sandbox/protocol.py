@@ -1,0 +1,112 @@
+"""The request and result shapes of /v1/run, checked without a web framework.
+
+    python -c "from sandbox.protocol import normalize; from sandbox.config import SandboxConfig; print(normalize({'code': 'print(1)', 'expected_stdout': '1'}, SandboxConfig()))"
+
+A request is either a test run (`tests`: snippets executed after the code, e.g. asserts or
+`check(candidate)`; each counts as passed when it runs without an exception, and a
+SystemExit, whoever raises it, fails it: use `unittest.main(exit=False)`), an I/O run
+(`stdin` fed, `expected_stdout` compared up to trailing whitespace), or a plain run
+(neither: passes when the program ends without error). The same checks serve the HTTP
+server and the in-process client, so both reject bad input with the same message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sandbox import STATUSES
+from sandbox.config import SandboxConfig
+
+_FIELDS = {"language", "code", "tests", "stdin", "expected_stdout", "timeout_s", "memory_mb"}
+
+
+class RequestError(ValueError):
+    """A request the service refuses as malformed (HTTP 422); the caller must fix it."""
+
+
+def normalize(raw: Any, config: SandboxConfig) -> dict:
+    """Check one request and fill in defaults; raises RequestError naming the bad field."""
+    if not isinstance(raw, dict):
+        raise RequestError("a request must be a JSON object")
+    unknown = set(raw) - _FIELDS
+    if unknown:
+        raise RequestError(f"unknown field(s): {', '.join(sorted(unknown))}")
+    if raw.get("language", "python") != "python":
+        raise RequestError(f"language must be 'python', got {raw.get('language')!r}")
+    code = _text(raw, "code", config, required=True)
+    tests = raw.get("tests")
+    if tests is not None:
+        if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
+            raise RequestError("tests must be a list of strings")
+        for t in tests:
+            _check_size("tests", t, config)
+    stdin = _text(raw, "stdin", config)
+    expected = _text(raw, "expected_stdout", config)
+    if tests is not None and (stdin is not None or expected is not None):
+        raise RequestError("give either tests or stdin/expected_stdout, not both")
+    timeout_s = _number(raw, "timeout_s", config.default_timeout_s, 0.001, config.max_timeout_s)
+    memory_mb = int(_number(raw, "memory_mb", config.default_memory_mb, 16, config.max_memory_mb))
+    return {
+        "code": code,
+        "tests": tests,
+        "stdin": stdin,
+        "expected_stdout": expected,
+        "timeout_s": float(timeout_s),
+        "memory_mb": memory_mb,
+    }
+
+
+def _text(raw: dict, name: str, config: SandboxConfig, required: bool = False) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        if required:
+            raise RequestError(f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise RequestError(f"{name} must be a string")
+    _check_size(name, value, config)
+    return value
+
+
+def _check_size(name: str, value: str, config: SandboxConfig) -> None:
+    if len(value) > config.max_code_bytes or len(value.encode("utf-8", "surrogatepass")) > config.max_code_bytes:
+        raise RequestError(f"{name} is larger than {config.max_code_bytes} bytes")
+
+
+def _number(raw: dict, name: str, default: float, low: float, high: float) -> float:
+    value = raw.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RequestError(f"{name} must be a number")
+    if not low <= value <= high:
+        raise RequestError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def result(status: str, *, passed: int = 0, total: int = 0, stdout: str = "", stderr: str = "",
+           duration_ms: float = 0.0, detail: str = "") -> dict:
+    """A result object; `detail` says in a few words why a run did not pass."""
+    if status not in STATUSES:
+        raise AssertionError(f"unknown status {status!r}")
+    return {
+        "status": status,
+        "passed": passed,
+        "total": total,
+        "stdout": stdout,
+        "stderr": stderr,
+        "duration_ms": round(duration_ms, 3),
+        "detail": detail,
+    }
+
+
+def sandbox_error(detail: str, total: int = 0) -> dict:
+    """The result of an infrastructure failure: never counted as the program's fault."""
+    return result("sandbox_error", total=total, detail=detail)
+
+
+def total_of(request: dict) -> int:
+    """How many tests a request counts: its test snippets, 1 for an I/O run, 0 otherwise."""
+    if request.get("tests") is not None:
+        return len(request["tests"])
+    return 1 if request.get("expected_stdout") is not None else 0

@@ -1,0 +1,138 @@
+"""The HTTP API of the sandbox.
+
+    python -m sandbox serve --host 127.0.0.1 --port 8080 --workers 8
+    curl -s localhost:8080/v1/run -d '{"code": "def f(): return 1", "tests": ["assert f() == 1"]}'
+
+POST /v1/run        one request -> one result {status, passed, total, stdout, stderr, duration_ms}
+POST /v1/run_batch  {"requests": [...]} -> {"results": [...]} in the same order
+GET  /healthz       the process is alive
+GET  /readyz        every worker is up (503 otherwise), with the isolation in force
+GET  /metrics       Prometheus text
+
+Malformed requests get 422 with a one-line `detail`; a batch is checked whole before any of
+it runs. Everything that goes wrong inside the service is a `sandbox_error` result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from sandbox import protocol
+from sandbox.config import SandboxConfig
+from sandbox.metrics import CONTENT_TYPE, Metrics
+from sandbox.pool import WorkerPool
+
+log = logging.getLogger("sandbox")
+
+
+def create_app(config: SandboxConfig, pool: WorkerPool | None = None) -> FastAPI:
+    """The app; it starts its own pool at start-up unless one is given."""
+    state: dict = {"pool": pool}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if state["pool"] is None:
+            state["pool"] = await asyncio.to_thread(WorkerPool, config)
+        state["metrics"] = Metrics(state["pool"].stats)
+        log.info("sandbox ready: %s", json.dumps(state["pool"].info))
+        try:
+            yield
+        finally:
+            if pool is None:
+                state["pool"].close()
+
+    app = FastAPI(title="dultra sandbox", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    async def execute(request: dict) -> dict:
+        start = time.monotonic()
+        try:
+            result = await asyncio.wrap_future(state["pool"].submit(request))
+        except Exception as err:  # noqa: BLE001 - any failure here is the service's, not the program's
+            log.exception("execution failed in the service")
+            result = protocol.sandbox_error(f"service: {err}", protocol.total_of(request))
+        state["metrics"].observe(result, time.monotonic() - start)
+        return result
+
+    @app.post("/v1/run")
+    async def run(http: Request):
+        body = await _json(http)
+        if isinstance(body, Response):
+            return body
+        try:
+            request = protocol.normalize(body, config)
+        except protocol.RequestError as err:
+            return _error(422, str(err))
+        return JSONResponse(await execute(request))
+
+    @app.post("/v1/run_batch")
+    async def run_batch(http: Request):
+        body = await _json(http)
+        if isinstance(body, Response):
+            return body
+        if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
+            return _error(422, 'the body must be {"requests": [...]}')
+        if len(body["requests"]) > config.max_batch:
+            return _error(422, f"at most {config.max_batch} requests per batch")
+        try:
+            requests = [protocol.normalize(r, config) for r in body["requests"]]
+        except protocol.RequestError as err:
+            index = next(i for i, r in enumerate(body["requests"]) if _bad(r, config))
+            return _error(422, f"requests[{index}]: {err}")
+        results = await asyncio.gather(*(execute(r) for r in requests))
+        return JSONResponse({"results": results})
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        current = state["pool"]
+        if current is None or not current.alive():
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return {"status": "ready", **current.info, **current.stats()}
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(state["metrics"].render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+async def _json(http: Request):
+    try:
+        return json.loads(await http.body())
+    except (ValueError, UnicodeDecodeError):
+        return _error(400, "the body is not valid JSON")
+
+
+def _bad(raw, config: SandboxConfig) -> bool:
+    try:
+        protocol.normalize(raw, config)
+    except protocol.RequestError:
+        return True
+    return False
+
+
+def _error(code: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=code)
+
+
+def serve(config: SandboxConfig) -> None:
+    """Run the service in the foreground until interrupted (what `dultra sandbox serve` does)."""
+    import uvicorn
+
+    from sandbox.isolation import make_non_dumpable
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    make_non_dumpable()  # executions of the same uid cannot read our environment
+    log.info("config: %s", json.dumps(config.__dict__))
+    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="warning",
+                access_log=False)

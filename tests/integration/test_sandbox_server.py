@@ -1,0 +1,165 @@
+"""The HTTP API of a real local sandbox server, and the client against it.
+
+    .venv/bin/python -m pytest -q tests/integration/test_sandbox_server.py
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import pytest
+
+from dultra.rewards.sandbox_client import ClientConfig, SandboxClient, SandboxUnavailable
+from tests.integration.sandbox_helpers import descendants, free_port, run, start_local
+
+pytestmark = pytest.mark.integration
+
+ADD = "def add(a, b):\n    return a + b\n"
+
+
+@pytest.fixture(scope="module")
+def service():
+    yield from start_local("auto", workers=4)
+
+
+def test_health_and_readiness(service):
+    assert httpx.get(f"{service.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{service.url}/readyz").json()
+    assert ready["status"] == "ready" and ready["workers"] == 4
+    assert ready["isolation"] in ("namespaces", "process")
+
+
+def test_test_runs_count_passed_tests(service):
+    result = run(service.url, code=ADD, tests=["assert add(1, 2) == 3", "assert add(1, 1) == 3",
+                                               "assert add(0, 0) == 0"])
+    assert (result["status"], result["passed"], result["total"]) == ("failed", 2, 3)
+    assert "AssertionError" in result["stderr"]
+    assert set(result) >= {"status", "passed", "total", "stdout", "stderr", "duration_ms"}
+
+
+def test_io_runs_compare_stdout(service):
+    echo = "import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))\n"
+    assert run(service.url, code=echo, stdin="1 2 3\n", expected_stdout="6")["status"] == "passed"
+    wrong = run(service.url, code=echo, stdin="1 2 3\n", expected_stdout="7")
+    assert (wrong["status"], wrong["passed"], wrong["total"]) == ("failed", 0, 1)
+
+
+def test_large_stdin_is_fed_whole(service):
+    data = "x" * 300_000 + "\n"
+    code = "import sys\nprint(len(sys.stdin.read()))\n"
+    assert run(service.url, code=code, stdin=data, expected_stdout=str(len(data)))["status"] == "passed"
+
+
+def test_plain_runs_and_errors(service):
+    assert run(service.url, code="print('hi')")["stdout"] == "hi\n"
+    assert run(service.url, code="def f(:\n")["status"] == "syntax_error"
+    assert run(service.url, code="1 / 0")["status"] == "runtime_error"
+    assert run(service.url, code="import sys\nsys.exit(3)")["status"] == "runtime_error"
+    assert run(service.url, code="import sys\nsys.exit(0)")["status"] == "passed"
+
+
+def test_timeouts_count_cpu_time_not_sleep(service):
+    # 1.2 s asleep uses no CPU: within a 0.5 s CPU budget (the idle limit is 2.5 s).
+    slept = run(service.url, code="import time\ntime.sleep(1.2)\nprint('awake')", timeout_s=0.5)
+    assert (slept["status"], slept["stdout"]) == ("passed", "awake\n")
+    spun = run(service.url, code="while True:\n    pass\n", timeout_s=0.5)
+    assert spun["status"] == "timeout" and "CPU" in spun["detail"]
+
+
+def test_batch_keeps_order(service):
+    requests = [{"code": ADD, "tests": [f"assert add({i}, 1) == {i + 1}"]} for i in range(20)]
+    requests[7] = {"code": "raise ValueError('seven')"}
+    requests[13] = {"code": "while True:\n    pass\n", "timeout_s": 0.3}
+    response = httpx.post(f"{service.url}/v1/run_batch", json={"requests": requests}, timeout=60)
+    results = response.json()["results"]
+    assert len(results) == 20
+    assert results[7]["status"] == "runtime_error" and "seven" in results[7]["stderr"]
+    assert results[13]["status"] == "timeout"
+    assert all(r["status"] == "passed" for i, r in enumerate(results) if i not in (7, 13))
+
+
+def test_bad_requests_get_clear_422s(service):
+    response = httpx.post(f"{service.url}/v1/run", json={"code": "x", "timeout_s": -1})
+    assert response.status_code == 422 and "timeout_s" in response.json()["detail"]
+    response = httpx.post(f"{service.url}/v1/run_batch", json={"requests": [{"code": "x"}, {"cod": "x"}]})
+    assert response.status_code == 422 and response.json()["detail"].startswith("requests[1]:")
+    response = httpx.post(f"{service.url}/v1/run_batch", json=[1])
+    assert response.status_code == 422
+    response = httpx.post(f"{service.url}/v1/run", content=b"{not json")
+    assert response.status_code == 400 and "JSON" in response.json()["detail"]
+
+
+def test_metrics_count_executions_by_status(service):
+    def count(text: str, status: str) -> float:
+        line = next(x for x in text.splitlines() if x.startswith(f'sandbox_executions_total{{status="{status}"}}'))
+        return float(line.split()[-1])
+
+    before = httpx.get(f"{service.url}/metrics").text
+    run(service.url, code="1 / 0")
+    after = httpx.get(f"{service.url}/metrics").text
+    assert count(after, "runtime_error") == count(before, "runtime_error") + 1
+    for name in ("sandbox_execution_seconds_bucket", "sandbox_queue_depth", "sandbox_workers_busy"):
+        assert name in after
+
+
+def test_dead_workers_are_replaced_and_reported_as_sandbox_errors(service):
+    workers = [p for p in descendants(service.root_pid)
+               if b"sandbox.worker" in open(f"/proc/{p}/cmdline", "rb").read()]
+    for pid in workers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.2)
+    statuses = [run(service.url, code="print(1)")["status"] for _ in range(8)]
+    assert set(statuses) <= {"passed", "sandbox_error"} and "sandbox_error" in statuses
+    assert [run(service.url, code="print(1)")["status"] for _ in range(8)] == ["passed"] * 8
+    metrics = httpx.get(f"{service.url}/metrics").text
+    assert "sandbox_worker_restarts 0.0" not in metrics
+
+
+def test_client_against_the_server(service):
+    with SandboxClient(service.url, ClientConfig(batch_size=4)) as client:
+        assert client.run(ADD, ["assert add(2, 2) == 4"]).ok
+        results = client.run_batch([{"code": ADD, "tests": [f"assert add({i}, 0) == {i}"]} for i in range(10)])
+        assert [r.status for r in results] == ["passed"] * 10
+
+
+def test_client_gives_up_on_a_dead_address():
+    config = ClientConfig(retries=1, backoff_s=0.0, connect_timeout_s=0.5)
+    with SandboxClient(f"http://127.0.0.1:{free_port()}", config) as client:
+        with pytest.raises(SandboxUnavailable):
+            client.run("x = 1")
+
+
+def test_in_process_client_needs_no_server():
+    with SandboxClient(config=ClientConfig(workers=2)) as client:
+        assert client.run(ADD, ["assert add(2, 3) == 5"]).ok
+        assert client.run("while True:\n    pass\n", timeout_s=0.3).status == "timeout"
+
+
+def test_code_reward_scores_through_the_service(service):
+    from dultra.data.example import CodeTest
+    from dultra.rewards.code_correct import CodeReward
+
+    tests = [CodeTest("assert", source="assert add(1, 2) == 3"),
+             CodeTest("assert", source="assert add(-1, 1) == 0"),
+             CodeTest("io", stdin="", stdout="ready\n")]
+    good = "```python\ndef add(a, b):\n    return a + b\nprint('ready')\n```"
+    half = "```python\ndef add(a, b):\n    return abs(a) + b\nprint('ready')\n```"
+    cheat = "```python\nimport os\nos._exit(0)\n```"
+    with SandboxClient(service.url) as client:
+        scores = CodeReward(runner=client)([good, half, cheat], tests=[tests] * 3)
+    assert scores == [1.0, 2 / 3, 0.0]  # exiting early passes no assert test, prints nothing
+
+
+def test_threaded_programs_fit_the_memory_limit(service):
+    # 16 threads under a 256 MB address-space limit (glibc arenas are capped per worker).
+    code = ("from concurrent.futures import ThreadPoolExecutor\n"
+            "def work(i):\n    return sum(bytearray(200_000)) + i\n"
+            "with ThreadPoolExecutor(16) as ex:\n    print(sum(ex.map(work, range(64))))\n")
+    result = run(service.url, code=code, memory_mb=256)
+    assert (result["status"], result["stdout"]) == ("passed", f"{sum(range(64))}\n"), result

@@ -1,0 +1,183 @@
+"""The sandbox client's retry, error and batching rules, over an injected transport.
+
+The transport is httpx's MockTransport: it stands in for the network so each rule can be
+driven exactly (which response, which failure, how many calls); the client against a real
+server is covered in tests/integration/test_sandbox_server.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from dultra.errors import DultraError
+from dultra.rewards.sandbox_client import (
+    ClientConfig,
+    RunResult,
+    SandboxClient,
+    SandboxRequestError,
+    SandboxUnavailable,
+)
+
+FAST = ClientConfig(retries=2, backoff_s=0.0, batch_size=3, max_concurrency=2)
+
+
+def ok(status: str = "passed", **extra) -> dict:
+    return {"status": status, "passed": 1 if status == "passed" else 0, "total": 1, "stdout": "",
+            "stderr": "", "duration_ms": 1.0, "detail": "", **extra}
+
+
+def client(handler) -> SandboxClient:
+    return SandboxClient("http://sandbox.test", FAST, transport=httpx.MockTransport(handler))
+
+
+def test_run_posts_the_request_and_parses_the_result():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.path, json.loads(request.content)))
+        return httpx.Response(200, json=ok())
+
+    result = client(handler).run("def f(): pass", ["f()"], timeout_s=2)
+    assert result == RunResult.from_json(ok()) and result.ok
+    assert seen == [("/v1/run", {"code": "def f(): pass", "tests": ["f()"], "timeout_s": 2})]
+
+
+def test_retries_server_errors_then_succeeds():
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        return httpx.Response(503 if len(calls) < 3 else 200, json=ok())
+
+    assert client(handler).run("x = 1").ok
+    assert len(calls) == 3
+
+
+def test_gives_up_after_the_retries():
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        raise httpx.ConnectError("connection refused")
+
+    with pytest.raises(SandboxUnavailable, match="failed 3 times"):
+        client(handler).run("x = 1")
+    assert len(calls) == 3
+
+
+def test_client_errors_are_not_retried():
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        return httpx.Response(422, json={"detail": "timeout_s must be between 0.001 and 60"})
+
+    with pytest.raises(SandboxRequestError, match="timeout_s must be between") as info:
+        client(handler).run("x = 1", timeout_s=1e9)
+    assert isinstance(info.value, DultraError)  # the CLI prints it in one line
+    assert len(calls) == 1
+
+
+def test_program_failures_are_results_not_errors():
+    def handler(request):
+        return httpx.Response(200, json=ok("timeout"))
+
+    assert client(handler).run("while True: pass").status == "timeout"
+
+
+def test_sandbox_error_results_are_retried():
+    answers = iter([ok("sandbox_error"), ok()])
+
+    def handler(request):
+        return httpx.Response(200, json=next(answers))
+
+    assert client(handler).run("x = 1").ok
+
+
+def test_batches_are_chunked_in_order_and_only_failed_items_rerun():
+    bodies = []
+    flaky = {"4"}
+
+    def handler(request):
+        body = json.loads(request.content)
+        bodies.append([r["code"] for r in body["requests"]])
+        results = []
+        for r in body["requests"]:
+            if r["code"] in flaky:
+                flaky.discard(r["code"])
+                results.append(ok("sandbox_error"))
+            else:
+                results.append(ok(stdout=r["code"]))
+        return httpx.Response(200, json={"results": results})
+
+    requests = [{"code": str(i)} for i in range(8)]
+    results = client(handler).run_batch(requests)
+    assert [r.stdout for r in results] == [str(i) for i in range(8)]
+    assert sorted(bodies) == [["0", "1", "2"], ["3", "4", "5"], ["4"], ["6", "7"]]
+
+
+def test_concurrency_is_bounded():
+    import threading
+    import time
+
+    lock = threading.Lock()
+    state = {"now": 0, "peak": 0}
+
+    def handler(request):
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        time.sleep(0.02)
+        with lock:
+            state["now"] -= 1
+        n = len(json.loads(request.content)["requests"])
+        return httpx.Response(200, json={"results": [ok()] * n})
+
+    client(handler).run_batch([{"code": "x"}] * 30)  # 10 chunks, at most 2 in flight
+    assert state["peak"] <= FAST.max_concurrency
+
+
+def test_sandbox_url_flag_defaults_to_the_environment(monkeypatch):
+    import argparse
+
+    from dultra.rewards.sandbox_client import add_sandbox_url_argument
+
+    monkeypatch.setenv("DULTRA_SANDBOX_URL", "http://sandbox.example:8080")
+    parser = argparse.ArgumentParser()
+    add_sandbox_url_argument(parser)
+    assert parser.parse_args([]).sandbox_url == "http://sandbox.example:8080"
+    assert parser.parse_args(["--sandbox-url", "http://x:1"]).sandbox_url == "http://x:1"
+
+
+def test_run_tests_is_the_code_rewards_runner():
+    from dultra.data.example import CodeTest
+    from dultra.rewards.runner import CodeRunner
+
+    sent = []
+
+    def handler(request):
+        body = json.loads(request.content)["requests"]
+        sent.extend(body)
+        return httpx.Response(200, json={"results": [ok(), ok("failed")][: len(body)]})
+
+    runner = client(handler)
+    assert isinstance(runner, CodeRunner)
+    tests = [CodeTest("assert", source="assert f() == 1"), CodeTest("io", stdin="2\n", stdout="4\n")]
+    assert runner.run_tests("def f(): return 1", tests) == (1, 2)
+    assert sent == [{"code": "def f(): return 1", "tests": ["assert f() == 1"]},
+                    {"code": "def f(): return 1", "stdin": "2\n", "expected_stdout": "4\n"}]
+
+
+def test_run_tests_raises_the_runners_unavailable_on_sandbox_errors():
+    from dultra.data.example import CodeTest
+    from dultra.rewards.runner import SandboxUnavailable as RunnerUnavailable
+
+    def handler(request):
+        n = len(json.loads(request.content)["requests"])
+        return httpx.Response(200, json={"results": [ok("sandbox_error")] * n})
+
+    with pytest.raises(RunnerUnavailable):
+        client(handler).run_tests("x = 1", [CodeTest("assert", source="assert x == 1")])

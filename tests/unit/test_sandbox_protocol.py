@@ -1,0 +1,64 @@
+"""Request checks shared by the server and the in-process client."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox import STATUSES
+from sandbox.config import SandboxConfig
+from sandbox.protocol import RequestError, normalize, result, total_of
+
+CONFIG = SandboxConfig(max_code_bytes=1000)
+
+
+def test_defaults_are_filled_in():
+    request = normalize({"code": "print(1)"}, CONFIG)
+    assert request == {"code": "print(1)", "tests": None, "stdin": None, "expected_stdout": None,
+                       "timeout_s": CONFIG.default_timeout_s, "memory_mb": CONFIG.default_memory_mb}
+    assert total_of(request) == 0
+    assert total_of(normalize({"code": "", "tests": ["a", "b"]}, CONFIG)) == 2
+    assert total_of(normalize({"code": "", "stdin": "1", "expected_stdout": "1"}, CONFIG)) == 1
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ([], "JSON object"),
+    ({}, "code is required"),
+    ({"code": 1}, "code must be a string"),
+    ({"code": "", "language": "c"}, "language must be 'python'"),
+    ({"code": "", "extra": 1}, "unknown field(s): extra"),
+    ({"code": "", "tests": "assert 1"}, "tests must be a list of strings"),
+    ({"code": "", "tests": [1]}, "tests must be a list of strings"),
+    ({"code": "", "tests": [], "stdin": ""}, "either tests or stdin"),
+    ({"code": "", "timeout_s": 0}, "timeout_s must be between"),
+    ({"code": "", "timeout_s": 1e9}, "timeout_s must be between"),
+    ({"code": "", "timeout_s": True}, "timeout_s must be a number"),
+    ({"code": "", "memory_mb": "512"}, "memory_mb must be a number"),
+    ({"code": "x" * 1001}, "code is larger than 1000 bytes"),
+    ({"code": "", "tests": ["é" * 501]}, "tests is larger than 1000 bytes"),
+])
+def test_bad_requests_name_the_problem(raw, message):
+    with pytest.raises(RequestError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        normalize(raw, CONFIG)
+
+
+def test_statuses_are_a_closed_set():
+    assert len(STATUSES) == 8
+    for status in STATUSES:
+        assert result(status)["status"] == status
+    with pytest.raises(AssertionError):
+        result("crashed")
+
+
+def test_config_reads_environment_overrides():
+    config = SandboxConfig().with_env({"SANDBOX_WORKERS": "3", "SANDBOX_DEFAULT_TIMEOUT_S": "2.5",
+                                       "SANDBOX_ISOLATION": "process"})
+    assert (config.workers, config.default_timeout_s, config.isolation) == (3, 2.5, "process")
+    idle, hard = config.wall_limits(1.0)
+    assert idle == 1.0 * config.wall_factor + 1.0 and hard == 4 * idle
+
+
+@pytest.mark.parametrize("bad", [{"workers": -1}, {"isolation": "chroot"}, {"port": 70000},
+                                 {"default_timeout_s": 100.0}, {"max_output_bytes": 0}])
+def test_config_rejects_nonsense(bad):
+    with pytest.raises(ValueError):
+        SandboxConfig(**bad)

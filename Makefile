@@ -18,7 +18,10 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/dultra demo
 
-test: $(VENV)/.installed
+# The sandbox's integration tests need a Docker engine and the offline image inputs;
+# .ci/docker-setup.sh installs and starts one where none runs (root, Debian).
+test: $(VENV)/.installed sandbox/wheels/.done
+	bash .ci/docker-setup.sh
 	$(VENV)/bin/ruff check --output-format concise dultra sandbox tests benchmarks
 	$(PY) -m pytest -q
 
@@ -26,8 +29,11 @@ test: $(VENV)/.installed
 SANDBOX_IMAGE ?= dultra-sandbox:latest
 SANDBOX_BASE ?= local/debian-python:bookworm
 
-sandbox-wheels: $(VENV)/.installed
+sandbox/wheels/.done: sandbox/requirements.txt $(VENV)/.installed
 	$(PY) -m pip download -q -d sandbox/wheels -r sandbox/requirements.txt pip
+	touch $@
+
+sandbox-wheels: sandbox/wheels/.done
 
 sandbox-image: sandbox-wheels
 	docker build -q --build-arg BASE=$(SANDBOX_BASE) -t $(SANDBOX_IMAGE) sandbox

@@ -134,6 +134,20 @@ class SandboxClient:
         if self._local is not None:
             self._local.close()
 
+    def check_ready(self) -> None:
+        """Raise SandboxUnavailable unless the service answers /readyz (no-op in-process).
+
+        Called before long jobs, so an unreachable sandbox fails at start, not after the
+        first rollout."""
+        if self._http is None:
+            return
+        try:
+            response = self._http.get("/readyz")
+        except httpx.HTTPError as err:
+            raise SandboxUnavailable(f"the sandbox at {self.url} is unreachable: {err}") from None
+        if response.status_code != 200:
+            raise SandboxUnavailable(f"the sandbox at {self.url} is not ready (HTTP {response.status_code})")
+
     def run(self, code: str, tests: list[str] | None = None, *, stdin: str | None = None,
             expected_stdout: str | None = None, timeout_s: float | None = None,
             memory_mb: int | None = None) -> RunResult:

@@ -73,7 +73,7 @@ class TrainConfig:
     onpolicy_tolerance: float = doc(1e-3, "largest |replayed - recorded| step log-prob on the first update")
     rewards: RewardConfig = doc(factory=RewardConfig, help="reward weights per task kind")
     teacher: str | None = doc(None, "autoregressive teacher (HF id or directory) for the distill reward")
-    sandbox_url: str | None = doc(None, "sandbox service URL for code rewards")
+    sandbox_url: str | None = doc(None, "sandbox service URL for code rewards (none: in-process workers)")
     optim: OptimConfig = doc(factory=lambda: OptimConfig(lr=5e-6, weight_decay=0.1), help="optimizer settings")
     seed: int = doc(0, "seed of the data order and the rollouts")
     save_every: int = doc(50, "checkpoint every N steps (0: only the final model)")
@@ -117,11 +117,17 @@ class GRPOTrainer:
                             device=self.acc.device)
 
     def _code_runner(self):
-        if self.cfg.sandbox_url is None:
+        """A sandbox client when the training set has code tasks (in-process without a URL)."""
+        if not any(ex.kind == "code" for ex in self.stream.examples):
             return None
-        from dultra.rewards.sandbox_client import SandboxClient
+        from dultra.rewards.sandbox_client import SandboxClient, SandboxUnavailable
 
-        return SandboxClient(self.cfg.sandbox_url)
+        client = SandboxClient(self.cfg.sandbox_url)
+        try:
+            client.check_ready()
+        except SandboxUnavailable as err:
+            raise ConfigError(f"{err} (set --sandbox-url to a running `dultra sandbox serve`)") from None
+        return client
 
     # ------------------------------------------------------------------------------- loop
     def train(self) -> Path:

@@ -158,3 +158,14 @@ def test_warmstart_loss_is_balanced_bce_against_the_factor_rule():
     want = -(pw * y * F.logsigmoid(z) + (1 - y) * F.logsigmoid(-z)).mean()
     assert torch.allclose(loss, want, atol=1e-5)
     assert 0 < metrics["warmstart/label_rate"] <= 1
+
+
+def test_an_unreachable_sandbox_fails_before_training(checkpoint, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = _grpo(checkpoint, tmp_path, tasks="synthetic-code", sandbox_url=f"http://127.0.0.1:{port}")
+    with pytest.raises(ConfigError, match="unreachable"):
+        GRPOTrainer(cfg)

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # The CPU wheel of torch is installed first so pip never pulls a multi-GB CUDA build here.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test lint install clean sandbox-wheels sandbox-image
+.PHONY: demo test lint install clean sandbox-wheels sandbox-image trainer-image
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,14 +15,20 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The whole pipeline on the tiny default with kfp.local, publishing to a loopback S3 server.
 demo: $(VENV)/.installed
-	$(VENV)/bin/dultra demo
+	$(PY) -m pipelines.demo
+
+# The image every pipeline step runs in (`DULTRA_TRAINER_IMAGE` when compiling the pipeline).
+TRAINER_IMAGE ?= ghcr.io/dultra/dultra-trainer:0.1.0
+trainer-image:
+	docker build -f docker/Dockerfile --build-arg GIT_COMMIT=$$(git rev-parse HEAD) -t $(TRAINER_IMAGE) .
 
 # The sandbox's integration tests need a Docker engine and the offline image inputs;
 # .ci/docker-setup.sh installs and starts one where none runs (root, Debian).
 test: $(VENV)/.installed sandbox/wheels/.done
 	bash .ci/docker-setup.sh
-	$(VENV)/bin/ruff check --output-format concise dultra sandbox tests benchmarks
+	$(VENV)/bin/ruff check --output-format concise dultra sandbox components pipelines tests benchmarks
 	$(PY) -m pytest -q
 
 # The sandbox image, built offline: wheels from PyPI on the host, base from `.ci/docker-setup.sh`.

@@ -1,7 +1,7 @@
 """The `dultra` command.
 
     dultra generate --model tiny --prompt "Compute 12 + 7." --strategy planner --json
-    dultra demo
+    dultra compare
 
 Each subcommand lives in its own module under `dultra/commands/` and registers itself
 through `register(subparsers)`. User mistakes (bad paths, bad settings) end with a one-line
@@ -21,7 +21,7 @@ from dultra.errors import DultraError
 # Subcommand modules, in the order `dultra --help` lists them.
 COMMANDS = (
     "dultra.commands.generate",
-    "dultra.commands.demo",
+    "dultra.commands.compare",
     "dultra.commands.training",
     "dultra.commands.publish",
     "dultra.commands.sandbox",

@@ -127,9 +127,11 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
 
 
 def load_config(
-    cls: type, path: str | Path | None = None, section: str | None = None, flags: argparse.Namespace | None = None
+    cls: type, path: str | Path | None = None, section: str | None = None, flags: argparse.Namespace | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> Any:
-    """Build `cls` from a YAML file (optionally one top-level `section` of it), then flags."""
+    """Build `cls` from a YAML file (optionally one top-level `section` of it), then flags,
+    then `overrides` ({"optim.lr": 1e-4, ...}, dotted names like the flags)."""
     values: dict[str, Any] = {}
     where = cls.__name__
     if path is not None:
@@ -149,7 +151,19 @@ def load_config(
     for key, value in vars(flags or argparse.Namespace()).items():
         if key.startswith("cfg:") and value is not None:
             _set_dotted(values, key[4:], value)
+    for key, value in (overrides or {}).items():
+        _set_dotted(values, key, value)
     return _build(cls, values, where)
+
+
+def to_flags(overrides: dict[str, Any]) -> list[str]:
+    """{"optim.lr": 1e-4, "resume": True} -> ["--optim.lr", "0.0001", "--resume", "true"]."""
+    out = []
+    for key, value in overrides.items():
+        text = ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value).lower() \
+            if isinstance(value, bool) else str(value)
+        out += [f"--{key.replace('_', '-')}", text]
+    return out
 
 
 def config_dict(config: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from dultra.configio import add_config_flags, config_dict, doc, load_config
+from dultra.configio import add_config_flags, config_dict, doc, load_config, to_flags
 from dultra.errors import ConfigError
 
 
@@ -68,3 +68,13 @@ def test_help_documents_every_field():
     for flag, words in [("--steps", "optimizer steps"), ("--name", "optional name"), ("--flag", "a switch"),
                         ("--inner.weight", "a weight")]:
         assert flag in text and words in text
+
+
+def test_overrides_and_their_flag_form(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {steps: 5}\n")
+    cfg = load_config(Outer, path, section="train", overrides={"inner.weight": 4.0, "flag": True})
+    assert cfg == Outer(steps=5, flag=True, inner=Inner(4.0))
+    parser, _ = _parse([])
+    args = parser.parse_args(to_flags({"inner.weight": 4.0, "flag": True, "name": "x"}))
+    assert load_config(Outer, flags=args) == Outer(name="x", flag=True, inner=Inner(4.0))

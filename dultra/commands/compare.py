@@ -1,7 +1,7 @@
-"""`dultra demo` (what `make demo` runs): decode one prompt with the tiny default under
-every strategy and print the completion, NFE and TPF of each.
+"""`dultra compare`: decode one prompt under every strategy and print the completion, NFE
+and TPF of each (a quick look at a checkpoint; `make demo` runs the whole pipeline).
 
-    dultra demo [--prompt TEXT --gen-length 64 --block-length 16]
+    dultra compare [--model tiny|PATH --prompt TEXT --gen-length 64 --block-length 16]
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ from dultra.decoding import DecodeConfig, generate, parse_strategy
 from dultra.model.loading import load
 from dultra.model.tokenizer import encode_prompts
 
-DEMO_STRATEGIES = (
+STRATEGIES = (
     "planner:factor=1.0", "planner:factor=2.0", "planner-sample", "threshold:tau=0.9",
     "threshold:tau=0.5", "factor:factor=1.0", "low-confidence:steps={gen}", "entropy:gamma=0.1",
 )
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="run the embedded default on this machine", description=__doc__,
+    p = subparsers.add_parser("compare", help="decode one prompt under every strategy", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny", help="`tiny` or a checkpoint directory")
     p.add_argument("--prompt", default="Compute 12 + 7 - 3.", help="the user message")
     p.add_argument("--gen-length", type=int, default=64, help="completion length (default 64)")
     p.add_argument("--block-length", type=int, default=16, help="block size (default 16)")
@@ -29,13 +30,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, tokenizer = load("tiny")
+    model, tokenizer = load(args.model)
     ids, mask = encode_prompts(tokenizer, [args.prompt])
     config = DecodeConfig(gen_length=args.gen_length, block_length=args.block_length, seed=0)
-    print(f"tiny default ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters), "
+    print(f"{args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters), "
           f"prompt {args.prompt!r}, gen {args.gen_length}, block {args.block_length}\n")
     print(f"{'strategy':<26}{'NFE':>5}{'TPF':>7}{'ms':>8}  completion")
-    for spec in DEMO_STRATEGIES:
+    for spec in STRATEGIES:
         strategy = parse_strategy(spec.format(gen=args.gen_length))
         start = time.perf_counter()
         out = generate(model, ids, mask, strategy, config)

@@ -1,0 +1,136 @@
+"""Kubeflow components of the dUltra pipeline: thin wrappers over `components.steps`.
+
+    from components.dultra_components import prepare_data, pretrain_base, ...   # used by pipelines/
+
+Each runs in the trainer image (`docker/Dockerfile`, name from $DULTRA_TRAINER_IMAGE at
+compile time). Models pass between steps as Model artifacts that point at checkpoints on
+the workspace volume (`components.steps.write_reference`), so multi-GB weights are
+written once. Cluster settings (resources, GPUs, the workspace volume, the S3 Secret,
+retries) are applied where the pipeline uses the components (pipelines/dultra_pipeline.py).
+"""
+
+# No `from __future__ import annotations`: kfp reads the real annotation objects.
+
+import os
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+
+TRAINER_IMAGE = os.environ.get("DULTRA_TRAINER_IMAGE", "ghcr.io/dultra/dultra-trainer:0.1.0")
+
+
+def component(fn):
+    """A lightweight component on the trainer image (which already holds dultra and kfp)."""
+    return dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)(fn)
+
+
+@component
+def prepare_data(task: str, train_size: int, eval_size: int, data_path: str,
+                 train: Output[Dataset], test: Output[Dataset]):
+    """Training and held-out examples of `task` as JSONL (data_path: local files instead of the Hub)."""
+    from components.steps import prepare_data as run
+
+    sizes = run(task, train_size, eval_size, data_path, train.path, test.path)
+    train.metadata.update(task=task, examples=sizes["train"])
+    test.metadata.update(task=task, examples=sizes["test"])
+
+
+@component
+def pretrain_base(base_model: str, config: str, train: Input[Dataset], steps: int, gen_length: int,
+                  workspace: str, run_id: str, model: Output[Model]):
+    """The base model: `tiny` is pretrained here (masked diffusion, CPU-sized); any other
+    base_model is a checkpoint directory this step only points at."""
+    from components.steps import run_stage, workdir, write_reference
+
+    if base_model != "tiny":
+        write_reference(model.path, base_model)
+        model.metadata.update(stage="import", base_model=base_model)
+        return
+    overrides = {"data": train.path, **({"steps": steps} if steps > 0 else {}),
+                 **({"gen_length": gen_length} if gen_length > 0 else {})}
+    write_reference(model.path, run_stage("pretrain", config, overrides, workdir(workspace, run_id)))
+    model.metadata.update(stage="pretrain", base_model="tiny")
+
+
+@component
+def warmstart_planner(config: str, base: Input[Model], train: Input[Dataset], steps: int, gen_length: int,
+                      block_length: int, gpus_per_node: int, workspace: str, run_id: str, model: Output[Model]):
+    """Planner warm start: the head imitates the Fast-dLLM factor rule (base frozen)."""
+    from components.steps import Launcher, checkpoint_dir, run_stage, workdir, write_reference
+
+    overrides = {"model": checkpoint_dir(base.path), "data": train.path,
+                 **({"steps": steps} if steps > 0 else {}), **({"gen_length": gen_length} if gen_length > 0 else {}),
+                 **({"block_length": block_length} if block_length > 0 else {})}
+    work = workdir(workspace, run_id)
+    write_reference(model.path, run_stage("warmstart", config, overrides, work, Launcher(gpus_per_node=gpus_per_node)))
+    model.metadata.update(stage="warmstart")
+
+
+@component
+def train_grpo(config: str, planner: Input[Model], train: Input[Dataset], task: str, steps: int,
+               group_size: int, gen_length: int, block_length: int, learning_rate: float,
+               reward_correct: float, reward_format: float, reward_distill: float, reward_steps: float,
+               teacher: str, sandbox_url: str, nodes: int, gpus_per_node: int, workspace: str, run_id: str,
+               trainjob_image: str, model: Output[Model], metrics: Output[Metrics]):
+    """GRPO of model and planner; resumes from its last checkpoint when the step is retried."""
+    import json
+    from pathlib import Path
+
+    from components.steps import Launcher, checkpoint_dir, run_stage, workdir, write_reference
+    from dultra.data import task_kind
+
+    kind = task_kind(task)
+    overrides = {"model": checkpoint_dir(planner.path), "data": train.path}
+    for key, value in (("steps", steps), ("group_size", group_size), ("gen_length", gen_length),
+                       ("block_length", block_length), ("optim.lr", learning_rate)):
+        if value > 0:
+            overrides[key] = value
+    for name, value in (("correct", reward_correct), ("format", reward_format),
+                        ("distill", reward_distill), ("steps", reward_steps)):
+        if value >= 0:  # negative: keep the config's weight
+            overrides[f"rewards.{kind}.{name}"] = value
+    if teacher:
+        overrides["teacher"] = teacher
+    if sandbox_url:
+        overrides["sandbox_url"] = sandbox_url
+    work = workdir(workspace, run_id)
+    launcher = Launcher(nodes=nodes, gpus_per_node=gpus_per_node,
+                        trainjob={"image": trainjob_image, "run_id": run_id} if nodes > 1 else None)
+    write_reference(model.path, run_stage("train", config, overrides, work, launcher))
+    rows = [json.loads(line) for line in (Path(work) / "train" / "metrics.jsonl").read_text().splitlines()]
+    for key in ("reward/total", "accuracy", "nfe", "tpf"):
+        if rows and rows[-1].get(key) is not None:
+            metrics.log_metric(f"last_step/{key}", float(rows[-1][key]))
+    model.metadata.update(stage="grpo", steps=len(rows))
+
+
+@component
+def evaluate(config: str, model: Input[Model], test: Input[Dataset], strategies: str, gen_length: int,
+             block_length: int, sandbox_url: str, metrics: Output[Metrics], report: Output[HTML]) -> str:
+    """Accuracy / NFE / TPF of each strategy on the held-out set; returns the rows as JSON."""
+    import json
+
+    from components.steps import checkpoint_dir, decode_lengths, report_html
+    from components.steps import evaluate as run_eval
+
+    gen, block = decode_lengths(config, gen_length, block_length)  # 0: as GRPO trained
+    rows = run_eval(checkpoint_dir(model.path), test.path, strategies, gen, block, 32, sandbox_url)
+    for row in rows:
+        for key in ("accuracy", "nfe", "tpf"):
+            metrics.log_metric(f"{row['strategy']}/{key}", float(row[key]))
+    with open(report.path, "w") as f:
+        f.write(report_html(rows, "dUltra evaluation"))
+    return json.dumps(rows)
+
+
+@component
+def publish_checkpoint(model: Input[Model], evaluation: str, destination: str, endpoint_url: str,
+                       base_model: str, task: str) -> str:
+    """Upload the trained checkpoint to S3 (immutable run prefix, manifest, `latest`); returns its URI."""
+    import json
+
+    from components.steps import checkpoint_dir, publish
+
+    rows = json.loads(evaluation)
+    metrics = {row["strategy"]: {k: row[k] for k in ("accuracy", "nfe", "tpf")} for row in rows}
+    return publish(checkpoint_dir(model.path), destination, endpoint_url, metrics, base_model, {"task": task})

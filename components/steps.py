@@ -1,0 +1,174 @@
+"""What each pipeline step does, as plain functions (the Kubeflow components in
+`components/dultra_components.py` only unpack artifacts and call these).
+
+    prepare_data("synthetic-math", 20000, 300, "", "train.jsonl", "test.jsonl")
+    run_stage("train", "configs/tiny.yaml", {"steps": 10}, workdir, final_dir, launcher=Launcher())
+
+Training stages write their checkpoints to a work directory that survives retries (the
+workspace volume in a cluster) and always resume, so a retried step continues from its
+last checkpoint instead of starting over.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STAGES = {
+    "pretrain": ("dultra.rl.pretrain", "PretrainConfig", "pretrain"),
+    "warmstart": ("dultra.rl.warmstart", "WarmstartConfig", "warmstart"),
+    "train": ("dultra.rl.trainer", "TrainConfig", "train"),
+}
+
+
+def resolve_config(path: str) -> Path:
+    """A config path as given, or relative to the source checkout (the image's /app)."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    import dultra
+
+    in_checkout = Path(dultra.__file__).resolve().parents[1] / path
+    if in_checkout.is_file():
+        return in_checkout
+    raise FileNotFoundError(f"config file {path} not found (cwd {Path.cwd()}, checkout {in_checkout.parent})")
+
+
+def prepare_data(task: str, train_size: int, eval_size: int, data_path: str, train_out: str, test_out: str) -> dict:
+    """Training and held-out examples of a task as JSONL artifacts; returns their sizes."""
+    from dultra.data import load_task, write_examples
+
+    train = load_task(task, "train", path=data_path or None, limit=train_size or None)
+    test = load_task(task, "test", path=data_path or None, limit=eval_size or None)
+    write_examples(train, train_out)
+    write_examples(test, test_out)
+    return {"train": len(train), "test": len(test)}
+
+
+@dataclass
+class Launcher:
+    """How the GRPO stage runs: in this process, `accelerate launch` on this node's GPUs,
+    or a Kubeflow TrainJob across `nodes` nodes (see components/trainjob.py)."""
+
+    nodes: int = 1  # machines; > 1 launches a TrainJob
+    gpus_per_node: int = 0  # GPUs per machine; > 1 runs one process per GPU
+    trainjob: dict | None = None  # TrainJob settings (image, namespace, name, pvc...) when nodes > 1
+
+
+REFERENCE = "checkpoint.json"
+
+
+def workdir(workspace: str, run_id: str) -> str:
+    """Where a run's stages keep their checkpoints: the same across retries of a step."""
+    return str(Path(workspace) / "runs" / run_id)
+
+
+def write_reference(artifact_dir: str, checkpoint: str | Path) -> None:
+    """Make a Model artifact point at a checkpoint on the workspace volume.
+
+    Checkpoints of 8B models are tens of GB: they stay on the workspace volume, and the
+    artifact (what the Kubeflow UI lists and lineage tracks) holds their location.
+    """
+    Path(artifact_dir).mkdir(parents=True, exist_ok=True)
+    (Path(artifact_dir) / REFERENCE).write_text(json.dumps({"path": str(Path(checkpoint).resolve())}))
+
+
+def checkpoint_dir(artifact_dir: str) -> str:
+    """The checkpoint a Model artifact holds or points at."""
+    ref = Path(artifact_dir) / REFERENCE
+    return json.loads(ref.read_text())["path"] if ref.exists() else artifact_dir
+
+
+def run_stage(stage: str, config: str, overrides: dict[str, Any], workdir: str,
+              launcher: Launcher | None = None) -> Path:
+    """Run a training stage with `config`'s section + overrides; returns its final checkpoint."""
+    import importlib
+
+    from dultra.configio import load_config, to_flags
+
+    module, cls, entry = STAGES[stage]
+    settings = {**overrides, "output_dir": str(Path(workdir) / stage), "resume": True}
+    config_path = resolve_config(config)
+    launcher = launcher or Launcher()
+    if launcher.nodes > 1:
+        from components.trainjob import TrainJobSpec, run_trainjob
+
+        run_trainjob(TrainJobSpec(nodes=launcher.nodes, gpus_per_node=launcher.gpus_per_node,
+                                  args=[stage, "--config", str(config_path), *to_flags(settings)],
+                                  **(launcher.trainjob or {})))
+    elif launcher.gpus_per_node > 1:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--mixed_precision", "bf16",
+               "--num_processes", str(launcher.gpus_per_node), "-m", "dultra.cli", stage,
+               "--config", str(config_path), *to_flags(settings)]
+        subprocess.run(cmd, check=True)
+    else:
+        mod = importlib.import_module(module)
+        getattr(mod, entry)(load_config(getattr(mod, cls), config_path, section=stage, overrides=settings))
+    return Path(workdir) / stage / "final"
+
+
+def decode_lengths(config: str, gen_length: int, block_length: int) -> tuple[int, int]:
+    """gen/block length for evaluation: the given ones, else those GRPO trained with."""
+    from dultra.configio import load_config
+    from dultra.rl.trainer import TrainConfig
+
+    trained = load_config(TrainConfig, resolve_config(config), section="train")
+    return gen_length or trained.gen_length, block_length or trained.block_length
+
+
+def evaluate(model_dir: str, test_path: str, strategies: str, gen_length: int, block_length: int,
+             batch_size: int, sandbox_url: str, limit: int = 0) -> list[dict]:
+    """Accuracy, mean NFE and TPF of every `;`-separated strategy spec on the held-out set."""
+    import torch
+
+    from dultra.data import read_examples
+    from dultra.decoding import DecodeConfig, parse_strategy
+    from dultra.eval import evaluate as run_eval
+    from dultra.model.loading import load, stop_token_ids
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer = load(model_dir, dtype=torch.bfloat16 if device == "cuda" else None, device=device)
+    examples = read_examples(test_path)[: limit or None]
+    runner = None
+    if any(ex.kind == "code" for ex in examples):
+        from dultra.rewards.sandbox_client import SandboxClient
+
+        runner = SandboxClient(sandbox_url or None)
+    decode = DecodeConfig(gen_length=gen_length, block_length=block_length,
+                          eos_ids=stop_token_ids(model_dir, tokenizer, model.config))
+    rows = []
+    for spec in filter(None, (s.strip() for s in strategies.split(";"))):
+        result = run_eval(model, tokenizer, examples, parse_strategy(spec), decode, batch_size, runner)
+        rows.append({"strategy": result.strategy, "accuracy": result.accuracy, "nfe": result.mean_nfe,
+                     "tpf": result.mean_tpf, "samples": len(examples)})
+    return rows
+
+
+def report_html(rows: list[dict], title: str) -> str:
+    """A small self-contained HTML table of evaluation rows (shown in the Kubeflow UI)."""
+    head = "".join(f"<th>{h}</th>" for h in ("strategy", "accuracy", "mean NFE", "TPF", "samples"))
+    body = "".join(
+        f"<tr><td>{html.escape(r['strategy'])}</td><td>{r['accuracy']:.3f}</td><td>{r['nfe']:.1f}</td>"
+        f"<td>{r['tpf']:.2f}</td><td>{r['samples']}</td></tr>" for r in rows
+    )
+    return (f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
+            f"<h2>{html.escape(title)}</h2><table border='1' cellpadding='4'><tr>{head}</tr>{body}</table>"
+            f"<pre>{html.escape(json.dumps(rows, indent=1))}</pre></body></html>")
+
+
+def publish(model_dir: str, destination: str, endpoint_url: str, metrics: dict, base_model: str,
+            config: dict | None = None) -> str:
+    """Publish the checkpoint to S3 (manifest + `latest` pointer); returns the run URI."""
+    from dultra.storage import S3Options
+    from dultra.storage import publish as s3_publish
+
+    result = s3_publish(model_dir, destination, metrics=metrics, base_model=base_model, config=config,
+                        git_commit=os.environ.get("DULTRA_GIT_COMMIT"),  # baked into the trainer image
+                        options=S3Options(endpoint_url=endpoint_url or None))
+    return result.run_uri

@@ -1,0 +1,141 @@
+"""The dUltra training pipeline: data -> (tiny base) -> planner warm start -> GRPO -> eval -> S3.
+
+    python -m pipelines.dultra_pipeline          # recompile pipelines/dultra_pipeline.yaml
+    DULTRA_TRAINER_IMAGE=registry/dultra-trainer:TAG python -m pipelines.dultra_pipeline
+
+Upload the compiled YAML in the Kubeflow Pipelines UI (README, "Deploy on Kubeflow"); the
+parameters below appear there with their defaults and descriptions. `python -m
+pipelines.demo` runs the same pipeline locally with kfp.local (what `make demo` does).
+"""
+
+# No `from __future__ import annotations`: kfp reads the real annotation objects.
+
+import sys
+from pathlib import Path
+
+from kfp import compiler, dsl, kubernetes
+
+from components.dultra_components import (
+    evaluate,
+    prepare_data,
+    pretrain_base,
+    publish_checkpoint,
+    train_grpo,
+    warmstart_planner,
+)
+
+COMPILED = Path(__file__).with_name("dultra_pipeline.yaml")
+WORKSPACE_PVC = "dultra-workspace"  # manifests/base: checkpoints, Hugging Face cache
+WORKSPACE_MOUNT = "/workspace"
+S3_SECRET = "dultra-s3"  # manifests/base: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+SANDBOX_CLIENT_LABEL = ("dultra.dev/sandbox-client", "true")  # admitted by the sandbox NetworkPolicy
+
+
+def _on_cluster(task: dsl.PipelineTask, cpu: str, memory: str, gpus=None, sandbox: bool = False) -> dsl.PipelineTask:
+    """Resources, the workspace volume and caches; kfp.local ignores all of it."""
+    task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(False)
+    if gpus is not None:
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+    kubernetes.mount_pvc(task, pvc_name=WORKSPACE_PVC, mount_path=WORKSPACE_MOUNT)
+    task.set_env_variable("HF_HOME", f"{WORKSPACE_MOUNT}/hf-cache")
+    if sandbox:
+        kubernetes.add_pod_label(task, *SANDBOX_CLIENT_LABEL)
+    return task
+
+
+@dsl.pipeline(name="dultra", description="Train a dUltra unmasking planner with GRPO, evaluate it, publish to S3.")
+def dultra_pipeline(
+    base_model: str = "tiny",
+    task: str = "synthetic-math",
+    config: str = "configs/tiny.yaml",
+    data_path: str = "",
+    train_size: int = 0,
+    eval_size: int = 300,
+    pretrain_steps: int = 0,
+    warmstart_steps: int = 0,
+    grpo_steps: int = 0,
+    group_size: int = 0,
+    gen_length: int = 0,
+    block_length: int = 0,
+    learning_rate: float = 0.0,
+    reward_correct: float = -1.0,
+    reward_format: float = -1.0,
+    reward_distill: float = -1.0,
+    reward_steps: float = -1.0,
+    teacher: str = "",
+    sandbox_url: str = "",
+    nodes: int = 1,
+    gpus_per_node: int = 0,
+    eval_strategies: str = "threshold:tau=0.9;threshold:tau=0.7;planner:factor=1.0;planner:factor=1.5",
+    s3_destination: str = "s3://dultra-checkpoints/tiny",
+    s3_endpoint_url: str = "",
+    workspace: str = WORKSPACE_MOUNT,
+    trainer_image: str = "ghcr.io/dultra/dultra-trainer:0.1.0",
+):
+    """dUltra training pipeline.
+
+    Args:
+        base_model: `tiny` trains the embedded default from scratch; otherwise a base checkpoint directory on the workspace volume (an official LLaDA or dUltra checkpoint).
+        task: training and evaluation task: synthetic-math, synthetic-code, gsm8k, math500, humaneval, mbpp or apps.
+        config: training config file in the trainer image (configs/tiny.yaml, configs/llada-8b-math.yaml, configs/llada-8b-code.yaml).
+        data_path: local dataset files instead of the Hugging Face Hub (empty: the Hub).
+        train_size: training examples (0: the whole split; synthetic tasks: the generator's default).
+        eval_size: held-out examples evaluated.
+        pretrain_steps: tiny-base pretraining steps (0: the config's).
+        warmstart_steps: planner warm-start steps (0: the config's).
+        grpo_steps: GRPO updates (0: the config's).
+        group_size: completions per prompt (0: the config's).
+        gen_length: completion length (0: the config's).
+        block_length: semi-autoregressive block length (0: the config's).
+        learning_rate: GRPO learning rate (0: the config's).
+        reward_correct: weight of the correctness reward (negative: the config's).
+        reward_format: weight of the format reward (negative: the config's).
+        reward_distill: weight of the teacher-distillation reward (negative: the config's).
+        reward_steps: weight of the step-count penalty (negative: the config's).
+        teacher: autoregressive teacher for the distillation reward, a directory on the workspace volume or a Hub id (empty: the config's).
+        sandbox_url: sandbox service for code rewards and evaluation, e.g. http://dultra-sandbox.dultra-sandbox.svc:8080.
+        nodes: machines for GRPO; more than 1 launches a Kubeflow Trainer TrainJob.
+        gpus_per_node: GPUs per machine (0: CPU).
+        eval_strategies: semicolon-separated decoding strategies to evaluate, e.g. planner:factor=1.0;threshold:tau=0.9.
+        s3_destination: where checkpoints are published (s3://bucket/prefix; runs/<id>/ and a latest pointer go under it).
+        s3_endpoint_url: S3-compatible endpoint (empty: AWS, or AWS_ENDPOINT_URL).
+        workspace: checkpoint directory; in a cluster the mount path of the workspace volume.
+        trainer_image: image of the TrainJob's nodes when nodes > 1.
+    """
+    run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+    data = _on_cluster(prepare_data(task=task, train_size=train_size, eval_size=eval_size, data_path=data_path),
+                       "2", "8Gi")
+    train_set, test_set = data.outputs["train"], data.outputs["test"]
+    base = _on_cluster(pretrain_base(base_model=base_model, config=config, train=train_set, steps=pretrain_steps,
+                                     gen_length=gen_length, workspace=workspace, run_id=run_id), "4", "16Gi")
+    warm = _on_cluster(warmstart_planner(config=config, base=base.outputs["model"], train=train_set, steps=warmstart_steps,
+                                         gen_length=gen_length, block_length=block_length,
+                                         gpus_per_node=gpus_per_node, workspace=workspace, run_id=run_id),
+                       "4", "32Gi", gpus_per_node)
+    grpo = train_grpo(
+        config=config, planner=warm.outputs["model"], train=train_set, task=task, steps=grpo_steps,
+        group_size=group_size, gen_length=gen_length, block_length=block_length, learning_rate=learning_rate,
+        reward_correct=reward_correct, reward_format=reward_format, reward_distill=reward_distill,
+        reward_steps=reward_steps, teacher=teacher, sandbox_url=sandbox_url, nodes=nodes,
+        gpus_per_node=gpus_per_node, workspace=workspace, run_id=run_id, trainjob_image=trainer_image,
+    )
+    _on_cluster(grpo, "8", "64Gi", gpus_per_node, sandbox=True)
+    # A retried GRPO step resumes from its last checkpoint on the workspace volume.
+    grpo.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="1800s")
+    report = _on_cluster(evaluate(config=config, model=grpo.outputs["model"], test=test_set, strategies=eval_strategies,
+                                  gen_length=gen_length, block_length=block_length, sandbox_url=sandbox_url),
+                         "4", "32Gi", gpus_per_node, sandbox=True)
+    publish = _on_cluster(publish_checkpoint(model=grpo.outputs["model"], evaluation=report.outputs["Output"],
+                                             destination=s3_destination, endpoint_url=s3_endpoint_url,
+                                             base_model=base_model, task=task), "2", "8Gi")
+    kubernetes.use_secret_as_env(publish, secret_name=S3_SECRET, secret_key_to_env={
+        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
+
+
+def compile_pipeline(path: Path = COMPILED) -> Path:
+    compiler.Compiler().compile(dultra_pipeline, str(path))
+    return path
+
+
+if __name__ == "__main__":
+    print(compile_pipeline(Path(sys.argv[1]) if len(sys.argv) > 1 else COMPILED))

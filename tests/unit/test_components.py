@@ -1,0 +1,50 @@
+"""The plain step functions behind the Kubeflow components."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.steps import (
+    checkpoint_dir,
+    decode_lengths,
+    prepare_data,
+    report_html,
+    resolve_config,
+    workdir,
+    write_reference,
+)
+from dultra.data import read_examples
+
+
+def test_prepare_data_writes_disjoint_splits(tmp_path):
+    sizes = prepare_data("synthetic-math", 50, 10, "", str(tmp_path / "train.jsonl"), str(tmp_path / "test.jsonl"))
+    train, test = read_examples(tmp_path / "train.jsonl"), read_examples(tmp_path / "test.jsonl")
+    assert sizes == {"train": 50, "test": 10} and len(train) == 50 and len(test) == 10
+    assert not {e.prompt for e in train} & {e.prompt for e in test}
+
+
+def test_gsm8k_from_the_shared_copy(tmp_path):
+    data = str(__import__("pathlib").Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gsm8k")
+    prepare_data("gsm8k", 20, 5, data, str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"))
+    assert read_examples(tmp_path / "b.jsonl")[0].answer == "18"
+
+
+def test_model_artifacts_point_at_workspace_checkpoints(tmp_path):
+    write_reference(str(tmp_path / "artifact"), tmp_path / "ckpt")
+    assert checkpoint_dir(str(tmp_path / "artifact")) == str((tmp_path / "ckpt").resolve())
+    assert checkpoint_dir(str(tmp_path / "plain")) == str(tmp_path / "plain")
+    assert workdir("/workspace", "abc") == "/workspace/runs/abc"
+
+
+def test_config_paths_resolve_from_the_checkout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_config("configs/tiny.yaml").is_file()
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        resolve_config("configs/nope.yaml")
+    gen, block = decode_lengths("configs/tiny.yaml", 0, 0)
+    assert gen % block == 0 and decode_lengths("configs/tiny.yaml", 32, 8) == (32, 8)
+
+
+def test_report_is_escaped_html():
+    page = report_html([{"strategy": "threshold:tau=0.9<x>", "accuracy": 0.5, "nfe": 10.0, "tpf": 2.0, "samples": 4}], "t")
+    assert "threshold:tau=0.9&lt;x&gt;" in page and "<table" in page and "0.500" in page

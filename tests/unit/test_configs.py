@@ -1,0 +1,34 @@
+"""Every shipped config file parses into its stage's typed config (unknown keys would fail)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dultra.configio import load_config
+from dultra.rl.pretrain import PretrainConfig
+from dultra.rl.trainer import TrainConfig
+from dultra.rl.warmstart import WarmstartConfig
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+STAGES = {"pretrain": PretrainConfig, "warmstart": WarmstartConfig, "train": TrainConfig}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_sections_load(path):
+    sections = yaml.safe_load(path.read_text())
+    assert sections and set(sections) <= set(STAGES)
+    for name in sections:
+        config = load_config(STAGES[name], path, section=name)
+        if hasattr(config, "validate"):
+            config.validate()
+        if name == "train":
+            assert config.gen_length % config.block_length == 0
+
+
+def test_tiny_stages_chain():
+    path = next(p for p in CONFIGS if p.name == "tiny.yaml")
+    pre, warm, train = (load_config(STAGES[s], path, section=s) for s in ("pretrain", "warmstart", "train"))
+    assert warm.model == f"{pre.output_dir}/final" and train.model == f"{warm.output_dir}/final"

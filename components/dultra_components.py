@@ -105,22 +105,29 @@ def train_grpo(config: str, planner: Input[Model], train: Input[Dataset], task: 
 
 
 @component
-def evaluate(config: str, model: Input[Model], test: Input[Dataset], strategies: str, gen_length: int,
-             block_length: int, sandbox_url: str, metrics: Output[Metrics], report: Output[HTML]) -> str:
-    """Accuracy / NFE / TPF of each strategy on the held-out set; returns the rows as JSON."""
+def evaluate(config: str, model: Input[Model], test: Input[Dataset], task: str, strategies: str, gen_length: int,
+             block_length: int, sandbox_url: str, workspace: str, run_id: str, metrics: Output[Metrics],
+             report: Output[HTML], samples: Output[Dataset]) -> str:
+    """Accuracy / NFE / TPF / AUP of each strategy on the held-out set, the Pareto report, and
+    every sample's record; returns the summary rows as JSON."""
     import json
+    import shutil
+    from pathlib import Path
 
-    from components.steps import checkpoint_dir, decode_lengths, report_html
+    from components.steps import checkpoint_dir, decode_lengths, workdir
     from components.steps import evaluate as run_eval
 
     gen, block = decode_lengths(config, gen_length, block_length)  # 0: as GRPO trained
-    rows = run_eval(checkpoint_dir(model.path), test.path, strategies, gen, block, 32, sandbox_url)
-    for row in rows:
-        for key in ("accuracy", "nfe", "tpf"):
+    out = Path(workdir(workspace, run_id)) / "eval"
+    result = run_eval(checkpoint_dir(model.path), test.path, task, strategies, gen, block, sandbox_url, str(out))
+    for row in result["rows"]:
+        for key in ("accuracy", "nfe", "tpf", "tokens_per_s"):
             metrics.log_metric(f"{row['strategy']}/{key}", float(row[key]))
-    with open(report.path, "w") as f:
-        f.write(report_html(rows, "dUltra evaluation"))
-    return json.dumps(rows)
+    for method, value in result["methods"].items():
+        metrics.log_metric(f"{method}/aup", float(value["aup"]))
+    shutil.copyfile(out / "report.html", report.path)
+    shutil.copyfile(out / "samples.jsonl", samples.path)
+    return json.dumps(result["rows"])
 
 
 @component
@@ -132,5 +139,5 @@ def publish_checkpoint(model: Input[Model], evaluation: str, destination: str, e
     from components.steps import checkpoint_dir, publish
 
     rows = json.loads(evaluation)
-    metrics = {row["strategy"]: {k: row[k] for k in ("accuracy", "nfe", "tpf")} for row in rows}
+    metrics = {row["strategy"]: {k: row[k] for k in ("accuracy", "nfe", "tpf", "tokens_per_s")} for row in rows}
     return publish(checkpoint_dir(model.path), destination, endpoint_url, metrics, base_model, {"task": task})

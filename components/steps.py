@@ -11,7 +11,6 @@ last checkpoint instead of starting over.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import subprocess
@@ -122,44 +121,15 @@ def decode_lengths(config: str, gen_length: int, block_length: int) -> tuple[int
     return gen_length or trained.gen_length, block_length or trained.block_length
 
 
-def evaluate(model_dir: str, test_path: str, strategies: str, gen_length: int, block_length: int,
-             batch_size: int, sandbox_url: str, limit: int = 0) -> list[dict]:
-    """Accuracy, mean NFE and TPF of every `;`-separated strategy spec on the held-out set."""
-    import torch
+def evaluate(model_dir: str, examples_path: str, task: str, strategies: str, gen_length: int, block_length: int,
+             sandbox_url: str, out_dir: str) -> dict:
+    """`dultra eval` on the held-out examples: report files in out_dir (resumes when retried)."""
+    from dultra.eval.run import EvalConfig, run_evaluation
 
-    from dultra.data import read_examples
-    from dultra.decoding import DecodeConfig, parse_strategy
-    from dultra.eval import evaluate as run_eval
-    from dultra.model.loading import load, stop_token_ids
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer = load(model_dir, dtype=torch.bfloat16 if device == "cuda" else None, device=device)
-    examples = read_examples(test_path)[: limit or None]
-    runner = None
-    if any(ex.kind == "code" for ex in examples):
-        from dultra.rewards.sandbox_client import SandboxClient
-
-        runner = SandboxClient(sandbox_url or None)
-    decode = DecodeConfig(gen_length=gen_length, block_length=block_length,
-                          eos_ids=stop_token_ids(model_dir, tokenizer, model.config))
-    rows = []
-    for spec in filter(None, (s.strip() for s in strategies.split(";"))):
-        result = run_eval(model, tokenizer, examples, parse_strategy(spec), decode, batch_size, runner)
-        rows.append({"strategy": result.strategy, "accuracy": result.accuracy, "nfe": result.mean_nfe,
-                     "tpf": result.mean_tpf, "samples": len(examples)})
-    return rows
-
-
-def report_html(rows: list[dict], title: str) -> str:
-    """A small self-contained HTML table of evaluation rows (shown in the Kubeflow UI)."""
-    head = "".join(f"<th>{h}</th>" for h in ("strategy", "accuracy", "mean NFE", "TPF", "samples"))
-    body = "".join(
-        f"<tr><td>{html.escape(r['strategy'])}</td><td>{r['accuracy']:.3f}</td><td>{r['nfe']:.1f}</td>"
-        f"<td>{r['tpf']:.2f}</td><td>{r['samples']}</td></tr>" for r in rows
-    )
-    return (f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
-            f"<h2>{html.escape(title)}</h2><table border='1' cellpadding='4'><tr>{head}</tr>{body}</table>"
-            f"<pre>{html.escape(json.dumps(rows, indent=1))}</pre></body></html>")
+    return run_evaluation(EvalConfig(
+        model=model_dir, task=task, examples=examples_path, strategies=strategies, gen_length=gen_length,
+        block_length=block_length, sandbox_url=sandbox_url or None, output_dir=out_dir,
+    ))
 
 
 def publish(model_dir: str, destination: str, endpoint_url: str, metrics: dict, base_model: str,

@@ -23,6 +23,7 @@ COMMANDS = (
     "dultra.commands.generate",
     "dultra.commands.compare",
     "dultra.commands.training",
+    "dultra.commands.evaluate",
     "dultra.commands.publish",
     "dultra.commands.sandbox",
 )

@@ -81,9 +81,11 @@ def show_results(args: argparse.Namespace, endpoint: str, seconds: float) -> Non
     print(f"\n$ dultra pull {uri} {pulled} --force --endpoint-url {endpoint}")
     result = pull(uri, pulled, force=True, options=S3Options(endpoint_url=endpoint))
     print(f"verified {len(result.manifest.files)} files of run {result.run_id}")
-    print(f"\n{'strategy':<26}{'accuracy':>10}{'mean NFE':>10}{'TPF':>8}   (held-out synthetic-math)")
+    print(f"\n{'strategy':<26}{'accuracy %':>11}{'mean NFE':>10}{'TPF':>8}   (held-out synthetic-math)")
     for name, row in result.manifest.metrics.items():
-        print(f"{name:<26}{row['accuracy']:>10.3f}{row['nfe']:>10.1f}{row['tpf']:>8.2f}")
+        print(f"{name:<26}{row['accuracy']:>11.1f}{row['nfe']:>10.1f}{row['tpf']:>8.2f}")
+    report = next((args.workdir / "workspace" / "runs").iterdir()) / "eval" / "report.html"
+    print(f"report with the accuracy-vs-NFE plot: {report}")
     cmd = ["generate", "--model", str(pulled), "--prompt", "Compute 12 + 7 - 3.", "--strategy", "planner",
            "--gen-length", str(args.gen_length), "--block-length", str(args.block_length), "--json"]
     print("\n$ dultra " + " ".join(cmd))

@@ -122,8 +122,9 @@ def dultra_pipeline(
     _on_cluster(grpo, "8", "64Gi", gpus_per_node, sandbox=True)
     # A retried GRPO step resumes from its last checkpoint on the workspace volume.
     grpo.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="1800s")
-    report = _on_cluster(evaluate(config=config, model=grpo.outputs["model"], test=test_set, strategies=eval_strategies,
-                                  gen_length=gen_length, block_length=block_length, sandbox_url=sandbox_url),
+    report = _on_cluster(evaluate(config=config, model=grpo.outputs["model"], test=test_set, task=task,
+                                  strategies=eval_strategies, gen_length=gen_length, block_length=block_length,
+                                  sandbox_url=sandbox_url, workspace=workspace, run_id=run_id),
                          "4", "32Gi", gpus_per_node, sandbox=True)
     publish = _on_cluster(publish_checkpoint(model=grpo.outputs["model"], evaluation=report.outputs["Output"],
                                              destination=s3_destination, endpoint_url=s3_endpoint_url,

@@ -1,5 +1,5 @@
-"""Evaluation: accuracy, NFE and TPF of a model under decoding strategies."""
+"""Evaluation: accuracy, NFE, TPF and speed per strategy, AUP, the Pareto report."""
 
-from dultra.eval.accuracy import EvalResult, evaluate
+from dultra.eval.accuracy import EvalResult, SampleRecord, evaluate
 
-__all__ = ["EvalResult", "evaluate"]
+__all__ = ["EvalResult", "SampleRecord", "evaluate"]

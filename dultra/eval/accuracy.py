@@ -1,35 +1,72 @@
-"""Accuracy and parallelism of one model + strategy on a list of examples.
+"""Accuracy and parallelism of one model + strategy on a list of examples, sample by sample.
 
     result = evaluate(model, tokenizer, examples, Threshold(0.9), DecodeConfig(gen_length=64, block_length=16))
-    result.accuracy, result.mean_nfe, result.mean_tpf
+    result.accuracy, result.mean_nfe, result.mean_tpf, result.records
 
-Greedy decoding (temperature 0) by default, so results are reproducible. NFE counts the
-forward passes in which a sample still had masks (dultra.decoding.generate); TPF is tokens
-before the first EOS divided by NFE.
+Greedy decoding (temperature 0) by default, so results are reproducible and do not depend
+on the batch size. NFE counts the forward passes in which a sample still had masks
+(dultra.decoding.generate); TPF is a sample's tokens before the first EOS divided by its
+NFE. A math answer is correct when math-verify matches it; a code answer when every unit
+test passes in the sandbox (pass@1). A malformed completion is simply wrong; a sample the
+sandbox could not run is unscored (None), never wrong.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from dultra.data import Example, encode_examples
+from dultra.data import Example, encode_examples, extract_answer, extract_code
 from dultra.decoding import DecodeConfig, Strategy, generate
 from dultra.rewards import CodeReward, CodeRunner, math_correct_reward
 
 
 @dataclass
-class EvalResult:
-    """Per-sample records and their means; `correct` is None where a sample could not be scored."""
+class SampleRecord:
+    """One decoded example: what was produced, how it was judged, what it cost."""
 
     strategy: str
-    correct: list[float | None] = field(default_factory=list)
-    nfe: list[int] = field(default_factory=list)
-    tpf: list[float] = field(default_factory=list)
-    completions: list[str] = field(default_factory=list)
+    id: str
+    completion: str
+    extracted: str | None  # the answer or program the verdict is about
+    reference: str | None  # math: the reference answer
+    score: float | None  # math: 1/0; code: fraction of tests passed; None: unscored
+    correct: bool | None  # math: score == 1; code: every test passed; None: unscored
+    nfe: int
+    tokens: int  # generated tokens before the first EOS
+    latency_s: float  # wall time of its batch / batch size
+    batch_size: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EvalResult:
+    """Per-sample records of one strategy and their means."""
+
+    strategy: str
+    records: list[SampleRecord] = field(default_factory=list)
+
+    @property
+    def correct(self) -> list[float | None]:
+        return [None if r.correct is None else float(r.correct) for r in self.records]
+
+    @property
+    def nfe(self) -> list[int]:
+        return [r.nfe for r in self.records]
+
+    @property
+    def tpf(self) -> list[float]:
+        return [r.tokens / max(r.nfe, 1) for r in self.records]
+
+    @property
+    def completions(self) -> list[str]:
+        return [r.completion for r in self.records]
 
     @property
     def accuracy(self) -> float:
@@ -54,25 +91,40 @@ def evaluate(
     decode: DecodeConfig,
     batch_size: int = 32,
     code_runner: CodeRunner | None = None,
+    on_batch: Callable[[list[SampleRecord]], None] | None = None,
 ) -> EvalResult:
-    """Decode every example once and score it (math-verify for math, unit tests for code)."""
+    """Decode every example once and judge it; `on_batch` sees each batch's records as they finish."""
     device = next(model.parameters()).device
     result = EvalResult(strategy.spec())
     for start in range(0, len(examples), batch_size):
         batch = list(examples[start:start + batch_size])
         ids, mask = encode_examples(tokenizer, batch)
+        began = time.perf_counter()
         out = generate(model, ids.to(device), mask.to(device), strategy, decode)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        latency = (time.perf_counter() - began) / len(batch)
         texts = tokenizer.batch_decode(
             [row[:n] for row, n in zip(out.completion.tolist(), out.lengths.tolist())], skip_special_tokens=True
         )
-        result.completions += texts
-        result.nfe += out.nfe.tolist()
-        result.tpf += out.tpf.tolist()
-        result.correct += _correct(texts, batch, code_runner)
+        scores = _scores(texts, batch, code_runner)
+        records = [
+            SampleRecord(
+                strategy=result.strategy, id=ex.id, completion=text,
+                extracted=extract_answer(text) if ex.kind == "math" else extract_code(text),
+                reference=ex.answer, score=score,
+                correct=None if score is None else score == 1.0,
+                nfe=int(nfe), tokens=int(n), latency_s=latency, batch_size=len(batch),
+            )
+            for ex, text, score, nfe, n in zip(batch, texts, scores, out.nfe.tolist(), out.lengths.tolist())
+        ]
+        result.records += records
+        if on_batch is not None:
+            on_batch(records)
     return result
 
 
-def _correct(texts: list[str], batch: list[Example], runner: CodeRunner | None) -> list[float | None]:
+def _scores(texts: list[str], batch: list[Example], runner: CodeRunner | None) -> list[float | None]:
     out: list[float | None] = [None] * len(texts)
     math_idx = [i for i, ex in enumerate(batch) if ex.kind == "math"]
     for i, v in zip(math_idx, math_correct_reward([texts[i] for i in math_idx], [batch[i].answer for i in math_idx])):

@@ -38,4 +38,4 @@ def test_demo_runs_the_pipeline_end_to_end(tmp_path):
     for name, tensor in trained.state_dict().items():
         assert torch.equal(tensor, model.state_dict()[name]), name
     stages = sorted(p.name for p in next((tmp_path / "workspace" / "runs").iterdir()).iterdir())
-    assert stages == ["pretrain", "train", "warmstart"]
+    assert stages == ["eval", "pretrain", "train", "warmstart"]

@@ -8,7 +8,6 @@ from components.steps import (
     checkpoint_dir,
     decode_lengths,
     prepare_data,
-    report_html,
     resolve_config,
     workdir,
     write_reference,
@@ -43,8 +42,3 @@ def test_config_paths_resolve_from_the_checkout(tmp_path, monkeypatch):
         resolve_config("configs/nope.yaml")
     gen, block = decode_lengths("configs/tiny.yaml", 0, 0)
     assert gen % block == 0 and decode_lengths("configs/tiny.yaml", 32, 8) == (32, 8)
-
-
-def test_report_is_escaped_html():
-    page = report_html([{"strategy": "threshold:tau=0.9<x>", "accuracy": 0.5, "nfe": 10.0, "tpf": 2.0, "samples": 4}], "t")
-    assert "threshold:tau=0.9&lt;x&gt;" in page and "<table" in page and "0.500" in page

@@ -1,0 +1,123 @@
+"""From per-sample records to what people read: the summary table, AUP, the Pareto plot, HTML.
+
+    rows = summarize(records)                     # one row per strategy setting
+    methods = method_aup(rows)                    # AUP per method (strategy family)
+    write_report(out_dir, rows, methods, metadata)  -> report.json, report.html, pareto.png
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from dultra.eval.accuracy import SampleRecord
+from dultra.eval.aup import aup
+
+TPF_RULE = "TPF = tokens before the first EOS / NFE, per sample, averaged over samples"
+NFE_RULE = "NFE = model forward passes in which the sample still had masks (every step reveals >= 1 token)"
+
+
+def summarize(records: Sequence[SampleRecord]) -> list[dict]:
+    """One row per strategy, in first-seen order: accuracy (%), NFE, TPF, speed, counts."""
+    by_strategy: dict[str, list[SampleRecord]] = defaultdict(list)
+    for r in records:
+        by_strategy[r.strategy].append(r)
+    rows = []
+    for strategy, recs in by_strategy.items():
+        scored = [r for r in recs if r.correct is not None]
+        seconds = sum(r.latency_s for r in recs)
+        rows.append({
+            "strategy": strategy,
+            "method": strategy.split(":", 1)[0],
+            "samples": len(recs),
+            "unscored": len(recs) - len(scored),
+            "accuracy": 100.0 * sum(r.correct for r in scored) / len(scored) if scored else float("nan"),
+            "nfe": sum(r.nfe for r in recs) / len(recs),
+            "tpf": sum(r.tokens / max(r.nfe, 1) for r in recs) / len(recs),
+            "tokens_per_s": sum(r.tokens for r in recs) / seconds if seconds > 0 else float("nan"),
+            "latency_s": seconds / len(recs),
+            "batch_size": max(r.batch_size for r in recs),
+        })
+    return rows
+
+
+def method_aup(rows: Sequence[dict]) -> dict[str, dict]:
+    """AUP of each method over its settings, with y_max the best accuracy of any setting."""
+    finite = [r["accuracy"] for r in rows if r["accuracy"] == r["accuracy"]]
+    y_max = max(finite, default=0.0)
+    methods: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in rows:
+        if r["accuracy"] == r["accuracy"]:
+            methods[r["method"]].append((r["tpf"], r["accuracy"]))
+    return {m: {"aup": aup(points, y_max), "points": sorted(points), "y_max": y_max} for m, points in methods.items()}
+
+
+def pareto_png(rows: Sequence[dict], title: str) -> bytes:
+    """Accuracy (%) against mean NFE, one curve per method; PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        grouped[r["method"]].append(r)
+    for method, points in grouped.items():
+        points = sorted(points, key=lambda r: r["nfe"])
+        ax.plot([p["nfe"] for p in points], [p["accuracy"] for p in points], marker="o", label=method)
+        for p in points:
+            setting = p["strategy"].partition(":")[2]
+            if setting:
+                ax.annotate(setting, (p["nfe"], p["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("mean NFE per sample (lower is faster)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def render_html(rows: Sequence[dict], methods: dict[str, dict], metadata: dict, png: bytes) -> str:
+    """A self-contained page: the table, AUP per method, the plot, and how to reproduce it."""
+    cols = ("strategy", "accuracy", "nfe", "tpf", "tokens_per_s", "latency_s", "batch_size", "samples", "unscored")
+    fmt = {"accuracy": "{:.1f}", "nfe": "{:.1f}", "tpf": "{:.2f}", "tokens_per_s": "{:.1f}", "latency_s": "{:.3f}"}
+    head = "".join(f"<th>{c}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(fmt.get(c, '{}').format(r[c]))}</td>" for c in cols) + "</tr>" for r in rows
+    )
+    aups = "".join(f"<tr><td>{html.escape(m)}</td><td>{v['aup']:.1f}</td></tr>" for m, v in methods.items())
+    image = base64.b64encode(png).decode()
+    title = f"{metadata.get('task', '')} — {metadata.get('model', '')}"
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>dultra eval</title><style>"
+        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
+        f"</head><body><h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
+        f"<p>{html.escape(NFE_RULE)}. {html.escape(TPF_RULE)}. Accuracy in % of scored samples.</p>"
+        f"<h3>AUP per method</h3><table><tr><th>method</th><th>AUP</th></tr>{aups}</table>"
+        f"<img alt='accuracy vs NFE' src='data:image/png;base64,{image}'>"
+        f"<h3>Reproduce</h3><pre>{html.escape(json.dumps(metadata, indent=2))}</pre></body></html>"
+    )
+
+
+def write_report(out_dir: str | Path, rows: list[dict], methods: dict, metadata: dict) -> dict[str, Path]:
+    """report.json, pareto.png and report.html in out_dir; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    png = pareto_png(rows, f"{metadata.get('task', '')}: accuracy vs NFE")
+    paths = {"json": out / "report.json", "png": out / "pareto.png", "html": out / "report.html"}
+    paths["json"].write_text(json.dumps({"metadata": metadata, "strategies": rows, "methods": methods,
+                                         "rules": {"nfe": NFE_RULE, "tpf": TPF_RULE}}, indent=2))
+    paths["png"].write_bytes(png)
+    paths["html"].write_text(render_html(rows, methods, metadata, png))
+    return paths

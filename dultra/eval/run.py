@@ -1,0 +1,170 @@
+"""A whole evaluation: every strategy setting on a task, per-sample JSONL, report, resume.
+
+    dultra eval --model PATH --task gsm8k --strategies "planner:factor=1.0,threshold:tau=0.9" --output-dir DIR
+
+OUTPUT_DIR/samples.jsonl   one record per (strategy, example), appended as batches finish
+OUTPUT_DIR/settings.json   what is being evaluated (a rerun resumes only if it matches)
+OUTPUT_DIR/report.{json,html}, pareto.png
+An interrupted run resumes: records already in samples.jsonl are kept, the rest decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dultra.configio import config_dict, doc
+from dultra.data import Example, load_task, read_examples, render_prompts
+from dultra.decoding import DecodeConfig, parse_strategy
+from dultra.errors import ConfigError, DultraError
+from dultra.eval.accuracy import SampleRecord, evaluate
+from dultra.eval.report import method_aup, summarize, write_report
+from dultra.model.loading import load, resolve, stop_token_ids
+
+
+class EvalError(DultraError):
+    """The evaluation finished but cannot be trusted (too many unscored samples)."""
+
+
+@dataclass
+class EvalConfig:
+    """Settings of `dultra eval`."""
+
+    model: str = doc("tiny", "`tiny` or a checkpoint directory")
+    task: str = doc("synthetic-math", "gsm8k, math500, humaneval, mbpp, synthetic-math or synthetic-code")
+    data: str | None = doc(None, "local dataset file or folder instead of the Hub / generator")
+    examples: str | None = doc(None, "a JSONL of prepared examples (a pipeline artifact) instead of task/data")
+    split: str = doc("test", "dataset split")
+    limit: int = doc(0, "evaluate the first N examples (0: all)")
+    strategies: str = doc("planner:factor=1.0,planner:factor=1.5,threshold:tau=0.9,threshold:tau=0.7,"
+                          "low-confidence:steps=256,entropy:gamma=0.1",
+                          "comma- or semicolon-separated strategy settings")
+    gen_length: int = doc(256, "completion length")
+    block_length: int = doc(32, "semi-autoregressive block length")
+    batch_size: int = doc(16, "prompts decoded together (greedy results do not depend on it)")
+    seed: int = doc(0, "seed (greedy decoding draws nothing; recorded for completeness)")
+    output_dir: str = doc("runs/eval", "where samples.jsonl and the report go")
+    sandbox_url: str | None = doc(None, "sandbox service for code tasks (none: in-process workers)")
+    max_unscored_fraction: float = doc(0.05, "fail when more samples than this cannot be scored")
+    device: str | None = doc(None, "torch device (default: cuda if available)")
+
+
+def split_strategies(text: str) -> list[str]:
+    """"planner:factor=1.0,threshold:tau=0.9" -> specs; a `key=value` without a name joins the previous one."""
+    specs: list[str] = []
+    for part in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
+        if ":" not in part and "=" in part and specs:
+            specs[-1] += "," + part
+        else:
+            specs.append(part)
+    return specs
+
+
+def _sha256_files(paths) -> str:
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(path.name.encode())
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _data_hash(examples: list[Example]) -> str:
+    return hashlib.sha256(json.dumps([ex.to_dict() for ex in examples], sort_keys=True).encode()).hexdigest()
+
+
+def metadata(cfg: EvalConfig, path: Path, tokenizer, examples: list[Example], device: str, dtype) -> dict:
+    """Everything needed to reproduce the numbers."""
+    import transformers
+
+    import dultra
+
+    return {
+        "model": str(cfg.model), "task": cfg.task, "split": cfg.split, "examples": len(examples),
+        "model_sha256": _sha256_files(path.glob("*.safetensors")),
+        "tokenizer_sha256": _sha256_files([p for p in path.iterdir() if p.name.startswith(("tokenizer", "chat_template"))]),
+        "data_sha256": _data_hash(examples),
+        "chat_template": getattr(tokenizer, "chat_template", None),
+        "first_prompt": render_prompts(tokenizer, examples[:1])[0] if examples else None,
+        "settings": config_dict(cfg), "device": torch.cuda.get_device_name() if device.startswith("cuda") else
+        f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "dtype": str(dtype), "greedy": True,
+        "versions": {"dultra": getattr(dultra, "__version__", "0.1.0"), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "python": sys.version.split()[0]},
+    }
+
+
+def _resume(out: Path, settings: dict) -> list[SampleRecord]:
+    """Records of an earlier run with the same settings; an error if the directory holds another one."""
+    settings_path, samples = out / "settings.json", out / "samples.jsonl"
+    if settings_path.exists():
+        before = json.loads(settings_path.read_text())
+        if before != settings:
+            raise ConfigError(f"{out} holds an evaluation with other settings; choose another --output-dir")
+    out.mkdir(parents=True, exist_ok=True)
+    settings_path.write_text(json.dumps(settings, indent=2, sort_keys=True))
+    if not samples.exists():
+        return []
+    records = []
+    for line in samples.read_text().splitlines():
+        try:
+            records.append(SampleRecord(**json.loads(line)))
+        except (json.JSONDecodeError, TypeError):
+            break  # a line cut by the interruption: that batch is decoded again
+    samples.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records))
+    return records
+
+
+def run_evaluation(cfg: EvalConfig) -> dict:
+    """Evaluate, write the report, return it (rows, methods, metadata, paths)."""
+    specs = [parse_strategy(s) for s in split_strategies(cfg.strategies)]
+    if not specs:
+        raise ConfigError("no strategies to evaluate")
+    decode = DecodeConfig(gen_length=cfg.gen_length, block_length=cfg.block_length, seed=cfg.seed)
+    for s in specs:
+        s.validate(cfg.gen_length, cfg.block_length)
+    if cfg.examples:
+        examples = read_examples(cfg.examples)[: cfg.limit or None]
+    else:
+        examples = load_task(cfg.task, cfg.split, path=cfg.data, limit=cfg.limit or None)
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    path = resolve(cfg.model)
+    model, tokenizer = load(path, dtype=dtype, device=device)
+    decode.eos_ids = stop_token_ids(path, tokenizer, model.config)
+    runner = None
+    if any(ex.kind == "code" for ex in examples):
+        from dultra.rewards.sandbox_client import SandboxClient
+
+        runner = SandboxClient(cfg.sandbox_url)
+    out = Path(cfg.output_dir)
+    meta = metadata(cfg, path, tokenizer, examples, device, dtype)
+    records = _resume(out, {k: meta[k] for k in ("model_sha256", "tokenizer_sha256", "data_sha256", "settings")})
+    done = {(r.strategy, r.id) for r in records}
+    with (out / "samples.jsonl").open("a") as sink:
+        def save(batch: list[SampleRecord]) -> None:
+            sink.write("".join(json.dumps(r.to_dict()) + "\n" for r in batch))
+            sink.flush()
+
+        for strategy in specs:
+            todo = [ex for ex in examples if (strategy.spec(), ex.id) not in done]
+            if todo:
+                records += evaluate(model, tokenizer, todo, strategy, decode, cfg.batch_size, runner, save).records
+    order = {ex.id: i for i, ex in enumerate(examples)}
+    spec_order = {s.spec(): i for i, s in enumerate(specs)}
+    records.sort(key=lambda r: (spec_order[r.strategy], order[r.id]))
+    rows = summarize(records)
+    methods = method_aup(rows)
+    paths = write_report(out, rows, methods, meta)
+    worst = max(r["unscored"] / r["samples"] for r in rows)
+    if worst > cfg.max_unscored_fraction:
+        raise EvalError(f"{worst:.0%} of some strategy's samples could not be scored (sandbox down?); "
+                        f"report written to {paths['html']}")
+    return {"rows": rows, "methods": methods, "metadata": meta, "paths": paths, "records": records}

@@ -1,0 +1,129 @@
+"""Evaluation: batch invariance, resume, the report, scoring of real answers, unscored samples."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from dultra.data import load_task
+from dultra.decoding import DecodeConfig, PlannerGreedy, Threshold
+from dultra.errors import ConfigError
+from dultra.eval import evaluate
+from dultra.eval.accuracy import _scores
+from dultra.eval.run import EvalConfig, EvalError, run_evaluation, split_strategies
+from dultra.model.loading import load
+from dultra.rewards import SandboxUnavailable
+from tests.helpers import save_small_checkpoint
+from tests.reward_helpers import SubprocessRunner
+
+CFG = DecodeConfig(gen_length=32, block_length=8)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, tiny_tokenizer):
+    return save_small_checkpoint(tmp_path_factory.mktemp("eval") / "m", tiny_tokenizer)
+
+
+def _eval_cfg(ckpt, out, **kw):
+    base = dict(model=str(ckpt), task="synthetic-math", limit=6, gen_length=32, block_length=8, batch_size=4,
+                strategies="planner:factor=1.0;threshold:tau=0.5", output_dir=str(out))
+    return EvalConfig(**{**base, **kw})
+
+
+def test_batch_size_does_not_change_greedy_results(ckpt):
+    model, tok = load(ckpt)
+    examples = load_task("synthetic-math", "test", limit=7)
+    for strategy in (PlannerGreedy(1.0), Threshold(0.5)):
+        one = evaluate(model, tok, examples, strategy, CFG, batch_size=1)
+        many = evaluate(model, tok, examples, strategy, CFG, batch_size=4)
+        assert [(r.completion, r.nfe, r.correct) for r in one.records] == \
+               [(r.completion, r.nfe, r.correct) for r in many.records]
+
+
+def test_interrupted_run_resumes_from_its_samples(ckpt, tmp_path, monkeypatch):
+    whole = run_evaluation(_eval_cfg(ckpt, tmp_path / "whole"))
+    import dultra.eval.run as run_module
+
+    calls = {"n": 0}
+    real = run_module.evaluate
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second strategy dies before finishing
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluation(_eval_cfg(ckpt, tmp_path / "resumed"))
+    saved = (tmp_path / "resumed" / "samples.jsonl").read_text().splitlines()
+    assert len(saved) == 6  # the first strategy's samples survived
+    decoded = []
+    monkeypatch.setattr(run_module, "evaluate", lambda m, t, todo, *a, **k: decoded.append(len(todo)) or real(m, t, todo, *a, **k))
+    resumed = run_evaluation(_eval_cfg(ckpt, tmp_path / "resumed"))
+    assert decoded == [6]  # only the unfinished strategy ran again
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "latency_s")} for r in rows]  # noqa: E731
+    assert strip(resumed["rows"]) == strip(whole["rows"])
+    with pytest.raises(ConfigError, match="other settings"):
+        run_evaluation(_eval_cfg(ckpt, tmp_path / "resumed", limit=5))
+
+
+def test_report_files_are_readable(ckpt, tmp_path):
+    result = run_evaluation(_eval_cfg(ckpt, tmp_path))
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [r["strategy"] for r in report["strategies"]] == ["planner:factor=1.0", "threshold:tau=0.5"]
+    meta = report["metadata"]
+    for key in ("model_sha256", "tokenizer_sha256", "data_sha256", "chat_template", "device", "versions"):
+        assert meta[key], key
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (tmp_path / "report.html").read_text()
+    assert len(re.findall(r"<tr><td>(planner|threshold):", page)) == 2 and "data:image/png;base64," in page
+    assert set(result["methods"]) == {"planner", "threshold"}
+    records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 12 and {"id", "completion", "extracted", "correct", "nfe"} <= set(records[0])
+
+
+def test_real_gsm8k_answers_are_judged_and_malformed_ones_are_wrong():
+    examples = load_task("gsm8k", "test", path="../shared/data/gsm8k", limit=3)
+    texts = ["She makes 9 * 2 = 18 dollars.\n#### 18", "#### 17", "I am not sure <<<"]
+    assert _scores(texts, examples[:1] * 3, None) == [1.0, 0.0, 0.0]
+
+
+def test_humaneval_canonical_passes_and_broken_fails():
+    runner = SubprocessRunner()
+    ex = load_task("humaneval", "test", limit=1)[0]
+    good = ex.solution  # the canonical solution, in the fenced format the prompt asks for
+    assert "```python" in good
+    broken = "```python\ndef nothing():\n    return None\n```"
+    assert _scores([good, broken], [ex, ex], runner) == [1.0, 0.0]
+
+
+class _Down:
+    def run_tests(self, code, tests):
+        raise SandboxUnavailable("down")
+
+
+def test_a_sandbox_outage_leaves_samples_unscored_and_fails_the_run(ckpt, tmp_path, monkeypatch):
+    ex = load_task("humaneval", "test", limit=1)[0]
+    assert _scores(["```python\ndef f(): pass\n```"], [ex], _Down()) == [None]
+    import dultra.eval.accuracy as accuracy
+    import dultra.rewards.sandbox_client as client
+
+    monkeypatch.setattr(client, "SandboxClient", lambda url=None: _Down())
+    # The untrained model writes no code block (judged wrong without running anything): wrap
+    # its text in one so every sample reaches the (down) sandbox.
+    real = accuracy._scores
+    monkeypatch.setattr(accuracy, "_scores", lambda texts, batch, runner: real(
+        [f"```python\n{t}\n```" for t in texts], batch, runner))
+    cfg = _eval_cfg(ckpt, tmp_path, task="synthetic-code", limit=3, strategies="threshold:tau=0.5")
+    with pytest.raises(EvalError, match="could not be scored"):
+        run_evaluation(cfg)
+    row = json.loads((tmp_path / "report.json").read_text())["strategies"][0]
+    assert row["samples"] == 3 and row["unscored"] == 3
+
+
+def test_strategy_lists_split_on_commas_and_semicolons():
+    assert split_strategies("planner:factor=1.0,threshold:tau=0.9;entropy") == \
+        ["planner:factor=1.0", "threshold:tau=0.9", "entropy"]

@@ -1,0 +1,379 @@
+"""Run a dultra training stage on several nodes as a Kubeflow Trainer TrainJob.
+
+    from components.trainjob import TrainJobSpec, run_trainjob
+    run_trainjob(TrainJobSpec(image="ghcr.io/dultra/dultra-trainer:0.1.0", run_id=kfp_run_id, nodes=2,
+                              gpus_per_node=8, args=["train", "--config", "configs/llada-8b-math.yaml",
+                                                     "--output-dir", "/workspace/runs/RUN/train", "--resume", "true"]))
+
+Every node runs the ClusterTrainingRuntime `dultra-accelerate` (manifests/runtime): `accelerate
+launch` with the rendezvous that the Trainer's torch plugin hands each node (PET_NNODES,
+PET_NODE_RANK, PET_MASTER_ADDR, ...), one process per GPU, then `python -m dultra.cli ARGS`, with
+the workspace volume (`dultra-workspace`) at /workspace. `run_trainjob`
+
+- creates the TrainJob under a name derived from the Kubeflow run id and the stage, so a retried
+  pipeline step attaches to the job it created before instead of starting a second one (a job
+  that already succeeded returns at once; one that failed raises, or is replaced when
+  `recreate_failed`; one created from a different spec raises TrainJobConflict);
+- prints node 0's log lines as they come, across pod restarts and dropped streams;
+- returns the finished TrainJob, or raises TrainJobFailed when it fails, when node 0 is stuck
+  (image or config errors) for `stuck_s`, or after `timeout_s` (TrainJobTimeout), deleting the job
+  in the last two cases and when the step is cancelled (SIGTERM: TrainJobCancelled).
+
+The service account needs the Role `dultra-trainjobs` (manifests/base/rbac.yaml): trainjobs
+create/get/delete, pods list, pods/log get. This module imports no Kubeflow Pipelines code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from components.trainjob_logs import Node0Logs, PodState
+
+GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
+RUNTIME = "dultra-accelerate"  # manifests/runtime: the ClusterTrainingRuntime every node runs
+WORKSPACE_PVC = "dultra-workspace"  # mounted by the runtime on every node (manifests/base/pvc.yaml)
+WORKSPACE_MOUNT = "/workspace"
+SANDBOX_CLIENT_LABEL = ("dultra.dev/sandbox-client", "true")  # the runtime's pods carry it (sandbox ingress)
+SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+SPEC_HASH = "dultra.dev/spec-sha256"
+RUN_ID = "dultra.dev/kfp-run-id"
+# Pod waiting reasons that do not fix themselves (a missing Secret key, a wrong image name).
+STUCK_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "InvalidImageName",
+                           "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"})
+# The Trainer's torch plugin owns these (its webhook rejects TrainJobs that set them).
+RESERVED_ENV = frozenset({"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR",
+                          "PET_MASTER_PORT"})
+# JobSet names pods <job>-node-<job index>-<pod index>: a 63-character hostname limits the job's name.
+MAX_NAME = 45
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class TrainJobFailed(RuntimeError):
+    """The TrainJob failed, could not be created, or was stopped; the message is one line."""
+
+
+class TrainJobTimeout(TrainJobFailed):
+    """The TrainJob did not finish within `timeout_s` (it was deleted)."""
+
+
+class TrainJobCancelled(TrainJobFailed):
+    """The step was cancelled (SIGTERM or Ctrl-C) while the TrainJob ran (it was deleted)."""
+
+
+class TrainJobConflict(TrainJobFailed):
+    """A TrainJob with this name exists but was created from a different spec."""
+
+
+@dataclass(frozen=True)
+class SecretEnv:
+    """An environment variable of every node read from a Secret, e.g. SecretEnv("HF_TOKEN", "dultra-hf", "token")."""
+
+    name: str  # the environment variable
+    secret: str  # a Secret in the TrainJob's namespace
+    key: str  # the key in that Secret
+
+
+@dataclass
+class TrainJobSpec:
+    """One multi-node run of `python -m dultra.cli ARGS` (see the module docstring)."""
+
+    image: str  # trainer image of every node (the pipeline's trainer_image)
+    args: list[str]  # `dultra` arguments, e.g. ["train", "--config", FILE, "--output-dir", DIR, "--resume", "true"]
+    nodes: int = 2  # machines
+    gpus_per_node: int = 0  # GPUs per machine, one process each; 0: CPU nodes, one process each
+    run_id: str = ""  # Kubeflow run id: with args[0] it names the job (so retries attach), and labels it
+    name: str = ""  # TrainJob name; empty: trainjob_name(run_id, args[0])
+    namespace: str = ""  # empty: this pod's namespace (its service account's namespace file)
+    runtime: str = RUNTIME  # ClusterTrainingRuntime the nodes run
+    accelerate_config: str = ""  # accelerate config in the image; empty: the runtime's (configs/accelerate/ddp.yaml)
+    env: dict[str, str] = field(default_factory=dict)  # environment of every node
+    secret_env: list[SecretEnv] = field(default_factory=list)  # environment from Secrets
+    cpu: str = ""  # CPU request per node, e.g. "32" (empty: none); replaces the runtime's resources
+    memory: str = ""  # memory request per node, e.g. "512Gi" (empty: none); replaces the runtime's resources
+    timeout_s: float = 72 * 3600  # give up (and delete the job) after this long
+    stuck_s: float = 900  # give up when node 0 waits this long on an image or config error
+    poll_s: float = 10  # status poll interval while nothing streams
+    log_idle_s: float = 120  # reconnect a log stream silent for this long (and check the status)
+    recreate_failed: bool = False  # on attach, replace a failed job with a new one (it resumes) instead of raising
+
+    def job_name(self) -> str:
+        return self.name or trainjob_name(self.run_id, self.args[0] if self.args else "")
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first wrong field."""
+        if not self.image:
+            raise ValueError("TrainJobSpec.image is empty")
+        if not self.args:
+            raise ValueError("TrainJobSpec.args is empty: give the dultra command, e.g. ['train', '--config', FILE]")
+        if self.nodes < 1 or self.gpus_per_node < 0:
+            raise ValueError(f"TrainJobSpec needs nodes >= 1 and gpus_per_node >= 0, got {self.nodes} and {self.gpus_per_node}")
+        name = self.job_name()
+        if len(name) > MAX_NAME or not NAME_RE.match(name):
+            raise ValueError(f"TrainJob name {name!r} must be a DNS label of at most {MAX_NAME} characters")
+        names = list(self.env) + [s.name for s in self.secret_env] + list(_implied_env(self))
+        for env_name in names:
+            if not ENV_RE.match(env_name):
+                raise ValueError(f"invalid environment variable name {env_name!r}")
+            if env_name in RESERVED_ENV:
+                raise ValueError(f"{env_name} is set by the Trainer's torch plugin on every node; do not set it")
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"environment variables set twice: {', '.join(dupes)}")
+        if min(self.timeout_s, self.stuck_s, self.poll_s, self.log_idle_s) <= 0:
+            raise ValueError("TrainJobSpec timeouts and intervals must be positive")
+
+
+def trainjob_name(run_id: str, stage: str) -> str:
+    """A DNS-label name, the same for every retry of a run's stage: dultra-train-<12 hex>."""
+    if not run_id:
+        raise ValueError("TrainJobSpec needs a name or a run_id (a deterministic name lets a retried step "
+                         "attach to its job instead of starting another)")
+    slug = re.sub(r"[^a-z0-9]+", "-", stage.lower()).strip("-")[:12].strip("-") or "job"
+    return f"dultra-{slug}-{hashlib.sha256(f'{run_id}/{stage}'.encode()).hexdigest()[:12]}"
+
+
+def _implied_env(spec: TrainJobSpec) -> dict[str, str]:
+    env = {}
+    if spec.gpus_per_node == 0:
+        env["ACCELERATE_USE_CPU"] = "true"  # else accelerate runs each CPU process alone (no gloo group)
+    if spec.accelerate_config:
+        env["DULTRA_ACCELERATE_CONFIG"] = spec.accelerate_config  # read by the runtime's launch script
+    return env
+
+
+def _label_value(text: str) -> str:
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63])
+
+
+def build_trainjob(spec: TrainJobSpec, namespace: str) -> dict[str, Any]:
+    """The TrainJob object `run_trainjob` creates (pure: what the API receives, byte for byte as JSON)."""
+    spec.validate()
+    env = [{"name": k, "value": v} for k, v in {**spec.env, **_implied_env(spec)}.items()]
+    env += [{"name": s.name, "valueFrom": {"secretKeyRef": {"name": s.secret, "key": s.key}}} for s in spec.secret_env]
+    trainer: dict[str, Any] = {
+        "image": spec.image,
+        "args": list(spec.args),
+        "numNodes": spec.nodes,
+        "numProcPerNode": max(spec.gpus_per_node, 1),
+        "env": sorted(env, key=lambda e: e["name"]),
+    }
+    resources: dict[str, dict[str, str]] = {}
+    if spec.gpus_per_node:
+        resources["limits"] = {"nvidia.com/gpu": str(spec.gpus_per_node)}
+    requests = {k: v for k, v in (("cpu", spec.cpu), ("memory", spec.memory)) if v}
+    if requests:
+        resources["requests"] = requests
+    if resources:
+        trainer["resourcesPerNode"] = resources
+    job_spec = {
+        "runtimeRef": {"apiGroup": GROUP, "kind": "ClusterTrainingRuntime", "name": spec.runtime},
+        "trainer": trainer,
+    }
+    labels = {"app.kubernetes.io/part-of": "dultra", "app.kubernetes.io/managed-by": "dultra-pipeline"}
+    annotations = {SPEC_HASH: spec_hash(job_spec)}
+    if spec.run_id:
+        labels[RUN_ID] = _label_value(spec.run_id)
+        annotations[RUN_ID] = spec.run_id
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TrainJob",
+        "metadata": {"name": spec.job_name(), "namespace": namespace, "labels": labels, "annotations": annotations},
+        "spec": job_spec,
+    }
+
+
+def spec_hash(job_spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(job_spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def current_namespace(path: str = SA_NAMESPACE_FILE) -> str:
+    """The namespace this pod runs in (Kubernetes mounts it with the service-account token)."""
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        raise TrainJobFailed(f"no namespace given and {path} is unreadable (not in a pod?): "
+                             "set TrainJobSpec.namespace") from None
+
+
+def default_api_client() -> k8s.ApiClient:
+    """In a pod: its service account; elsewhere: the current kubeconfig context."""
+    from kubernetes import config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return k8s.ApiClient()
+
+
+def job_state(job: dict[str, Any]) -> tuple[str, str, str]:
+    """(state, reason, message) of a TrainJob: Complete, Failed, Suspended, Running or Pending."""
+    status = job.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    for state in ("Failed", "Complete", "Suspended"):
+        if state in conditions:
+            c = conditions[state]
+            return state, c.get("reason", ""), " ".join(str(c.get("message", "")).split())
+    active = sum(j.get("active", 0) for j in status.get("jobsStatus") or [])
+    return ("Running" if active else "Pending"), "", ""
+
+
+class _Jobs:
+    """The TrainJob calls, with one-line errors."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str, name: str):
+        self.api, self.namespace, self.name = k8s.CustomObjectsApi(api), namespace, name
+        self.ref = f"{namespace}/{name}"
+
+    def _fail(self, verb: str, err: ApiException) -> TrainJobFailed:
+        try:
+            detail = json.loads(err.body).get("message", "")
+        except (TypeError, ValueError):
+            detail = err.body or ""
+        hint = " (the run's service account needs the Role dultra-trainjobs)" if err.status == 403 else ""
+        return TrainJobFailed(f"cannot {verb} TrainJob {self.ref}: {err.status} {err.reason}: "
+                              f"{' '.join(str(detail).split())}{hint}")
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+
+    def get(self) -> dict[str, Any] | None:
+        try:
+            return self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise self._fail("get", err) from None
+
+    def delete(self) -> None:
+        try:
+            self.api.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name,
+                                                     propagation_policy="Foreground")
+        except ApiException as err:
+            if err.status != 404:
+                raise self._fail("delete", err) from None
+
+
+def _say(out: TextIO, text: str) -> None:
+    out.write(f"[trainjob] {text}\n")
+    out.flush()
+
+
+def _submit(jobs: _Jobs, body: dict[str, Any], spec: TrainJobSpec, out: TextIO, deadline: float) -> None:
+    """Create the job, or attach to the one a previous attempt of this step created."""
+    try:
+        jobs.create(body)
+        _say(out, f"created TrainJob {jobs.ref}: {spec.nodes} nodes x {max(spec.gpus_per_node, 1)} "
+                  f"{'GPU' if spec.gpus_per_node else 'CPU'} processes, runtime {spec.runtime}")
+        return
+    except ApiException as err:
+        if err.status != 409:
+            raise jobs._fail("create", err) from None
+    existing = jobs.get()
+    if existing is None:  # deleted between the two calls
+        return _submit(jobs, body, spec, out, deadline)
+    if existing.get("metadata", {}).get("annotations", {}).get(SPEC_HASH) != body["metadata"]["annotations"][SPEC_HASH]:
+        raise TrainJobConflict(f"TrainJob {jobs.ref} exists with a different spec; delete it "
+                               f"(kubectl delete trainjob -n {jobs.namespace} {jobs.name}) or use another name")
+    state, reason, message = job_state(existing)
+    being_deleted = bool(existing["metadata"].get("deletionTimestamp"))
+    if state == "Failed" and not spec.recreate_failed and not being_deleted:
+        raise TrainJobFailed(f"TrainJob {jobs.ref} already failed ({reason}: {message}); retrying the step "
+                             f"does not restart it: delete it or set recreate_failed")
+    if state == "Failed" or being_deleted:
+        _say(out, f"replacing TrainJob {jobs.ref} ({'being deleted' if being_deleted else 'failed: ' + reason})")
+        jobs.delete()
+        while jobs.get() is not None:  # foreground deletion: gone once its pods are
+            if time.monotonic() > deadline:
+                raise TrainJobTimeout(f"TrainJob {jobs.ref} was still being deleted at the timeout")
+            time.sleep(spec.poll_s)
+        return _submit(jobs, body, spec, out, deadline)
+    _say(out, f"attached to existing TrainJob {jobs.ref} ({state})")
+
+
+def _wait(jobs: _Jobs, logs: Node0Logs, spec: TrainJobSpec, out: TextIO, deadline: float) -> dict[str, Any]:
+    """Stream node 0 until the job finishes; returns it, or raises TrainJobFailed."""
+    seen: tuple[str, ...] = ()
+    stuck_since: float | None = None
+    while True:
+        job = jobs.get()
+        if job is None:
+            raise TrainJobFailed(f"TrainJob {jobs.ref} was deleted while the step waited for it")
+        state, reason, message = job_state(job)
+        if state in ("Complete", "Failed"):
+            logs.pump(follow=False)  # node 0's last lines
+            if state == "Failed":
+                raise TrainJobFailed(f"TrainJob {jobs.ref} failed: {reason}: {message}")
+            _say(out, f"TrainJob {jobs.ref} complete")
+            return job
+        remaining = deadline - time.monotonic()
+        printed = logs.pump(follow=True, idle_s=max(min(spec.log_idle_s, remaining), 0.1))
+        pod: PodState | None = logs.state
+        now_seen = (state, reason) + ((pod.name, pod.phase, pod.reason) if pod else ())
+        if now_seen != seen:  # say what changed, not every poll
+            seen = now_seen
+            _say(out, f"TrainJob {jobs.ref}: {state}" + (f" ({reason})" if reason else "")
+                 + (f"; {pod.describe()}" if pod else "; node-0 pod not created yet"))
+        now = time.monotonic()
+        stuck_since = (stuck_since or now) if pod and not pod.started and pod.reason in STUCK_REASONS else None
+        if stuck_since is not None and now - stuck_since >= spec.stuck_s:
+            jobs.delete()
+            raise TrainJobFailed(f"TrainJob {jobs.ref} deleted: {pod.describe()} for {now - stuck_since:.0f}s")
+        if now >= deadline:
+            jobs.delete()
+            raise TrainJobTimeout(f"TrainJob {jobs.ref} deleted: not finished after {spec.timeout_s:.0f}s ({state})")
+        if not printed:
+            time.sleep(max(min(spec.poll_s, deadline - now), 0))
+
+
+@contextlib.contextmanager
+def _sigterm_cancels():
+    """Kubernetes stops a cancelled step with SIGTERM: raise, so the job is deleted, not orphaned."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def cancel(signum, frame):
+        raise TrainJobCancelled("received SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, cancel)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_trainjob(spec: TrainJobSpec, api_client: k8s.ApiClient | None = None, *,
+                 out: TextIO | None = None) -> dict[str, Any]:
+    """Create (or attach to) the TrainJob, stream node 0's logs to `out`, return the finished job.
+
+    Raises TrainJobFailed (or its subclasses TrainJobTimeout, TrainJobCancelled, TrainJobConflict)
+    with a one-line message; ValueError for a bad spec. `api_client` defaults to the pod's
+    service account (or the kubeconfig outside a cluster).
+    """
+    out = out or sys.stdout
+    deadline = time.monotonic() + spec.timeout_s
+    body = build_trainjob(spec, spec.namespace or current_namespace())
+    api = api_client or default_api_client()
+    jobs = _Jobs(api, body["metadata"]["namespace"], body["metadata"]["name"])
+    with _sigterm_cancels():
+        try:
+            _submit(jobs, body, spec, out, deadline)
+            return _wait(jobs, Node0Logs(k8s.CoreV1Api(api), jobs.namespace, jobs.name, out), spec, out, deadline)
+        except (TrainJobCancelled, KeyboardInterrupt) as err:
+            _say(out, f"cancelled ({err or 'interrupt'}): deleting TrainJob {jobs.ref}")
+            jobs.delete()
+            raise TrainJobCancelled(f"step cancelled; TrainJob {jobs.ref} deleted") from None

@@ -25,6 +25,7 @@ COMMANDS = (
     "dultra.commands.training",
     "dultra.commands.publish",
     "dultra.commands.sandbox",
+    "dultra.commands.schedule",
 )
 
 

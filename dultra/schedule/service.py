@@ -34,6 +34,7 @@ from dultra.schedule.errors import (
     AmbiguousName,
     BadCron,
     KfpAuthError,
+    KfpError,
     KfpRequestError,
     PipelineNotFound,
     RecurringRunExists,
@@ -136,7 +137,11 @@ def create_schedule(client: KfpClient, spec: ScheduleSpec, source: PipelineSourc
     run = client.create_recurring_run(spec.to_json(pipeline.pipeline_id, target.experiment_id))
     replaced = []
     for old in existing:
-        client.delete_recurring_run(old.recurring_run_id)
+        try:
+            client.delete_recurring_run(old.recurring_run_id)
+        except KfpError as err:  # the new schedule exists: say so, or the user may create a third
+            raise type(err)(f"created recurring run {run.recurring_run_id}, but deleting the one it replaces "
+                            f"({old.recurring_run_id}) failed: {err}") from None
         replaced.append(old.recurring_run_id)
     return CreateResult(recurring_run=run, pipeline=pipeline, experiment=target,
                         url=client.ui_url(run.recurring_run_id), uploaded=uploaded, replaced=replaced)

@@ -198,6 +198,17 @@ def test_existing_name_is_refused_unless_replace_which_creates_then_deletes(kfp)
     assert list(kfp.recurring_runs) == [result.recurring_run.recurring_run_id]
 
 
+def test_replace_reports_the_new_id_when_deleting_the_old_one_fails(kfp):
+    pipeline_id = kfp.add_pipeline("dultra")
+    old = kfp.add_recurring_run("nightly", pipeline_id)
+    kfp.fail("DELETE", f"{API}/recurringruns/{old}", 500, {"code": 13, "message": "boom"})
+    with client(kfp) as api, pytest.raises(KfpServerError) as err:
+        create_schedule(api, SPEC, PipelineSource(name="dultra"), replace=True)
+    new = next(i for i in kfp.recurring_runs if i != old)
+    assert f"created recurring run {new}, but deleting the one it replaces ({old}) failed" in str(err.value)
+    assert "boom" in str(err.value)
+
+
 def test_bad_cron_is_refused_before_any_request(kfp):
     with client(kfp) as api, pytest.raises(BadCron, match="'0 0 3 \\* \\* \\*'"):
         create_schedule(api, ScheduleSpec(name="n", cron="0 3 * * *"), PipelineSource())

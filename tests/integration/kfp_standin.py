@@ -21,6 +21,7 @@ import email.parser
 import email.policy
 import json
 import re
+import sys
 import threading
 import time
 import uuid
@@ -80,8 +81,10 @@ class KfpStandIn:
         self.delay_s = 0.0
         self._failures: list[_Failure] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        self.server_errors: list[str] = []
+        """Exceptions in request handlers (e.g. the client hung up on a slow answer)."""
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
+        self._server.standin = self
         # A short poll interval: shutdown() waits for the next poll.
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
 
@@ -223,6 +226,17 @@ class KfpStandIn:
                "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-01T00:00:00Z"}
         self.recurring_runs[run_id] = run
         return 200, run
+
+
+class _Server(ThreadingHTTPServer):
+    # Handler threads are joined on close (server_close), so a slow answer still being
+    # written cannot spill into a later test; their errors are recorded, not printed.
+    daemon_threads = False
+    block_on_close = True
+    standin: KfpStandIn
+
+    def handle_error(self, request, client_address) -> None:
+        self.standin.server_errors.append(repr(sys.exc_info()[1]))
 
 
 def _page(items: dict[str, dict], q: dict[str, str], key: str, filter_key: str) -> dict:

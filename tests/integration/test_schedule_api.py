@@ -330,7 +330,7 @@ def test_unreachable_host():
 
 
 def test_slow_server_times_out(kfp):
-    kfp.delay_s = 1.0
+    kfp.delay_s = 0.6
     api = KfpClient(kfp.url, config=ClientConfig(read_timeout_s=0.2, connect_timeout_s=0.2))
     with api, pytest.raises(KfpUnreachable, match="did not answer GET /apis/v2beta1/recurringruns within 0.2s"):
         api.list_recurring_runs()

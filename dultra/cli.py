@@ -26,6 +26,7 @@ COMMANDS = (
     "dultra.commands.evaluate",
     "dultra.commands.publish",
     "dultra.commands.sandbox",
+    "dultra.commands.schedule",
 )
 
 

@@ -1,0 +1,162 @@
+"""The KFP v2beta1 resources dultra reads and writes, as typed dataclasses.
+
+    run = RecurringRun.from_json(response.json())
+    body = ScheduleSpec(name="dultra-retraining", cron="0 0 3 * * *").to_json("p-id", "e-id")
+
+Field names follow the REST API (`backend/api/v2beta1/*.proto`; the JSON uses the proto
+names, snake_case). Only the fields dultra uses are kept; unknown ones are ignored, so
+newer servers that add fields still parse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A pipeline (its versions are separate resources)."""
+
+    pipeline_id: str
+    name: str
+    """Unique per namespace; KFP < 2.5 has only display_name, used here in its place."""
+    display_name: str = ""
+    namespace: str = ""
+    """Empty for shared pipelines and in single-user mode."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Pipeline:
+        display = data.get("display_name", "")
+        return cls(pipeline_id=data.get("pipeline_id", ""), name=data.get("name") or display,
+                   display_name=display, namespace=data.get("namespace", ""))
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment: the group a recurring run and its runs belong to (and, in multi-user
+    mode, where its namespace comes from)."""
+
+    experiment_id: str
+    display_name: str
+    namespace: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Experiment:
+        return cls(experiment_id=data.get("experiment_id", ""), display_name=data.get("display_name", ""),
+                   namespace=data.get("namespace", ""))
+
+
+@dataclass(frozen=True)
+class RecurringRun:
+    """A recurring run as the API reports it."""
+
+    recurring_run_id: str
+    display_name: str
+    cron: str | None
+    """The cron trigger, None for a periodic (interval) trigger."""
+    interval_s: int | None
+    """The periodic trigger's interval in seconds, None for a cron trigger."""
+    status: str
+    """ENABLED, DISABLED or STATUS_UNSPECIFIED."""
+    pipeline_id: str
+    pipeline_version_id: str
+    """Empty: the latest version of the pipeline at each trigger (KFP >= 2.5)."""
+    experiment_id: str = ""
+    namespace: str = ""
+    max_concurrency: int | None = None
+    no_catchup: bool = False
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    created_at: datetime | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    """The server's message when it could not read this recurring run."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RecurringRun:
+        trigger = data.get("trigger") or {}
+        cron = trigger.get("cron_schedule") or {}
+        periodic = trigger.get("periodic_schedule") or {}
+        window = cron or periodic
+        reference = data.get("pipeline_version_reference") or {}
+        interval = periodic.get("interval_second")
+        concurrency = data.get("max_concurrency")
+        return cls(
+            recurring_run_id=data.get("recurring_run_id", ""),
+            display_name=data.get("display_name", ""),
+            cron=cron.get("cron") if cron else None,
+            interval_s=int(interval) if interval not in (None, "") else None,
+            status=data.get("status", "STATUS_UNSPECIFIED"),
+            pipeline_id=reference.get("pipeline_id", ""),
+            # pipeline_version_id at the top level is the deprecated v1-style field
+            pipeline_version_id=reference.get("pipeline_version_id") or data.get("pipeline_version_id", ""),
+            experiment_id=data.get("experiment_id", ""),
+            namespace=data.get("namespace", ""),
+            max_concurrency=int(concurrency) if concurrency not in (None, "") else None,
+            no_catchup=bool(data.get("no_catchup", False)),
+            start_time=parse_time(window.get("start_time")),
+            end_time=parse_time(window.get("end_time")),
+            created_at=parse_time(data.get("created_at")),
+            parameters=dict((data.get("runtime_config") or {}).get("parameters") or {}),
+            error=((data.get("error") or {}).get("message") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """What `dultra schedule create` asks for; `to_json` is the CreateRecurringRun body."""
+
+    name: str
+    """display_name of the recurring run (KFP does not require it to be unique; dultra does)."""
+    cron: str
+    """6-field, seconds-first, UTC cron, already validated (`cron.parse_cron`)."""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    """Pipeline parameters (runtime_config.parameters)."""
+    start_time: datetime | None = None
+    """No trigger before this instant (aware datetime)."""
+    end_time: datetime | None = None
+    """No trigger after this instant (aware datetime)."""
+    description: str = "Scheduled retraining, created by `dultra schedule create`."
+
+    def to_json(self, pipeline_id: str, experiment_id: str) -> dict[str, Any]:
+        """The request body. Fixed by design: at most one run at a time (a retraining must
+        not overlap the previous one), no catch-up after downtime (only the latest missed
+        trigger runs), enabled, and no pipeline_version_id so each trigger runs the
+        pipeline's latest version."""
+        cron: dict[str, Any] = {"cron": self.cron}
+        if self.start_time is not None:
+            cron["start_time"] = format_time(self.start_time)
+        if self.end_time is not None:
+            cron["end_time"] = format_time(self.end_time)
+        return {
+            "display_name": self.name,
+            "description": self.description,
+            "pipeline_version_reference": {"pipeline_id": pipeline_id},
+            "runtime_config": {"parameters": dict(self.parameters)},
+            "trigger": {"cron_schedule": cron},
+            "max_concurrency": "1",  # int64: proto3 JSON writes 64-bit integers as strings
+            "no_catchup": True,
+            "mode": "ENABLE",  # the input field; the server reports it back as status ENABLED
+            "experiment_id": experiment_id,
+        }
+
+
+def format_time(t: datetime) -> str:
+    """RFC 3339 in UTC with a Z, as protobuf Timestamps are written in JSON."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """A protobuf Timestamp from JSON (RFC 3339); None for absent or the zero epoch KFP
+    sends for unset times."""
+    if not value:
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return None if t.timestamp() <= 0 else t

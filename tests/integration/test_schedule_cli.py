@@ -1,0 +1,151 @@
+"""`dultra schedule create / list / delete` against the loopback KFP stand-in, and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from dultra.cli import main
+from tests.integration.kfp_standin import API, KfpStandIn
+from tests.integration.tiny_kfp_pipeline import compile_tiny_pipeline
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def kfp():
+    with KfpStandIn() as standin:
+        yield standin
+
+
+@pytest.fixture(autouse=True)
+def _no_kfp_environment(monkeypatch, tmp_path):
+    """The machine's KF_PIPELINES_* settings must not leak into these tests."""
+    for name in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH", "KF_PIPELINES_COOKIE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("dultra.schedule.auth.DEFAULT_TOKEN_PATH", tmp_path / "no-such-token")
+
+
+def run(capsys, *argv):
+    code = main(["schedule", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_create_uploads_and_prints_the_id_then_the_url(kfp, capsys, tmp_path, monkeypatch):
+    pipeline_file = tmp_path / "pipeline.yaml"
+    compile_tiny_pipeline(pipeline_file)
+    monkeypatch.setenv("KF_PIPELINES_TOKEN", "env-token")
+    code, out, err = run(
+        capsys, "create", "--host", kfp.url + "/", "--cron", " 0 30 2 * * MON ", "--pipeline-file", str(pipeline_file),
+        "--param", "a=3", "--param", "b=1e-5", "--param", "task=gsm8k", "--param", "flag=true",
+        "--param", "code=007", "--param", "dest=s3://bucket/x=y", "--param", "empty=", "--param", 'obj={"k": [1]}',
+        "--start", "2030-01-01", "--end", "2030-06-30T12:00:00+02:00")
+    assert code == 0, err
+    run_id, = kfp.recurring_runs
+    assert out.splitlines() == [run_id, f"{kfp.url}/#/recurringrun/details/{run_id}"]
+    assert "uploaded" in err and "next: 2030-01-07T02:30:00Z, 2030-01-14T02:30:00Z, 2030-01-21T02:30:00Z" in err
+    body = kfp.requests[-1].json()
+    assert body["runtime_config"] == {"parameters": {
+        "a": 3, "b": 1e-5, "task": "gsm8k", "flag": True, "code": "007", "dest": "s3://bucket/x=y", "empty": "",
+        "obj": {"k": [1]}}}
+    assert body["trigger"] == {"cron_schedule": {"cron": "0 30 2 * * MON", "start_time": "2030-01-01T00:00:00Z",
+                                                 "end_time": "2030-06-30T10:00:00Z"}}
+    assert body["display_name"] == "dultra-retraining"
+    assert (body["max_concurrency"], body["no_catchup"], body["mode"]) == ("1", True, "ENABLE")
+    assert "pipeline_version_id" not in body["pipeline_version_reference"]
+    assert {r.headers["authorization"] for r in kfp.requests} == {"Bearer env-token"}
+    upload = next(r for r in kfp.requests if r.path == f"{API}/pipelines/upload")
+    assert upload.query == {"name": ["dultra"]}
+
+
+def test_list_shows_a_table_and_json(kfp, capsys):
+    pipeline_id = kfp.add_pipeline("dultra")
+    enabled = kfp.add_recurring_run("nightly", pipeline_id, cron="0 0 3 * * *")
+    kfp.add_recurring_run("paused", pipeline_id, cron="0 0 4 * * *", status="DISABLED")
+    kfp.add_recurring_run("hourly", pipeline_id, cron=None)
+    pinned = kfp.add_recurring_run("pinned", "deleted-pipeline", cron="0 0 5 * * *",
+                                   pipeline_version_reference={"pipeline_id": "deleted-pipeline",
+                                                               "pipeline_version_id": "v1"})
+    code, out, _ = run(capsys, "list", "--host", kfp.url, "--json")
+    assert code == 0
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert rows["nightly"]["id"] == enabled and rows["nightly"]["pipeline"] == "dultra"
+    assert rows["nightly"]["version"] == "latest" and rows["nightly"]["next_trigger"].endswith("T03:00:00Z")
+    assert rows["paused"]["status"] == "DISABLED" and rows["paused"]["next_trigger"] is None
+    assert rows["hourly"]["cron"] == "every 3600s" and rows["hourly"]["next_trigger"] is None
+    assert rows["pinned"]["id"] == pinned and rows["pinned"]["pipeline"] == "deleted-pipeline"
+    assert rows["pinned"]["version"] == "v1"
+
+    code, out, _ = run(capsys, "list", "--host", kfp.url)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["ID", "NAME", "CRON", "(UTC)", "STATUS", "PIPELINE", "VERSION",
+                                              "NEXT", "(UTC)"]
+    nightly = next(line for line in lines if enabled in line)
+    assert "0 0 3 * * *" in nightly and "ENABLED" in nightly and "dultra" in nightly
+
+
+def test_delete_by_name_prints_the_id(kfp, capsys):
+    pipeline_id = kfp.add_pipeline("dultra")
+    run_id = kfp.add_recurring_run("nightly", pipeline_id)
+    code, out, _ = run(capsys, "delete", "--host", kfp.url, "--name", "nightly")
+    assert code == 0 and out.strip() == run_id and kfp.recurring_runs == {}
+
+
+def test_host_comes_from_the_environment(kfp, capsys, monkeypatch):
+    monkeypatch.setenv("KF_PIPELINES_ENDPOINT", kfp.url)
+    code, _, err = run(capsys, "list")
+    assert code == 0 and "no recurring runs" in err
+    assert [r.path for r in kfp.requests] == [f"{API}/recurringruns"]
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+CREATE = ["create", "--cron", "0 0 3 * * *"]
+
+
+@pytest.mark.parametrize("argv, setup, message", [
+    (["create", "--cron", "0 3 * * *"], None, "has 5 fields, but KFP crons have 6 with seconds first"),
+    (["create", "--cron", "0 0 3 * * 7"], None, "day-of-week field '7' is outside 0-6"),
+    (["create", "--cron", "0 0 0 31 4 *"], None, "never fires"),
+    (["create", "--cron", "0 0 3 L * *"], None, "no L, W, #"),
+    ([*CREATE, "--param", "novalue"], None, "--param 'novalue': expected KEY=VALUE"),
+    ([*CREATE, "--param", "a=1", "--param", "a=2"], None, "--param a is given twice"),
+    ([*CREATE, "--start", "tomorrow"], None, "--start 'tomorrow': expected ISO 8601"),
+    ([*CREATE, "--start", "2030-02-01", "--end", "2030-01-01"], None, "is not after --start"),
+    ([*CREATE, "--end", "2001-01-01"], None, "is in the past"),
+    ([*CREATE, "--pipeline-id", "p", "--pipeline-file", "x.yaml"], None, "not with --pipeline-id"),
+    (CREATE, None, "pipeline named 'dultra'"),
+    ([*CREATE, "--token", "t", "--token-file", "f"], None, "a token or a token file, not both"),
+    ([*CREATE, "--token-file", "/nonexistent/token"], None, "cannot read token file /nonexistent/token"),
+    (["delete"], None, "give either a recurring run id or --name"),
+    (["delete", "no-such-id"], None, "no recurring run with id no-such-id"),
+    (["list"], lambda kfp: setattr(kfp, "token", "right"), "HTTP 401"),
+    (["list"], lambda kfp: setattr(kfp, "cookie", "session=1"), "redirected"),
+    (["list"], lambda kfp: kfp.fail("GET", f"{API}/recurringruns", 502, "bad gateway\nupstream reset",
+                                   content_type="text/plain"), "HTTP 502): bad gateway upstream reset"),
+])
+def test_one_line_errors(kfp, capsys, argv, setup, message):
+    if setup is not None:
+        setup(kfp)
+    code, out, err = run(capsys, *argv, "--host", kfp.url)
+    assert code == 2 and out == ""
+    assert err.startswith("dultra: error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["list", "--host", closed_port_url()], "cannot reach KFP"),
+    (["list", "--host", "localhost:8080"], "must be an http:// or https:// URL"),
+    (["list"], "give --host (the KFP API URL) or set KF_PIPELINES_ENDPOINT"),
+])
+def test_one_line_errors_without_a_server(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err

@@ -125,8 +125,10 @@ def test_base_namespace_account_volume_and_least_privilege_rbac():
     find(docs, "ServiceAccount", "dultra-pipeline")
     pvc = find(docs, "PersistentVolumeClaim", trainjob.WORKSPACE_PVC)
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]  # nodes of a TrainJob are different machines
+    subjects = {d["metadata"]["name"]: [s["name"] for s in d["subjects"]] for d in docs if d["kind"] == "RoleBinding"}
+    assert subjects == {"dultra-trainjobs": ["dultra-pipeline", "default-editor"], "dultra-kfp-run": ["dultra-pipeline"]}
     for binding in (d for d in docs if d["kind"] == "RoleBinding"):
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "dultra-pipeline", "namespace": "dultra"}]
+        assert all(s["kind"] == "ServiceAccount" and s["namespace"] == "dultra" for s in binding["subjects"])
         find(docs, "Role", binding["roleRef"]["name"])
     for role in (d for d in docs if d["kind"] == "Role"):
         for rule in role["rules"]:
@@ -182,3 +184,36 @@ def test_gpu_overlay_uses_gvisor_gpus_and_registry_images():
     assert {v["name"]: v for v in pod["volumes"]}["dshm"]["emptyDir"]["sizeLimit"] == "64Gi"
     images = [c["image"] for c in sandbox["containers"] + pod["containers"]]
     assert len(images) == 2 and all("/" in i.split(":")[0] and ":" in i for i in images)  # from a registry
+
+
+def test_the_fetch_models_example_writes_to_the_workspace(tmp_path):
+    job = yaml.safe_load((M / "examples" / "fetch-models-job.yaml").read_text())
+    result = validate([job], tmp_path / "job.yaml")
+    assert result.returncode == 0 and "passed" in result.stdout, result.stdout + result.stderr
+    pod = job["spec"]["template"]["spec"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == trainjob.WORKSPACE_PVC
+    assert pod["securityContext"]["fsGroup"] == runtime_pod(build(BUILDS["runtime"]))["spec"]["securityContext"]["fsGroup"]
+    script = pod["containers"][0]["command"][-1]
+    assert 'local_dir="/workspace/models/LLaDA-8B-Instruct"' in script
+    config = yaml.safe_load((REPO / "configs" / "llada-8b-math.yaml").read_text())
+    assert config["warmstart"]["model"] == "/workspace/models/LLaDA-8B-Instruct"  # where the configs look
+
+
+def test_the_readme_standalone_recipe_moves_every_namespaced_piece(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    command = re.search(r"`(kubectl kustomize manifests/base \| sed '([^']+)' \| kubectl apply -f -)`", readme)
+    assert command, "README lost the standalone Pipelines recipe"
+    rendered = subprocess.run(["sed", command.group(2)], input=subprocess.run(
+        ["kubectl", "kustomize", str(BUILDS["base"])], check=True, capture_output=True, text=True).stdout,
+        check=True, capture_output=True, text=True).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    namespaced = [d for d in docs if d["kind"] != "Namespace"]
+    assert namespaced and all(d["metadata"]["namespace"] == "kubeflow" for d in namespaced)
+    assert all(s["namespace"] == "kubeflow" for d in docs if d["kind"] == "RoleBinding" for s in d["subjects"])
+
+
+def test_the_readme_sandbox_url_is_the_service():
+    service = find(build(M / "sandbox"), "Service")
+    url = f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc:{service['spec']['ports'][0]['port']}"
+    readme = (REPO / "README.md").read_text()
+    assert url == "http://dultra-sandbox.dultra-sandbox.svc:8080" and readme.count(url) >= 2

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import signal
 import sys
@@ -209,13 +210,16 @@ def current_namespace(path: str = SA_NAMESPACE_FILE) -> str:
 
 
 def default_api_client() -> k8s.ApiClient:
-    """In a pod: its service account; elsewhere: the current kubeconfig context."""
+    """In a pod: its service account; elsewhere: the current context of $KUBECONFIG or ~/.kube/config."""
     from kubernetes import config
 
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        try:  # $KUBECONFIG read now: the client's own default was fixed when it was imported
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
+        except (config.ConfigException, OSError) as err:
+            raise TrainJobFailed(f"no Kubernetes credentials: not in a pod, and no usable kubeconfig ({err})") from None
     return k8s.ApiClient()
 
 

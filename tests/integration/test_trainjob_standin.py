@@ -283,3 +283,34 @@ def test_the_role_allows_every_request_and_grants_nothing_unused():
         run(api, spec)
     used |= {rbac_attributes(r) for r in api.requests}
     assert used == role_rules("dultra-trainjobs")
+
+
+def test_the_pipelines_multi_node_stage_goes_through_a_trainjob(tmp_path, monkeypatch):
+    """components.steps.run_stage with nodes > 1, its default client from a kubeconfig."""
+    from components.steps import Launcher, run_stage
+
+    launcher = Launcher(nodes=2, gpus_per_node=8, trainjob={"image": "registry.example.com/dultra-trainer:1",
+                                                              "run_id": "run-42", "namespace": "dultra",
+                                                              "poll_s": 0.02})
+    spec = fast_spec(run_id="run-42")
+    job = spec.job_name()
+    logs = {"p1": PodLog(["step 1"])}
+    phases = [Phase(RUNNING, [pod("pod-running", "p1", job)], until="logs:p1"),
+              Phase(COMPLETE, [pod("pod-succeeded", "p1", job)])]
+    with StandIn(phases, logs) as api:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "standin",
+            "clusters": [{"name": "standin", "cluster": {"server": api.url}}],
+            "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "u"}}],
+            "users": [{"name": "u", "user": {"token": "t"}}]}))
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        final = run_stage("train", "configs/tiny.yaml", {"steps": 3}, str(tmp_path / "work"), launcher)
+    assert final == tmp_path / "work" / "train" / "final"
+    (post,) = api.calls("POST")
+    trainer = post.body["spec"]["trainer"]
+    assert post.body["metadata"]["name"] == job and trainer["image"] == "registry.example.com/dultra-trainer:1"
+    assert trainer["args"][0] == "train" and trainer["args"][2].endswith("configs/tiny.yaml")
+    assert trainer["args"][3:] == ["--steps", "3", "--output-dir", str(tmp_path / "work" / "train"), "--resume", "true"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 8)

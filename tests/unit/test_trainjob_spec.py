@@ -164,3 +164,13 @@ def test_namespace_comes_from_the_service_account_file(tmp_path):
 def test_job_state_reads_the_trainers_conditions(status, state):
     assert job_state({"status": fixture(f"trainjob-status-{status}")}) == state
     assert job_state({}) == ("Pending", "", "")
+
+
+def test_no_credentials_is_one_clear_line(tmp_path, monkeypatch):
+    from components.trainjob import default_api_client
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    with pytest.raises(TrainJobFailed, match="no Kubernetes credentials: not in a pod, and no usable kubeconfig") as err:
+        default_api_client()
+    assert "\n" not in str(err.value)

@@ -14,7 +14,8 @@ the workspace volume (`dultra-workspace`) at /workspace. `run_trainjob`
   pipeline step attaches to the job it created before instead of starting a second one (a job
   that already succeeded returns at once; one that failed raises, or is replaced when
   `recreate_failed`; one created from a different spec raises TrainJobConflict);
-- prints node 0's log lines as they come, across pod restarts and dropped streams;
+- prints node 0's log lines as they come, across pod restarts and dropped streams, and waits
+  out Kubernetes API outages shorter than API_OUTAGE_S;
 - returns the finished TrainJob, or raises TrainJobFailed when it fails, when node 0 is stuck
   (image or config errors) for `stuck_s`, or after `timeout_s` (TrainJobTimeout), deleting the job
   in the last two cases and when the step is cancelled (SIGTERM: TrainJobCancelled).
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -59,6 +61,7 @@ RESERVED_ENV = frozenset({"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "
                           "PET_MASTER_PORT"})
 # JobSet names pods <job>-node-<job index>-<pod index>: a 63-character hostname limits the job's name.
 MAX_NAME = 45
+API_OUTAGE_S = 300  # the Kubernetes API failing this long fails the step (shorter outages are waited out)
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -236,20 +239,11 @@ def job_state(job: dict[str, Any]) -> tuple[str, str, str]:
 
 
 class _Jobs:
-    """The TrainJob calls, with one-line errors."""
+    """The TrainJob calls (errors stay ApiException: callers decide what is transient)."""
 
     def __init__(self, api: k8s.ApiClient, namespace: str, name: str):
         self.api, self.namespace, self.name = k8s.CustomObjectsApi(api), namespace, name
         self.ref = f"{namespace}/{name}"
-
-    def _fail(self, verb: str, err: ApiException) -> TrainJobFailed:
-        try:
-            detail = json.loads(err.body).get("message", "")
-        except (TypeError, ValueError):
-            detail = err.body or ""
-        hint = " (the run's service account needs the Role dultra-trainjobs)" if err.status == 403 else ""
-        return TrainJobFailed(f"cannot {verb} TrainJob {self.ref}: {err.status} {err.reason}: "
-                              f"{' '.join(str(detail).split())}{hint}")
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
@@ -260,7 +254,7 @@ class _Jobs:
         except ApiException as err:
             if err.status == 404:
                 return None
-            raise self._fail("get", err) from None
+            raise
 
     def delete(self) -> None:
         try:
@@ -268,7 +262,27 @@ class _Jobs:
                                                      propagation_policy="Foreground")
         except ApiException as err:
             if err.status != 404:
-                raise self._fail("delete", err) from None
+                raise
+
+
+def _transient(err: BaseException) -> bool:
+    """API server restarts, overload and network blips: wait them out, do not fail training."""
+    if isinstance(err, ApiException):
+        return err.status in (429, 500, 502, 503, 504)
+    return isinstance(err, urllib3.exceptions.HTTPError | OSError)
+
+
+def _api_failure(doing: str, err: BaseException) -> TrainJobFailed:
+    """A one-line TrainJobFailed from an API error."""
+    if not isinstance(err, ApiException):
+        return TrainJobFailed(f"cannot {doing}: {' '.join(str(err).split())}")
+    try:
+        detail = json.loads(err.body).get("message", "")
+    except (TypeError, ValueError, AttributeError):
+        detail = err.body or ""
+    detail = " ".join(str(detail).split())
+    hint = " (the run's service account needs the Role dultra-trainjobs)" if err.status == 403 and "cannot " in detail else ""
+    return TrainJobFailed(f"cannot {doing}: {err.status} {err.reason}: {detail}{hint}")
 
 
 def _say(out: TextIO, text: str) -> None:
@@ -285,7 +299,7 @@ def _submit(jobs: _Jobs, body: dict[str, Any], spec: TrainJobSpec, out: TextIO, 
         return
     except ApiException as err:
         if err.status != 409:
-            raise jobs._fail("create", err) from None
+            raise _api_failure(f"create TrainJob {jobs.ref}", err) from None
     existing = jobs.get()
     if existing is None:  # deleted between the two calls
         return _submit(jobs, body, spec, out, deadline)
@@ -308,39 +322,66 @@ def _submit(jobs: _Jobs, body: dict[str, Any], spec: TrainJobSpec, out: TextIO, 
     _say(out, f"attached to existing TrainJob {jobs.ref} ({state})")
 
 
-def _wait(jobs: _Jobs, logs: Node0Logs, spec: TrainJobSpec, out: TextIO, deadline: float) -> dict[str, Any]:
-    """Stream node 0 until the job finishes; returns it, or raises TrainJobFailed."""
-    seen: tuple[str, ...] = ()
-    stuck_since: float | None = None
-    while True:
+class _Follower:
+    """Polls the job and streams node 0 until the job finishes, fails, sticks or times out."""
+
+    def __init__(self, jobs: _Jobs, logs: Node0Logs, spec: TrainJobSpec, out: TextIO, deadline: float):
+        self.jobs, self.logs, self.spec, self.out, self.deadline = jobs, logs, spec, out, deadline
+        self.seen: tuple[str, ...] = ()  # what was last said about the job and node 0
+        self.stuck_since: float | None = None  # node 0 waiting on an image or config error since
+        self.outage_since: float | None = None  # the API failing since
+
+    def run(self) -> dict[str, Any]:
+        while True:
+            try:
+                finished, printed = self.poll()
+                self.outage_since = None
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:
+                if not _transient(err):
+                    raise _api_failure(f"follow TrainJob {self.jobs.ref}", err) from None
+                now = time.monotonic()
+                if self.outage_since is None:
+                    self.outage_since = now
+                    _say(self.out, f"Kubernetes API error, retrying: {_api_failure('poll', err)}")
+                if now - self.outage_since >= API_OUTAGE_S or now >= self.deadline:
+                    raise _api_failure(f"follow TrainJob {self.jobs.ref} for {now - self.outage_since:.0f}s", err) from None
+                finished, printed = None, False
+            if finished is not None:
+                return finished
+            if not printed:
+                time.sleep(max(min(self.spec.poll_s, self.deadline - time.monotonic()), 0))
+
+    def poll(self) -> tuple[dict[str, Any] | None, bool]:
+        """One round: (the finished job or None, whether log lines were printed)."""
+        jobs, spec = self.jobs, self.spec
         job = jobs.get()
         if job is None:
             raise TrainJobFailed(f"TrainJob {jobs.ref} was deleted while the step waited for it")
         state, reason, message = job_state(job)
         if state in ("Complete", "Failed"):
-            logs.pump(follow=False)  # node 0's last lines
+            self.logs.pump(follow=False)  # node 0's last lines
             if state == "Failed":
                 raise TrainJobFailed(f"TrainJob {jobs.ref} failed: {reason}: {message}")
-            _say(out, f"TrainJob {jobs.ref} complete")
-            return job
-        remaining = deadline - time.monotonic()
-        printed = logs.pump(follow=True, idle_s=max(min(spec.log_idle_s, remaining), 0.1))
-        pod: PodState | None = logs.state
+            _say(self.out, f"TrainJob {jobs.ref} complete")
+            return job, True
+        idle_s = max(min(spec.log_idle_s, self.deadline - time.monotonic()), 0.1)
+        printed = self.logs.pump(follow=True, idle_s=idle_s)
+        pod: PodState | None = self.logs.state
         now_seen = (state, reason) + ((pod.name, pod.phase, pod.reason) if pod else ())
-        if now_seen != seen:  # say what changed, not every poll
-            seen = now_seen
-            _say(out, f"TrainJob {jobs.ref}: {state}" + (f" ({reason})" if reason else "")
+        if now_seen != self.seen:  # say what changed, not every poll
+            self.seen = now_seen
+            _say(self.out, f"TrainJob {jobs.ref}: {state}" + (f" ({reason})" if reason else "")
                  + (f"; {pod.describe()}" if pod else "; node-0 pod not created yet"))
         now = time.monotonic()
-        stuck_since = (stuck_since or now) if pod and not pod.started and pod.reason in STUCK_REASONS else None
-        if stuck_since is not None and now - stuck_since >= spec.stuck_s:
+        stuck = pod is not None and not pod.started and pod.reason in STUCK_REASONS
+        self.stuck_since = (self.stuck_since or now) if stuck else None
+        if pod is not None and self.stuck_since is not None and now - self.stuck_since >= spec.stuck_s:
             jobs.delete()
-            raise TrainJobFailed(f"TrainJob {jobs.ref} deleted: {pod.describe()} for {now - stuck_since:.0f}s")
-        if now >= deadline:
+            raise TrainJobFailed(f"TrainJob {jobs.ref} deleted: {pod.describe()} for {now - self.stuck_since:.0f}s")
+        if now >= self.deadline:
             jobs.delete()
             raise TrainJobTimeout(f"TrainJob {jobs.ref} deleted: not finished after {spec.timeout_s:.0f}s ({state})")
-        if not printed:
-            time.sleep(max(min(spec.poll_s, deadline - now), 0))
+        return None, printed
 
 
 @contextlib.contextmanager
@@ -376,8 +417,15 @@ def run_trainjob(spec: TrainJobSpec, api_client: k8s.ApiClient | None = None, *,
     with _sigterm_cancels():
         try:
             _submit(jobs, body, spec, out, deadline)
-            return _wait(jobs, Node0Logs(k8s.CoreV1Api(api), jobs.namespace, jobs.name, out), spec, out, deadline)
+            return _Follower(jobs, Node0Logs(k8s.CoreV1Api(api), jobs.namespace, jobs.name, out),
+                             spec, out, deadline).run()
         except (TrainJobCancelled, KeyboardInterrupt) as err:
             _say(out, f"cancelled ({err or 'interrupt'}): deleting TrainJob {jobs.ref}")
-            jobs.delete()
+            try:
+                jobs.delete()
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as delete_err:
+                raise TrainJobCancelled(f"step cancelled; deleting TrainJob {jobs.ref} failed: "
+                                        f"{_api_failure('delete', delete_err)}") from None
             raise TrainJobCancelled(f"step cancelled; TrainJob {jobs.ref} deleted") from None
+        except ApiException as err:  # outside the follow loop: _submit's lookups and deletions
+            raise _api_failure(f"manage TrainJob {jobs.ref}", err) from None

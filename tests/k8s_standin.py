@@ -92,6 +92,7 @@ class Phase:
     status: dict[str, Any] | None
     pods: list[dict[str, Any]]
     until: int | str = 1  # TrainJob GETs served in this phase, or "logs:POD" (that log fully written)
+    error: str | None = None  # a status fixture every TrainJob GET answers in this phase (e.g. an outage)
     gets: int = 0
 
 
@@ -135,9 +136,10 @@ def rbac_attributes(req: Request) -> tuple[str, str, str]:
 class StandIn:
     def __init__(self, phases: list[Phase], logs: dict[str, PodLog] | None = None,
                  existing: dict[str, Any] | None = None, namespace: str = "dultra",
-                 create_error: str | None = None):
+                 create_error: str | None = None, pods_error: str | None = None):
         self.phases, self.logs, self.namespace = phases, logs or {}, namespace
         self.create_error = create_error  # a status fixture POST answers with
+        self.pods_error = pods_error  # a status fixture the pod list answers with
         self.store: dict[str, dict[str, Any]] = {}
         if existing is not None:
             self._store(copy.deepcopy(existing))
@@ -197,6 +199,8 @@ class StandIn:
             self._advance()
             phase = self.phases[self.phase]
             phase.gets += 1
+            if phase.error:
+                return _status(phase.error, name)["code"], _status(phase.error, name)
             served = copy.deepcopy(obj)
             if phase.status is not None:
                 served["status"] = phase.status
@@ -276,6 +280,8 @@ def _handler(api: StandIn):
             pods = f"/api/v1/namespaces/{api.namespace}/pods"
             if req.path.startswith(jobs):
                 return self._json(*api.get_job(req.path.removeprefix(jobs)))
+            if req.path == pods and api.pods_error:
+                return self._json(_status(api.pods_error, "")["code"], _status(api.pods_error, ""))
             if req.path == pods:
                 return self._json(200, api.list_pods(req.query.get("labelSelector", "")))
             if req.path.startswith(pods + "/") and req.path.endswith("/log"):

@@ -238,6 +238,41 @@ def test_a_refused_create_is_one_clear_line(status, message):
         assert text.endswith('clusterTrainingRuntime.trainer.kubeflow.org "dultra-accelerate" not found')
 
 
+def test_an_api_outage_is_waited_out():
+    spec = fast_spec()
+    job = spec.job_name()
+    logs = {"p1": PodLog(["step 1", "step 2"])}
+    phases = [Phase(RUNNING, [pod("pod-running", "p1", job)], until=1),
+              Phase(RUNNING, [], until=4, error="status-unavailable"),
+              Phase(RUNNING, [pod("pod-running", "p1", job)], until="logs:p1"),
+              Phase(COMPLETE, [pod("pod-succeeded", "p1", job)])]
+    with StandIn(phases, logs) as api:
+        final, node, status = run(api, spec)
+    assert job_state(final)[0] == "Complete" and node == ["step 1", "step 2"]
+    assert sum("Kubernetes API error, retrying: cannot poll: 503 Service Unavailable" in s for s in status) == 1
+
+
+def test_a_long_api_outage_fails_the_step(monkeypatch):
+    monkeypatch.setattr("components.trainjob.API_OUTAGE_S", 0.3)
+    spec = fast_spec()
+    phases = [Phase(RUNNING, [], until=1), Phase(RUNNING, [], error="status-unavailable")]
+    with StandIn(phases, existing=build_trainjob(spec, "dultra")) as api:
+        with pytest.raises(TrainJobFailed, match=rf"cannot follow TrainJob dultra/{spec.job_name()} for 0s: "
+                                                 r"503 Service Unavailable: the server is currently unable"):
+            run(api, spec)
+
+
+def test_a_forbidden_pod_list_fails_in_one_line_naming_the_role():
+    spec = fast_spec()
+    with StandIn([Phase(RUNNING, [])], pods_error="status-forbidden-pods") as api:
+        with pytest.raises(TrainJobFailed) as err:
+            run(api, spec)
+    assert str(err.value) == (f"cannot follow TrainJob dultra/{spec.job_name()}: 403 Forbidden: pods is forbidden: "
+                              'User "system:serviceaccount:dultra:dultra-pipeline" cannot list resource "pods" in '
+                              'API group "" in the namespace "dultra" (the run\'s service account needs the Role '
+                              "dultra-trainjobs)")
+
+
 CHILD = """
 import json, sys
 from kubernetes import client

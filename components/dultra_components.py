@@ -70,8 +70,9 @@ def warmstart_planner(config: str, base: Input[Model], train: Input[Dataset], st
 def train_grpo(config: str, planner: Input[Model], train: Input[Dataset], task: str, steps: int,
                group_size: int, gen_length: int, block_length: int, learning_rate: float,
                reward_correct: float, reward_format: float, reward_distill: float, reward_steps: float,
-               teacher: str, sandbox_url: str, nodes: int, gpus_per_node: int, workspace: str, run_id: str,
-               trainjob_image: str, model: Output[Model], metrics: Output[Metrics]):
+               teacher: str, sandbox_url: str, nodes: int, gpus_per_node: int, cpu_per_node: str,
+               memory_per_node: str, workspace: str, run_id: str, trainjob_image: str,
+               model: Output[Model], metrics: Output[Metrics]):
     """GRPO of model and planner; resumes from its last checkpoint when the step is retried."""
     import json
     from pathlib import Path
@@ -95,7 +96,8 @@ def train_grpo(config: str, planner: Input[Model], train: Input[Dataset], task: 
         overrides["sandbox_url"] = sandbox_url
     work = workdir(workspace, run_id)
     launcher = Launcher(nodes=nodes, gpus_per_node=gpus_per_node,
-                        trainjob={"image": trainjob_image, "run_id": run_id} if nodes > 1 else None)
+                        trainjob={"image": trainjob_image, "run_id": run_id, "cpu": cpu_per_node,
+                                  "memory": memory_per_node} if nodes > 1 else None)
     write_reference(model.path, run_stage("train", config, overrides, work, launcher))
     rows = [json.loads(line) for line in (Path(work) / "train" / "metrics.jsonl").read_text().splitlines()]
     for key in ("reward/total", "accuracy", "nfe", "tpf"):

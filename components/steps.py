@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ class Launcher:
 
     nodes: int = 1  # machines; > 1 launches a TrainJob
     gpus_per_node: int = 0  # GPUs per machine; > 1 runs one process per GPU
-    trainjob: dict | None = None  # TrainJob settings (image, namespace, name, pvc...) when nodes > 1
+    trainjob: dict | None = None  # TrainJobSpec fields (image, run_id, cpu, memory...) when nodes > 1
 
 
 REFERENCE = "checkpoint.json"
@@ -98,9 +99,15 @@ def run_stage(stage: str, config: str, overrides: dict[str, Any], workdir: str,
     if launcher.nodes > 1:
         from components.trainjob import TrainJobSpec, run_trainjob
 
+        if settings.get("data"):  # the step's artifact path exists only in this pod: nodes read the workspace
+            shared = Path(workdir) / stage / "data.jsonl"
+            shared.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(settings["data"], shared)
+            settings["data"] = str(shared)
+        # A retried step replaces a failed job; the new one resumes from the last checkpoint.
         run_trainjob(TrainJobSpec(nodes=launcher.nodes, gpus_per_node=launcher.gpus_per_node,
                                   args=[stage, "--config", str(config_path), *to_flags(settings)],
-                                  **(launcher.trainjob or {})))
+                                  recreate_failed=True, **(launcher.trainjob or {})))
     elif launcher.gpus_per_node > 1:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--mixed_precision", "bf16",
                "--num_processes", str(launcher.gpus_per_node), "-m", "dultra.cli", stage,

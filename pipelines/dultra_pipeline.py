@@ -66,6 +66,8 @@ def dultra_pipeline(
     sandbox_url: str = "",
     nodes: int = 1,
     gpus_per_node: int = 0,
+    cpu_per_node: str = "32",
+    memory_per_node: str = "512Gi",
     eval_strategies: str = "threshold:tau=0.9;threshold:tau=0.7;planner:factor=1.0;planner:factor=1.5",
     s3_destination: str = "s3://dultra-checkpoints/tiny",
     s3_endpoint_url: str = "",
@@ -96,6 +98,8 @@ def dultra_pipeline(
         sandbox_url: sandbox service for code rewards and evaluation, e.g. http://dultra-sandbox.dultra-sandbox.svc:8080.
         nodes: machines for GRPO; more than 1 launches a Kubeflow Trainer TrainJob.
         gpus_per_node: GPUs per machine (0: CPU).
+        cpu_per_node: CPU request of each TrainJob node when nodes > 1 (the job's resources replace the runtime's).
+        memory_per_node: memory request of each TrainJob node when nodes > 1.
         eval_strategies: semicolon-separated decoding strategies to evaluate, e.g. planner:factor=1.0;threshold:tau=0.9.
         s3_destination: where checkpoints are published (s3://bucket/prefix; runs/<id>/ and a latest pointer go under it).
         s3_endpoint_url: S3-compatible endpoint (empty: AWS, or AWS_ENDPOINT_URL).
@@ -117,7 +121,8 @@ def dultra_pipeline(
         group_size=group_size, gen_length=gen_length, block_length=block_length, learning_rate=learning_rate,
         reward_correct=reward_correct, reward_format=reward_format, reward_distill=reward_distill,
         reward_steps=reward_steps, teacher=teacher, sandbox_url=sandbox_url, nodes=nodes,
-        gpus_per_node=gpus_per_node, workspace=workspace, run_id=run_id, trainjob_image=trainer_image,
+        gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node, memory_per_node=memory_per_node,
+        workspace=workspace, run_id=run_id, trainjob_image=trainer_image,
     )
     _on_cluster(grpo, "8", "64Gi", gpus_per_node, sandbox=True)
     # A retried GRPO step resumes from its last checkpoint on the workspace volume.

@@ -341,11 +341,17 @@ def test_the_pipelines_multi_node_stage_goes_through_a_trainjob(tmp_path, monkey
             "users": [{"name": "u", "user": {"token": "t"}}]}))
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        final = run_stage("train", "configs/tiny.yaml", {"steps": 3}, str(tmp_path / "work"), launcher)
+        artifact = tmp_path / "artifact.jsonl"  # a KFP artifact: only the launching pod has it
+        artifact.write_text('{"id": "x"}\n')
+        final = run_stage("train", "configs/tiny.yaml", {"steps": 3, "data": str(artifact)},
+                          str(tmp_path / "work"), launcher)
     assert final == tmp_path / "work" / "train" / "final"
     (post,) = api.calls("POST")
     trainer = post.body["spec"]["trainer"]
     assert post.body["metadata"]["name"] == job and trainer["image"] == "registry.example.com/dultra-trainer:1"
     assert trainer["args"][0] == "train" and trainer["args"][2].endswith("configs/tiny.yaml")
-    assert trainer["args"][3:] == ["--steps", "3", "--output-dir", str(tmp_path / "work" / "train"), "--resume", "true"]
+    shared = tmp_path / "work" / "train" / "data.jsonl"
+    assert trainer["args"][3:] == ["--steps", "3", "--data", str(shared), "--output-dir",
+                                   str(tmp_path / "work" / "train"), "--resume", "true"]
+    assert shared.read_text() == artifact.read_text()
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 8)

@@ -86,7 +86,7 @@ def show_results(args: argparse.Namespace, endpoint: str, seconds: float) -> Non
         print(f"{name:<26}{row['accuracy']:>11.1f}{row['nfe']:>10.1f}{row['tpf']:>8.2f}")
     report = next((args.workdir / "workspace" / "runs").iterdir()) / "eval" / "report.html"
     print(f"report with the accuracy-vs-NFE plot: {report}")
-    cmd = ["generate", "--model", str(pulled), "--prompt", "Compute 12 + 7 - 3.", "--strategy", "planner",
+    cmd = ["generate", "--model", str(pulled), "--prompt", "Compute 6 - 4 + 1 + 5 - 8.", "--strategy", "planner",
            "--gen-length", str(args.gen_length), "--block-length", str(args.block_length), "--json"]
     print("\n$ dultra " + " ".join(cmd))
     dultra(cmd)
@@ -101,7 +101,7 @@ def main() -> None:
     p.add_argument("--eval-size", type=int, default=300, help="held-out examples evaluated")
     p.add_argument("--strategies", default="threshold:tau=0.9;threshold:tau=0.7;planner:factor=1.0",
                    help="semicolon-separated strategies evaluated")
-    p.add_argument("--gen-length", type=int, default=64, help="decode length of the final generate call")
+    p.add_argument("--gen-length", type=int, default=16, help="decode length of the final generate call")
     p.add_argument("--block-length", type=int, default=16, help="block length of the final generate call")
     args = p.parse_args()
     args.workdir = args.workdir.resolve()

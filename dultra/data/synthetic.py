@@ -4,23 +4,27 @@
     train = generate("synthetic-math", "train", n=10000, seed=0)
     held_out = generate("synthetic-code", "test", n=500)
 
-synthetic-math    prompt  "Compute (12 + 7) * 3 - 4."
-                  target  "12 + 7 = 19. 19 * 3 = 57. 57 - 4 = 53.\\n#### 53"
+synthetic-math    prompt  "Compute 6 - 4 + 1 + 5 - 8."
+                  target  "2, 3, 8, 0.\n#### 0"      (the running value after each operation)
 synthetic-code    prompt  "Write f(x) = (x + 3) * 2 - 5. Check f(7)."
-                  target  "```python\\ndef f(x):\\n    x = x + 3\\n    x = x * 2\\n    return x - 5
-                           \\n\\nassert f(7) == 15\\n```"
+                  target  "```python\ndef f(x):\n    x = x + 3\n    x = x * 2\n    return x - 5
+                           \n\nassert f(7) == 15\n```"
                   tests   the function at the checked input and at three others
 
-Why this shape: every step's left operand copies the previous result and every result's
-digits depend on each other through carries, so unmasking a whole step (or a whole
-number) in one forward pass guesses jointly dependent tokens independently; decoded one
-token at a time the task is a short, learnable chain. The code task adds a self-check:
+Why this shape: each running value is the previous one combined with the next operation
+of the prompt, so the values form a chain of dependent tokens. Decoded one value per
+forward pass, each is a one-step lookup the tiny model learns in minutes; unmasked all at
+once, every value must be computed from the prompt alone, which the tiny model mostly
+cannot do past two operations. Accuracy therefore falls as a decoding strategy unmasks
+more tokens per step, which is the trade-off a planner has to learn. The defaults (four
+single-digit operations, fixed prompt layout) keep the task within reach of the tiny
+model on one CPU; the knobs widen it for bigger models. The code task adds a self-check:
 the program's own assert must hold, which again needs the chain evaluated in order.
 
 Determinism and splits: the same (task, split, n, seed, config) always gives the same
 examples. A problem's split is a hash of its prompt (10% held out by default), so train
-and test never share a prompt whatever the seeds or sizes. Targets fit in 64 tokens of
-the tiny tokenizer with the default config (one token per digit).
+and test never share a prompt whatever the seeds or sizes. Targets fit in 16 tokens of
+the tiny tokenizer for math and 64 for code with the default config (one token per digit).
 """
 
 from __future__ import annotations
@@ -41,12 +45,12 @@ SPLITS = ("train", "test")
 class SyntheticConfig:
     """Difficulty knobs of both synthetic tasks."""
 
-    min_steps: int = 2  # fewest operations in a problem
-    max_steps: int = 3  # most operations in a problem (3 keeps targets under 64 tokens)
-    ops: str = "+-*"  # operations to draw from; "*" multiplies by one digit (2..9)
-    max_start: int = 99  # math: first number drawn from 1..max_start
-    max_operand: int = 99  # math: +/- operands drawn from 1..max_operand
-    max_value: int = 999  # math: every intermediate result stays in 0..max_value
+    min_steps: int = 4  # fewest operations in a problem
+    max_steps: int = 4  # most operations in a problem (equal: every prompt has the same layout)
+    ops: str = "+-"  # operations to draw from; "*" multiplies by one digit (2..9)
+    max_start: int = 9  # math: first number drawn from 0..max_start
+    max_operand: int = 9  # math: +/- operands drawn from 1..max_operand
+    max_value: int = 9  # math: every running value stays in 0..max_value
     code_max_constant: int = 19  # code: +/- constants drawn from 1..code_max_constant
     code_max_input: int = 30  # code: checked and tested inputs drawn from 0..code_max_input
     heldout_percent: int = 10  # share of the problem space that belongs to the test split
@@ -58,8 +62,8 @@ class SyntheticConfig:
             raise ConfigError(f"ops must be a non-empty subset of '+-*', got {self.ops!r}")
         if not 0 < self.heldout_percent < 100:
             raise ConfigError(f"heldout_percent must be in 1..99, got {self.heldout_percent}")
-        if self.max_value < max(self.max_start, 18):
-            raise ConfigError("max_value must be at least max_start (and 18)")
+        if self.max_value < max(self.max_start, 1):
+            raise ConfigError("max_value must be at least max_start (and 1)")
 
 
 def split_of(prompt: str, heldout_percent: int) -> str:
@@ -95,18 +99,17 @@ def _math_step(rng: random.Random, value: int, cfg: SyntheticConfig) -> tuple[st
 
 
 def math_example(rng: random.Random, cfg: SyntheticConfig) -> Example:
-    start = value = rng.randint(1, cfg.max_start)
-    steps, lines = [], []
+    start = value = rng.randint(0, cfg.max_start)
+    steps, values = [], []
     for _ in range(rng.randint(cfg.min_steps, cfg.max_steps)):
         op, b = _math_step(rng, value, cfg)
-        new = apply(op, value, b)
+        value = apply(op, value, b)
         steps.append((op, b))
-        lines.append(f"{value} {op} {b} = {new}.")
-        value = new
+        values.append(str(value))
     prompt = f"Compute {render(str(start), steps)}."
     return Example(
         id="", task="synthetic-math", kind="math", prompt=prompt, answer=str(value),
-        solution=" ".join(lines) + f"\n#### {value}", meta={"steps": len(steps)},
+        solution=", ".join(values) + f".\n#### {value}", meta={"steps": len(steps)},
     )
 
 

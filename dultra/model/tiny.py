@@ -1,6 +1,6 @@
 """The embedded default: a tiny LLaDA + planner head and its tokenizer, built offline.
 
-    dultra generate --model tiny --prompt "Compute 12 + 7."
+    dultra generate --model tiny --prompt "Compute 6 - 4 + 1 + 5 - 8."
 
 `tiny_checkpoint()` builds the checkpoint once (seeded, so every machine gets the same
 weights) and caches it under $DULTRA_CACHE (default ~/.cache/dultra).

@@ -37,7 +37,7 @@ class OptimConfig:
 
 
 def build_optimizer(params, cfg: OptimConfig, total_steps: int):
-    """AdamW over `params` and its LambdaLR schedule."""
+    """AdamW over `params` (tensors, or param groups with their own "lr") and its LambdaLR schedule."""
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
     def factor(step: int) -> float:

@@ -75,6 +75,7 @@ class TrainConfig:
     teacher: str | None = doc(None, "autoregressive teacher (HF id or directory) for the distill reward")
     sandbox_url: str | None = doc(None, "sandbox service URL for code rewards (none: in-process workers)")
     optim: OptimConfig = doc(factory=lambda: OptimConfig(lr=5e-6, weight_decay=0.1), help="optimizer settings")
+    planner_lr: float | None = doc(None, "peak learning rate of the planner head (none: optim.lr, as the reference)")
     seed: int = doc(0, "seed of the data order and the rollouts")
     save_every: int = doc(50, "checkpoint every N steps (0: only the final model)")
     resume: bool = doc(False, "continue from the newest checkpoint in output_dir")
@@ -106,7 +107,10 @@ class GRPOTrainer:
         examples = load_examples(cfg.tasks, cfg.data, "train", cfg.train_size)
         self.stream = ExampleStream(examples, cfg.prompts_per_step, cfg.seed, acc.process_index, acc.num_processes)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        optimizer, scheduler = build_optimizer(self.params, cfg.optim, cfg.steps)
+        head = {id(p) for p in model.planner_parameters()}
+        groups = [{"params": [p for p in self.params if id(p) not in head]},
+                  {"params": [p for p in self.params if id(p) in head], "lr": cfg.planner_lr or cfg.optim.lr}]
+        optimizer, scheduler = build_optimizer([g for g in groups if g["params"]], cfg.optim, cfg.steps)
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
         self.scorer = RewardScorer(cfg.rewards, code_runner=self._code_runner(), teacher=self._teacher())
 

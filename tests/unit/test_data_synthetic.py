@@ -40,20 +40,30 @@ def test_about_the_asked_share_is_held_out():
         assert abs(held - percent / 100) < 0.03
 
 
-def test_math_targets_are_correct_chains():
+def test_math_targets_are_running_values():
     examples = generate("synthetic-math", "train", n=500)
     for ex in examples:
-        steps = re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)\.", ex.solution)
-        assert steps, ex.solution
-        # Each step's left operand is the previous result, and each result is right.
-        for (a, op, b, c), nxt in zip(steps, steps[1:] + [None]):
-            assert eval(f"{a} {op} {b}") == int(c)
-            assert nxt is None or nxt[0] == c
+        start, *ops = re.findall(r"[-+*]? ?\d+", ex.prompt)
+        body, answer = ex.solution.split("\n#### ")
+        values = body.rstrip(".").split(", ")
+        # Each value is the previous one combined with the prompt's next operation.
+        prev = start
+        for op, value in zip(ops, values, strict=True):
+            assert eval(f"{prev} {op}") == int(value), ex
+            prev = value
+        assert answer == ex.answer == values[-1] == str(eval(ex.prompt.removeprefix("Compute ").rstrip(".")))
+        assert 0 <= int(ex.answer) <= 9
+    assert {ex.meta["steps"] for ex in examples} == {4}
+    assert len({len(ex.prompt) for ex in examples}) == 1  # one layout: operands sit at fixed offsets
+
+
+def test_multiplication_gets_explicit_precedence():
+    cfg = SyntheticConfig(min_steps=2, max_steps=3, ops="+-*", max_start=99, max_operand=99, max_value=999)
+    examples = generate("synthetic-math", "train", n=300, config=cfg)
+    assert any("(" in ex.prompt for ex in examples)
+    for ex in examples:
         assert eval(ex.prompt.removeprefix("Compute ").rstrip(".")) == int(ex.answer)
-        assert ex.solution.endswith(f"\n#### {ex.answer}")
-        assert 0 <= int(ex.answer) <= 999
-    assert {ex.meta["steps"] for ex in examples} == {2, 3}
-    assert any("(" in ex.prompt for ex in examples)  # precedence is made explicit
+        assert len(ex.solution.split(", ")) == ex.meta["steps"]
 
 
 def test_math_answers_are_verified_by_the_reward():

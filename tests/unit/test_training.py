@@ -58,6 +58,16 @@ def test_grpo_step_changes_exactly_the_trainable_parts(checkpoint, tmp_path, tra
         assert key in row
 
 
+def test_planner_lr_applies_to_the_head_only(checkpoint, tmp_path):
+    trainer = GRPOTrainer(_grpo(checkpoint, tmp_path, planner_lr=5e-2))
+    head = {id(p) for p in trainer.model.planner_parameters()}
+    lrs = {("head" if id(p) in head else "base", g["lr"]) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert lrs == {("base", 1e-3), ("head", 5e-2)}
+    # Without it, both parts share optim.lr, as in the reference.
+    trainer = GRPOTrainer(_grpo(checkpoint, tmp_path / "shared"))
+    assert {g["lr"] for g in trainer.optimizer.param_groups} == {1e-3}
+
+
 def test_grpo_resume_matches_an_uninterrupted_run(checkpoint, tmp_path):
     GRPOTrainer(_grpo(checkpoint, tmp_path / "straight", steps=4)).train()
     GRPOTrainer(_grpo(checkpoint, tmp_path / "resumed", steps=2, save_every=2)).train()

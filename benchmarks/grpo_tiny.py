@@ -204,7 +204,7 @@ def main() -> int:
     eval_seconds = time.perf_counter() - eval_began
     targets = check_targets(rows)
     meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}, "
                    f"{torch.get_num_threads()} threads",
         "eval_size": args.eval_size, "gen_length": configs["train"].gen_length,

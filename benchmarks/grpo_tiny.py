@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
 import platform
 import sys
@@ -131,6 +132,11 @@ def evaluate_models(configs: dict[str, object], eval_size: int, batch_size: int)
     return rows
 
 
+def ci95(accuracy: float, n: int) -> float:
+    """Half-width of the normal-approximation 95% interval of an accuracy measured on n problems."""
+    return 1.96 * math.sqrt(accuracy * (1 - accuracy) / n)
+
+
 def check_targets(rows: list[Row]) -> dict[str, object]:
     """The issue's two targets, from the rows of `evaluate_models` (pure: unit-tested)."""
     thresholds = [r for r in rows if r.model == "base" and r.strategy.startswith("threshold")]
@@ -160,10 +166,12 @@ def markdown(rows: list[Row], targets: dict[str, object], meta: dict[str, object
         f"{meta['eval_size']} held-out synthetic-math problems, greedy decoding, gen {meta['gen_length']} / "
         f"block {meta['block_length']}; NFE = forward passes per problem.",
         "",
-        "| model | strategy | accuracy | mean NFE | TPF |",
+        "| model | strategy | accuracy (95% CI) | mean NFE | TPF |",
         "|---|---|---:|---:|---:|",
     ]
-    lines += [f"| {r.model} | `{r.strategy}` | {r.accuracy:.1%} | {r.nfe:.2f} | {r.tpf:.2f} |" for r in rows]
+    n = meta["eval_size"]
+    lines += [f"| {r.model} | `{r.strategy}` | {r.accuracy:.1%} ± {ci95(r.accuracy, n):.1%} | {r.nfe:.2f} | "
+              f"{r.tpf:.2f} |" for r in rows]
     vt, vw = targets["vs_threshold"], targets["vs_warm_start"]
     lines += [
         "",
@@ -188,7 +196,7 @@ def main() -> int:
                    "(pretrain, warmstart, train, or all)")
     p.add_argument("--workdir", type=Path, help="put the stages' outputs here instead of the config's dirs")
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (shorter budgets)")
-    p.add_argument("--eval-size", type=int, default=400, help="held-out problems")
+    p.add_argument("--eval-size", type=int, default=1000, help="held-out problems")
     p.add_argument("--batch-size", type=int, default=100, help="problems decoded together")
     p.add_argument("--out", default="grpo_tiny", help="results file name under benchmarks/results/")
     args = p.parse_args()

@@ -1,4 +1,4 @@
-"""A pool of warm workers shared by the HTTP server and the in-process client.
+r"""A pool of warm workers shared by the HTTP server and the in-process client.
 
     python -c "from sandbox.pool import WorkerPool; from sandbox.config import SandboxConfig; \
 p = WorkerPool(SandboxConfig(workers=2)); print(p.run({'code': 'print(1)'})); p.close()"

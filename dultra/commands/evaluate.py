@@ -1,4 +1,4 @@
-"""`dultra eval`: accuracy, NFE, TPF, speed and AUP of several strategies, with a report.
+r"""`dultra eval`: accuracy, NFE, TPF, speed and AUP of several strategies, with a report.
 
     dultra eval --model PATH --task gsm8k --data ../shared/data/gsm8k --limit 200 \
         --strategies "planner:factor=1.0,planner:factor=1.5,threshold:tau=0.9,threshold:tau=0.7" \

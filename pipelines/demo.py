@@ -12,6 +12,7 @@ Settings come from configs/tiny.yaml; the flags override the step counts.
 
 import argparse
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -88,7 +89,7 @@ def show_results(args: argparse.Namespace, endpoint: str, seconds: float) -> Non
     print(f"report with the accuracy-vs-NFE plot: {report}")
     cmd = ["generate", "--model", str(pulled), "--prompt", "Compute 6 - 4 + 1 + 5 - 8.", "--strategy", "planner",
            "--gen-length", str(args.gen_length), "--block-length", str(args.block_length), "--json"]
-    print("\n$ dultra " + " ".join(cmd))
+    print("\n$ dultra " + shlex.join(cmd))
     dultra(cmd)
 
 

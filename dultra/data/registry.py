@@ -48,7 +48,7 @@ TASKS: dict[str, TaskSpec] = {
     # parquet export (`refs/convert/parquet`) or a local copy.
     "apps": TaskSpec("code", code_tasks.apps_examples, "codeparrot/apps", None, ("train", "test")),
 }
-SYNTHETIC_SIZES = {"train": 10000, "test": 500}  # examples generated when no limit is given
+SYNTHETIC_SIZES = {"train": 20000, "test": 500}  # when no limit is given (train: the stage configs' train_size)
 TASK_NAMES = (*TASKS, *synthetic.TASKS)
 
 

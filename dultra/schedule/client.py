@@ -144,10 +144,6 @@ class KfpClient:
                          filter=_equals_filter("display_name", name) if name else None)
         return [RecurringRun.from_json(r) for r in self._list(f"{API}/recurringruns", "recurring_runs", params)]
 
-    def get_recurring_run(self, recurring_run_id: str) -> RecurringRun:
-        return RecurringRun.from_json(self._request(
-            "GET", f"{API}/recurringruns/{recurring_run_id}", not_found=self._run_missing(recurring_run_id)))
-
     def delete_recurring_run(self, recurring_run_id: str) -> None:
         self._request("DELETE", f"{API}/recurringruns/{recurring_run_id}",
                       not_found=self._run_missing(recurring_run_id))

@@ -50,10 +50,12 @@ class FixedOrder(Strategy):
     name: ClassVar[str] = "fixed-order"
 
     def select(self, view: BlockView) -> torch.Tensor:
-        held = torch.zeros_like(view.candidates)
-        for row, step in enumerate(view.block_step.tolist()):
-            if step < len(ORDERS[self.order]):
-                held[row, ORDERS[self.order][step]] = True
+        held_back = ORDERS[self.order]
+        # (steps + 1, N): row s is what step s holds back; the last row (all False) is every later step.
+        table = torch.zeros(len(held_back) + 1, view.candidates.shape[1], dtype=torch.bool)
+        for step, positions in enumerate(held_back):
+            table[step, positions] = True
+        held = table.to(view.candidates.device)[view.block_step.clamp(max=len(held_back))]
         return rules.ensure_one(view.candidates & ~held, view.confidence, view.candidates)
 
 

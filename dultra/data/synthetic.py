@@ -17,9 +17,9 @@ forward pass, each is a one-step lookup the tiny model learns in minutes; unmask
 once, every value must be computed from the prompt alone: the trained tiny default gets
 62% right in one forward pass against 91% one value at a time (benchmarks/results/
 grpo_tiny.md). Accuracy falls as a strategy unmasks more tokens per step: the trade-off a
-planner has to learn. The defaults (four
-single-digit operations, fixed prompt layout) keep the task within reach of the tiny
-model on one CPU; the knobs widen it for bigger models. The code task adds a self-check:
+planner has to learn. The defaults (four single-digit operations, fixed prompt layout)
+keep the task within reach of the tiny model on one CPU; the knobs widen it for bigger
+models. The code task adds a self-check:
 the program's own assert must hold, which again needs the chain evaluated in order.
 
 Determinism and splits: the same (task, split, n, seed, config) always gives the same

@@ -1,4 +1,4 @@
-"""Load a model + tokenizer from `tiny` or a checkpoint directory, with clear errors.
+"""Load a model + tokenizer from `tiny` (or `tiny:n_layers=6,...`) or a checkpoint directory.
 
 Accepts the official LLaDA checkpoints (GSAI-ML/LLaDA-8B-Instruct), the published dUltra
 checkpoints (sengi/dUltra-*), and checkpoints this project writes.
@@ -16,14 +16,16 @@ from transformers.utils import logging as hf_logging
 from dultra.errors import CheckpointError
 from dultra.model.config import LLaDAConfig
 from dultra.model.modeling import PLANNER_MODULES, LLaDAModelLM
-from dultra.model.tiny import tiny_checkpoint
+from dultra.model.tiny import parse_spec, tiny_checkpoint
 from dultra.model.tokenizer import check_tokenizer
 
 
 def resolve(model: str | Path) -> Path:
-    """`tiny` -> the cached tiny default; anything else must be a checkpoint directory."""
-    if str(model) == "tiny":
-        return tiny_checkpoint()
+    """`tiny[:key=value,...]` -> the cached (variant of the) tiny default; anything else must
+    be a checkpoint directory."""
+    arch = parse_spec(str(model))
+    if arch is not None:
+        return tiny_checkpoint(**arch)
     path = Path(model).expanduser()
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint directory at {path} (use `tiny` or a local directory)")

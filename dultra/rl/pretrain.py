@@ -30,7 +30,8 @@ from dultra.rl.supervised import OptimConfig, run_supervised
 class PretrainConfig:
     """Settings of `dultra pretrain` (section `pretrain` of a config file)."""
 
-    model: str = doc("tiny", "`tiny` (the untrained tiny default) or a checkpoint directory to continue from")
+    model: str = doc("tiny", "`tiny` (the untrained tiny default; `tiny:n_layers=6,...` for a variant) "
+                             "or a checkpoint directory to continue from")
     tasks: str = doc("synthetic-math,synthetic-code", "comma-separated tasks to train on")
     data: str | None = doc(None, "a JSONL file of examples instead of `tasks` (a pipeline artifact)")
     train_size: int = doc(20000, "examples generated per synthetic task")

@@ -11,7 +11,7 @@ from transformers import AutoModel
 
 from dultra.errors import CheckpointError, ConfigError
 from dultra.model import LLaDAConfig, LLaDAModelLM
-from dultra.model.loading import load, load_model, load_tokenizer
+from dultra.model.loading import load, load_model, load_tokenizer, resolve
 from dultra.model.tiny import tiny_checkpoint
 from dultra.model.tokenizer import check_tokenizer
 from tests.helpers import small_model
@@ -144,6 +144,26 @@ def test_tiny_default_builds_once_and_loads_with_its_tokenizer():
     assert tok.eos_token_id == model.config.eos_token_id
     assert tok.pad_token_id == model.config.pad_token_id
     assert model.config.has_planner
+
+
+def test_tiny_variant_changes_only_the_named_fields_and_is_cached_apart():
+    model, _ = load("tiny:n_layers=2,d_model=64")
+    default = load_model("tiny")
+    assert (model.config.n_layers, model.config.d_model) == (2, 64)
+    assert model.config.n_heads == default.config.n_heads and model.config.has_planner
+    assert resolve("tiny:n_layers=2,d_model=64") == resolve("tiny:d_model=64,n_layers=2") != resolve("tiny")
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("tiny:layers=6", "key in d_model, n_heads, n_layers, mlp_hidden_size"),
+    ("tiny:n_layers", "key in"),
+    ("tiny:n_layers=0", "n_layers must be a positive integer"),
+    ("tiny:n_layers=six", "n_layers must be a positive integer"),
+    ("tiny:d_model=130", "not a multiple of n_heads 4"),
+])
+def test_bad_tiny_specs_are_config_errors(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        load(spec)
 
 
 def test_a_tokenizer_without_the_mask_token_is_rejected(tiny_tokenizer, tmp_path):

@@ -159,7 +159,7 @@ def test_tiny_variant_changes_only_the_named_fields_and_is_cached_apart():
     ("tiny:n_layers", "key in"),
     ("tiny:n_layers=0", "n_layers must be a positive integer"),
     ("tiny:n_layers=six", "n_layers must be a positive integer"),
-    ("tiny:d_model=130", "not a multiple of n_heads 4"),
+    ("tiny:d_model=130", r"must be divisible by n_heads \(4\)"),
 ])
 def test_bad_tiny_specs_are_config_errors(spec, message):
     with pytest.raises(ConfigError, match=message):

@@ -47,6 +47,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-chat-template", action="store_true", help="feed the prompt raw, without the chat template")
     p.add_argument("--early-stop", action="store_true",
                    help="end once an EOS is decoded and all before it is revealed (default: decode every position, as the reference)")
+    p.add_argument("--cache", default="none", choices=["none", "prefix", "dual"],
+                   help="reuse keys/values within a block (Fast-dLLM): prefix recomputes the block and what "
+                        "follows, dual only the block; faster, approximate (default: none, exact)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(path, model_config.mask_token_id)
     config = DecodeConfig(
         gen_length=args.gen_length, block_length=args.block_length, temperature=args.temperature,
-        early_stop=args.early_stop, seed=args.seed, eos_ids=stop_token_ids(path, tokenizer, model_config),
+        early_stop=args.early_stop, seed=args.seed, cache=args.cache, eos_ids=stop_token_ids(path, tokenizer, model_config),
     )
     ids, mask = encode_prompts(tokenizer, [args.prompt], chat_template=not args.no_chat_template,
                                pad_token_id=model_config.pad_token_id)
@@ -97,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         "strategy": strategy.spec(),
         "gen_length": args.gen_length,
         "block_length": args.block_length,
+        "cache": args.cache,
         "model": str(args.model),
     }
     if args.json:

@@ -9,14 +9,22 @@ runs the model once on the whole batch and reveals, in every unfinished row, the
 the strategy selects. The loop has no Python iteration over rows or positions and syncs
 with the device once per step (to know whether every row is done).
 
-NFE counts, per row, the forward passes in which that row still had masks; every step
-reveals at least one token, so no counted step is empty. Rows that are done ride along
-in the batch until all are done (their extra passes are not counted).
+NFE counts, per row, the forward passes in which that row still had masks in its current
+block; every such step reveals at least one token, so no counted step is empty. Rows that
+are done (or, with a cache, waiting) ride along in the batch; those passes are not counted.
+
+With `cache="prefix"` or `"dual"` (Fast-dLLM's caches, dultra/model/kv_cache.py) the first
+step of every block is a full forward that refreshes the cache and decodes as any step
+does (one NFE; a refresh is never an extra pass). The block's later steps recompute only
+the current block and everything after it (prefix) or only the current block (dual),
+reading the other keys and values from the refresh. Rows then move to the next block
+together, so one refresh serves the batch and a row decodes exactly as it would alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -31,6 +39,9 @@ from dultra.decoding.strategies import BlockView, Strategy
 from dultra.decoding.trajectory import Trajectory, step_log_prob
 from dultra.errors import ConfigError
 from dultra.model import LLaDAConfig
+from dultra.model.kv_cache import KVCache
+
+CACHES = ("none", "prefix", "dual")
 
 
 @dataclass
@@ -55,18 +66,23 @@ class DecodeConfig:
     """Run each step's model work as one torch.compile'd CUDA graph (GPU inference; compiles per shape)."""
     max_steps: int | None = None
     """Stop after this many steps even if masks remain (timing benchmarks); None decodes fully."""
+    cache: Literal["none", "prefix", "dual"] = "none"
+    """Reuse keys and values between the steps of a block: none (exact), prefix (recompute the
+    block and what follows it) or dual (recompute the block only); see the module docstring."""
 
 
 @dataclass
 class DecodeOutput:
     """sequences: (B, P + G) prompts and completions. completion: (B, G). nfe: (B,) forward
-    passes per row. lengths: (B,) tokens before the first EOS. trajectory: when recorded."""
+    passes per row. lengths: (B,) tokens before the first EOS. trajectory: when recorded.
+    steps: forward passes of the whole batch (>= every row's NFE)."""
 
     sequences: torch.Tensor
     completion: torch.Tensor
     nfe: torch.Tensor
     lengths: torch.Tensor
     trajectory: Trajectory | None = None
+    steps: int = 0
 
     @property
     def tpf(self) -> torch.Tensor:
@@ -81,6 +97,14 @@ def check_settings(config: DecodeConfig, strategy: Strategy) -> None:
         raise ConfigError(f"gen_length ({g}) must be a positive multiple of block_length ({b})")
     if config.temperature < 0:
         raise ConfigError(f"temperature must be >= 0, got {config.temperature}")
+    if config.cache not in CACHES:
+        raise ConfigError(f"unknown cache {config.cache!r}; choose one of {', '.join(CACHES)}")
+    if config.cache != "none" and config.record:
+        # Trajectory replay (RL) recomputes every step without a cache, so its log-probs
+        # would not be those of the cached rollout and the on-policy ratio would not be 1.
+        raise ConfigError("a KV cache cannot be combined with recording trajectories (RL rollouts decode uncached)")
+    if config.cache != "none" and config.compile:
+        raise ConfigError("a KV cache cannot be combined with compile yet; decode eagerly or without a cache")
     strategy.validate(g, b)
 
 
@@ -136,6 +160,8 @@ def generate(
     log_probs: list[torch.Tensor] = []
 
     step_fn = compiled_decode_step() if config.compile else decode_step
+    cache = KVCache() if config.cache != "none" else None
+    refresh, cache_start = True, P  # with a cache every row is in the block at cache_start
 
     def next_inputs():
         index = block_index(block_start, N)
@@ -147,19 +173,23 @@ def generate(
     index, block, candidates, noise = next_inputs()
     step = 0
     while True:
+        fresh = None if cache is None or refresh else _fresh_columns(config.cache, index, cache_start, P + G)
         logits, planner, x0, logq_x0 = step_fn(
-            model, x, valid, seq_len, index, candidates, strategy.uses_planner, config.temperature, noise
+            model, x, valid, seq_len, index, candidates, strategy.uses_planner, config.temperature, noise,
+            cache, fresh,
         )
         view = BlockView(candidates, logq_x0, planner, block_step, logits, G // N, generator)
         revealed = strategy.select(view)
         x.scatter_(1, index, torch.where(revealed, x0, block))
-        nfe += (~done).long()
+        nfe += candidates.any(dim=1).long()
         if unmask_step is not None:
             current = unmask_step.gather(1, index - P)
             unmask_step.scatter_(1, index - P, torch.where(revealed, step, current))
             log_probs.append(step_log_prob(planner, logq_x0, revealed, candidates & ~revealed))
 
         block_finished = ~(x.gather(1, index) == mask_id).any(dim=1)
+        if cache is not None:  # rows wait for each other, so one refresh serves the whole batch
+            block_finished = block_finished.all().expand(B)
         block_start = torch.where(block_finished, block_start + N, block_start)
         block_step = torch.where(block_finished, 0, block_step + 1)
         finished = block_start >= P + G
@@ -171,8 +201,11 @@ def generate(
         # The next step's inputs are queued before the one sync per step, so after it the
         # device only waits for the model call to be launched.
         index, block, candidates, noise = next_inputs()
-        if bool(done.all()) or step == config.max_steps:
+        all_done, refresh = torch.stack((done.all(), block_finished[0])).tolist()
+        if all_done or step == config.max_steps:
             break
+        if refresh:
+            cache_start = min(cache_start + N, P + G - N)
 
     completion = x[:, P:]
     trajectory = None
@@ -182,7 +215,14 @@ def generate(
             unmask_step=unmask_step, num_steps=nfe.clone(), log_probs=torch.stack(log_probs, dim=1),
             block_length=N, uses_planner=strategy.uses_planner,
         )
-    return DecodeOutput(x, completion, nfe, first_eos(completion, eos_ids), trajectory)
+    return DecodeOutput(x, completion, nfe, first_eos(completion, eos_ids), trajectory, step)
+
+
+def _fresh_columns(kind: str, index: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """The (B, F) columns a cached step recomputes: the block (dual) or the block onwards (prefix)."""
+    if kind == "dual":
+        return index
+    return torch.arange(start, end, device=index.device).expand(index.shape[0], -1)
 
 
 def _fill_after_eos(x: torch.Tensor, P: int, eos_ids: torch.Tensor, eos: int, mask_id: int) -> torch.Tensor:

@@ -10,6 +10,8 @@ import functools
 
 import torch
 
+from dultra.model.kv_cache import KVCache
+
 
 def block_index(block_start: torch.Tensor, block_length: int) -> torch.Tensor:
     """block_start: (B,) first column of each row's current block -> (B, N) column indices."""
@@ -24,13 +26,16 @@ def score_block(
     index: torch.Tensor,
     candidates: torch.Tensor,
     use_planner: bool,
+    cache: KVCache | None = None,
+    fresh: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Token logits and planner logits for the current block, in one model forward.
 
     model: an LLaDAModelLM or a wrapper of it (DDP, FSDP). x: (B, L) current sequence (masks
     included). valid: (B, L) attention mask, None without padding. seq_len: (B,) real
     tokens per row, for the planner timestep. index: (B, N) current-block columns.
-    candidates: (B, N) bool masks of the block. Returns logits (B, N, V) float32 with the
+    candidates: (B, N) bool masks of the block. cache, fresh: a KVCache to fill (fresh
+    None) or to read, recomputing only the fresh (B, F) columns. Returns logits (B, N, V) float32 with the
     mask token at -inf, and planner logits (B, N) float32 (None without the planner).
     """
     mask_id = model_config(model).mask_token_id
@@ -39,7 +44,8 @@ def score_block(
         # Timestep as the reference: 1 - (masks in the whole sequence) / (sequence length).
         t = 1.0 - (x == mask_id).sum(dim=1).float() / seq_len.float()
         planner_mask = torch.zeros_like(x, dtype=torch.bool).scatter_(1, index, candidates)
-    out = model(x, attention_mask=valid, logits_index=index, planner_t=t, planner_mask=planner_mask)
+    out = model(x, attention_mask=valid, logits_index=index, planner_t=t, planner_mask=planner_mask,
+                cache=cache, fresh=fresh)
     logits = out.logits.float()
     logits[..., mask_id] = float("-inf")  # in place on a fresh tensor: no host-to-device copy
     return logits, out.planner_logits
@@ -68,6 +74,8 @@ def decode_step(
     use_planner: bool,
     temperature: float,
     noise: torch.Tensor | None,
+    cache: KVCache | None = None,
+    fresh: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """`score_block`, then the proposed tokens and their log-probs.
 
@@ -75,7 +83,7 @@ def decode_step(
     softmax(logits / temperature). Returns logits (B, N, V), planner logits (B, N) or None,
     x0 (B, N) and log q(x0) (B, N) without temperature.
     """
-    logits, planner = score_block(model, x, valid, seq_len, index, candidates, use_planner)
+    logits, planner = score_block(model, x, valid, seq_len, index, candidates, use_planner, cache, fresh)
     x0 = logits.argmax(dim=-1) if noise is None else (logits / temperature + noise).argmax(dim=-1)
     return logits, planner, x0, token_log_prob(logits, x0)
 

@@ -22,6 +22,7 @@ import torch
 from dultra.configio import config_dict, doc
 from dultra.data import Example, load_task, read_examples, render_prompts
 from dultra.decoding import DecodeConfig, parse_strategy
+from dultra.decoding.generate import check_settings
 from dultra.errors import ConfigError, DultraError
 from dultra.eval.accuracy import SampleRecord, evaluate
 from dultra.eval.report import method_aup, summarize, write_report
@@ -48,6 +49,7 @@ class EvalConfig:
     gen_length: int = doc(256, "completion length")
     block_length: int = doc(32, "semi-autoregressive block length")
     batch_size: int = doc(16, "prompts decoded together (greedy results do not depend on it)")
+    cache: str = doc("none", "KV cache within a block: none (exact), prefix or dual (Fast-dLLM; faster, approximate)")
     seed: int = doc(0, "seed (greedy decoding draws nothing; recorded for completeness)")
     output_dir: str = doc("runs/eval", "where samples.jsonl and the report go")
     sandbox_url: str | None = doc(None, "sandbox service for code tasks (none: in-process workers)")
@@ -127,9 +129,9 @@ def run_evaluation(cfg: EvalConfig) -> dict:
     specs = [parse_strategy(s) for s in split_strategies(cfg.strategies)]
     if not specs:
         raise ConfigError("no strategies to evaluate")
-    decode = DecodeConfig(gen_length=cfg.gen_length, block_length=cfg.block_length, seed=cfg.seed)
+    decode = DecodeConfig(gen_length=cfg.gen_length, block_length=cfg.block_length, seed=cfg.seed, cache=cfg.cache)
     for s in specs:
-        s.validate(cfg.gen_length, cfg.block_length)
+        check_settings(decode, s)
     if cfg.examples:
         examples = read_examples(cfg.examples)[: cfg.limit or None]
     else:

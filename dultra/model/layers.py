@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dultra.model.config import LLaDAConfig
+from dultra.model.kv_cache import KVSlot
 
 
 class RMSNorm(nn.Module):
@@ -87,13 +88,17 @@ class LLaDABlock(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         attn_mask: torch.Tensor | None = None,
         query_index: torch.Tensor | None = None,
+        kv: KVSlot | None = None,
+        fresh: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: (B, L, D) -> (B, L, D), or (B, Q, D) when `query_index` (B, Q) is given.
 
-        rope: cos, sin of shape (B or 1, 1, L, hd). attn_mask: (B, 1, 1, L) bool, True where a
-        key may be attended (padding is False); None attends everywhere (fastest kernels).
-        query_index: positions whose outputs are wanted; keys and values still cover all L
-        positions, so the result equals the full block's output at those positions.
+        rope: cos, sin of shape (B or 1, 1, L, hd) for the positions of x. attn_mask: (B, 1,
+        1, L) bool over the keys, True where a key may be attended (padding is False); None
+        attends everywhere (fastest kernels). query_index: positions whose outputs are
+        wanted; keys and values still cover all L positions, so the result equals the full
+        block's output at those positions. kv: this block's cache; with `fresh` (B, F), x
+        holds only those columns (B, F, D) and attends over all cached keys (kv_cache.py).
         """
         h = self.attn_norm(x)
         q, k, v = self._qkv(h)
@@ -101,6 +106,8 @@ class LLaDABlock(nn.Module):
         cos, sin = rope
         k = apply_rope(k.view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2), cos, sin)
         v = v.view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if kv is not None:
+            k, v = kv.update(k, v, fresh)
         if query_index is not None:
             x = _gather_rows(x, query_index)
             q = _gather_rows(q, query_index)

@@ -26,11 +26,13 @@ from transformers.utils import ModelOutput
 
 from dultra.errors import ConfigError
 from dultra.model.config import LLaDAConfig
+from dultra.model.kv_cache import KVCache
 from dultra.model.layers import (
     AdaLayerNorm,
     LLaDABlock,
     RMSNorm,
     TimestepEmbedder,
+    _gather_rope,
     _gather_rows,
     rope_cos_sin,
 )
@@ -76,18 +78,36 @@ class LLaDATransformer(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(
-        self, input_ids: torch.Tensor, layout: SeqLayout, all_states: list | None = None
+        self,
+        input_ids: torch.Tensor,
+        layout: SeqLayout,
+        all_states: list | None = None,
+        cache: KVCache | None = None,
+        fresh: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """input_ids (B, L) -> last hidden state after the final norm (B, L, D)."""
+        """input_ids (B, L) -> last hidden state after the final norm (B, L, D).
+
+        With a cache and `fresh` (B, F) columns, only those run through the blocks and the
+        rest of the output is the cached one (all_states then holds the fresh columns only).
+        """
+        rope = layout.rope
+        if fresh is not None:
+            if cache is None or cache.hidden is None:
+                raise ConfigError("`fresh` columns need a filled cache: run a forward with `cache` and no `fresh` first")
+            input_ids = input_ids.gather(1, fresh)
+            rope = tuple(_gather_rope(table, fresh) for table in rope)
         x = self.transformer.wte(input_ids)
-        for block in self.transformer.blocks:
+        for i, block in enumerate(self.transformer.blocks):
             if all_states is not None:
                 all_states.append(x)
-            if self.gradient_checkpointing and self.training:
-                x = checkpoint(block, x, layout.rope, layout.attn_mask, use_reentrant=False)
+            if cache is not None:
+                x = block(x, rope, layout.attn_mask, kv=cache.slot(i), fresh=fresh)
+            elif self.gradient_checkpointing and self.training:
+                x = checkpoint(block, x, rope, layout.attn_mask, use_reentrant=False)
             else:
-                x = block(x, layout.rope, layout.attn_mask)
-        return self.transformer.ln_f(x)
+                x = block(x, rope, layout.attn_mask)
+        x = self.transformer.ln_f(x)
+        return x if cache is None else cache.update_hidden(x, fresh)
 
 
 class LLaDAModelLM(PreTrainedModel):
@@ -239,6 +259,8 @@ class LLaDAModelLM(PreTrainedModel):
         planner_mask: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        cache: KVCache | None = None,
+        fresh: torch.Tensor | None = None,
         **unused,
     ) -> DiffusionLMOutput | tuple:
         """Token logits and, when `planner_t` is given, planner logits; one pass of the trunk.
@@ -247,6 +269,8 @@ class LLaDAModelLM(PreTrainedModel):
         logits_index: (B, N) positions to score (a decoding step's current block); None
         scores all L positions. planner_t: (B,) timestep and planner_mask: (B, L) bool
         current-block masks, to also get the planner's logits at the same positions.
+        cache: a KVCache to fill (without `fresh`) or to read, recomputing only the `fresh`
+        (B, F) columns of the trunk (kv_cache.py); logits_index must lie within them.
         Every computation of training and decoding goes through here, so wrappers that hook
         `forward` (DDP, FSDP, torch.compile) see all of it.
 
@@ -255,7 +279,7 @@ class LLaDAModelLM(PreTrainedModel):
         """
         layout = self.layout(attention_mask, input_ids.shape[1], input_ids.device)
         states = [] if output_hidden_states else None
-        hidden = self.model(input_ids, layout, states)
+        hidden = self.model(input_ids, layout, states, cache, fresh)
         picked = hidden if logits_index is None else _gather_rows(hidden, logits_index)
         logits = self.lm_logits(picked)
         planner = None

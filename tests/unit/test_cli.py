@@ -44,6 +44,14 @@ def test_early_stop_never_uses_more_steps(capsys):
     assert b["token_ids"] == a["token_ids"][: len(b["token_ids"])] or b["nfe"] < a["nfe"]
 
 
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_generate_with_a_cache_reports_it_and_keeps_the_contract(capsys, cache):
+    code, out = _generate(capsys, "--strategy", "planner", "--cache", cache)
+    result = json.loads(out.out)
+    assert code == 0 and result["cache"] == cache
+    assert 4 <= result["nfe"] <= 32  # at least one step per block of 8
+
+
 def test_chat_template_changes_the_prompt(capsys):
     _, with_template = _generate(capsys, "--strategy", "threshold")
     _, raw = _generate(capsys, "--strategy", "threshold", "--no-chat-template")

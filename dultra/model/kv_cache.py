@@ -1,0 +1,74 @@
+"""Keys, values and trunk output kept between decoding steps (Fast-dLLM's prefix and dual caches).
+
+    cache = KVCache()
+    model(x, cache=cache)                  # refresh: a full forward that fills the cache
+    model(x, cache=cache, fresh=columns)   # recompute only `columns`; every other key is read back
+
+A refresh stores every trunk block's rotated keys and values and the trunk output for the
+whole sequence. A cached forward runs the trunk only on the `fresh` columns (B, F): their
+keys and values overwrite the cached ones, and their queries attend over all L cached
+columns. The result is exact for the fresh columns when nothing outside them changed since
+the refresh; otherwise the other columns are stale (the approximation Fast-dLLM makes). The
+planner head reads the trunk output of the whole sequence, so it gets the cached states for
+stale columns and is recomputed in full (it is one block, and its timestep changes every step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+def _scatter_columns(buffer: torch.Tensor, dim: int, fresh: torch.Tensor, values: torch.Tensor) -> None:
+    """Write values into buffer along `dim` at the per-row columns fresh (B, F), in place.
+
+    buffer: (B, ..., L, ...) with L at `dim`; values: the same shape with F at `dim`.
+    """
+    shape = [1] * buffer.dim()
+    shape[0], shape[dim] = fresh.shape
+    index = fresh.view(shape).expand_as(values)
+    buffer.scatter_(dim, index, values)
+
+
+@dataclass
+class KVSlot:
+    """One trunk block's cache: keys and values (B, H_kv, L, head_dim), rotary already applied."""
+
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+
+    def update(
+        self, keys: torch.Tensor, values: torch.Tensor, fresh: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """keys, values (B, H_kv, F, hd) of the fresh columns -> all L keys and values.
+
+        fresh None means a refresh: F == L and the inputs become the cache.
+        """
+        if fresh is None:
+            self.keys, self.values = keys.contiguous(), values.contiguous()
+        else:
+            _scatter_columns(self.keys, 2, fresh, keys)
+            _scatter_columns(self.values, 2, fresh, values)
+        return self.keys, self.values
+
+
+@dataclass
+class KVCache:
+    """Every trunk block's KVSlot plus the trunk output (B, L, D) after the final norm."""
+
+    slots: list[KVSlot] = field(default_factory=list)
+    hidden: torch.Tensor | None = None
+
+    def slot(self, layer: int) -> KVSlot:
+        while len(self.slots) <= layer:
+            self.slots.append(KVSlot())
+        return self.slots[layer]
+
+    def update_hidden(self, hidden: torch.Tensor, fresh: torch.Tensor | None) -> torch.Tensor:
+        """hidden (B, F, D) of the fresh columns -> the trunk output of all L columns."""
+        if fresh is None:
+            self.hidden = hidden
+        else:
+            _scatter_columns(self.hidden, 1, fresh, hidden)
+        return self.hidden

@@ -1,0 +1,144 @@
+"""Prefix and dual KV caches: exact where nothing is stale, same invariants as uncached decoding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dultra.decoding import (
+    DecodeConfig,
+    EntropyBounded,
+    Factor,
+    LowConfidence,
+    PlannerGreedy,
+    PlannerSample,
+    Threshold,
+    generate,
+)
+from dultra.errors import ConfigError
+from dultra.model.kv_cache import KVCache
+from tests.helpers import MASK, PAD, small_model
+
+ALL = [PlannerGreedy(1.0), PlannerSample(), Threshold(0.5), Factor(1.0), LowConfidence(16), EntropyBounded(0.5)]
+CACHES = ["prefix", "dual"]
+
+
+def _padded_prompts(lengths=(3, 9, 6)):
+    """Left-padded prompts of different lengths: ids (B, P), attention mask (B, P), the prompts."""
+    prompts = [torch.randint(0, 60, (n,), generator=torch.Generator().manual_seed(n)) for n in lengths]
+    P = max(lengths)
+    ids = torch.full((len(prompts), P), PAD)
+    mask = torch.zeros(len(prompts), P, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):], mask[i, P - len(p):] = p, 1
+    return ids, mask, prompts
+
+
+def _scored(model, x, mask, index, **cache_args):
+    """Token and planner logits of the block `index` (B, N), the planner seeing that block's masks."""
+    planner_mask = torch.zeros_like(x, dtype=torch.bool).scatter_(1, index, True)
+    t = torch.tensor([0.25, 0.5, 0.75])
+    out = model(x, attention_mask=mask, logits_index=index, planner_t=t, planner_mask=planner_mask, **cache_args)
+    return out.logits, out.planner_logits
+
+
+@pytest.mark.parametrize("kind", CACHES)
+@pytest.mark.parametrize("n_kv_heads", [4, 2])
+@torch.no_grad()
+def test_cached_forward_equals_the_full_forward_when_nothing_is_stale(kind, n_kv_heads):
+    model = small_model(n_kv_heads=n_kv_heads)
+    ids, mask, _ = _padded_prompts()
+    x = torch.cat([ids, torch.full((3, 16), MASK)], dim=1)
+    mask = torch.cat([mask, torch.ones(3, 16, dtype=torch.long)], dim=1)
+    index = torch.arange(13, 17).expand(3, -1)  # the second block of four
+    fresh = index if kind == "dual" else torch.arange(13, x.shape[1]).expand(3, -1)
+    cache = KVCache()
+    full = _scored(model, x, mask, index, cache=cache)  # fills the cache
+    cached = _scored(model, x, mask, index, cache=cache, fresh=fresh)
+    assert torch.allclose(cached[0], full[0], atol=1e-5) and torch.allclose(cached[1], full[1], atol=1e-5)
+
+
+@torch.no_grad()
+def test_cached_forward_reads_stale_columns_until_the_next_refresh(model):
+    """A token changed outside the fresh columns is not seen (the Fast-dLLM approximation);
+    the prefix cache recomputes the columns after the block, so it sees that change."""
+    ids, mask, _ = _padded_prompts()
+    x = torch.cat([ids, torch.full((3, 16), MASK)], dim=1)
+    mask = torch.cat([mask, torch.ones(3, 16, dtype=torch.long)], dim=1)
+    index = torch.arange(13, 17).expand(3, -1)
+    cache = KVCache()
+    before = _scored(model, x, mask, index, cache=cache)
+    x[:, 18] = 5  # a column after the block: stale for dual, recomputed by prefix
+    now = _scored(model, x, mask, index)
+    dual = _scored(model, x, mask, index, cache=cache, fresh=index)
+    assert torch.allclose(dual[0], before[0], atol=1e-5) and not torch.allclose(dual[0], now[0], atol=1e-3)
+    prefix = _scored(model, x, mask, index, cache=cache, fresh=torch.arange(13, x.shape[1]).expand(3, -1))
+    assert not torch.allclose(prefix[0], before[0], atol=1e-3)
+
+
+def test_fresh_columns_need_a_filled_cache(model):
+    x = torch.full((1, 8), MASK)
+    with pytest.raises(ConfigError, match="filled cache"):
+        model(x, cache=KVCache(), fresh=torch.arange(4)[None])
+
+
+@pytest.mark.parametrize("kind", CACHES)
+@pytest.mark.parametrize("strategy", ALL, ids=lambda s: s.spec())
+def test_every_position_revealed_with_a_cache(model, strategy, kind):
+    ids, mask, _ = _padded_prompts()
+    out = generate(model, ids, mask, strategy, DecodeConfig(gen_length=16, block_length=4, seed=0, cache=kind))
+    assert not (out.completion == MASK).any()
+    assert ((out.nfe >= 4) & (out.nfe <= 16)).all()
+    assert out.steps >= int(out.nfe.max())
+
+
+@pytest.mark.parametrize("kind", CACHES)
+@pytest.mark.parametrize("strategy", [PlannerGreedy(1e6), Threshold(0.0)], ids=lambda s: s.spec())
+def test_one_step_per_block_is_exact_because_every_step_refreshes(model, strategy, kind):
+    ids, mask, _ = _padded_prompts()
+    config = DecodeConfig(gen_length=16, block_length=4)
+    plain = generate(model, ids, mask, strategy, config)
+    cached = generate(model, ids, mask, strategy, DecodeConfig(gen_length=16, block_length=4, cache=kind))
+    assert (cached.nfe == 4).all()
+    assert torch.equal(cached.completion, plain.completion)
+
+
+def test_prefix_and_dual_are_the_same_cache_with_a_single_block(model):
+    ids, mask, _ = _padded_prompts()
+    runs = [generate(model, ids, mask, Threshold(0.9), DecodeConfig(gen_length=8, block_length=8, cache=k))
+            for k in CACHES]
+    assert torch.equal(runs[0].completion, runs[1].completion) and torch.equal(runs[0].nfe, runs[1].nfe)
+
+
+@pytest.mark.parametrize("kind", CACHES)
+@pytest.mark.parametrize("strategy", [PlannerGreedy(1.0), Threshold(0.3), LowConfidence(8)], ids=lambda s: s.spec())
+def test_batch_with_a_cache_equals_each_prompt_alone(model, strategy, kind):
+    """Rows wait for each other at block ends, so a row's cache holds what it would alone."""
+    ids, mask, prompts = _padded_prompts()
+    config = DecodeConfig(gen_length=16, block_length=4, cache=kind)
+    batch = generate(model, ids, mask, strategy, config)
+    for i, p in enumerate(prompts):
+        alone = generate(model, p[None], None, strategy, config)
+        assert torch.equal(batch.completion[i], alone.completion[0])
+        assert batch.nfe[i] == alone.nfe[0]
+
+
+def test_a_cache_changes_the_output_of_a_multi_step_decode(model):
+    """Guards the tests above against a cache that silently recomputes everything."""
+    ids, mask, _ = _padded_prompts()
+    plain = generate(model, ids, mask, Threshold(1.0), DecodeConfig(gen_length=16, block_length=4))
+    dual = generate(model, ids, mask, Threshold(1.0), DecodeConfig(gen_length=16, block_length=4, cache="dual"))
+    assert not torch.equal(plain.completion, dual.completion)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (DecodeConfig(gen_length=16, block_length=4, cache="full"), "unknown cache"),
+        (DecodeConfig(gen_length=16, block_length=4, cache="dual", record=True), "recording trajectories"),
+        (DecodeConfig(gen_length=16, block_length=4, cache="prefix", compile=True), "compile"),
+    ],
+)
+def test_clear_errors_for_unsupported_cache_settings(model, config, message):
+    with pytest.raises(ConfigError, match=message):
+        generate(model, torch.zeros(1, 4, dtype=torch.long), None, Threshold(0.9), config)

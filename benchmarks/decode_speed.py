@@ -3,6 +3,7 @@
     python benchmarks/decode_speed.py                                   # CPU, tiny default
     python benchmarks/decode_speed.py --model llada-8b --compile \\
         --out benchmarks/results/decode_speed_h100.json                 # GPU, LLaDA-8B shape
+    python benchmarks/decode_speed.py --cache none prefix dual          # also with KV caches
 
 The bare forward is the transformers-style call the reference sampler makes every step:
 `model(x)` over prompt + completion, logits for every position. A strategy's cost is the
@@ -11,6 +12,11 @@ confidence-based rules reveal one token per step, so decodes are capped at `--ma
 steps; the per-step cost does not depend on how many masks remain. On a GPU the bare
 forward is also compared with its floors: weight bytes / measured copy bandwidth, and
 FLOPs / measured bf16 matmul throughput.
+
+With `--cache prefix dual` every strategy also runs with that KV cache (always eager: the
+cache does not combine with --compile yet). A block's first step is a full forward that
+refreshes the cache, so with one token per step the cached cost is that of
+(block_length - 1) cached steps and one refresh, averaged.
 """
 
 from __future__ import annotations
@@ -116,23 +122,24 @@ def run(args: argparse.Namespace, save) -> dict:
             bare = statistics.median(timed(forward, device, args.repeat))
         row = {"bare_forward_ms": bare * 1e3, "strategies": {}}
         print(f"\nbatch {batch}: bare forward {bare * 1e3:.2f} ms  (L = {x.shape[1]})", flush=True)
-        settings = [(s.format(gen=args.gen), False, 0.0) for s in STRATEGIES]
-        settings.append(("planner-sample", True, 0.1))  # the RL rollout: T=0.1, trajectory recorded
-        for spec, record, temperature in settings:
+        settings = [(s.format(gen=args.gen), False, 0.0, cache) for cache in args.cache for s in STRATEGIES]
+        if "none" in args.cache:
+            settings.append(("planner-sample", True, 0.1, "none"))  # the RL rollout: T=0.1, trajectory recorded
+        for spec, record, temperature, cache in settings:
             strategy = parse_strategy(spec)
             config = DecodeConfig(
-                gen_length=args.gen, block_length=args.block, temperature=temperature,
-                record=record, seed=0, max_steps=args.max_steps, compile=args.compile,
+                gen_length=args.gen, block_length=args.block, temperature=temperature, record=record,
+                seed=0, max_steps=args.max_steps, compile=args.compile and cache == "none", cache=cache,
             )
             steps = []
             def decode(prompt=prompt, strategy=strategy, config=config, steps=steps):
-                steps.append(int(generate(model, prompt, None, strategy, config).nfe.max()))
+                steps.append(generate(model, prompt, None, strategy, config).steps)
 
             warm = sum(timed(decode, device, args.warmup))
             steps.clear()
             times = timed(decode, device, args.repeat)
             per_step = statistics.median(t / s for t, s in zip(times, steps))
-            name = spec + (" +record T=0.1 (rollout)" if record else "")
+            name = spec + (" +record T=0.1 (rollout)" if record else "") + ("" if cache == "none" else f" cache={cache}")
             row["strategies"][name] = {
                 "ms_per_nfe": per_step * 1e3, "ratio_to_bare": per_step / bare, "steps": steps[0], "warmup_s": warm,
             }
@@ -160,6 +167,8 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=32, help="steps timed per decode")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--cache", nargs="+", default=["none"], choices=["none", "prefix", "dual"],
+                   help="KV cache settings to time each strategy with (default: none)")
     p.add_argument("--fuse", action="store_true", help="fuse q/k/v and gate/up projections")
     p.add_argument("--compile", action="store_true", help="torch.compile each step / bare forward with CUDA graphs (implies --fuse)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")

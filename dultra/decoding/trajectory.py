@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -91,33 +92,55 @@ def current_block_start(masked: torch.Tensor, prompt_len: int, block_length: int
     return prompt_len + first * block_length
 
 
-def replay_steps(model: torch.nn.Module, traj: Trajectory) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield (step, log pi of that step (B,)) for every step of a recorded trajectory.
+class ReplayPack(NamedTuple):
+    """One forward of a replay: log pi (R,) of the (row, step) pairs rows (R,), steps (R,)."""
 
-    Runs under the caller's grad mode. One step at a time, so a trainer can backpropagate
-    each step's loss before the next forward and hold one step's activations at most.
-    Each step sees exactly the inputs decoding saw (same masks, same block).
+    rows: torch.Tensor
+    steps: torch.Tensor
+    log_prob: torch.Tensor
+    last: bool
+
+
+def replay_steps(model: torch.nn.Module, traj: Trajectory) -> Iterator[ReplayPack]:
+    """Re-run every step a row took, packed B (row, step) pairs to a forward.
+
+    Runs under the caller's grad mode, one forward at a time, so a trainer can
+    backpropagate each pack's loss before the next and hold one forward's activations.
+    Each pair sees exactly the inputs decoding saw (same masks, same block). Pairs are
+    taken step by step, and a row that finished early leaves its slot to a later step of
+    another row: ceil(sum(num_steps) / B) forwards instead of max(num_steps). The last pack
+    is filled up with repeats of its last pair (computed, not yielded), so every forward
+    has the rollout's shape and reproduces its numbers.
     """
     mask_id = model_config(model).mask_token_id
     B, P = traj.prompt_ids.shape
     padded = not bool(traj.prompt_mask.all())
     valid = torch.cat([traj.prompt_mask, torch.ones_like(traj.completion)], dim=1)
     seq_len = valid.sum(dim=1)
-    for step in range(traj.log_probs.shape[1]):
-        shown = traj.revealed_before(step)
-        completion = torch.where(shown, traj.completion, torch.full_like(traj.completion, mask_id))
-        x = torch.cat([traj.prompt_ids, completion], dim=1)
+    taken = torch.arange(traj.log_probs.shape[1], device=valid.device) < traj.num_steps[:, None]  # (B, S)
+    all_steps, all_rows = taken.T.nonzero(as_tuple=True)  # step-major
+    for start in range(0, len(all_rows), B):
+        rows, steps = all_rows[start:start + B], all_steps[start:start + B]
+        n = len(rows)
+        rows, steps = F.pad(rows, (0, B - n), value=int(rows[-1])), F.pad(steps, (0, B - n), value=int(steps[-1]))
+        unmask_step = traj.unmask_step[rows]
+        shown = (unmask_step >= 0) & (unmask_step < steps[:, None])
+        completion = torch.where(shown, traj.completion[rows], mask_id)
+        x = torch.cat([traj.prompt_ids[rows], completion], dim=1)
         index = block_index(current_block_start(~shown, P, traj.block_length), traj.block_length)
-        active = (step < traj.num_steps)[:, None]
-        candidates = (x.gather(1, index) == mask_id) & active
+        candidates = x.gather(1, index) == mask_id
         logits, planner = score_block(
-            model, x, valid if padded else None, seq_len, index, candidates, traj.uses_planner
+            model, x, valid[rows] if padded else None, seq_len[rows], index, candidates, traj.uses_planner
         )
-        tokens = traj.completion.gather(1, index - P)
-        revealed = (traj.unmask_step.gather(1, index - P) == step) & candidates
-        yield step, step_log_prob(planner, token_log_prob(logits, tokens), revealed, candidates & ~revealed)
+        tokens = traj.completion[rows].gather(1, index - P)
+        revealed = (unmask_step.gather(1, index - P) == steps[:, None]) & candidates
+        log_prob = step_log_prob(planner, token_log_prob(logits, tokens), revealed, candidates & ~revealed)
+        yield ReplayPack(rows[:n], steps[:n], log_prob[:n], last=start + B >= len(all_rows))
 
 
 def replay(model: torch.nn.Module, traj: Trajectory) -> torch.Tensor:
-    """Every step's log pi of a recorded trajectory, (B, S) like `traj.log_probs`."""
-    return torch.stack([log_prob for _, log_prob in replay_steps(model, traj)], dim=1)
+    """Every step's log pi of a recorded trajectory, (B, S) like `traj.log_probs` (0 after a row's last step)."""
+    out = torch.zeros_like(traj.log_probs)
+    for pack in replay_steps(model, traj):
+        out = out.index_put((pack.rows, pack.steps), pack.log_prob.to(out.dtype))
+    return out

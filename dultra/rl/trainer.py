@@ -202,7 +202,7 @@ class GRPOTrainer:
                 with torch.no_grad():
                     log_ratio = sequence_log_ratio(replay(self.model, traj), traj.log_probs)
             coef, clipped = loss_coefficients(log_ratio, adv, cfg.eps_low, cfg.eps_high)
-            gap = self._backward(traj, chunks, coef, norm, ref, check=iteration == 0)
+            gap, forwards = self._backward(traj, chunks, coef, norm, ref, check=iteration == 0)
             grad_norm = acc.clip_grad_norm_(self.params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else None
             self.optimizer.step()
             self.scheduler.step()
@@ -210,35 +210,39 @@ class GRPOTrainer:
             if iteration == 0:
                 out["onpolicy/max_abs_log_ratio"] = gap
             out["clip_fraction"] = clipped[keep].float().mean().item() if keep.any() else 0.0
+            out["replay_forwards"] = float(forwards)
             if grad_norm is not None:
                 out["grad_norm"] = float(grad_norm)
         out["replayed_rows"] = float(len(rows))
         return out
 
-    def _backward(self, traj, chunks, coef, norm, ref, check: bool) -> float:
-        """Backpropagate every replay step of every chunk; gradients sync on the last one only."""
+    def _backward(self, traj, chunks, coef, norm, ref, check: bool) -> tuple[float, int]:
+        """Backpropagate every replay pack of every chunk; gradients sync on the last one only.
+
+        Returns the largest |replayed - recorded| step log-prob (when `check`) and the number
+        of forwards the replay took.
+        """
         cfg, acc = self.cfg, self.acc
-        gap = 0.0
+        gap, forwards = 0.0, 0
         for i, rows in enumerate(chunks):
             sub = traj.select(rows)
-            last_step = sub.log_probs.shape[1] - 1
-            for step, log_prob in replay_steps(self.model, sub):
+            for pack in replay_steps(self.model, sub):
+                forwards += 1
                 if check:
-                    gap = max(gap, (log_prob.detach() - sub.log_probs[:, step]).abs().max().item())
+                    gap = max(gap, (pack.log_prob.detach() - sub.log_probs[pack.rows, pack.steps]).abs().max().item())
                     if gap > cfg.onpolicy_tolerance:
                         raise OffPolicyError(
-                            f"replayed step {step} differs from the rollout by {gap:.3g} > "
+                            f"replayed step {int(pack.steps.min())} differs from the rollout by {gap:.3g} > "
                             f"onpolicy_tolerance {cfg.onpolicy_tolerance}"
                         )
-                loss = -(coef[rows] * log_prob).sum() / norm
+                loss = -(coef[rows][pack.rows] * pack.log_prob).sum() / norm
                 if ref is not None:
-                    active = step < sub.num_steps
-                    kl = torch.where(active, kl_penalty(log_prob, ref[i][:, step]), 0.0)
+                    kl = kl_penalty(pack.log_prob, ref[i][pack.rows, pack.steps])
                     loss = loss + cfg.beta * kl.sum() / norm
-                last = i == len(chunks) - 1 and step == last_step
+                last = i == len(chunks) - 1 and pack.last
                 with contextlib.nullcontext() if last else acc.no_sync(self.model):
                     acc.backward(loss)
-        return gap
+        return gap, forwards
 
     # ---------------------------------------------------------------------------- metrics
     def _rollout_metrics(self, roll: Rollout, scored, rewards: torch.Tensor, keep: torch.Tensor) -> dict[str, float]:

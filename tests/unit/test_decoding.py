@@ -18,6 +18,7 @@ from dultra.decoding import (
     replay,
 )
 from dultra.decoding.generate import _fill_after_eos
+from dultra.decoding.trajectory import replay_steps
 from dultra.errors import ConfigError
 from tests.helpers import EOS, MASK, small_model
 
@@ -73,6 +74,20 @@ def test_replay_reproduces_recorded_log_probs(model, strategy):
     assert torch.allclose(replayed, traj.log_probs, atol=1e-5)
     steps = torch.arange(traj.log_probs.shape[1])
     assert (traj.log_probs[steps[None] >= traj.num_steps[:, None]] == 0).all()
+
+
+def test_replay_packs_the_steps_rows_took_into_full_forwards(model):
+    """Rows that finish early leave their slots to later steps: ceil(sum(NFE) / B) forwards."""
+    out = generate(model, _prompts(B=4), None, PlannerSample(), CFG)
+    traj = out.trajectory
+    assert traj.num_steps.min() < traj.num_steps.max()  # otherwise nothing to pack
+    packs = list(replay_steps(model, traj))
+    total = int(traj.num_steps.sum())
+    assert len(packs) == -(-total // 4) < int(traj.num_steps.max())
+    assert [p.last for p in packs] == [False] * (len(packs) - 1) + [True]
+    pairs = torch.cat([torch.stack([p.rows, p.steps], dim=1) for p in packs])
+    assert len(pairs) == total == len(pairs.unique(dim=0))  # every step a row took, once
+    assert (pairs[:, 1] < traj.num_steps[pairs[:, 0]]).all()
 
 
 def test_replay_has_gradients_for_base_and_head(model):

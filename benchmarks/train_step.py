@@ -1,0 +1,152 @@
+"""Seconds and memory of one GRPO step at LLaDA-8B shape: rollout, replay with gradients, update.
+
+    python benchmarks/train_step.py --model llada-8b --train planner full --out benchmarks/results/train_step_h100.json
+    python benchmarks/train_step.py --model llada-8b --train planner --max-group      # largest group on this GPU
+    python benchmarks/train_step.py                                                  # CPU, tiny default
+
+One group at the reference setting (prompt 128, gen 256, block 32, planner-sample at
+temperature 0.1, trajectories recorded) is rolled out, then replayed with gradients pack
+by pack exactly as `dultra train` does (dultra.rl.trainer: fp32 weights, bf16 autocast on
+GPU, AdamW), with every advantage non-zero so every row is replayed. `planner` trains the
+head only (the base is frozen, so autograd keeps no base activations); `full` trains both,
+with activation checkpointing. Random weights: the planner's probabilities are near 0.5,
+so the step count differs from a trained model's; per-forward figures carry over.
+A setting that does not fit in GPU memory is recorded as out of memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.decode_speed import sync  # noqa: E402
+from dultra.decoding import DecodeConfig, PlannerSample, generate  # noqa: E402
+from dultra.decoding.trajectory import replay_steps  # noqa: E402
+from dultra.model import LLaDAConfig, LLaDAModelLM  # noqa: E402
+from dultra.model.loading import load  # noqa: E402
+
+
+def build(name: str, device: str) -> LLaDAModelLM:
+    """fp32 weights, as the trainer loads them (bf16 compute comes from autocast)."""
+    if name == "tiny":
+        return load("tiny", device=device)[0]
+    with torch.device(device):
+        return LLaDAModelLM(LLaDAConfig(num_head_layers=1))
+
+
+def one_step(model, optimizer, prompt, config: DecodeConfig, device: str) -> dict:
+    """Rollout, replay + backward of every pack, optimizer step; seconds of each and the pack count."""
+    autocast = torch.autocast("cuda", torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
+    sync(device)
+    t0 = time.perf_counter()
+    model.eval()
+    with autocast:
+        out = generate(model, prompt, None, PlannerSample(), config)
+    sync(device)
+    t1 = time.perf_counter()
+    model.train()
+    traj, forwards = out.trajectory, 0
+    coef = torch.randn(prompt.shape[0], device=device)  # stands in for the clipped advantages
+    with autocast:
+        for pack in replay_steps(model, traj):
+            (-(coef[pack.rows] * pack.log_prob).sum() / traj.completion.numel()).backward()
+            forwards += 1
+    sync(device)
+    t2 = time.perf_counter()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    sync(device)
+    t3 = time.perf_counter()
+    return {"rollout_s": t1 - t0, "replay_s": t2 - t1, "optimizer_s": t3 - t2, "rollout_steps": out.steps,
+            "replay_forwards": forwards, "mean_nfe": out.nfe.float().mean().item()}
+
+
+def measure(args, train: str, group: int, repeat: int) -> dict:
+    """One setting: a warm-up step, then the median of `repeat` steps (or the warm-up alone); peak memory on GPU."""
+    device = args.device
+    model = build(args.model, device)
+    model.set_trainable(base=train == "full", planner=True)
+    if train == "full":
+        model.gradient_checkpointing_enable()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-7)
+    vocab = model.config.mask_token_id if args.model != "tiny" else 20
+    prompt = torch.randint(0, vocab, (group, args.prompt_len), generator=torch.Generator().manual_seed(0)).to(device)
+    config = DecodeConfig(gen_length=args.gen, block_length=args.block, temperature=0.1, record=True, seed=0)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    runs = [one_step(model, optimizer, prompt, config, device) for _ in range(1 + repeat)][min(repeat, 1):]
+    row = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    row |= {"train": train, "group": group, "replay_vs_rollout": row["replay_s"] / row["rollout_s"],
+            "replay_s_per_forward": row["replay_s"] / row["replay_forwards"],
+            "rollout_s_per_step": row["rollout_s"] / row["rollout_steps"]}
+    if device.startswith("cuda"):
+        row["peak_memory_GB"] = torch.cuda.max_memory_allocated() / 1e9
+    return row
+
+
+def try_measure(args, train: str, group: int, repeat: int) -> dict:
+    try:
+        return measure(args, train, group, repeat)
+    except torch.OutOfMemoryError:
+        return {"train": train, "group": group, "out_of_memory": True}
+    finally:
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
+def largest_group(args, train: str) -> int:
+    """Double the group until a step runs out of memory, then bisect; 0 if even 1 does not fit."""
+    fits = lambda g: "out_of_memory" not in try_measure(args, train, g, repeat=0)  # noqa: E731
+    low, high = 0, 1
+    while fits(high):
+        low, high = high, high * 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny", choices=["tiny", "llada-8b"], help="tiny or llada-8b (random weights)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--train", nargs="+", default=["planner", "full"], choices=["planner", "full"])
+    p.add_argument("--group", type=int, default=12, help="completions per step (one GRPO group)")
+    p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--gen", type=int, default=256)
+    p.add_argument("--block", type=int, default=32)
+    p.add_argument("--repeat", type=int, default=2, help="timed steps after one warm-up step")
+    p.add_argument("--max-group", action="store_true", help="also find the largest group that fits (GPU)")
+    p.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    meta = dict(
+        command=" ".join(sys.argv), date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        device=torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu",
+        torch=torch.__version__, settings=vars(args) | {"out": str(args.out)},
+    )
+    results = {"rows": []}
+    for train in args.train:
+        row = try_measure(args, train, args.group, args.repeat)
+        if args.max_group:
+            row["largest_group"] = largest_group(args, train)
+        results["rows"].append(row)
+        print(json.dumps(row), flush=True)
+        if args.out:  # a run cut short keeps the settings it finished
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(meta | results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -5,9 +5,10 @@
 
 One step: roll out `prompts_per_step` prompts x `group_size` completions with planner
 sampling (trajectories and per-step log-probs recorded) -> score every completion ->
-group advantages -> replay each trajectory step by step with gradients and backpropagate
-`coefficient x log pi_step` (dultra.rl.grpo: the clipped sequence-level objective's exact
-gradient, one step's activations at a time) -> clip, optimizer step.
+group advantages -> replay the trajectories with gradients, B (row, step) pairs per forward
+(dultra.decoding.trajectory.replay_steps), and backpropagate `coefficient x log pi_step`
+(dultra.rl.grpo: the clipped sequence-level objective's exact gradient, one forward's
+activations at a time) -> clip, optimizer step.
 
 On the first update of a batch the replay must reproduce the rollout's log-probs (the
 policy is the one that sampled): a larger gap than `onpolicy_tolerance` stops the run,

@@ -72,8 +72,12 @@ def one_step(model, optimizer, prompt, config: DecodeConfig, device: str) -> dic
             "replay_forwards": forwards, "mean_nfe": out.nfe.float().mean().item()}
 
 
-def measure(args, train: str, group: int, repeat: int) -> dict:
-    """One setting: a warm-up step, then the median of `repeat` steps (or the warm-up alone); peak memory on GPU."""
+def measure(args, train: str, group: int, repeat: int, max_steps: int | None = None) -> dict:
+    """One setting: a warm-up step, then the median of `repeat` steps (or the warm-up alone); peak memory on GPU.
+
+    max_steps caps the rollout (a memory probe: the replay holds one forward at a time, so
+    the peak does not depend on the number of steps).
+    """
     device = args.device
     model = build(args.model, device)
     model.set_trainable(base=train == "full", planner=True)
@@ -82,7 +86,8 @@ def measure(args, train: str, group: int, repeat: int) -> dict:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-7)
     vocab = model.config.mask_token_id if args.model != "tiny" else 20
     prompt = torch.randint(0, vocab, (group, args.prompt_len), generator=torch.Generator().manual_seed(0)).to(device)
-    config = DecodeConfig(gen_length=args.gen, block_length=args.block, temperature=0.1, record=True, seed=0)
+    config = DecodeConfig(gen_length=args.gen, block_length=args.block, temperature=0.1, record=True, seed=0,
+                          max_steps=max_steps)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     runs = [one_step(model, optimizer, prompt, config, device) for _ in range(1 + repeat)][min(repeat, 1):]
@@ -95,9 +100,9 @@ def measure(args, train: str, group: int, repeat: int) -> dict:
     return row
 
 
-def try_measure(args, train: str, group: int, repeat: int) -> dict:
+def try_measure(args, train: str, group: int, repeat: int, max_steps: int | None = None) -> dict:
     try:
-        return measure(args, train, group, repeat)
+        return measure(args, train, group, repeat, max_steps)
     except torch.OutOfMemoryError:
         return {"train": train, "group": group, "out_of_memory": True}
     finally:
@@ -107,7 +112,7 @@ def try_measure(args, train: str, group: int, repeat: int) -> dict:
 
 def largest_group(args, train: str) -> int:
     """Double the group until a step runs out of memory, then bisect; 0 if even 1 does not fit."""
-    fits = lambda g: "out_of_memory" not in try_measure(args, train, g, repeat=0)  # noqa: E731
+    fits = lambda g: "out_of_memory" not in try_measure(args, train, g, repeat=0, max_steps=4)  # noqa: E731
     low, high = 0, 1
     while fits(high):
         low, high = high, high * 2
@@ -130,6 +135,8 @@ def main() -> None:
     p.add_argument("--max-group", action="store_true", help="also find the largest group that fits (GPU)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     args = p.parse_args()
+    if args.max_group and not args.device.startswith("cuda"):
+        p.error("--max-group needs a GPU (it doubles the group until memory runs out)")
     torch.manual_seed(0)
     meta = dict(
         command=" ".join(sys.argv), date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -26,24 +26,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dultra.data import load_task  # noqa: E402
 from dultra.decoding import DecodeConfig, parse_strategy  # noqa: E402
+from dultra.decoding.generate import CACHES  # noqa: E402
 from dultra.eval.accuracy import evaluate  # noqa: E402
 from dultra.model.loading import load, resolve  # noqa: E402
 
 STRATEGIES = ("threshold:tau=0.9", "planner:factor=1.0", "factor:factor=1.0", "entropy:gamma=0.1",
               "low-confidence:steps={gen}")
-CACHES = ("none", "prefix", "dual")
 
 
 def compare(model, tokenizer, examples, spec: str, gen: int, block: int, batch_size: int) -> list[dict]:
     """One row per cache setting; agreement is with the uncached completions."""
     strategy = parse_strategy(spec.format(gen=gen))
     rows, reference = [], None
-    for cache in CACHES:
+    for cache in CACHES:  # "none" first: the reference
         decode = DecodeConfig(gen_length=gen, block_length=block, cache=cache)
         start = time.perf_counter()
         result = evaluate(model, tokenizer, examples, strategy, decode, batch_size=batch_size)
         seconds = time.perf_counter() - start
-        reference = reference or result
+        if reference is None:
+            reference = result
         same = sum(a == b for a, b in zip(result.completions, reference.completions)) / len(examples)
         rows.append({
             "strategy": strategy.spec(), "block_length": block, "cache": cache,

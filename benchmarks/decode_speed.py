@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dultra.decoding import DecodeConfig, generate, parse_strategy  # noqa: E402
+from dultra.decoding.generate import CACHES  # noqa: E402
 from dultra.model import LLaDAConfig, LLaDAModelLM  # noqa: E402
 from dultra.model.loading import load  # noqa: E402
 
@@ -44,13 +45,14 @@ STRATEGIES = (
 )
 
 
-def build(name: str, device: str) -> LLaDAModelLM:
+def build(name: str, device: str, dtype: torch.dtype = torch.bfloat16) -> LLaDAModelLM:
+    """`tiny` (float32) or the LLaDA-8B shape with a planner head, random weights in `dtype`."""
     if name == "tiny":
         return load("tiny", device=device)[0]
     if name != "llada-8b":
         raise SystemExit(f"unknown model {name!r}: tiny or llada-8b")
-    # LLaDA-8B shape (dultra.md section 1) with a dUltra planner head, random weights, bf16.
-    torch.set_default_dtype(torch.bfloat16)
+    # LLaDA-8B shape (dultra.md section 1) with a dUltra planner head, random weights.
+    torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
             model = LLaDAModelLM(LLaDAConfig(num_head_layers=1))
@@ -167,7 +169,7 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=32, help="steps timed per decode")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--cache", nargs="+", default=["none"], choices=["none", "prefix", "dual"],
+    p.add_argument("--cache", nargs="+", default=["none"], choices=CACHES,
                    help="KV cache settings to time each strategy with (default: none)")
     p.add_argument("--fuse", action="store_true", help="fuse q/k/v and gate/up projections")
     p.add_argument("--compile", action="store_true", help="torch.compile each step / bare forward with CUDA graphs (implies --fuse)")

@@ -30,19 +30,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.decode_speed import sync  # noqa: E402
+from benchmarks.decode_speed import build, sync  # noqa: E402
 from dultra.decoding import DecodeConfig, PlannerSample, generate  # noqa: E402
 from dultra.decoding.trajectory import replay_steps  # noqa: E402
-from dultra.model import LLaDAConfig, LLaDAModelLM  # noqa: E402
-from dultra.model.loading import load  # noqa: E402
-
-
-def build(name: str, device: str) -> LLaDAModelLM:
-    """fp32 weights, as the trainer loads them (bf16 compute comes from autocast)."""
-    if name == "tiny":
-        return load("tiny", device=device)[0]
-    with torch.device(device):
-        return LLaDAModelLM(LLaDAConfig(num_head_layers=1))
 
 
 def one_step(model, optimizer, prompt, config: DecodeConfig, device: str) -> dict:
@@ -79,7 +69,7 @@ def measure(args, train: str, group: int, repeat: int, max_steps: int | None = N
     the peak does not depend on the number of steps).
     """
     device = args.device
-    model = build(args.model, device)
+    model = build(args.model, device, torch.float32)  # fp32 weights as the trainer; bf16 compute from autocast
     model.set_trainable(base=train == "full", planner=True)
     if train == "full":
         model.gradient_checkpointing_enable()

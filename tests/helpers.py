@@ -20,6 +20,17 @@ def small_config(**overrides) -> LLaDAConfig:
     return LLaDAConfig(**kwargs)
 
 
+def padded_prompts(lengths=(3, 9, 6)) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Left-padded prompts of different lengths: ids (B, P), attention mask (B, P), the prompts."""
+    prompts = [torch.randint(0, 60, (n,), generator=torch.Generator().manual_seed(n)) for n in lengths]
+    P = max(lengths)
+    ids = torch.full((len(prompts), P), PAD)
+    mask = torch.zeros(len(prompts), P, dtype=torch.long)
+    for i, prompt in enumerate(prompts):
+        ids[i, P - len(prompt):], mask[i, P - len(prompt):] = prompt, 1
+    return ids, mask, prompts
+
+
 def small_model(seed: int = 0, **overrides) -> LLaDAModelLM:
     torch.manual_seed(seed)
     return LLaDAModelLM(small_config(**overrides)).eval()

@@ -14,7 +14,7 @@ import time
 import torch
 
 from dultra.decoding import DecodeConfig, Strategy, generate
-from dultra.decoding.generate import check_layout
+from dultra.decoding.generate import CACHES, check_layout
 from dultra.decoding.strategies import (
     EntropyBounded,
     Factor,
@@ -47,7 +47,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-chat-template", action="store_true", help="feed the prompt raw, without the chat template")
     p.add_argument("--early-stop", action="store_true",
                    help="end once an EOS is decoded and all before it is revealed (default: decode every position, as the reference)")
-    p.add_argument("--cache", default="none", choices=["none", "prefix", "dual"],
+    p.add_argument("--cache", default="none", choices=CACHES,
                    help="reuse keys/values within a block (Fast-dLLM): prefix recomputes the block and what "
                         "follows, dual only the block; faster, approximate (default: none, exact)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")

@@ -39,9 +39,10 @@ class Trajectory:
     block_length: int
     uses_planner: bool
 
-    def revealed_before(self, step: int) -> torch.Tensor:
-        """(B, G) bool: completion positions already revealed when step `step` starts."""
-        return (self.unmask_step >= 0) & (self.unmask_step < step)
+    def revealed_before(self, rows: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """rows, steps (R,) -> (R, G) bool: positions of row rows[i] revealed when step steps[i] starts."""
+        unmask_step = self.unmask_step[rows]
+        return (unmask_step >= 0) & (unmask_step < steps[:, None])
 
     def select(self, rows: torch.Tensor) -> Trajectory:
         """The trajectory of a subset of rows (a replay micro-batch), steps trimmed to theirs."""
@@ -123,8 +124,7 @@ def replay_steps(model: torch.nn.Module, traj: Trajectory) -> Iterator[ReplayPac
         rows, steps = all_rows[start:start + B], all_steps[start:start + B]
         n = len(rows)
         rows, steps = F.pad(rows, (0, B - n), value=int(rows[-1])), F.pad(steps, (0, B - n), value=int(steps[-1]))
-        unmask_step = traj.unmask_step[rows]
-        shown = (unmask_step >= 0) & (unmask_step < steps[:, None])
+        shown = traj.revealed_before(rows, steps)
         completion = torch.where(shown, traj.completion[rows], mask_id)
         x = torch.cat([traj.prompt_ids[rows], completion], dim=1)
         index = block_index(current_block_start(~shown, P, traj.block_length), traj.block_length)
@@ -133,7 +133,7 @@ def replay_steps(model: torch.nn.Module, traj: Trajectory) -> Iterator[ReplayPac
             model, x, valid[rows] if padded else None, seq_len[rows], index, candidates, traj.uses_planner
         )
         tokens = traj.completion[rows].gather(1, index - P)
-        revealed = (unmask_step.gather(1, index - P) == steps[:, None]) & candidates
+        revealed = (traj.unmask_step[rows].gather(1, index - P) == steps[:, None]) & candidates
         log_prob = step_log_prob(planner, token_log_prob(logits, tokens), revealed, candidates & ~revealed)
         yield ReplayPack(rows[:n], steps[:n], log_prob[:n], last=start + B >= len(all_rows))
 

@@ -20,7 +20,7 @@ from dultra.decoding import (
 from dultra.decoding.generate import _fill_after_eos
 from dultra.decoding.trajectory import replay_steps
 from dultra.errors import ConfigError
-from tests.helpers import EOS, MASK, small_model
+from tests.helpers import EOS, MASK, padded_prompts, small_model
 
 ALL = [PlannerGreedy(1.0), PlannerSample(), Threshold(0.5), Factor(1.0), LowConfidence(16), EntropyBounded(0.5)]
 CFG = DecodeConfig(gen_length=16, block_length=4, record=True, seed=0)
@@ -113,12 +113,7 @@ def test_planner_step_log_prob_formula(model):
 
 @pytest.mark.parametrize("strategy", [PlannerGreedy(1.0), Threshold(0.3), EntropyBounded(1.0)], ids=lambda s: s.spec())
 def test_batch_decoding_equals_decoding_each_prompt_alone(model, strategy):
-    prompts = [torch.randint(0, 60, (n,), generator=torch.Generator().manual_seed(n)) for n in (3, 9, 6)]
-    P = max(len(p) for p in prompts)
-    ids = torch.full((3, P), 63)
-    mask = torch.zeros(3, P, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, P - len(p):], mask[i, P - len(p):] = p, 1
+    ids, mask, prompts = padded_prompts()
     config = DecodeConfig(gen_length=16, block_length=4)
     batch = generate(model, ids, mask, strategy, config)
     for i, p in enumerate(prompts):

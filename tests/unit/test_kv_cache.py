@@ -17,21 +17,10 @@ from dultra.decoding import (
 )
 from dultra.errors import ConfigError
 from dultra.model.kv_cache import KVCache
-from tests.helpers import MASK, PAD, small_model
+from tests.helpers import MASK, padded_prompts, small_model
 
 ALL = [PlannerGreedy(1.0), PlannerSample(), Threshold(0.5), Factor(1.0), LowConfidence(16), EntropyBounded(0.5)]
 CACHES = ["prefix", "dual"]
-
-
-def _padded_prompts(lengths=(3, 9, 6)):
-    """Left-padded prompts of different lengths: ids (B, P), attention mask (B, P), the prompts."""
-    prompts = [torch.randint(0, 60, (n,), generator=torch.Generator().manual_seed(n)) for n in lengths]
-    P = max(lengths)
-    ids = torch.full((len(prompts), P), PAD)
-    mask = torch.zeros(len(prompts), P, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, P - len(p):], mask[i, P - len(p):] = p, 1
-    return ids, mask, prompts
 
 
 def _scored(model, x, mask, index, **cache_args):
@@ -47,7 +36,7 @@ def _scored(model, x, mask, index, **cache_args):
 @torch.no_grad()
 def test_cached_forward_equals_the_full_forward_when_nothing_is_stale(kind, n_kv_heads):
     model = small_model(n_kv_heads=n_kv_heads)
-    ids, mask, _ = _padded_prompts()
+    ids, mask, _ = padded_prompts()
     x = torch.cat([ids, torch.full((3, 16), MASK)], dim=1)
     mask = torch.cat([mask, torch.ones(3, 16, dtype=torch.long)], dim=1)
     index = torch.arange(13, 17).expand(3, -1)  # the second block of four
@@ -62,7 +51,7 @@ def test_cached_forward_equals_the_full_forward_when_nothing_is_stale(kind, n_kv
 def test_cached_forward_reads_stale_columns_until_the_next_refresh(model):
     """A token changed outside the fresh columns is not seen (the Fast-dLLM approximation);
     the prefix cache recomputes the columns after the block, so it sees that change."""
-    ids, mask, _ = _padded_prompts()
+    ids, mask, _ = padded_prompts()
     x = torch.cat([ids, torch.full((3, 16), MASK)], dim=1)
     mask = torch.cat([mask, torch.ones(3, 16, dtype=torch.long)], dim=1)
     index = torch.arange(13, 17).expand(3, -1)
@@ -85,7 +74,7 @@ def test_fresh_columns_need_a_filled_cache(model):
 @pytest.mark.parametrize("kind", CACHES)
 @pytest.mark.parametrize("strategy", ALL, ids=lambda s: s.spec())
 def test_every_position_revealed_with_a_cache(model, strategy, kind):
-    ids, mask, _ = _padded_prompts()
+    ids, mask, _ = padded_prompts()
     out = generate(model, ids, mask, strategy, DecodeConfig(gen_length=16, block_length=4, seed=0, cache=kind))
     assert not (out.completion == MASK).any()
     assert ((out.nfe >= 4) & (out.nfe <= 16)).all()
@@ -95,7 +84,7 @@ def test_every_position_revealed_with_a_cache(model, strategy, kind):
 @pytest.mark.parametrize("kind", CACHES)
 @pytest.mark.parametrize("strategy", [PlannerGreedy(1e6), Threshold(0.0)], ids=lambda s: s.spec())
 def test_one_step_per_block_is_exact_because_every_step_refreshes(model, strategy, kind):
-    ids, mask, _ = _padded_prompts()
+    ids, mask, _ = padded_prompts()
     config = DecodeConfig(gen_length=16, block_length=4)
     plain = generate(model, ids, mask, strategy, config)
     cached = generate(model, ids, mask, strategy, DecodeConfig(gen_length=16, block_length=4, cache=kind))
@@ -104,7 +93,7 @@ def test_one_step_per_block_is_exact_because_every_step_refreshes(model, strateg
 
 
 def test_prefix_and_dual_are_the_same_cache_with_a_single_block(model):
-    ids, mask, _ = _padded_prompts()
+    ids, mask, _ = padded_prompts()
     runs = [generate(model, ids, mask, Threshold(0.9), DecodeConfig(gen_length=8, block_length=8, cache=k))
             for k in CACHES]
     assert torch.equal(runs[0].completion, runs[1].completion) and torch.equal(runs[0].nfe, runs[1].nfe)
@@ -114,7 +103,7 @@ def test_prefix_and_dual_are_the_same_cache_with_a_single_block(model):
 @pytest.mark.parametrize("strategy", [PlannerGreedy(1.0), Threshold(0.3), LowConfidence(8)], ids=lambda s: s.spec())
 def test_batch_with_a_cache_equals_each_prompt_alone(model, strategy, kind):
     """Rows wait for each other at block ends, so a row's cache holds what it would alone."""
-    ids, mask, prompts = _padded_prompts()
+    ids, mask, prompts = padded_prompts()
     config = DecodeConfig(gen_length=16, block_length=4, cache=kind)
     batch = generate(model, ids, mask, strategy, config)
     for i, p in enumerate(prompts):
@@ -125,7 +114,7 @@ def test_batch_with_a_cache_equals_each_prompt_alone(model, strategy, kind):
 
 def test_a_cache_changes_the_output_of_a_multi_step_decode(model):
     """Guards the tests above against a cache that silently recomputes everything."""
-    ids, mask, _ = _padded_prompts()
+    ids, mask, _ = padded_prompts()
     plain = generate(model, ids, mask, Threshold(1.0), DecodeConfig(gen_length=16, block_length=4))
     dual = generate(model, ids, mask, Threshold(1.0), DecodeConfig(gen_length=16, block_length=4, cache="dual"))
     assert not torch.equal(plain.completion, dual.completion)

@@ -19,6 +19,10 @@ does (one NFE; a refresh is never an extra pass). The block's later steps recomp
 the current block and everything after it (prefix) or only the current block (dual),
 reading the other keys and values from the refresh. Rows then move to the next block
 together, so one refresh serves the batch and a row decodes exactly as it would alone.
+
+With `lockstep` (distributed training) a process whose rows are done keeps stepping until
+every process's rows are: under FSDP each forward gathers the sharded weights together
+with the other processes, so all of them must run as many forwards.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+import torch.distributed as dist
 
 from dultra.decoding.step import (
     block_index,
@@ -69,6 +74,9 @@ class DecodeConfig:
     cache: Literal["none", "prefix", "dual"] = "none"
     """Reuse keys and values between the steps of a block: none (exact), prefix (recompute the
     block and what follows it) or dual (recompute the block only); see the module docstring."""
+    lockstep: bool = False
+    """Step until the rows of every process in the default process group are done (needed
+    under FSDP, where each forward is a collective); a no-op without a process group."""
 
 
 @dataclass
@@ -160,6 +168,7 @@ def generate(
     log_probs: list[torch.Tensor] = []
 
     step_fn = compiled_decode_step() if config.compile else decode_step
+    lockstep = config.lockstep and dist.is_available() and dist.is_initialized()
     cache = KVCache() if config.cache != "none" else None
     refresh, cache_start = True, P  # with a cache every row is in the block at cache_start
 
@@ -201,7 +210,10 @@ def generate(
         # The next step's inputs are queued before the one sync per step, so after it the
         # device only waits for the model call to be launched.
         index, block, candidates, noise = next_inputs()
-        all_done, refresh = torch.stack((done.all(), block_finished[0])).tolist()
+        flags = torch.stack((done.all(), block_finished[0])).int()
+        if lockstep:  # all done only when every process is; a refresh stays local (one forward either way)
+            dist.all_reduce(flags[:1], op=dist.ReduceOp.MIN)
+        all_done, refresh = flags.tolist()
         if all_done or step == config.max_steps:
             break
         if refresh:

@@ -102,16 +102,23 @@ class ReplayPack(NamedTuple):
     last: bool
 
 
-def replay_steps(model: torch.nn.Module, traj: Trajectory) -> Iterator[ReplayPack]:
+def replay_forwards(traj: Trajectory) -> int:
+    """Forwards `replay_steps` takes for a trajectory: ceil(sum(num_steps) / B)."""
+    return -(-int(traj.num_steps.sum()) // traj.prompt_ids.shape[0])
+
+
+def replay_steps(model: torch.nn.Module, traj: Trajectory, forwards: int = 0) -> Iterator[ReplayPack]:
     """Re-run every step a row took, packed B (row, step) pairs to a forward.
 
     Runs under the caller's grad mode, one forward at a time, so a trainer can
     backpropagate each pack's loss before the next and hold one forward's activations.
     Each pair sees exactly the inputs decoding saw (same masks, same block). Pairs are
     taken step by step, and a row that finished early leaves its slot to a later step of
-    another row: ceil(sum(num_steps) / B) forwards instead of max(num_steps). The last pack
+    another row: `replay_forwards(traj)` forwards instead of max(num_steps). The last pack
     is filled up with repeats of its last pair (computed, not yielded), so every forward
-    has the rollout's shape and reproduces its numbers.
+    has the rollout's shape and reproduces its numbers. With `forwards` above that, the
+    extra packs repeat the last pair and yield no pairs (their log_prob is an empty slice
+    of the graph, so a backward still runs): sharded processes stay in step.
     """
     mask_id = model_config(model).mask_token_id
     B, P = traj.prompt_ids.shape
@@ -120,10 +127,18 @@ def replay_steps(model: torch.nn.Module, traj: Trajectory) -> Iterator[ReplayPac
     seq_len = valid.sum(dim=1)
     taken = torch.arange(traj.log_probs.shape[1], device=valid.device) < traj.num_steps[:, None]  # (B, S)
     all_steps, all_rows = taken.T.nonzero(as_tuple=True)  # step-major
-    for start in range(0, len(all_rows), B):
-        rows, steps = all_rows[start:start + B], all_steps[start:start + B]
-        n = len(rows)
-        rows, steps = F.pad(rows, (0, B - n), value=int(rows[-1])), F.pad(steps, (0, B - n), value=int(steps[-1]))
+    pairs = len(all_rows)
+    total = max(-(-pairs // B), forwards)
+    if total == 0:
+        return
+    if pairs == 0:  # nothing taken: the extra packs replay row 0's first step
+        all_steps, all_rows = all_steps.new_zeros(1), all_rows.new_zeros(1)
+    fill = total * B - len(all_rows)
+    all_rows = torch.cat([all_rows, all_rows[-1:].expand(fill)])
+    all_steps = torch.cat([all_steps, all_steps[-1:].expand(fill)])
+    for k in range(total):
+        rows, steps = all_rows[k * B:(k + 1) * B], all_steps[k * B:(k + 1) * B]
+        n = min(max(pairs - k * B, 0), B)
         shown = traj.revealed_before(rows, steps)
         completion = torch.where(shown, traj.completion[rows], mask_id)
         x = torch.cat([traj.prompt_ids[rows], completion], dim=1)
@@ -135,12 +150,15 @@ def replay_steps(model: torch.nn.Module, traj: Trajectory) -> Iterator[ReplayPac
         tokens = traj.completion[rows].gather(1, index - P)
         revealed = (traj.unmask_step[rows].gather(1, index - P) == steps[:, None]) & candidates
         log_prob = step_log_prob(planner, token_log_prob(logits, tokens), revealed, candidates & ~revealed)
-        yield ReplayPack(rows[:n], steps[:n], log_prob[:n], last=start + B >= len(all_rows))
+        yield ReplayPack(rows[:n], steps[:n], log_prob[:n], last=k == total - 1)
 
 
-def replay(model: torch.nn.Module, traj: Trajectory) -> torch.Tensor:
-    """Every step's log pi of a recorded trajectory, (B, S) like `traj.log_probs` (0 after a row's last step)."""
+def replay(model: torch.nn.Module, traj: Trajectory, forwards: int = 0) -> torch.Tensor:
+    """Every step's log pi of a recorded trajectory, (B, S) like `traj.log_probs` (0 after a row's last step).
+
+    forwards: as in `replay_steps` (processes of a sharded model replay as many forwards).
+    """
     out = torch.zeros_like(traj.log_probs)
-    for pack in replay_steps(model, traj):
+    for pack in replay_steps(model, traj, forwards):
         out = out.index_put((pack.rows, pack.steps), pack.log_prob.to(out.dtype))
     return out

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
@@ -248,7 +247,9 @@ class LLaDAModelLM(PreTrainedModel):
             c = _gather_rows(c, query_index)
         f = self.norm_out_2(f, c)
         w, b = self.mask_linear.weight, self.mask_linear.bias
-        return F.linear(f.float(), w.float(), b.float()).squeeze(-1)
+        # (..., D) @ (D,): a new tensor, not a squeezed view (FSDP2 warns on a view output,
+        # since an in-place change to it would skip its backward all-gather).
+        return f.float() @ w.float()[0] + b.float()[0]
 
     def forward(
         self,

@@ -13,6 +13,10 @@ activations at a time) -> clip, optimizer step.
 On the first update of a batch the replay must reproduce the rollout's log-probs (the
 policy is the one that sampled): a larger gap than `onpolicy_tolerance` stops the run,
 since it means replay and decoding disagree.
+
+Processes run the same number of forwards in every phase (rollouts decode in lockstep,
+replays are padded to the longest process's): under FSDP every forward and backward is a
+collective, and a process that stopped early would leave the others waiting forever.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from tqdm.auto import tqdm
 from dultra.configio import config_dict, doc
 from dultra.data.mixture import load_examples
 from dultra.decoding import DecodeConfig, Trajectory, replay
-from dultra.decoding.trajectory import replay_steps
+from dultra.decoding.trajectory import replay_forwards, replay_steps
 from dultra.errors import ConfigError
 from dultra.model.loading import load, stop_token_ids
 from dultra.rewards import RewardConfig, RewardScorer, load_teacher
@@ -164,6 +168,7 @@ class GRPOTrainer:
         decode = DecodeConfig(
             gen_length=cfg.gen_length, block_length=cfg.block_length, temperature=cfg.temperature,
             record=True, seed=(cfg.seed * 1_000_003 + step) * 101 + acc.process_index, eos_ids=self.eos_ids,
+            lockstep=acc.num_processes > 1,
         )
         roll = rollout(self.model, self.tokenizer, examples, cfg.group_size, decode, acc.device)
         t1 = time.perf_counter()
@@ -195,15 +200,18 @@ class GRPOTrainer:
         chunks = list(rows.split(size))
         norm = adv.numel() * cfg.gen_length
         ref = [replay(self.reference, traj.select(c)) for c in chunks] if self.reference is not None else None
+        packs = [replay_forwards(traj.select(c)) for c in chunks]
+        packs[-1] += self._most(sum(packs)) - sum(packs)  # the longest process's replay sets everyone's
         out: dict[str, float] = {}
         for iteration in range(cfg.num_iterations):
             if iteration == 0:
                 log_ratio = torch.zeros_like(adv)  # on-policy: the ratio is exactly 1
             else:
                 with torch.no_grad():
-                    log_ratio = sequence_log_ratio(replay(self.model, traj), traj.log_probs)
+                    full = replay(self.model, traj, self._most(replay_forwards(traj)))
+                    log_ratio = sequence_log_ratio(full, traj.log_probs)
             coef, clipped = loss_coefficients(log_ratio, adv, cfg.eps_low, cfg.eps_high)
-            gap, forwards = self._backward(traj, chunks, coef, norm, ref, check=iteration == 0)
+            gap, forwards = self._backward(traj, chunks, packs, coef, norm, ref, check=iteration == 0)
             grad_norm = acc.clip_grad_norm_(self.params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else None
             self.optimizer.step()
             self.scheduler.step()
@@ -217,8 +225,12 @@ class GRPOTrainer:
         out["replayed_rows"] = float(len(rows))
         return out
 
-    def _backward(self, traj, chunks, coef, norm, ref, check: bool) -> tuple[float, int]:
-        """Backpropagate every replay pack of every chunk; gradients sync on the last one only.
+    def _most(self, n: int) -> int:
+        """The largest n over all processes."""
+        return int(self.acc.gather(torch.tensor([n], device=self.acc.device)).max())
+
+    def _backward(self, traj, chunks, packs, coef, norm, ref, check: bool) -> tuple[float, int]:
+        """Backpropagate `packs[i]` replay packs of every chunk i; gradients sync on the last one only.
 
         Returns the largest |replayed - recorded| step log-prob (when `check`) and the number
         of forwards the replay took.
@@ -227,9 +239,9 @@ class GRPOTrainer:
         gap, forwards = 0.0, 0
         for i, rows in enumerate(chunks):
             sub = traj.select(rows)
-            for pack in replay_steps(self.model, sub):
+            for pack in replay_steps(self.model, sub, packs[i]):
                 forwards += 1
-                if check:
+                if check and len(pack.rows):
                     gap = max(gap, (pack.log_prob.detach() - sub.log_probs[pack.rows, pack.steps]).abs().max().item())
                     if gap > cfg.onpolicy_tolerance:
                         raise OffPolicyError(

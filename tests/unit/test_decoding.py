@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -18,7 +20,7 @@ from dultra.decoding import (
     replay,
 )
 from dultra.decoding.generate import _fill_after_eos
-from dultra.decoding.trajectory import replay_steps
+from dultra.decoding.trajectory import replay_forwards, replay_steps
 from dultra.errors import ConfigError
 from tests.helpers import EOS, MASK, padded_prompts, small_model
 
@@ -88,6 +90,38 @@ def test_replay_packs_the_steps_rows_took_into_full_forwards(model):
     pairs = torch.cat([torch.stack([p.rows, p.steps], dim=1) for p in packs])
     assert len(pairs) == total == len(pairs.unique(dim=0))  # every step a row took, once
     assert (pairs[:, 1] < traj.num_steps[pairs[:, 0]]).all()
+
+
+def test_replay_padded_to_more_forwards_yields_empty_packs_that_still_backpropagate(model):
+    """Sharded processes replay as many forwards as the longest one: the extra packs are empty."""
+    traj = generate(model, _prompts(B=4), None, PlannerSample(), CFG).trajectory
+    own = replay_forwards(traj)
+    packs = list(replay_steps(model, traj, forwards=own + 2))
+    assert len(packs) == own + 2 and len(list(replay_steps(model, traj))) == own
+    assert [len(p.rows) for p in packs[own:]] == [0, 0] and [p.last for p in packs[-3:]] == [False, False, True]
+    assert torch.allclose(replay(model, traj, forwards=own + 2), traj.log_probs, atol=1e-5)
+    model.zero_grad(set_to_none=True)
+    packs[-1].log_prob.sum().backward()  # an empty pack's loss is 0 but its backward reaches every weight
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads) and all(g.abs().sum() == 0 for g in grads)
+    model.zero_grad(set_to_none=True)
+
+
+def test_replay_of_rows_without_steps_still_runs_the_forwards_asked_for(model):
+    traj = generate(model, _prompts(B=2), None, PlannerSample(), CFG).trajectory
+    idle = traj.select(torch.tensor([0]))
+    idle.num_steps = torch.zeros_like(idle.num_steps)
+    assert replay_forwards(idle) == 0 and list(replay_steps(model, idle)) == []
+    packs = list(replay_steps(model, idle, forwards=3))
+    assert len(packs) == 3 and all(len(p.rows) == 0 for p in packs) and packs[-1].last
+
+
+def test_lockstep_without_a_process_group_decodes_as_without(model):
+    config = DecodeConfig(gen_length=16, block_length=4, record=True, seed=5, temperature=0.5)
+    plain = generate(model, _prompts(), None, PlannerSample(), config)
+    locked = generate(model, _prompts(), None, PlannerSample(), replace(config, lockstep=True))
+    assert torch.equal(plain.sequences, locked.sequences) and torch.equal(plain.nfe, locked.nfe)
+    assert plain.steps == locked.steps
 
 
 def test_replay_has_gradients_for_base_and_head(model):

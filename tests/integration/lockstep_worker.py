@@ -1,0 +1,123 @@
+"""One process of tests/integration/test_fsdp_lockstep.py, on gloo.
+
+    RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 python -m tests.integration.lockstep_worker fsdp OUT.json
+    ... python -m tests.integration.lockstep_worker trainer OUT.json CHECKPOINT
+
+fsdp: every LLaDA block and the whole model are sharded with torch's fully_shard, so each
+forward and backward all-gathers and reduce-scatters with the other process. Each process
+decodes its own prompts (the processes need different numbers of steps), replays the
+trajectory with gradients padded to the longest process's forwards, and compares with an
+unsharded copy of the same weights: outputs, log-probs, and the averaged gradients.
+
+trainer: two GRPO steps of GRPOTrainer (accelerate on the CPU wraps the model in DDP, as
+FSDP needs a GPU there), counting the model forwards of each phase on this process.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+
+from dultra.decoding import DecodeConfig, PlannerSample, generate
+from dultra.decoding.trajectory import replay_forwards, replay_steps
+from dultra.model.modeling import LLaDABlock
+from tests.helpers import small_model
+
+CONFIG = DecodeConfig(gen_length=16, block_length=4, temperature=0.7, record=True)
+
+
+def most(n: int) -> int:
+    """The largest n over the processes."""
+    t = torch.tensor([n])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t)
+
+
+def sharded(out_path: str) -> None:
+    dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.set_num_threads(1)
+    plain = small_model(0)
+    model = copy.deepcopy(plain)
+    for module in model.modules():
+        if isinstance(module, LLaDABlock):
+            fully_shard(module)
+    fully_shard(model)
+
+    seed = 2 * rank  # seeds 0 and 2 need different steps and replay packs (the test checks it)
+    prompts = torch.randint(0, 60, (3, 6), generator=torch.Generator().manual_seed(seed))
+    config = DecodeConfig(**{**CONFIG.__dict__, "seed": seed})
+    alone = generate(plain, prompts, None, PlannerSample(), config)
+    sharded = generate(model, prompts, None, PlannerSample(), DecodeConfig(**{**config.__dict__, "lockstep": True}))
+    traj = sharded.trajectory
+
+    forwards = most(replay_forwards(traj))
+    packs, gap = 0, 0.0
+    for pack in replay_steps(model, traj, forwards):
+        packs += 1
+        if len(pack.rows):
+            gap = max(gap, (pack.log_prob.detach() - traj.log_probs[pack.rows, pack.steps]).abs().max().item())
+        pack.log_prob.sum().backward()
+    # The reference gradient: each process's replay on the unsharded copy, averaged as FSDP does.
+    for pack in replay_steps(plain, alone.trajectory):
+        pack.log_prob.sum().backward()
+    grad_gap = 0.0
+    for p, q in zip(model.parameters(), plain.parameters(), strict=True):
+        dist.all_reduce(q.grad, op=dist.ReduceOp.SUM)
+        grad_gap = max(grad_gap, (p.grad.full_tensor() - q.grad / world).abs().max().item())
+
+    result = {
+        "rank": rank, "steps": sharded.steps, "steps_alone": alone.steps, "packs": packs,
+        "own_packs": replay_forwards(traj), "same_sequences": torch.equal(sharded.sequences, alone.sequences),
+        "same_nfe": torch.equal(sharded.nfe, alone.nfe), "log_prob_gap": gap, "grad_gap": grad_gap,
+    }
+    with open(out_path, "w") as f:
+        json.dump(result, f)
+    dist.destroy_process_group()
+
+
+def trainer(out_path: str, checkpoint: str) -> None:
+    from dultra.rewards import RewardConfig, RewardWeights
+    from dultra.rl import trainer as module
+    from dultra.rl.trainer import GRPOTrainer, TrainConfig
+
+    cfg = TrainConfig(model=checkpoint, output_dir=str(Path(out_path).parent / "run"), steps=3, group_size=4,
+                      gen_length=16, block_length=4, train_size=40, save_every=0, temperature=0.7,
+                      rewards=RewardConfig(math=RewardWeights(distill=0.0)))
+    run = GRPOTrainer(cfg)
+    steps: list[dict[str, int]] = []
+
+    def count(model, args):
+        steps[-1]["replay" if model.training else "rollout"] += 1
+
+    run.acc.unwrap_model(run.model).register_forward_pre_hook(count)
+    # What this process alone would need: its longest row's steps, its replayed rows' packs.
+    rollout, update = module.rollout, run.update
+
+    def own_rollout(*args, **kwargs):
+        roll = rollout(*args, **kwargs)
+        steps[-1]["rollout_alone"] = int(roll.output.nfe.max())
+        return roll
+
+    def own_update(traj, adv, keep):
+        rows = (adv != 0).nonzero().squeeze(1)
+        steps[-1]["replay_alone"] = replay_forwards(traj.select(rows if len(rows) else rows.new_zeros(1)))
+        return update(traj, adv, keep)
+
+    module.rollout, run.update = own_rollout, own_update
+    for step in range(cfg.steps):
+        steps.append({"rollout": 0, "replay": 0})
+        run.train_step(step)
+    with open(out_path, "w") as f:
+        json.dump({"rank": run.acc.process_index, "steps": steps}, f)
+
+
+if __name__ == "__main__":
+    {"fsdp": sharded, "trainer": trainer}[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,75 @@
+"""Sharded (FSDP2) processes decode and replay in step: two gloo processes on the CPU.
+
+    .venv/bin/python -m pytest -q tests/integration/test_fsdp_lockstep.py
+
+Under FSDP every forward and backward is a collective. Processes whose rows need fewer
+steps must keep stepping (DecodeConfig.lockstep) and replay as many packs as the longest
+process (replay_steps' `forwards`), or the other process waits forever: the worker
+(tests/integration/lockstep_worker.py) runs the real thing with torch's fully_shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import save_small_checkpoint
+from tests.integration.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_pair(tmp_path, *args: str) -> tuple[dict, dict]:
+    """Run the worker as ranks 0 and 1 of one gloo group; their JSON results."""
+    port = free_port()
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+               "ACCELERATE_USE_CPU": "true", "PYTHONPATH": str(REPO)}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.lockstep_worker", args[0], str(tmp_path / f"{rank}.json"),
+             *args[1:]],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))
+    try:
+        logs = [p.communicate(timeout=180)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], "\n=====\n".join(logs)
+    r0, r1 = (json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1))
+    return r0, r1
+
+
+def test_sharded_processes_with_different_step_counts_decode_and_replay_in_step(tmp_path):
+    r0, r1 = run_pair(tmp_path, "fsdp")
+    # The setting really needs lockstep: alone, the processes would stop after different steps.
+    assert r0["steps_alone"] != r1["steps_alone"]
+    assert r0["steps"] == r1["steps"] == max(r0["steps_alone"], r1["steps_alone"])
+    assert r0["own_packs"] != r1["own_packs"]
+    assert r0["packs"] == r1["packs"] == max(r0["own_packs"], r1["own_packs"])
+    for r in (r0, r1):
+        # Extra steps and packs change nothing: same completions and NFE as decoding alone,
+        # the recorded log-probs replayed, and FSDP's averaged gradient equals the unsharded one.
+        assert r["same_sequences"] and r["same_nfe"]
+        assert r["log_prob_gap"] < 1e-5
+        assert r["grad_gap"] < 1e-5
+
+
+def test_grpo_trainer_processes_run_as_many_forwards_in_every_phase(tmp_path, tiny_tokenizer):
+    checkpoint = save_small_checkpoint(tmp_path / "ckpt", tiny_tokenizer)
+    r0, r1 = run_pair(tmp_path, "trainer", str(checkpoint))
+    differs = {"rollout": False, "replay": False}
+    for s0, s1 in zip(r0["steps"], r1["steps"], strict=True):
+        for phase in ("rollout", "replay"):
+            assert s0[phase] == s1[phase] == max(s0[f"{phase}_alone"], s1[f"{phase}_alone"])
+            differs[phase] |= s0[f"{phase}_alone"] != s1[f"{phase}_alone"]
+    assert differs == {"rollout": True, "replay": True}  # otherwise nothing was tested

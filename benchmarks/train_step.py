@@ -2,7 +2,7 @@
 
     python benchmarks/train_step.py --model llada-8b --train planner full --out benchmarks/results/train_step_h100.json
     python benchmarks/train_step.py --model llada-8b --train planner --max-group      # largest group on this GPU
-    python benchmarks/train_step.py                                                  # CPU, tiny default
+    python benchmarks/train_step.py --cache none dual                                # CPU, tiny default
 
 One group at the reference setting (prompt 128, gen 256, block 32, planner-sample at
 temperature 0.1, trajectories recorded) is rolled out, then replayed with gradients pack
@@ -11,6 +11,7 @@ GPU, AdamW), with every advantage non-zero so every row is replayed. `planner` t
 head only (the base is frozen, so autograd keeps no base activations); `full` trains both,
 with activation checkpointing. Random weights: the planner's probabilities are near 0.5,
 so the step count differs from a trained model's; per-forward figures carry over.
+`--cache prefix dual` also measures cached rollouts, replayed block by block as decoded.
 A setting that does not fit in GPU memory is recorded as out of memory.
 """
 
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.decode_speed import build, sync  # noqa: E402
 from dultra.decoding import DecodeConfig, PlannerSample, generate  # noqa: E402
+from dultra.decoding.generate import CACHES  # noqa: E402
 from dultra.decoding.trajectory import replay_steps  # noqa: E402
 
 
@@ -51,7 +53,7 @@ def one_step(model, optimizer, prompt, config: DecodeConfig, device: str) -> dic
     with autocast:
         for pack in replay_steps(model, traj):
             (-(coef[pack.rows] * pack.log_prob).sum() / traj.completion.numel()).backward()
-            forwards += 1
+            forwards += pack.forwards
     sync(device)
     t2 = time.perf_counter()
     optimizer.step()
@@ -62,7 +64,7 @@ def one_step(model, optimizer, prompt, config: DecodeConfig, device: str) -> dic
             "replay_forwards": forwards, "mean_nfe": out.nfe.float().mean().item()}
 
 
-def measure(args, train: str, group: int, repeat: int, max_steps: int | None = None) -> dict:
+def measure(args, train: str, group: int, repeat: int, max_steps: int | None = None, cache: str = "none") -> dict:
     """One setting: a warm-up step, then the median of `repeat` steps (or the warm-up alone); peak memory on GPU.
 
     max_steps caps the rollout (a memory probe: the replay holds one forward at a time, so
@@ -77,12 +79,12 @@ def measure(args, train: str, group: int, repeat: int, max_steps: int | None = N
     vocab = model.config.mask_token_id if args.model != "tiny" else 20
     prompt = torch.randint(0, vocab, (group, args.prompt_len), generator=torch.Generator().manual_seed(0)).to(device)
     config = DecodeConfig(gen_length=args.gen, block_length=args.block, temperature=0.1, record=True, seed=0,
-                          max_steps=max_steps)
+                          max_steps=max_steps, cache=cache)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     runs = [one_step(model, optimizer, prompt, config, device) for _ in range(1 + repeat)][min(repeat, 1):]
     row = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-    row |= {"train": train, "group": group, "replay_vs_rollout": row["replay_s"] / row["rollout_s"],
+    row |= {"train": train, "cache": cache, "group": group, "replay_vs_rollout": row["replay_s"] / row["rollout_s"],
             "replay_s_per_forward": row["replay_s"] / row["replay_forwards"],
             "rollout_s_per_step": row["rollout_s"] / row["rollout_steps"]}
     if device.startswith("cuda"):
@@ -90,11 +92,11 @@ def measure(args, train: str, group: int, repeat: int, max_steps: int | None = N
     return row
 
 
-def try_measure(args, train: str, group: int, repeat: int, max_steps: int | None = None) -> dict:
+def try_measure(args, train: str, group: int, repeat: int, max_steps: int | None = None, cache: str = "none") -> dict:
     try:
-        return measure(args, train, group, repeat, max_steps)
+        return measure(args, train, group, repeat, max_steps, cache)
     except torch.OutOfMemoryError:
-        return {"train": train, "group": group, "out_of_memory": True}
+        return {"train": train, "cache": cache, "group": group, "out_of_memory": True}
     finally:
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -117,6 +119,7 @@ def main() -> None:
     p.add_argument("--model", default="tiny", choices=["tiny", "llada-8b"], help="tiny or llada-8b (random weights)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--train", nargs="+", default=["planner", "full"], choices=["planner", "full"])
+    p.add_argument("--cache", nargs="+", default=["none"], choices=CACHES, help="KV caches of the rollout")
     p.add_argument("--group", type=int, default=12, help="completions per step (one GRPO group)")
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--gen", type=int, default=256)
@@ -135,14 +138,15 @@ def main() -> None:
     )
     results = {"rows": []}
     for train in args.train:
-        row = try_measure(args, train, args.group, args.repeat)
-        if args.max_group:
-            row["largest_group"] = largest_group(args, train)
-        results["rows"].append(row)
-        print(json.dumps(row), flush=True)
-        if args.out:  # a run cut short keeps the settings it finished
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(meta | results, indent=2))
+        for cache in args.cache:
+            row = try_measure(args, train, args.group, args.repeat, cache=cache)
+            if args.max_group and cache == "none":
+                row["largest_group"] = largest_group(args, train)
+            results["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            if args.out:  # a run cut short keeps the settings it finished
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(meta | results, indent=2))
 
 
 if __name__ == "__main__":

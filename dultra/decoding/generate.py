@@ -22,7 +22,8 @@ together, so one refresh serves the batch and a row decodes exactly as it would 
 
 With `lockstep` (distributed training) a process whose rows are done keeps stepping until
 every process's rows are: under FSDP each forward gathers the sharded weights together
-with the other processes, so all of them must run as many forwards.
+with the other processes, so all of them must run as many forwards. With a cache, rows of
+all processes also move between blocks together, so every process refreshes at the same steps.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from dultra.decoding.strategies import BlockView, Strategy
 from dultra.decoding.trajectory import Trajectory, step_log_prob
 from dultra.errors import ConfigError
 from dultra.model import LLaDAConfig
-from dultra.model.kv_cache import KVCache
+from dultra.model.kv_cache import KVCache, fresh_columns
 
 CACHES = ("none", "prefix", "dual")
 
@@ -107,10 +108,6 @@ def check_settings(config: DecodeConfig, strategy: Strategy) -> None:
         raise ConfigError(f"temperature must be >= 0, got {config.temperature}")
     if config.cache not in CACHES:
         raise ConfigError(f"unknown cache {config.cache!r}; choose one of {', '.join(CACHES)}")
-    if config.cache != "none" and config.record:
-        # Trajectory replay (RL) recomputes every step without a cache, so its log-probs
-        # would not be those of the cached rollout and the on-policy ratio would not be 1.
-        raise ConfigError("a KV cache cannot be combined with recording trajectories (RL rollouts decode uncached)")
     if config.cache != "none" and config.compile:
         raise ConfigError("a KV cache cannot be combined with compile yet; decode eagerly or without a cache")
     strategy.validate(g, b)
@@ -166,6 +163,8 @@ def generate(
     nfe = torch.zeros(B, dtype=torch.long, device=dev)
     unmask_step = torch.full((B, G), -1, dtype=torch.long, device=dev) if config.record else None
     log_probs: list[torch.Tensor] = []
+    taken: list[torch.Tensor] = []
+    refreshes: list[int] = []
 
     step_fn = compiled_decode_step() if config.compile else decode_step
     lockstep = config.lockstep and dist.is_available() and dist.is_initialized()
@@ -182,7 +181,7 @@ def generate(
     index, block, candidates, noise = next_inputs()
     step = 0
     while True:
-        fresh = None if cache is None or refresh else _fresh_columns(config.cache, index, cache_start, P + G)
+        fresh = None if cache is None or refresh else fresh_columns(config.cache, index, cache_start, P + G)
         logits, planner, x0, logq_x0 = step_fn(
             model, x, valid, seq_len, index, candidates, strategy.uses_planner, config.temperature, noise,
             cache, fresh,
@@ -190,15 +189,22 @@ def generate(
         view = BlockView(candidates, logq_x0, planner, block_step, logits, G // N, generator)
         revealed = strategy.select(view)
         x.scatter_(1, index, torch.where(revealed, x0, block))
-        nfe += candidates.any(dim=1).long()
+        active = candidates.any(dim=1)
+        nfe += active.long()
         if unmask_step is not None:
             current = unmask_step.gather(1, index - P)
             unmask_step.scatter_(1, index - P, torch.where(revealed, step, current))
             log_probs.append(step_log_prob(planner, logq_x0, revealed, candidates & ~revealed))
+            taken.append(active)
+            if cache is not None and fresh is None:
+                refreshes.append(step)
 
         block_finished = ~(x.gather(1, index) == mask_id).any(dim=1)
         if cache is not None:  # rows wait for each other, so one refresh serves the whole batch
-            block_finished = block_finished.all().expand(B)
+            everywhere = block_finished.all().int()
+            if lockstep:  # queued on the device: no extra sync
+                dist.all_reduce(everywhere, op=dist.ReduceOp.MIN)
+            block_finished = everywhere.bool().expand(B)
         block_start = torch.where(block_finished, block_start + N, block_start)
         block_step = torch.where(block_finished, 0, block_step + 1)
         finished = block_start >= P + G
@@ -224,17 +230,10 @@ def generate(
     if unmask_step is not None:
         trajectory = Trajectory(
             prompt_ids=input_ids, prompt_mask=prompt_mask, completion=completion,
-            unmask_step=unmask_step, num_steps=nfe.clone(), log_probs=torch.stack(log_probs, dim=1),
-            block_length=N, uses_planner=strategy.uses_planner,
+            unmask_step=unmask_step, taken=torch.stack(taken, dim=1), log_probs=torch.stack(log_probs, dim=1),
+            block_length=N, uses_planner=strategy.uses_planner, cache=config.cache, refreshes=tuple(refreshes),
         )
     return DecodeOutput(x, completion, nfe, first_eos(completion, eos_ids), trajectory, step)
-
-
-def _fresh_columns(kind: str, index: torch.Tensor, start: int, end: int) -> torch.Tensor:
-    """The (B, F) columns a cached step recomputes: the block (dual) or the block onwards (prefix)."""
-    if kind == "dual":
-        return index
-    return torch.arange(start, end, device=index.device).expand(index.shape[0], -1)
 
 
 def _fill_after_eos(x: torch.Tensor, P: int, eos_ids: torch.Tensor, eos: int, mask_id: int) -> torch.Tensor:

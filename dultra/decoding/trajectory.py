@@ -4,6 +4,10 @@ A trajectory is stored compactly: since a revealed token is never re-masked, the
 completion plus the step at which each position was revealed determines every
 intermediate state. `replay` re-runs the steps (with gradients when enabled) and returns
 the same per-step log-probabilities that decoding recorded.
+
+A trajectory decoded with a KV cache is replayed with the same cache: block by block, a
+refresh forward then the block's cached steps, all kept in one autograd graph, since a
+cached step's log pi depends on the weights through the refresh's keys and values too.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from dultra.decoding.step import block_index, model_config, score_block, token_log_prob
+from dultra.model.kv_cache import KVCache, fresh_columns
 
 
 @dataclass
@@ -25,19 +30,29 @@ class Trajectory:
     prompt_ids: (B, P) left-padded prompts. prompt_mask: (B, P) 1 for tokens, 0 for padding.
     completion: (B, G) final completion tokens. unmask_step: (B, G) step at which each
     position was revealed, -1 where early stop filled it with EOS after the last step.
-    num_steps: (B,) steps (NFE) of each row. log_probs: (B, S) per-step log pi, 0 after a
-    row's last step. block_length: semi-autoregressive block size. uses_planner: whether
-    log pi includes the planner's Bernoulli terms.
+    taken: (B, S) bool, the steps in which a row had masks in its block (its NFE; not those
+    where it was done, or waited for the batch's block with a cache). log_probs: (B, S)
+    per-step log pi, 0 where not taken. block_length: semi-autoregressive block size.
+    uses_planner: whether log pi includes the planner's Bernoulli terms. cache: the KV cache
+    decoding used ("none", "prefix", "dual"); refreshes: the steps that refreshed it (the
+    first step of each block of the batch).
     """
 
     prompt_ids: torch.Tensor
     prompt_mask: torch.Tensor
     completion: torch.Tensor
     unmask_step: torch.Tensor
-    num_steps: torch.Tensor
+    taken: torch.Tensor
     log_probs: torch.Tensor
     block_length: int
     uses_planner: bool
+    cache: str = "none"
+    refreshes: tuple[int, ...] = ()
+
+    @property
+    def num_steps(self) -> torch.Tensor:
+        """(B,) steps (NFE) of each row."""
+        return self.taken.sum(dim=1)
 
     def revealed_before(self, rows: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         """rows, steps (R,) -> (R, G) bool: positions of row rows[i] revealed when step steps[i] starts."""
@@ -45,13 +60,18 @@ class Trajectory:
         return (unmask_step >= 0) & (unmask_step < steps[:, None])
 
     def select(self, rows: torch.Tensor) -> Trajectory:
-        """The trajectory of a subset of rows (a replay micro-batch), steps trimmed to theirs."""
-        steps = int(self.num_steps[rows].max()) if len(rows) else 0
+        """The trajectory of a subset of rows (a replay micro-batch). Without a cache, steps
+        are trimmed to theirs; a cached replay follows the batch's blocks, so keeps them all."""
+        steps = self.log_probs.shape[1]
+        if self.cache == "none":
+            used = self.taken[rows].any(dim=0).nonzero()
+            steps = int(used.max()) + 1 if len(used) else 0
         return Trajectory(
             prompt_ids=self.prompt_ids[rows], prompt_mask=self.prompt_mask[rows],
             completion=self.completion[rows], unmask_step=self.unmask_step[rows],
-            num_steps=self.num_steps[rows], log_probs=self.log_probs[rows, :steps],
+            taken=self.taken[rows, :steps], log_probs=self.log_probs[rows, :steps],
             block_length=self.block_length, uses_planner=self.uses_planner,
+            cache=self.cache, refreshes=self.refreshes,
         )
 
     def sequence_log_prob(self) -> torch.Tensor:
@@ -94,16 +114,21 @@ def current_block_start(masked: torch.Tensor, prompt_len: int, block_length: int
 
 
 class ReplayPack(NamedTuple):
-    """One forward of a replay: log pi (R,) of the (row, step) pairs rows (R,), steps (R,)."""
+    """One backward's worth of a replay: log pi (R,) of the (row, step) pairs rows (R,),
+    steps (R,), computed by `forwards` model forwards."""
 
     rows: torch.Tensor
     steps: torch.Tensor
     log_prob: torch.Tensor
     last: bool
+    forwards: int = 1
 
 
 def replay_forwards(traj: Trajectory) -> int:
-    """Forwards `replay_steps` takes for a trajectory: ceil(sum(num_steps) / B)."""
+    """Forwards `replay_steps` takes for a trajectory: ceil(sum(num_steps) / B), or every
+    step of the batch for a cached one."""
+    if traj.cache != "none":
+        return traj.log_probs.shape[1]
     return -(-int(traj.num_steps.sum()) // traj.prompt_ids.shape[0])
 
 
@@ -119,14 +144,20 @@ def replay_steps(model: torch.nn.Module, traj: Trajectory, forwards: int = 0) ->
     has the rollout's shape and reproduces its numbers. With `forwards` above that, the
     extra packs repeat the last pair and yield no pairs (their log_prob is an empty slice
     of the graph, so a backward still runs): sharded processes stay in step.
+
+    A cached trajectory yields one pack per block of the batch (`_cached_packs`).
     """
+    if traj.cache != "none":
+        if forwards > replay_forwards(traj):
+            raise ValueError("a cached replay follows the batch's blocks and cannot be padded")
+        yield from _cached_packs(model, traj)
+        return
     mask_id = model_config(model).mask_token_id
     B, P = traj.prompt_ids.shape
     padded = not bool(traj.prompt_mask.all())
     valid = torch.cat([traj.prompt_mask, torch.ones_like(traj.completion)], dim=1)
     seq_len = valid.sum(dim=1)
-    taken = torch.arange(traj.log_probs.shape[1], device=valid.device) < traj.num_steps[:, None]  # (B, S)
-    all_steps, all_rows = taken.T.nonzero(as_tuple=True)  # step-major
+    all_steps, all_rows = traj.taken.T.nonzero(as_tuple=True)  # step-major
     pairs = len(all_rows)
     total = max(-(-pairs // B), forwards)
     if total == 0:
@@ -151,6 +182,36 @@ def replay_steps(model: torch.nn.Module, traj: Trajectory, forwards: int = 0) ->
         revealed = (traj.unmask_step[rows].gather(1, index - P) == steps[:, None]) & candidates
         log_prob = step_log_prob(planner, token_log_prob(logits, tokens), revealed, candidates & ~revealed)
         yield ReplayPack(rows[:n], steps[:n], log_prob[:n], last=k == total - 1)
+
+
+def _cached_packs(model: torch.nn.Module, traj: Trajectory) -> Iterator[ReplayPack]:
+    """Replay a cached decoding as it ran: for each block of the batch, a refresh forward of
+    every row, then the block's cached steps (`traj.cache` columns recomputed), in one graph."""
+    mask_id = model_config(model).mask_token_id
+    (B, P), G, N = traj.prompt_ids.shape, traj.completion.shape[1], traj.block_length
+    S = traj.log_probs.shape[1]
+    valid = torch.cat([traj.prompt_mask, torch.ones_like(traj.completion)], dim=1)
+    seq_len = valid.sum(dim=1)
+    attention = None if bool(traj.prompt_mask.all()) else valid
+    rows = torch.arange(B, device=valid.device)
+    bounds = [s for s in traj.refreshes if s < S] + [S]
+    for block, (first, end) in enumerate(zip(bounds, bounds[1:])):
+        start = min(P + block * N, P + G - N)
+        index = block_index(torch.full((B,), start, device=valid.device), N)
+        cache, log_probs = KVCache(), []
+        for step in range(first, end):
+            shown = traj.revealed_before(rows, torch.full((B,), step, device=valid.device))
+            x = torch.cat([traj.prompt_ids, torch.where(shown, traj.completion, mask_id)], dim=1)
+            candidates = (x.gather(1, index) == mask_id) & traj.taken[:, step, None]
+            fresh = None if step == first else fresh_columns(traj.cache, index, start, P + G)
+            logits, planner = score_block(model, x, attention, seq_len, index, candidates, traj.uses_planner,
+                                          cache, fresh)
+            tokens = traj.completion.gather(1, index - P)
+            revealed = (traj.unmask_step.gather(1, index - P) == step) & candidates
+            log_probs.append(step_log_prob(planner, token_log_prob(logits, tokens), revealed, candidates & ~revealed))
+        steps, pair_rows = traj.taken[:, first:end].T.nonzero(as_tuple=True)
+        log_prob = torch.stack(log_probs, dim=1)[pair_rows, steps]
+        yield ReplayPack(pair_rows, steps + first, log_prob, last=end == S, forwards=end - first)
 
 
 def replay(model: torch.nn.Module, traj: Trajectory, forwards: int = 0) -> torch.Tensor:

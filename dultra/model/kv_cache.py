@@ -20,15 +20,21 @@ from dataclasses import dataclass, field
 import torch
 
 
-def _scatter_columns(buffer: torch.Tensor, dim: int, fresh: torch.Tensor, values: torch.Tensor) -> None:
-    """Write values into buffer along `dim` at the per-row columns fresh (B, F), in place.
+def _scatter_columns(buffer: torch.Tensor, dim: int, fresh: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """buffer with values written along `dim` at the per-row columns fresh (B, F).
 
-    buffer: (B, ..., L, ...) with L at `dim`; values: the same shape with F at `dim`.
+    buffer: (B, ..., L, ...) with L at `dim`; values: the same shape with F at `dim`. In
+    place when decoding; under autograd (a cached replay) a new tensor, so the refresh's
+    keys and values stay as the backward pass needs them, and every later step of the block
+    reads the refresh again (the same numbers: each step rewrites all the columns an earlier
+    step wrote).
     """
     shape = [1] * buffer.dim()
     shape[0], shape[dim] = fresh.shape
     index = fresh.view(shape).expand_as(values)
-    buffer.scatter_(dim, index, values)
+    if torch.is_grad_enabled():
+        return buffer.scatter(dim, index, values)
+    return buffer.scatter_(dim, index, values)
 
 
 @dataclass
@@ -47,10 +53,8 @@ class KVSlot:
         """
         if fresh is None:
             self.keys, self.values = keys.contiguous(), values.contiguous()
-        else:
-            _scatter_columns(self.keys, 2, fresh, keys)
-            _scatter_columns(self.values, 2, fresh, values)
-        return self.keys, self.values
+            return self.keys, self.values
+        return _scatter_columns(self.keys, 2, fresh, keys), _scatter_columns(self.values, 2, fresh, values)
 
 
 @dataclass
@@ -69,6 +73,13 @@ class KVCache:
         """hidden (B, F, D) of the fresh columns -> the trunk output of all L columns."""
         if fresh is None:
             self.hidden = hidden
-        else:
-            _scatter_columns(self.hidden, 1, fresh, hidden)
-        return self.hidden
+            return hidden
+        return _scatter_columns(self.hidden, 1, fresh, hidden)
+
+
+def fresh_columns(kind: str, index: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """The (B, F) columns a cached step recomputes: the block `index` (B, N) for "dual", or
+    every column from the block's `start` to the sequence `end` for "prefix"."""
+    if kind == "dual":
+        return index
+    return torch.arange(start, end, device=index.device).expand(index.shape[0], -1)

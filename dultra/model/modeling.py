@@ -99,12 +99,12 @@ class LLaDATransformer(nn.Module):
         for i, block in enumerate(self.transformer.blocks):
             if all_states is not None:
                 all_states.append(x)
-            if cache is not None:
-                x = block(x, rope, layout.attn_mask, kv=cache.slot(i), fresh=fresh)
-            elif self.gradient_checkpointing and self.training:
-                x = checkpoint(block, x, rope, layout.attn_mask, use_reentrant=False)
+            kv = None if cache is None else cache.slot(i)
+            if self.gradient_checkpointing and self.training:
+                # A cached replay too: the recomputed block reads the same refresh keys.
+                x = checkpoint(block, x, rope, layout.attn_mask, kv=kv, fresh=fresh, use_reentrant=False)
             else:
-                x = block(x, rope, layout.attn_mask)
+                x = block(x, rope, layout.attn_mask, kv=kv, fresh=fresh)
         x = self.transformer.ln_f(x)
         return x if cache is None else cache.update_hidden(x, fresh)
 

@@ -8,7 +8,8 @@ sampling (trajectories and per-step log-probs recorded) -> score every completio
 group advantages -> replay the trajectories with gradients, B (row, step) pairs per forward
 (dultra.decoding.trajectory.replay_steps), and backpropagate `coefficient x log pi_step`
 (dultra.rl.grpo: the clipped sequence-level objective's exact gradient, one forward's
-activations at a time) -> clip, optimizer step.
+activations at a time) -> clip, optimizer step. With `cache`, rollouts decode with a KV
+cache and the replay runs block by block as they did (one block's forwards per backward).
 
 On the first update of a batch the replay must reproduce the rollout's log-probs (the
 policy is the one that sampled): a larger gap than `onpolicy_tolerance` stops the run,
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 from dultra.configio import config_dict, doc
 from dultra.data.mixture import load_examples
 from dultra.decoding import DecodeConfig, Trajectory, replay
+from dultra.decoding.generate import CACHES
 from dultra.decoding.trajectory import replay_forwards, replay_steps
 from dultra.errors import ConfigError
 from dultra.model.loading import load, stop_token_ids
@@ -65,6 +67,8 @@ class TrainConfig:
     gen_length: int = doc(256, "completion length")
     block_length: int = doc(32, "semi-autoregressive block length")
     temperature: float = doc(0.1, "token sampling temperature of the rollouts")
+    cache: str = doc("none", "KV cache of the rollouts and their replay: none, prefix or dual (the policy "
+                             "trained is then the cached decoder's)")
     num_iterations: int = doc(1, "optimizer updates per rollout batch (1: exactly on-policy)")
     eps_low: float = doc(0.2, "lower clip of the sequence ratio: 1 - eps_low")
     eps_high: float = doc(1.0, "upper clip of the sequence ratio: 1 + eps_high")
@@ -92,6 +96,11 @@ class TrainConfig:
             raise ConfigError("group_size must be at least 2 (advantages compare completions of a prompt)")
         if not (self.train_base or self.train_planner):
             raise ConfigError("nothing to train: train_base and train_planner are both false")
+        if self.cache not in CACHES:
+            raise ConfigError(f"unknown cache {self.cache!r}; choose one of {', '.join(CACHES)}")
+        if self.cache != "none" and self.replay_batch_size:
+            raise ConfigError("a cached replay follows the rollout's blocks over the whole batch: "
+                              "set replay_batch_size to 0 (or use gradient_checkpointing to save memory)")
 
 
 class GRPOTrainer:
@@ -168,7 +177,7 @@ class GRPOTrainer:
         decode = DecodeConfig(
             gen_length=cfg.gen_length, block_length=cfg.block_length, temperature=cfg.temperature,
             record=True, seed=(cfg.seed * 1_000_003 + step) * 101 + acc.process_index, eos_ids=self.eos_ids,
-            lockstep=acc.num_processes > 1,
+            lockstep=acc.num_processes > 1, cache=cfg.cache,
         )
         roll = rollout(self.model, self.tokenizer, examples, cfg.group_size, decode, acc.device)
         t1 = time.perf_counter()
@@ -240,7 +249,7 @@ class GRPOTrainer:
         for i, rows in enumerate(chunks):
             sub = traj.select(rows)
             for pack in replay_steps(self.model, sub, packs[i]):
-                forwards += 1
+                forwards += pack.forwards
                 if check and len(pack.rows):
                     gap = max(gap, (pack.log_prob.detach() - sub.log_probs[pack.rows, pack.steps]).abs().max().item())
                     if gap > cfg.onpolicy_tolerance:

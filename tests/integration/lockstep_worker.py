@@ -1,13 +1,15 @@
 """One process of tests/integration/test_fsdp_lockstep.py, on gloo.
 
     RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 python -m tests.integration.lockstep_worker fsdp OUT.json
-    ... python -m tests.integration.lockstep_worker trainer OUT.json CHECKPOINT
+    ... python -m tests.integration.lockstep_worker fsdp OUT.json {none,dual}
+    ... python -m tests.integration.lockstep_worker trainer OUT.json CHECKPOINT {none,dual}
 
 fsdp: every LLaDA block and the whole model are sharded with torch's fully_shard, so each
 forward and backward all-gathers and reduce-scatters with the other process. Each process
 decodes its own prompts (the processes need different numbers of steps), replays the
 trajectory with gradients padded to the longest process's forwards, and compares with an
-unsharded copy of the same weights: outputs, log-probs, and the averaged gradients.
+unsharded copy of the same weights: outputs, log-probs, and the averaged gradients. With
+a cache, a replay pack runs a block's forwards before its one backward.
 
 trainer: two GRPO steps of GRPOTrainer (accelerate on the CPU wraps the model in DDP, as
 FSDP needs a GPU there), counting the model forwards of each phase on this process.
@@ -40,7 +42,7 @@ def most(n: int) -> int:
     return int(t)
 
 
-def sharded(out_path: str) -> None:
+def sharded(out_path: str, cache: str) -> None:
     dist.init_process_group("gloo", timeout=timedelta(seconds=60))
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(1)
@@ -53,20 +55,23 @@ def sharded(out_path: str) -> None:
 
     seed = 2 * rank  # seeds 0 and 2 need different steps and replay packs (the test checks it)
     prompts = torch.randint(0, 60, (3, 6), generator=torch.Generator().manual_seed(seed))
-    config = DecodeConfig(**{**CONFIG.__dict__, "seed": seed})
+    config = DecodeConfig(**{**CONFIG.__dict__, "seed": seed, "cache": cache})
+    locked = DecodeConfig(**{**config.__dict__, "lockstep": True})
     alone = generate(plain, prompts, None, PlannerSample(), config)
-    sharded = generate(model, prompts, None, PlannerSample(), DecodeConfig(**{**config.__dict__, "lockstep": True}))
+    # The unsharded copy in lockstep waits as the sharded model does (with a cache a wait
+    # shifts the sampling stream, so the completions can differ from `alone`'s).
+    reference = generate(plain, prompts, None, PlannerSample(), locked)
+    sharded = generate(model, prompts, None, PlannerSample(), locked)
     traj = sharded.trajectory
 
-    forwards = most(replay_forwards(traj))
-    packs, gap = 0, 0.0
-    for pack in replay_steps(model, traj, forwards):
-        packs += 1
+    forwards, gap = 0, 0.0
+    for pack in replay_steps(model, traj, most(replay_forwards(traj))):
+        forwards += pack.forwards
         if len(pack.rows):
             gap = max(gap, (pack.log_prob.detach() - traj.log_probs[pack.rows, pack.steps]).abs().max().item())
         pack.log_prob.sum().backward()
     # The reference gradient: each process's replay on the unsharded copy, averaged as FSDP does.
-    for pack in replay_steps(plain, alone.trajectory):
+    for pack in replay_steps(plain, reference.trajectory):
         pack.log_prob.sum().backward()
     grad_gap = 0.0
     for p, q in zip(model.parameters(), plain.parameters(), strict=True):
@@ -74,22 +79,24 @@ def sharded(out_path: str) -> None:
         grad_gap = max(grad_gap, (p.grad.full_tensor() - q.grad / world).abs().max().item())
 
     result = {
-        "rank": rank, "steps": sharded.steps, "steps_alone": alone.steps, "packs": packs,
-        "own_packs": replay_forwards(traj), "same_sequences": torch.equal(sharded.sequences, alone.sequences),
-        "same_nfe": torch.equal(sharded.nfe, alone.nfe), "log_prob_gap": gap, "grad_gap": grad_gap,
+        "rank": rank, "steps": sharded.steps, "steps_alone": alone.steps, "refreshes": traj.refreshes,
+        "forwards": forwards, "own_forwards": replay_forwards(traj),
+        "same_sequences": torch.equal(sharded.sequences, reference.sequences),
+        "same_nfe": torch.equal(sharded.nfe, reference.nfe),
+        "same_as_alone": torch.equal(sharded.sequences, alone.sequences) and torch.equal(sharded.nfe, alone.nfe), "log_prob_gap": gap, "grad_gap": grad_gap,
     }
     with open(out_path, "w") as f:
         json.dump(result, f)
     dist.destroy_process_group()
 
 
-def trainer(out_path: str, checkpoint: str) -> None:
+def trainer(out_path: str, checkpoint: str, cache: str) -> None:
     from dultra.rewards import RewardConfig, RewardWeights
     from dultra.rl import trainer as module
     from dultra.rl.trainer import GRPOTrainer, TrainConfig
 
     cfg = TrainConfig(model=checkpoint, output_dir=str(Path(out_path).parent / "run"), steps=3, group_size=4,
-                      gen_length=16, block_length=4, train_size=40, save_every=0, temperature=0.7,
+                      gen_length=16, block_length=4, train_size=40, save_every=0, temperature=0.7, cache=cache,
                       rewards=RewardConfig(math=RewardWeights(distill=0.0)))
     run = GRPOTrainer(cfg)
     steps: list[dict[str, int]] = []

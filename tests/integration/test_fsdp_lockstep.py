@@ -50,12 +50,13 @@ def run_pair(tmp_path, *args: str) -> tuple[dict, dict]:
 
 
 def test_sharded_processes_with_different_step_counts_decode_and_replay_in_step(tmp_path):
-    r0, r1 = run_pair(tmp_path, "fsdp")
+    r0, r1 = run_pair(tmp_path, "fsdp", "none")
     # The setting really needs lockstep: alone, the processes would stop after different steps.
     assert r0["steps_alone"] != r1["steps_alone"]
     assert r0["steps"] == r1["steps"] == max(r0["steps_alone"], r1["steps_alone"])
-    assert r0["own_packs"] != r1["own_packs"]
-    assert r0["packs"] == r1["packs"] == max(r0["own_packs"], r1["own_packs"])
+    assert r0["own_forwards"] != r1["own_forwards"]
+    assert r0["forwards"] == r1["forwards"] == max(r0["own_forwards"], r1["own_forwards"])
+    assert r0["same_as_alone"] and r1["same_as_alone"]  # without a cache, waiting changes nothing
     for r in (r0, r1):
         # Extra steps and packs change nothing: same completions and NFE as decoding alone,
         # the recorded log-probs replayed, and FSDP's averaged gradient equals the unsharded one.
@@ -64,12 +65,36 @@ def test_sharded_processes_with_different_step_counts_decode_and_replay_in_step(
         assert r["grad_gap"] < 1e-5
 
 
+def test_sharded_cached_decoding_refreshes_together_and_replays_block_by_block(tmp_path):
+    r0, r1 = run_pair(tmp_path, "fsdp", "dual")
+    assert r0["steps_alone"] != r1["steps_alone"]
+    # Rows of both processes move between blocks together: the same refreshes and forwards.
+    assert r0["refreshes"] == r1["refreshes"] and len(r0["refreshes"]) == 4
+    assert r0["steps"] == r1["steps"] == r0["forwards"] == r1["forwards"]
+    for r in (r0, r1):
+        assert r["same_sequences"] and r["same_nfe"]
+        assert r["log_prob_gap"] < 1e-5
+        assert r["grad_gap"] < 1e-5
+
+
 def test_grpo_trainer_processes_run_as_many_forwards_in_every_phase(tmp_path, tiny_tokenizer):
     checkpoint = save_small_checkpoint(tmp_path / "ckpt", tiny_tokenizer)
-    r0, r1 = run_pair(tmp_path, "trainer", str(checkpoint))
+    r0, r1 = run_pair(tmp_path, "trainer", str(checkpoint), "none")
     differs = {"rollout": False, "replay": False}
     for s0, s1 in zip(r0["steps"], r1["steps"], strict=True):
         for phase in ("rollout", "replay"):
             assert s0[phase] == s1[phase] == max(s0[f"{phase}_alone"], s1[f"{phase}_alone"])
             differs[phase] |= s0[f"{phase}_alone"] != s1[f"{phase}_alone"]
     assert differs == {"rollout": True, "replay": True}  # otherwise nothing was tested
+
+
+def test_grpo_trainer_with_cached_rollouts_replays_on_policy_in_step(tmp_path, tiny_tokenizer):
+    """The trainer stops on an off-policy replay, so a clean exit means both processes' cached
+    replays reproduced rollouts whose blocks waited for the other process."""
+    checkpoint = save_small_checkpoint(tmp_path / "ckpt", tiny_tokenizer)
+    r0, r1 = run_pair(tmp_path, "trainer", str(checkpoint), "dual")
+    differs = False
+    for s0, s1 in zip(r0["steps"], r1["steps"], strict=True):
+        assert s0["rollout"] == s1["rollout"] == s0["replay"] == s1["replay"]  # a replay forward per rollout step
+        differs |= s0["rollout_alone"] != s1["rollout_alone"]
+    assert differs

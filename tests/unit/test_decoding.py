@@ -110,7 +110,7 @@ def test_replay_padded_to_more_forwards_yields_empty_packs_that_still_backpropag
 def test_replay_of_rows_without_steps_still_runs_the_forwards_asked_for(model):
     traj = generate(model, _prompts(B=2), None, PlannerSample(), CFG).trajectory
     idle = traj.select(torch.tensor([0]))
-    idle.num_steps = torch.zeros_like(idle.num_steps)
+    idle.taken = torch.zeros_like(idle.taken)
     assert replay_forwards(idle) == 0 and list(replay_steps(model, idle)) == []
     packs = list(replay_steps(model, idle, forwards=3))
     assert len(packs) == 3 and all(len(p.rows) == 0 for p in packs) and packs[-1].last

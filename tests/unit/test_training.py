@@ -88,6 +88,23 @@ def test_kl_penalty_and_several_iterations_run(checkpoint, tmp_path):
     assert 0.0 <= row["clip_fraction"] <= 1.0 and row["replayed_rows"] >= 1
 
 
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_grpo_with_cached_rollouts_replays_them_on_policy(checkpoint, tmp_path, cache):
+    GRPOTrainer(_grpo(checkpoint, tmp_path, steps=1, cache=cache, beta=0.05, num_iterations=2)).train()
+    row = read_metrics(tmp_path)[0]
+    assert row["onpolicy/max_abs_log_ratio"] <= 1e-5  # the cached replay is the rollout's policy
+    assert row["replay_forwards"] >= row["nfe"]  # every step of the batch, block by block
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"cache": "full"}, "unknown cache"),
+    ({"cache": "dual", "replay_batch_size": 2}, "replay_batch_size to 0"),
+])
+def test_cache_settings_the_trainer_refuses(checkpoint, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        _grpo(checkpoint, tmp_path, **overrides).validate()
+
+
 def test_replay_that_disagrees_with_the_rollout_stops_the_run(checkpoint, tmp_path):
     with pytest.raises(OffPolicyError):
         GRPOTrainer(_grpo(checkpoint, tmp_path, steps=1, onpolicy_tolerance=-1.0)).train()

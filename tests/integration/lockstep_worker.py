@@ -1,7 +1,6 @@
 """One process of tests/integration/test_fsdp_lockstep.py, on gloo.
 
-    RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 python -m tests.integration.lockstep_worker fsdp OUT.json
-    ... python -m tests.integration.lockstep_worker fsdp OUT.json {none,dual}
+    RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 python -m tests.integration.lockstep_worker fsdp OUT.json dual
     ... python -m tests.integration.lockstep_worker trainer OUT.json CHECKPOINT {none,dual}
 
 fsdp: every LLaDA block and the whole model are sharded with torch's fully_shard, so each
@@ -11,7 +10,7 @@ trajectory with gradients padded to the longest process's forwards, and compares
 unsharded copy of the same weights: outputs, log-probs, and the averaged gradients. With
 a cache, a replay pack runs a block's forwards before its one backward.
 
-trainer: two GRPO steps of GRPOTrainer (accelerate on the CPU wraps the model in DDP, as
+trainer: three GRPO steps of GRPOTrainer (accelerate on the CPU wraps the model in DDP, as
 FSDP needs a GPU there), counting the model forwards of each phase on this process.
 """
 

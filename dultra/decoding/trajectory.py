@@ -152,11 +152,8 @@ def replay_steps(model: torch.nn.Module, traj: Trajectory, forwards: int = 0) ->
             raise ValueError("a cached replay follows the batch's blocks and cannot be padded")
         yield from _cached_packs(model, traj)
         return
-    mask_id = model_config(model).mask_token_id
-    B, P = traj.prompt_ids.shape
-    padded = not bool(traj.prompt_mask.all())
-    valid = torch.cat([traj.prompt_mask, torch.ones_like(traj.completion)], dim=1)
-    seq_len = valid.sum(dim=1)
+    B = traj.prompt_ids.shape[0]
+    valid, seq_len = _attention(traj)
     all_steps, all_rows = traj.taken.T.nonzero(as_tuple=True)  # step-major
     pairs = len(all_rows)
     total = max(-(-pairs // B), forwards)
@@ -170,48 +167,70 @@ def replay_steps(model: torch.nn.Module, traj: Trajectory, forwards: int = 0) ->
     for k in range(total):
         rows, steps = all_rows[k * B:(k + 1) * B], all_steps[k * B:(k + 1) * B]
         n = min(max(pairs - k * B, 0), B)
-        shown = traj.revealed_before(rows, steps)
-        completion = torch.where(shown, traj.completion[rows], mask_id)
-        x = torch.cat([traj.prompt_ids[rows], completion], dim=1)
-        index = block_index(current_block_start(~shown, P, traj.block_length), traj.block_length)
-        candidates = x.gather(1, index) == mask_id
-        logits, planner = score_block(
-            model, x, valid[rows] if padded else None, seq_len[rows], index, candidates, traj.uses_planner
-        )
-        tokens = traj.completion[rows].gather(1, index - P)
-        revealed = (traj.unmask_step[rows].gather(1, index - P) == steps[:, None]) & candidates
-        log_prob = step_log_prob(planner, token_log_prob(logits, tokens), revealed, candidates & ~revealed)
+        log_prob = _replayed(model, traj, valid, seq_len, rows, steps)
         yield ReplayPack(rows[:n], steps[:n], log_prob[:n], last=k == total - 1)
 
 
 def _cached_packs(model: torch.nn.Module, traj: Trajectory) -> Iterator[ReplayPack]:
     """Replay a cached decoding as it ran: for each block of the batch, a refresh forward of
     every row, then the block's cached steps (`traj.cache` columns recomputed), in one graph."""
-    mask_id = model_config(model).mask_token_id
     (B, P), G, N = traj.prompt_ids.shape, traj.completion.shape[1], traj.block_length
     S = traj.log_probs.shape[1]
-    valid = torch.cat([traj.prompt_mask, torch.ones_like(traj.completion)], dim=1)
-    seq_len = valid.sum(dim=1)
-    attention = None if bool(traj.prompt_mask.all()) else valid
-    rows = torch.arange(B, device=valid.device)
+    valid, seq_len = _attention(traj)
+    rows = torch.arange(B, device=seq_len.device)
     bounds = [s for s in traj.refreshes if s < S] + [S]
     for block, (first, end) in enumerate(zip(bounds, bounds[1:])):
         start = min(P + block * N, P + G - N)
-        index = block_index(torch.full((B,), start, device=valid.device), N)
+        index = block_index(torch.full((B,), start, device=seq_len.device), N)
         cache, log_probs = KVCache(), []
         for step in range(first, end):
-            shown = traj.revealed_before(rows, torch.full((B,), step, device=valid.device))
-            x = torch.cat([traj.prompt_ids, torch.where(shown, traj.completion, mask_id)], dim=1)
-            candidates = (x.gather(1, index) == mask_id) & traj.taken[:, step, None]
             fresh = None if step == first else fresh_columns(traj.cache, index, start, P + G)
-            logits, planner = score_block(model, x, attention, seq_len, index, candidates, traj.uses_planner,
-                                          cache, fresh)
-            tokens = traj.completion.gather(1, index - P)
-            revealed = (traj.unmask_step.gather(1, index - P) == step) & candidates
-            log_probs.append(step_log_prob(planner, token_log_prob(logits, tokens), revealed, candidates & ~revealed))
+            steps = torch.full((B,), step, device=seq_len.device)
+            log_probs.append(_replayed(model, traj, valid, seq_len, rows, steps, index, traj.taken[:, step],
+                                       cache, fresh))
         steps, pair_rows = traj.taken[:, first:end].T.nonzero(as_tuple=True)
         log_prob = torch.stack(log_probs, dim=1)[pair_rows, steps]
         yield ReplayPack(pair_rows, steps + first, log_prob, last=end == S, forwards=end - first)
+
+
+def _attention(traj: Trajectory) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(B, P + G) attention mask (None without padding: the fastest kernels) and (B,) real tokens per row."""
+    valid = torch.cat([traj.prompt_mask, torch.ones_like(traj.completion)], dim=1)
+    return (valid if not bool(traj.prompt_mask.all()) else None), valid.sum(dim=1)
+
+
+def _replayed(
+    model: torch.nn.Module,
+    traj: Trajectory,
+    valid: torch.Tensor | None,
+    seq_len: torch.Tensor,
+    rows: torch.Tensor,
+    steps: torch.Tensor,
+    index: torch.Tensor | None = None,
+    active: torch.Tensor | None = None,
+    cache: KVCache | None = None,
+    fresh: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """log pi (R,) of the (row, step) pairs rows, steps (R,), from the inputs decoding saw.
+
+    valid, seq_len: `_attention(traj)`. index: (R, N) block columns, None for each pair's
+    first block with masks. active: (R,) bool, False for pairs whose row had no step then
+    (it waited for the batch). cache, fresh: as in `score_block`.
+    """
+    mask_id = model_config(model).mask_token_id
+    P = traj.prompt_ids.shape[1]
+    shown = traj.revealed_before(rows, steps)
+    x = torch.cat([traj.prompt_ids[rows], torch.where(shown, traj.completion[rows], mask_id)], dim=1)
+    if index is None:
+        index = block_index(current_block_start(~shown, P, traj.block_length), traj.block_length)
+    candidates = x.gather(1, index) == mask_id
+    if active is not None:
+        candidates &= active[:, None]
+    logits, planner = score_block(model, x, None if valid is None else valid[rows], seq_len[rows], index,
+                                  candidates, traj.uses_planner, cache, fresh)
+    tokens = traj.completion[rows].gather(1, index - P)
+    revealed = (traj.unmask_step[rows].gather(1, index - P) == steps[:, None]) & candidates
+    return step_log_prob(planner, token_log_prob(logits, tokens), revealed, candidates & ~revealed)
 
 
 def replay(model: torch.nn.Module, traj: Trajectory, forwards: int = 0) -> torch.Tensor:

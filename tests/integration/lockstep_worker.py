@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -54,8 +55,8 @@ def sharded(out_path: str, cache: str) -> None:
 
     seed = 2 * rank  # seeds 0 and 2 need different steps and replay packs (the test checks it)
     prompts = torch.randint(0, 60, (3, 6), generator=torch.Generator().manual_seed(seed))
-    config = DecodeConfig(**{**CONFIG.__dict__, "seed": seed, "cache": cache})
-    locked = DecodeConfig(**{**config.__dict__, "lockstep": True})
+    config = replace(CONFIG, seed=seed, cache=cache)
+    locked = replace(config, lockstep=True)
     alone = generate(plain, prompts, None, PlannerSample(), config)
     # The unsharded copy in lockstep waits as the sharded model does (with a cache a wait
     # shifts the sampling stream, so the completions can differ from `alone`'s).

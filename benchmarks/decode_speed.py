@@ -13,10 +13,11 @@ steps; the per-step cost does not depend on how many masks remain. On a GPU the 
 forward is also compared with its floors: weight bytes / measured copy bandwidth, and
 FLOPs / measured bf16 matmul throughput.
 
-With `--cache prefix dual` every strategy also runs with that KV cache (always eager: the
-cache does not combine with --compile yet). A block's first step is a full forward that
-refreshes the cache, so with one token per step the cached cost is that of
-(block_length - 1) cached steps and one refresh, averaged.
+With `--cache prefix dual` every strategy also runs with that KV cache. A block's first
+step is a full forward that refreshes the cache, so with one token per step the cached
+cost is that of (block_length - 1) cached steps and one refresh, averaged. With
+`--compile` each step's model work is replayed from a captured CUDA graph
+(dultra/decoding/graphs.py); the warm-up decodes compile and capture every layout.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace, save) -> dict:
             strategy = parse_strategy(spec)
             config = DecodeConfig(
                 gen_length=args.gen, block_length=args.block, temperature=temperature, record=record,
-                seed=0, max_steps=args.max_steps, compile=args.compile and cache == "none", cache=cache,
+                seed=0, max_steps=args.max_steps, compile=args.compile, cache=cache,
             )
             steps = []
             def decode(prompt=prompt, strategy=strategy, config=config, steps=steps):
@@ -172,7 +173,8 @@ def main() -> None:
     p.add_argument("--cache", nargs="+", default=["none"], choices=CACHES,
                    help="KV cache settings to time each strategy with (default: none)")
     p.add_argument("--fuse", action="store_true", help="fuse q/k/v and gate/up projections")
-    p.add_argument("--compile", action="store_true", help="torch.compile each step / bare forward with CUDA graphs (implies --fuse)")
+    p.add_argument("--compile", action="store_true", help="decode with compiled, captured steps; the bare forward compiled with CUDA graphs "
+                   "(implies --fuse)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     args = p.parse_args()
     torch.manual_seed(0)

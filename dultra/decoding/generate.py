@@ -34,13 +34,8 @@ from typing import Literal
 import torch
 import torch.distributed as dist
 
-from dultra.decoding.step import (
-    block_index,
-    compiled_decode_step,
-    decode_step,
-    gumbel_noise,
-    model_config,
-)
+from dultra.decoding.graphs import captured_steps
+from dultra.decoding.step import block_index, decode_step, gumbel_noise, model_config
 from dultra.decoding.strategies import BlockView, Strategy
 from dultra.decoding.trajectory import Trajectory, step_log_prob
 from dultra.errors import ConfigError
@@ -69,7 +64,8 @@ class DecodeConfig:
     eos_ids: tuple[int, ...] = field(default_factory=tuple)
     """Extra token ids that end a completion, besides the model's eos_token_id."""
     compile: bool = False
-    """Run each step's model work as one torch.compile'd CUDA graph (GPU inference; compiles per shape)."""
+    """Run each step's model work compiled and, on a GPU, replayed from one captured CUDA graph
+    (inference; the first decode of each shape compiles and captures, dultra/decoding/graphs.py)."""
     max_steps: int | None = None
     """Stop after this many steps even if masks remain (timing benchmarks); None decodes fully."""
     cache: Literal["none", "prefix", "dual"] = "none"
@@ -108,8 +104,6 @@ def check_settings(config: DecodeConfig, strategy: Strategy) -> None:
         raise ConfigError(f"temperature must be >= 0, got {config.temperature}")
     if config.cache not in CACHES:
         raise ConfigError(f"unknown cache {config.cache!r}; choose one of {', '.join(CACHES)}")
-    if config.cache != "none" and config.compile:
-        raise ConfigError("a KV cache cannot be combined with compile yet; decode eagerly or without a cache")
     strategy.validate(g, b)
 
 
@@ -166,9 +160,11 @@ def generate(
     taken: list[torch.Tensor] = []
     refreshes: list[int] = []
 
-    step_fn = compiled_decode_step() if config.compile else decode_step
+    step_fn = captured_steps(model) if config.compile else decode_step
     lockstep = config.lockstep and dist.is_available() and dist.is_initialized()
-    cache = KVCache() if config.cache != "none" else None
+    cache = None
+    if config.cache != "none":
+        cache = step_fn.cache_for(x) if config.compile else KVCache()
     refresh, cache_start = True, P  # with a cache every row is in the block at cache_start
 
     def next_inputs():

@@ -6,8 +6,6 @@ The trunk runs over the whole sequence; the LM head only over each row's current
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from dultra.model.kv_cache import KVCache
@@ -86,16 +84,6 @@ def decode_step(
     logits, planner = score_block(model, x, valid, seq_len, index, candidates, use_planner, cache, fresh)
     x0 = logits.argmax(dim=-1) if noise is None else (logits / temperature + noise).argmax(dim=-1)
     return logits, planner, x0, token_log_prob(logits, x0)
-
-
-@functools.cache
-def compiled_decode_step():
-    """`decode_step` under torch.compile with CUDA graphs: one graph replay per step on GPU.
-
-    Compiles once per batch shape and strategy kind; outputs live in graph-owned buffers
-    that the next step overwrites, so callers use them within the step.
-    """
-    return torch.compile(decode_step, mode="reduce-overhead", dynamic=False)
 
 
 def token_log_prob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

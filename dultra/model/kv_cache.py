@@ -37,6 +37,15 @@ def _scatter_columns(buffer: torch.Tensor, dim: int, fresh: torch.Tensor, values
     return buffer.scatter_(dim, index, values)
 
 
+def _refill(buffer: torch.Tensor | None, values: torch.Tensor) -> torch.Tensor:
+    """A refresh's new contents: copied into the buffer it replaces when decoding (captured
+    CUDA graphs read the cache at fixed addresses, dultra/decoding/graphs.py), else the
+    values themselves (under autograd the replay's graph keeps them)."""
+    if buffer is None or torch.is_grad_enabled() or buffer.shape != values.shape or buffer.dtype != values.dtype:
+        return values.contiguous()
+    return buffer.copy_(values)
+
+
 @dataclass
 class KVSlot:
     """One trunk block's cache: keys and values (B, H_kv, L, head_dim), rotary already applied."""
@@ -52,7 +61,7 @@ class KVSlot:
         fresh None means a refresh: F == L and the inputs become the cache.
         """
         if fresh is None:
-            self.keys, self.values = keys.contiguous(), values.contiguous()
+            self.keys, self.values = _refill(self.keys, keys), _refill(self.values, values)
             return self.keys, self.values
         return _scatter_columns(self.keys, 2, fresh, keys), _scatter_columns(self.values, 2, fresh, values)
 
@@ -72,8 +81,8 @@ class KVCache:
     def update_hidden(self, hidden: torch.Tensor, fresh: torch.Tensor | None) -> torch.Tensor:
         """hidden (B, F, D) of the fresh columns -> the trunk output of all L columns."""
         if fresh is None:
-            self.hidden = hidden
-            return hidden
+            self.hidden = _refill(self.hidden, hidden)
+            return self.hidden
         return _scatter_columns(self.hidden, 1, fresh, hidden)
 
 

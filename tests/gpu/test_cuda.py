@@ -28,12 +28,13 @@ def test_cuda_float32_decoding_matches_cpu(strategy):
     assert torch.equal(cpu.completion, gpu.completion.cpu()) and torch.equal(cpu.nfe, gpu.nfe.cpu())
 
 
-def test_compiled_cuda_graphs_match_eager():
+@pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
+def test_captured_cuda_graphs_match_eager(cache):
     model = small_model().cuda()
-    config = DecodeConfig(gen_length=32, block_length=8, temperature=0.5, seed=1, record=True)
+    config = DecodeConfig(gen_length=32, block_length=8, temperature=0.5, seed=1, record=True, cache=cache)
     for strategy in (PlannerGreedy(1.0), PlannerSample()):
         eager = generate(model, _prompts().cuda(), None, strategy, config)
-        for _ in range(2):  # the second run replays captured graphs
+        for _ in range(2):  # the first run captures the graphs, the second only replays them
             compiled = generate(model.fuse_projections(), _prompts().cuda(), None, strategy, replace(config, compile=True))
             assert torch.equal(eager.completion, compiled.completion)
             assert torch.allclose(eager.trajectory.log_probs, compiled.trajectory.log_probs, atol=1e-4)

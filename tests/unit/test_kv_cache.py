@@ -128,7 +128,6 @@ def test_a_cache_changes_the_output_of_a_multi_step_decode(model):
     "config, message",
     [
         (DecodeConfig(gen_length=16, block_length=4, cache="full"), "unknown cache"),
-        (DecodeConfig(gen_length=16, block_length=4, cache="prefix", compile=True), "compile"),
     ],
 )
 def test_clear_errors_for_unsupported_cache_settings(model, config, message):

@@ -126,8 +126,8 @@ def run(args: argparse.Namespace, save) -> dict:
         row = {"bare_forward_ms": bare * 1e3, "strategies": {}}
         print(f"\nbatch {batch}: bare forward {bare * 1e3:.2f} ms  (L = {x.shape[1]})", flush=True)
         settings = [(s.format(gen=args.gen), False, 0.0, cache) for cache in args.cache for s in STRATEGIES]
-        if "none" in args.cache:
-            settings.append(("planner-sample", True, 0.1, "none"))  # the RL rollout: T=0.1, trajectory recorded
+        # The RL rollout (issue 7, item 2): T=0.1, trajectory and log-probs recorded.
+        settings += [("planner-sample", True, 0.1, cache) for cache in args.cache]
         for spec, record, temperature, cache in settings:
             strategy = parse_strategy(spec)
             config = DecodeConfig(

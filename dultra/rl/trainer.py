@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 
 from dultra.configio import config_dict, doc
@@ -69,6 +70,8 @@ class TrainConfig:
     temperature: float = doc(0.1, "token sampling temperature of the rollouts")
     cache: str = doc("none", "KV cache of the rollouts and their replay: none, prefix or dual (the policy "
                              "trained is then the cached decoder's)")
+    compile_rollouts: bool = doc(False, "decode rollouts with compiled steps, replayed from CUDA graphs on a GPU "
+                                        "(the first rollout of each shape compiles; not under FSDP)")
     num_iterations: int = doc(1, "optimizer updates per rollout batch (1: exactly on-policy)")
     eps_low: float = doc(0.2, "lower clip of the sequence ratio: 1 - eps_low")
     eps_high: float = doc(1.0, "upper clip of the sequence ratio: 1 + eps_high")
@@ -110,6 +113,8 @@ class GRPOTrainer:
         cfg.validate()
         self.cfg = cfg
         self.acc = acc = accelerator or Accelerator()
+        if cfg.compile_rollouts and acc.distributed_type == DistributedType.FSDP:
+            raise ConfigError("compile_rollouts captures the full weights at fixed addresses; FSDP shards them")
         model, self.tokenizer = load(cfg.model)
         if not model.config.has_planner:
             raise ConfigError(f"{cfg.model} has no planner head: run `dultra warmstart` first")
@@ -177,9 +182,12 @@ class GRPOTrainer:
         decode = DecodeConfig(
             gen_length=cfg.gen_length, block_length=cfg.block_length, temperature=cfg.temperature,
             record=True, seed=(cfg.seed * 1_000_003 + step) * 101 + acc.process_index, eos_ids=self.eos_ids,
-            lockstep=acc.num_processes > 1, cache=cfg.cache,
+            lockstep=acc.num_processes > 1, cache=cfg.cache, compile=cfg.compile_rollouts,
         )
-        roll = rollout(self.model, self.tokenizer, examples, cfg.group_size, decode, acc.device)
+        # Captured steps read the module's own weights, which the optimizer updates in place;
+        # without gradients a DDP wrapper adds nothing to a forward.
+        policy = acc.unwrap_model(self.model) if cfg.compile_rollouts else self.model
+        roll = rollout(policy, self.tokenizer, examples, cfg.group_size, decode, acc.device)
         t1 = time.perf_counter()
         scored = score(self.scorer, roll, examples, cfg.group_size)
         rewards = torch.tensor([r if r is not None else 0.0 for r in scored.total])

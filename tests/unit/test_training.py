@@ -96,6 +96,17 @@ def test_grpo_with_cached_rollouts_replays_them_on_policy(checkpoint, tmp_path, 
     assert row["replay_forwards"] >= row["nfe"]  # every step of the batch, block by block
 
 
+def test_compiled_rollouts_train_as_eager_ones(checkpoint, tmp_path):
+    """Captured steps keep reading the weights the optimizer updates in place (step 2 sees step 1's update)."""
+    GRPOTrainer(_grpo(checkpoint, tmp_path / "eager", steps=2, cache="dual")).train()
+    GRPOTrainer(_grpo(checkpoint, tmp_path / "compiled", steps=2, cache="dual", compile_rollouts=True)).train()
+    for eager, compiled in zip(read_metrics(tmp_path / "eager"), read_metrics(tmp_path / "compiled"), strict=True):
+        assert compiled["onpolicy/max_abs_log_ratio"] <= 1e-5
+        for key in ("reward/total", "nfe", "completion_length", "accuracy"):
+            assert compiled[key] == eager[key], key
+        assert compiled["grad_norm"] == pytest.approx(eager["grad_norm"], rel=1e-4)
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"cache": "full"}, "unknown cache"),
     ({"cache": "dual", "replay_batch_size": 2}, "replay_batch_size to 0"),

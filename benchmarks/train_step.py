@@ -11,7 +11,8 @@ GPU, AdamW), with every advantage non-zero so every row is replayed. `planner` t
 head only (the base is frozen, so autograd keeps no base activations); `full` trains both,
 with activation checkpointing. Random weights: the planner's probabilities are near 0.5,
 so the step count differs from a trained model's; per-forward figures carry over.
-`--cache prefix dual` also measures cached rollouts, replayed block by block as decoded.
+`--cache prefix dual` also measures cached rollouts, replayed block by block as decoded;
+`--compile` rolls out with captured CUDA graphs as `dultra train --compile-rollouts` does.
 A setting that does not fit in GPU memory is recorded as out of memory.
 """
 
@@ -79,12 +80,13 @@ def measure(args, train: str, group: int, repeat: int, max_steps: int | None = N
     vocab = model.config.mask_token_id if args.model != "tiny" else 20
     prompt = torch.randint(0, vocab, (group, args.prompt_len), generator=torch.Generator().manual_seed(0)).to(device)
     config = DecodeConfig(gen_length=args.gen, block_length=args.block, temperature=0.1, record=True, seed=0,
-                          max_steps=max_steps, cache=cache)
+                          max_steps=max_steps, cache=cache, compile=args.compile)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     runs = [one_step(model, optimizer, prompt, config, device) for _ in range(1 + repeat)][min(repeat, 1):]
     row = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-    row |= {"train": train, "cache": cache, "group": group, "replay_vs_rollout": row["replay_s"] / row["rollout_s"],
+    row |= {"train": train, "cache": cache, "compile": args.compile, "group": group,
+            "replay_vs_rollout": row["replay_s"] / row["rollout_s"],
             "replay_s_per_forward": row["replay_s"] / row["replay_forwards"],
             "rollout_s_per_step": row["rollout_s"] / row["rollout_steps"]}
     if device.startswith("cuda"):
@@ -120,6 +122,8 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--train", nargs="+", default=["planner", "full"], choices=["planner", "full"])
     p.add_argument("--cache", nargs="+", default=["none"], choices=CACHES, help="KV caches of the rollout")
+    p.add_argument("--compile", action="store_true", help="roll out with compiled, captured steps "
+                   "(`dultra train --compile-rollouts`; the warm-up step compiles)")
     p.add_argument("--group", type=int, default=12, help="completions per step (one GRPO group)")
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--gen", type=int, default=256)

@@ -87,14 +87,18 @@ class CapturedSteps:
         layout.graph.replay()
         return layout.outputs
 
-    def _run(self, model, layout: _Layout, use_planner, temperature, cache):
+    def _run(self, model, layout: _Layout, use_planner, temperature, cache, step=None):
         x, valid, seq_len, index, candidates, noise, fresh = layout.inputs
         with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
-            return _compiled()(model, x, valid, seq_len, index, candidates, use_planner, temperature, noise,
-                               cache, fresh)
+            return (step or _compiled())(model, x, valid, seq_len, index, candidates, use_planner, temperature,
+                                         noise, cache, fresh)
 
     def _first_run(self, model, layout: _Layout, use_planner, temperature, cache):
         """Compile and run the layout; on a GPU also capture it (the capture only records)."""
+        if cache is not None and cache.hidden is None:
+            # One eager refresh allocates the static cache, so the compiled refresh is traced
+            # once, refilling it in place (as every later refresh does).
+            self._run(model, layout, use_planner, temperature, cache, step=decode_step)
         run = functools.partial(self._run, model, layout, use_planner, temperature, cache)
         if not layout.inputs[0].is_cuda:
             return run()

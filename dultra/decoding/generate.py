@@ -102,9 +102,14 @@ def check_settings(config: DecodeConfig, strategy: Strategy) -> None:
         raise ConfigError(f"gen_length ({g}) must be a positive multiple of block_length ({b})")
     if config.temperature < 0:
         raise ConfigError(f"temperature must be >= 0, got {config.temperature}")
-    if config.cache not in CACHES:
-        raise ConfigError(f"unknown cache {config.cache!r}; choose one of {', '.join(CACHES)}")
+    check_cache(config.cache)
     strategy.validate(g, b)
+
+
+def check_cache(kind: str) -> None:
+    """A clear error for a KV cache setting that is none of CACHES."""
+    if kind not in CACHES:
+        raise ConfigError(f"unknown cache {kind!r}; choose one of {', '.join(CACHES)}")
 
 
 def check_layout(model_config: LLaDAConfig, prompt_len: int, config: DecodeConfig, strategy: Strategy) -> None:

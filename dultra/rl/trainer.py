@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from dultra.configio import config_dict, doc
 from dultra.data.mixture import load_examples
 from dultra.decoding import DecodeConfig, Trajectory, replay
-from dultra.decoding.generate import CACHES
+from dultra.decoding.generate import check_cache
 from dultra.decoding.trajectory import replay_forwards, replay_steps
 from dultra.errors import ConfigError
 from dultra.model.loading import load, stop_token_ids
@@ -99,8 +99,7 @@ class TrainConfig:
             raise ConfigError("group_size must be at least 2 (advantages compare completions of a prompt)")
         if not (self.train_base or self.train_planner):
             raise ConfigError("nothing to train: train_base and train_planner are both false")
-        if self.cache not in CACHES:
-            raise ConfigError(f"unknown cache {self.cache!r}; choose one of {', '.join(CACHES)}")
+        check_cache(self.cache)
         if self.cache != "none" and self.replay_batch_size:
             raise ConfigError("a cached replay follows the rollout's blocks over the whole batch: "
                               "set replay_batch_size to 0 (or use gradient_checkpointing to save memory)")

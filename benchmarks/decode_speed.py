@@ -173,8 +173,8 @@ def main() -> None:
     p.add_argument("--cache", nargs="+", default=["none"], choices=CACHES,
                    help="KV cache settings to time each strategy with (default: none)")
     p.add_argument("--fuse", action="store_true", help="fuse q/k/v and gate/up projections")
-    p.add_argument("--compile", action="store_true", help="decode with compiled, captured steps; the bare forward compiled with CUDA graphs "
-                   "(implies --fuse)")
+    p.add_argument("--compile", action="store_true",
+                   help="decode with compiled, captured steps; the bare forward compiled with CUDA graphs (implies --fuse)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     args = p.parse_args()
     torch.manual_seed(0)

@@ -66,6 +66,23 @@ def test_multiplication_gets_explicit_precedence():
         assert len(ex.solution.split(", ")) == ex.meta["steps"]
 
 
+def test_joiners_are_free_choices_that_leave_the_problems_alone(tiny_tokenizer):
+    fixed = generate("synthetic-math", "train", n=600)
+    examples = generate("synthetic-math", "train", n=600, config=SyntheticConfig(joiners=(",", " then", " and")))
+    assert [e.prompt for e in examples] == [e.prompt for e in fixed]
+    assert [re.findall(r"\d+", e.solution) for e in examples] == [re.findall(r"\d+", e.solution) for e in fixed]
+    # Each gap draws its own joiner: all three show up at every gap, about equally often.
+    gaps = [re.findall(r"(,| then| and) ", e.solution) for e in examples]
+    for i in range(3):
+        counts = [sum(g[i] == j for g in gaps) for j in (",", " then", " and")]
+        assert min(counts) > 150, counts
+    # One token each, so every value and the answer sit at the same token offsets.
+    tokens = [tiny_tokenizer(e.solution, add_special_tokens=False)["input_ids"] for e in examples]
+    assert {len(t) for t in tokens} == {15}
+    digits = {tuple(i for i, t in enumerate(tiny_tokenizer.convert_ids_to_tokens(ids)) if t.isdigit()) for ids in tokens}
+    assert digits == {(0, 3, 6, 9, 14)}
+
+
 def test_math_answers_are_verified_by_the_reward():
     examples = generate("synthetic-math", "test", n=60)
     answers = [e.answer for e in examples]
@@ -103,6 +120,8 @@ def test_load_task_generates_and_config_is_checked():
         load_task("synthetic-math", "validation", limit=3)
     with pytest.raises(ConfigError, match="ops must be"):
         SyntheticConfig(ops="/")
+    with pytest.raises(ConfigError, match="joiners must be"):
+        SyntheticConfig(joiners=("\n####",))
     tiny_space = SyntheticConfig(min_steps=1, max_steps=1, ops="+", max_start=2, max_operand=2)
     with pytest.raises(DataError, match="distinct 'train' problems"):
         generate("synthetic-math", "train", n=50, config=tiny_space)

@@ -215,8 +215,9 @@ class GRPOTrainer:
         size = cfg.replay_batch_size or len(rows)
         chunks = list(rows.split(size))
         norm = adv.numel() * cfg.gen_length
-        ref = [replay(self.reference, traj.select(c)) for c in chunks] if self.reference is not None else None
-        packs = [replay_forwards(traj.select(c)) for c in chunks]
+        subs = [traj.select(c) for c in chunks]
+        ref = [replay(self.reference, sub) for sub in subs] if self.reference is not None else None
+        packs = [replay_forwards(sub) for sub in subs]
         packs[-1] += self._most(sum(packs)) - sum(packs)  # the longest process's replay sets everyone's
         out: dict[str, float] = {}
         for iteration in range(cfg.num_iterations):
@@ -227,7 +228,7 @@ class GRPOTrainer:
                     full = replay(self.model, traj, self._most(replay_forwards(traj)))
                     log_ratio = sequence_log_ratio(full, traj.log_probs)
             coef, clipped = loss_coefficients(log_ratio, adv, cfg.eps_low, cfg.eps_high)
-            gap, forwards = self._backward(traj, chunks, packs, coef, norm, ref, check=iteration == 0)
+            gap, forwards = self._backward(chunks, subs, packs, coef, norm, ref, check=iteration == 0)
             grad_norm = acc.clip_grad_norm_(self.params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else None
             self.optimizer.step()
             self.scheduler.step()
@@ -245,16 +246,16 @@ class GRPOTrainer:
         """The largest n over all processes."""
         return int(self.acc.gather(torch.tensor([n], device=self.acc.device)).max())
 
-    def _backward(self, traj, chunks, packs, coef, norm, ref, check: bool) -> tuple[float, int]:
-        """Backpropagate `packs[i]` replay packs of every chunk i; gradients sync on the last one only.
+    def _backward(self, chunks, subs, packs, coef, norm, ref, check: bool) -> tuple[float, int]:
+        """Backpropagate `packs[i]` replay packs of every chunk i (rows `chunks[i]`, trajectory
+        `subs[i]`); gradients sync on the last one only.
 
         Returns the largest |replayed - recorded| step log-prob (when `check`) and the number
         of forwards the replay took.
         """
         cfg, acc = self.cfg, self.acc
         gap, forwards = 0.0, 0
-        for i, rows in enumerate(chunks):
-            sub = traj.select(rows)
+        for i, (rows, sub) in enumerate(zip(chunks, subs, strict=True)):
             for pack in replay_steps(self.model, sub, packs[i]):
                 forwards += pack.forwards
                 if check and len(pack.rows):

@@ -5,7 +5,7 @@ r"""Synthetic tasks of the tiny default: multi-step arithmetic and tiny Python f
     held_out = generate("synthetic-code", "test", n=500)
 
 synthetic-math    prompt  "Compute 6 - 4 + 1 + 5 - 8."
-                  target  "2, 3, 8, 0.\n#### 0"      (the running value after each operation)
+                  target  "2 then 3, 8 and 0.\n#### 0"   (the running value after each operation)
 synthetic-code    prompt  "Write f(x) = (x + 3) * 2 - 5. Check f(7)."
                   target  "```python\ndef f(x):\n    x = x + 3\n    x = x * 2\n    return x - 5
                            \n\nassert f(7) == 15\n```"
@@ -14,20 +14,21 @@ synthetic-code    prompt  "Write f(x) = (x + 3) * 2 - 5. Check f(7)."
 Why this shape: each running value is the previous one combined with the next operation
 of the prompt, so the values form a chain of dependent tokens. Decoded one value per
 forward pass, each is a one-step lookup the tiny model learns in minutes; unmasked all at
-once, every value must be computed from the prompt alone: the trained tiny default gets
-62% right in one forward pass against 91% one value at a time (benchmarks/results/
-grpo_tiny.md). Accuracy falls as a strategy unmasks more tokens per step: the trade-off a
-planner has to learn. The defaults (four single-digit operations, fixed prompt layout)
-keep the task within reach of the tiny model on one CPU; the knobs widen it for bigger
-models. The code task adds a self-check:
-the program's own assert must hold, which again needs the chain evaluated in order.
+once, every value must be computed from the prompt alone: the tiny default's base gets 56%
+right in about one forward pass (threshold tau=0.3) against 94% one token per step
+(benchmarks/results/grpo_tiny.md). Accuracy falls as a strategy unmasks more tokens per
+step: the trade-off a planner has to learn. The defaults (four single-digit operations,
+fixed prompt layout) keep the task within reach of the tiny model on one CPU; the knobs
+widen it for bigger models. The code task adds a self-check: the program's own assert must
+hold, which again needs the chain evaluated in order.
 
 `joiners` draws the word between two running values, each gap on its own (one token each,
 so the values keep their positions). Several equally right words model the free choices
 of a real completion: the model's confidence there stays near 1/len(joiners), so a
-confidence rule waits on them while a learned planner need not. The default keeps one
-joiner: with (",", " then", " and") the tiny base learns the chain far slower (about 50%
-right after the default pretraining, against 91%; benchmarks/results/tiny_depth.md).
+confidence rule spends a step on each while a learned planner need not. `joiners=(",",)`
+gives the fixed-comma task of the earlier results. The free words slow the tiny base's
+learning of the chain: configs/tiny.yaml pretrains 5000 steps, where the fixed comma needed
+1500 (benchmarks/results/tiny_depth.md).
 
 Determinism and splits: the same (task, split, n, seed, config) always gives the same
 examples. A problem's split is a hash of its prompt (10% held out by default), so train
@@ -63,7 +64,7 @@ class SyntheticConfig:
     code_max_constant: int = 19  # code: +/- constants drawn from 1..code_max_constant
     code_max_input: int = 30  # code: checked and tested inputs drawn from 0..code_max_input
     heldout_percent: int = 10  # share of the problem space that belongs to the test split
-    joiners: tuple[str, ...] = (",",)  # math: words drawn between two running values, per gap
+    joiners: tuple[str, ...] = (",", " then", " and")  # math: words drawn between two values, per gap
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_steps <= self.max_steps:

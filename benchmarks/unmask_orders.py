@@ -1,8 +1,8 @@
 """How well a synthetic-math checkpoint decodes in a fixed unmasking order (issue 4 diagnostics).
 
-    python benchmarks/unmask_orders.py --model runs/tiny/grpo/final --eval-size 1000
+    python benchmarks/unmask_orders.py --model runs/tiny/grpo/final --eval-size 1000 [--data test.jsonl]
 
-A completion "2, 3, 8, 0.\n#### 0" has its running values v1..v4 at block positions 0, 3,
+A completion "2 then 3, 8 and 0.\n#### 0" has its running values v1..v4 at block positions 0, 3,
 6, 9 and the final answer at 14 (single digits, so the layout is fixed). Each order below
 reveals, step by step, everything except the positions it still holds back; the last step
 reveals the rest. Its accuracy at a fixed NFE is the most that order allows, so it shows
@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dultra.data import load_task  # noqa: E402
+from dultra.data.mixture import load_examples  # noqa: E402
 from dultra.decoding import DecodeConfig, rules  # noqa: E402
 from dultra.decoding.strategies import BlockView, Strategy  # noqa: E402
 from dultra.eval.accuracy import evaluate  # noqa: E402
@@ -63,11 +63,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="runs/tiny/grpo/final", help="a synthetic-math checkpoint")
     p.add_argument("--eval-size", type=int, default=1000, help="held-out problems")
+    p.add_argument("--data", default=None, help="a JSONL file of test examples (default: generated)")
     p.add_argument("--batch-size", type=int, default=100)
     args = p.parse_args()
     model, tokenizer = load(args.model)
     model.eval()
-    examples = load_task("synthetic-math", "test", limit=args.eval_size)
+    examples = load_examples("synthetic-math", args.data, "test", limit=args.eval_size)[: args.eval_size]
     decode = DecodeConfig(gen_length=16, block_length=16)
     print(f"{'order':28s} {'accuracy':>8s} {'NFE':>5s}")
     for order in ORDERS:

@@ -99,8 +99,8 @@ def main() -> None:
     p.add_argument("--pretrain-steps", type=int, default=0, help="0: configs/tiny.yaml's")
     p.add_argument("--warmstart-steps", type=int, default=0, help="0: configs/tiny.yaml's")
     p.add_argument("--grpo-steps", type=int, default=0, help="0: configs/tiny.yaml's")
-    p.add_argument("--eval-size", type=int, default=300, help="held-out examples evaluated")
-    p.add_argument("--strategies", default="threshold:tau=0.9;threshold:tau=0.7;planner:factor=1.0",
+    p.add_argument("--eval-size", type=int, default=1000, help="held-out examples evaluated")
+    p.add_argument("--strategies", default="threshold:tau=0.99;threshold:tau=0.9;planner:factor=1.0;planner:factor=1.001",
                    help="semicolon-separated strategies evaluated")
     p.add_argument("--gen-length", type=int, default=16, help="decode length of the final generate call")
     p.add_argument("--block-length", type=int, default=16, help="block length of the final generate call")

@@ -119,12 +119,10 @@ def evaluate_models(configs: dict[str, object], examples: list[Example], batch_s
     """The strategies `specs_of[model]` of each model on the same problems, greedy decoding."""
     train_cfg = configs["train"]
     decode = DecodeConfig(gen_length=train_cfg.gen_length, block_length=train_cfg.block_length)
-    paths = {"base": configs["pretrain"].output_dir, "warm-start": configs["warmstart"].output_dir,
-             "grpo": train_cfg.output_dir}
-    models = {label: (Path(paths[label]) / "final", specs) for label, specs in specs_of.items()}
+    stage_of = {"base": "pretrain", "warm-start": "warmstart", "grpo": "train"}
     rows = []
-    for label, (path, specs) in models.items():
-        model, tokenizer = load(path)
+    for label, specs in specs_of.items():
+        model, tokenizer = load(Path(configs[stage_of[label]].output_dir) / "final")
         model.eval()
         for spec in specs:
             strategy = parse_strategy(spec.format(gen=decode.gen_length))

@@ -8,8 +8,9 @@ One group at the reference setting (prompt 128, gen 256, block 32, planner-sampl
 temperature 0.1, trajectories recorded) is rolled out, then replayed with gradients pack
 by pack exactly as `dultra train` does (dultra.rl.trainer: fp32 weights, bf16 autocast on
 GPU, AdamW), with every advantage non-zero so every row is replayed. `planner` trains the
-head only (the base is frozen, so autograd keeps no base activations); `full` trains both,
-with activation checkpointing. Random weights: the planner's probabilities are near 0.5,
+head only: the rollout records the frozen trunk's outputs and the replay runs only the heads
+on them, as `dultra train --train-base false` does; `planner-rerun` replays the whole model
+instead (the cost that saves); `full` trains both, with activation checkpointing. Random weights: the planner's probabilities are near 0.5,
 so the step count differs from a trained model's; per-forward figures carry over.
 `--cache prefix dual` also measures cached rollouts, replayed block by block as decoded;
 `--compile` rolls out with captured CUDA graphs as `dultra train --compile-rollouts` does.
@@ -80,7 +81,7 @@ def measure(args, train: str, group: int, repeat: int, max_steps: int | None = N
     vocab = model.config.mask_token_id if args.model != "tiny" else 20
     prompt = torch.randint(0, vocab, (group, args.prompt_len), generator=torch.Generator().manual_seed(0)).to(device)
     config = DecodeConfig(gen_length=args.gen, block_length=args.block, temperature=0.1, record=True, seed=0,
-                          max_steps=max_steps, cache=cache, compile=args.compile)
+                          max_steps=max_steps, cache=cache, compile=args.compile, record_trunk=train == "planner")
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     runs = [one_step(model, optimizer, prompt, config, device) for _ in range(1 + repeat)][min(repeat, 1):]
@@ -120,7 +121,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny", choices=["tiny", "llada-8b"], help="tiny or llada-8b (random weights)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--train", nargs="+", default=["planner", "full"], choices=["planner", "full"])
+    p.add_argument("--train", nargs="+", default=["planner", "full"], choices=["planner", "planner-rerun", "full"])
     p.add_argument("--cache", nargs="+", default=["none"], choices=CACHES, help="KV caches of the rollout")
     p.add_argument("--compile", action="store_true", help="roll out with compiled, captured steps "
                    "(`dultra train --compile-rollouts`; the warm-up step compiles)")

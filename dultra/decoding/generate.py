@@ -59,6 +59,9 @@ class DecodeConfig:
     """End a row once an EOS is decoded and everything before it is revealed (fills the rest with EOS)."""
     record: bool = False
     """Keep the trajectory and per-step log-probs (needed by RL)."""
+    record_trunk: bool = False
+    """With `record`, also keep every step's trunk output (B, L, D), so the replay of a frozen
+    base runs only the heads (GRPO of the planner alone)."""
     seed: int | None = None
     """Seed of the sampling generator (token sampling, planner Bernoulli draws)."""
     eos_ids: tuple[int, ...] = field(default_factory=tuple)
@@ -163,6 +166,7 @@ def generate(
     unmask_step = torch.full((B, G), -1, dtype=torch.long, device=dev) if config.record else None
     log_probs: list[torch.Tensor] = []
     taken: list[torch.Tensor] = []
+    trunks: list[torch.Tensor] = []
     refreshes: list[int] = []
 
     step_fn = captured_steps(model) if config.compile else decode_step
@@ -183,7 +187,7 @@ def generate(
     step = 0
     while True:
         fresh = None if cache is None or refresh else fresh_columns(config.cache, index, cache_start, P + G)
-        logits, planner, x0, logq_x0 = step_fn(
+        logits, planner, x0, logq_x0, trunk = step_fn(
             model, x, valid, seq_len, index, candidates, strategy.uses_planner, config.temperature, noise,
             cache, fresh,
         )
@@ -197,6 +201,8 @@ def generate(
             unmask_step.scatter_(1, index - P, torch.where(revealed, step, current))
             log_probs.append(step_log_prob(planner, logq_x0, revealed, candidates & ~revealed))
             taken.append(active)
+            if config.record_trunk:
+                trunks.append(trunk.clone())  # captured steps overwrite their outputs
             if cache is not None and fresh is None:
                 refreshes.append(step)
 
@@ -233,6 +239,7 @@ def generate(
             prompt_ids=input_ids, prompt_mask=prompt_mask, completion=completion,
             unmask_step=unmask_step, taken=torch.stack(taken, dim=1), log_probs=torch.stack(log_probs, dim=1),
             block_length=N, uses_planner=strategy.uses_planner, cache=config.cache, refreshes=tuple(refreshes),
+            trunk=torch.stack(trunks, dim=1) if trunks else None,
         )
     return DecodeOutput(x, completion, nfe, first_eos(completion, eos_ids), trajectory, step)
 

@@ -26,15 +26,18 @@ def score_block(
     use_planner: bool,
     cache: KVCache | None = None,
     fresh: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    trunk: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Token logits and planner logits for the current block, in one model forward.
 
     model: an LLaDAModelLM or a wrapper of it (DDP, FSDP). x: (B, L) current sequence (masks
     included). valid: (B, L) attention mask, None without padding. seq_len: (B,) real
     tokens per row, for the planner timestep. index: (B, N) current-block columns.
     candidates: (B, N) bool masks of the block. cache, fresh: a KVCache to fill (fresh
-    None) or to read, recomputing only the fresh (B, F) columns. Returns logits (B, N, V) float32 with the
-    mask token at -inf, and planner logits (B, N) float32 (None without the planner).
+    None) or to read, recomputing only the fresh (B, F) columns. trunk: (B, L, D) a recorded
+    trunk output of x, to run the heads only. Returns logits (B, N, V) float32 with the mask
+    token at -inf, planner logits (B, N) float32 (None without the planner) and the trunk
+    output (B, L, D).
     """
     mask_id = model_config(model).mask_token_id
     t = planner_mask = None
@@ -43,10 +46,10 @@ def score_block(
         t = 1.0 - (x == mask_id).sum(dim=1).float() / seq_len.float()
         planner_mask = torch.zeros_like(x, dtype=torch.bool).scatter_(1, index, candidates)
     out = model(x, attention_mask=valid, logits_index=index, planner_t=t, planner_mask=planner_mask,
-                cache=cache, fresh=fresh)
+                cache=cache, fresh=fresh, trunk=trunk)
     logits = out.logits.float()
     logits[..., mask_id] = float("-inf")  # in place on a fresh tensor: no host-to-device copy
-    return logits, out.planner_logits
+    return logits, out.planner_logits, out.last_hidden_state
 
 
 def model_config(model: torch.nn.Module):
@@ -74,16 +77,16 @@ def decode_step(
     noise: torch.Tensor | None,
     cache: KVCache | None = None,
     fresh: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
     """`score_block`, then the proposed tokens and their log-probs.
 
     x0 is the argmax of the logits, or with Gumbel `noise` (B, N, V) a sample of
     softmax(logits / temperature). Returns logits (B, N, V), planner logits (B, N) or None,
-    x0 (B, N) and log q(x0) (B, N) without temperature.
+    x0 (B, N), log q(x0) (B, N) without temperature, and the trunk output (B, L, D).
     """
-    logits, planner = score_block(model, x, valid, seq_len, index, candidates, use_planner, cache, fresh)
+    logits, planner, trunk = score_block(model, x, valid, seq_len, index, candidates, use_planner, cache, fresh)
     x0 = logits.argmax(dim=-1) if noise is None else (logits / temperature + noise).argmax(dim=-1)
-    return logits, planner, x0, token_log_prob(logits, x0)
+    return logits, planner, x0, token_log_prob(logits, x0), trunk
 
 
 def token_log_prob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

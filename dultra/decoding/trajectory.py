@@ -8,6 +8,11 @@ the same per-step log-probabilities that decoding recorded.
 A trajectory decoded with a KV cache is replayed with the same cache: block by block, a
 refresh forward then the block's cached steps, all kept in one autograd graph, since a
 cached step's log pi depends on the weights through the refresh's keys and values too.
+
+A trajectory recorded with its trunk outputs (`DecodeConfig(record_trunk=True)`) replays
+only the heads, on exactly the hidden states decoding saw: with a frozen base the trunk
+carries no gradient, and recomputing it would cost a whole forward per pack for the
+planner's one block. Its (row, step) pairs pack freely, cached or not.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ class Trajectory:
     per-step log pi, 0 where not taken. block_length: semi-autoregressive block size.
     uses_planner: whether log pi includes the planner's Bernoulli terms. cache: the KV cache
     decoding used ("none", "prefix", "dual"); refreshes: the steps that refreshed it (the
-    first step of each block of the batch).
+    first step of each block of the batch). trunk: (B, S, L, D) the trunk output of every
+    step when recorded, else None.
     """
 
     prompt_ids: torch.Tensor
@@ -48,6 +54,7 @@ class Trajectory:
     uses_planner: bool
     cache: str = "none"
     refreshes: tuple[int, ...] = ()
+    trunk: torch.Tensor | None = None
 
     @property
     def num_steps(self) -> torch.Tensor:
@@ -63,7 +70,7 @@ class Trajectory:
         """The trajectory of a subset of rows (a replay micro-batch). Without a cache, steps
         are trimmed to theirs; a cached replay follows the batch's blocks, so keeps them all."""
         steps = self.log_probs.shape[1]
-        if self.cache == "none":
+        if self.packs_freely:
             used = self.taken[rows].any(dim=0).nonzero()
             steps = int(used.max()) + 1 if len(used) else 0
         return Trajectory(
@@ -72,7 +79,14 @@ class Trajectory:
             taken=self.taken[rows, :steps], log_probs=self.log_probs[rows, :steps],
             block_length=self.block_length, uses_planner=self.uses_planner,
             cache=self.cache, refreshes=self.refreshes,
+            trunk=None if self.trunk is None else self.trunk[rows, :steps],
         )
+
+    @property
+    def packs_freely(self) -> bool:
+        """Whether any (row, step) pairs can share a replay forward: not for a cached
+        trajectory without its trunk outputs, which replays block by block as decoded."""
+        return self.cache == "none" or self.trunk is not None
 
     def sequence_log_prob(self) -> torch.Tensor:
         """(B,) log-probability of the whole trajectory."""
@@ -126,8 +140,8 @@ class ReplayPack(NamedTuple):
 
 def replay_forwards(traj: Trajectory) -> int:
     """Forwards `replay_steps` takes for a trajectory: ceil(sum(num_steps) / B), or every
-    step of the batch for a cached one."""
-    if traj.cache != "none":
+    step of the batch for a cached one (without its trunk outputs)."""
+    if not traj.packs_freely:
         return traj.log_probs.shape[1]
     return -(-int(traj.num_steps.sum()) // traj.prompt_ids.shape[0])
 
@@ -145,9 +159,10 @@ def replay_steps(model: torch.nn.Module, traj: Trajectory, forwards: int = 0) ->
     extra packs repeat the last pair and yield no pairs (their log_prob is an empty slice
     of the graph, so a backward still runs): sharded processes stay in step.
 
-    A cached trajectory yields one pack per block of the batch (`_cached_packs`).
+    A cached trajectory without its trunk outputs yields one pack per block of the batch
+    (`_cached_packs`).
     """
-    if traj.cache != "none":
+    if not traj.packs_freely:
         if forwards > replay_forwards(traj):
             raise ValueError("a cached replay follows the batch's blocks and cannot be padded")
         yield from _cached_packs(model, traj)
@@ -226,8 +241,9 @@ def _replayed(
     candidates = x.gather(1, index) == mask_id
     if active is not None:
         candidates &= active[:, None]
-    logits, planner = score_block(model, x, None if valid is None else valid[rows], seq_len[rows], index,
-                                  candidates, traj.uses_planner, cache, fresh)
+    trunk = None if traj.trunk is None else traj.trunk[rows, steps]
+    logits, planner, _ = score_block(model, x, None if valid is None else valid[rows], seq_len[rows], index,
+                                     candidates, traj.uses_planner, cache, fresh, trunk)
     tokens = traj.completion[rows].gather(1, index - P)
     revealed = (traj.unmask_step[rows].gather(1, index - P) == steps[:, None]) & candidates
     return step_log_prob(planner, token_log_prob(logits, tokens), revealed, candidates & ~revealed)

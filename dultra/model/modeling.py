@@ -42,10 +42,12 @@ PLANNER_MODULES = ("time_embedding", "mask_embedding", "norm_out_1", "mask_head"
 @dataclass
 class DiffusionLMOutput(ModelOutput):
     """logits: (B, N, V) token logits. planner_logits: (B, N) float32 unmasking logits or None.
-    hidden_states: optional tuple of (B, L, D)."""
+    last_hidden_state: (B, L, D) the trunk's output (after the final norm), what both heads
+    read. hidden_states: optional tuple of (B, L, D)."""
 
     logits: torch.Tensor | None = None
     planner_logits: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
@@ -262,6 +264,7 @@ class LLaDAModelLM(PreTrainedModel):
         return_dict: bool | None = None,
         cache: KVCache | None = None,
         fresh: torch.Tensor | None = None,
+        trunk: torch.Tensor | None = None,
         **unused,
     ) -> DiffusionLMOutput | tuple:
         """Token logits and, when `planner_t` is given, planner logits; one pass of the trunk.
@@ -272,15 +275,18 @@ class LLaDAModelLM(PreTrainedModel):
         current-block masks, to also get the planner's logits at the same positions.
         cache: a KVCache to fill (without `fresh`) or to read, recomputing only the `fresh`
         (B, F) columns of the trunk (kv_cache.py); logits_index must lie within them.
+        trunk: (B, L, D) the `last_hidden_state` of an earlier forward of the same input,
+        which then skips the trunk and runs only the heads (the replay of a frozen base).
         Every computation of training and decoding goes through here, so wrappers that hook
         `forward` (DDP, FSDP, torch.compile) see all of it.
 
-        Returns logits (B, N or L, V), planner_logits (B, N or L) float32 or None, and on
-        request hidden_states: every block's input and, last, the final-norm output.
+        Returns logits (B, N or L, V), planner_logits (B, N or L) float32 or None,
+        last_hidden_state, and on request hidden_states: every block's input and, last, the
+        final-norm output.
         """
         layout = self.layout(attention_mask, input_ids.shape[1], input_ids.device)
         states = [] if output_hidden_states else None
-        hidden = self.model(input_ids, layout, states, cache, fresh)
+        hidden = trunk if trunk is not None else self.model(input_ids, layout, states, cache, fresh)
         picked = hidden if logits_index is None else _gather_rows(hidden, logits_index)
         logits = self.lm_logits(picked)
         planner = None
@@ -288,5 +294,6 @@ class LLaDAModelLM(PreTrainedModel):
             planner = self.planner_logits(hidden, planner_t, planner_mask, layout, logits_index)
         hidden_states = tuple(states + [hidden]) if states is not None else None
         if return_dict is False:
-            return tuple(v for v in (logits, planner, hidden_states) if v is not None)
-        return DiffusionLMOutput(logits=logits, planner_logits=planner, hidden_states=hidden_states)
+            return tuple(v for v in (logits, planner, hidden, hidden_states) if v is not None)
+        return DiffusionLMOutput(logits=logits, planner_logits=planner, last_hidden_state=hidden,
+                                 hidden_states=hidden_states)

@@ -6,7 +6,8 @@
 One step: roll out `prompts_per_step` prompts x `group_size` completions with planner
 sampling (trajectories and per-step log-probs recorded) -> score every completion ->
 group advantages -> replay the trajectories with gradients, B (row, step) pairs per forward
-(dultra.decoding.trajectory.replay_steps), and backpropagate `coefficient x log pi_step`
+(dultra.decoding.trajectory.replay_steps; with the base frozen, only the heads, on the trunk
+outputs the rollout recorded), and backpropagate `coefficient x log pi_step`
 (dultra.rl.grpo: the clipped sequence-level objective's exact gradient, one forward's
 activations at a time) -> clip, optimizer step. With `cache`, rollouts decode with a KV
 cache and the replay runs block by block as they did (one block's forwards per backward).
@@ -100,7 +101,7 @@ class TrainConfig:
         if not (self.train_base or self.train_planner):
             raise ConfigError("nothing to train: train_base and train_planner are both false")
         check_cache(self.cache)
-        if self.cache != "none" and self.replay_batch_size:
+        if self.cache != "none" and self.replay_batch_size and self.train_base:
             raise ConfigError("a cached replay follows the rollout's blocks over the whole batch: "
                               "set replay_batch_size to 0 (or use gradient_checkpointing to save memory)")
 
@@ -182,6 +183,7 @@ class GRPOTrainer:
             gen_length=cfg.gen_length, block_length=cfg.block_length, temperature=cfg.temperature,
             record=True, seed=(cfg.seed * 1_000_003 + step) * 101 + acc.process_index, eos_ids=self.eos_ids,
             lockstep=acc.num_processes > 1, cache=cfg.cache, compile=cfg.compile_rollouts,
+            record_trunk=not cfg.train_base,  # a frozen base: the replay runs the heads on the recorded trunk
         )
         # Captured steps read the module's own weights, which the optimizer updates in place;
         # without gradients a DDP wrapper adds nothing to a forward.

@@ -82,7 +82,7 @@ def warmstart_loss(
     valid = torch.cat([prompt_mask, torch.ones_like(state)], dim=1)
     index = block_index(P + start, block_length)
     candidates = x.gather(1, index) == mask_id
-    logits, planner = score_block(
+    logits, planner, _ = score_block(
         model, x, None if bool(prompt_mask.all()) else valid, valid.sum(dim=1), index, candidates, True
     )
     with torch.no_grad():

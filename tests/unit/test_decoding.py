@@ -131,6 +131,37 @@ def test_replay_has_gradients_for_base_and_head(model):
     assert model.model.transformer.blocks[0].q_proj.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
+def test_replay_on_the_recorded_trunk_skips_it_and_gives_the_same_log_probs_and_head_gradients(model, cache):
+    """A frozen base's replay runs only the heads, on the trunk outputs decoding recorded."""
+    model.set_trainable(base=False, planner=True)
+    config = DecodeConfig(gen_length=16, block_length=4, record=True, seed=2, temperature=0.5, cache=cache)
+    full = generate(model, _prompts(B=4), None, PlannerSample(), config).trajectory
+    light = generate(model, _prompts(B=4), None, PlannerSample(), replace(config, record_trunk=True)).trajectory
+    assert full.trunk is None and torch.equal(full.completion, light.completion)
+    B, S, L = 4, full.log_probs.shape[1], 6 + 16
+    assert light.trunk.shape == (B, S, L, model.config.d_model)
+
+    def head_grads(traj):
+        model.zero_grad(set_to_none=True)
+        calls = []
+        hook = model.model.register_forward_hook(lambda *_: calls.append(1))
+        log_probs = replay(model, traj)
+        hook.remove()
+        (log_probs * torch.linspace(-1, 1, S)).sum().backward()
+        return log_probs, len(calls), [p.grad.clone() for p in model.planner_parameters()]
+
+    full_lp, full_calls, full_grads = head_grads(full)
+    light_lp, light_calls, light_grads = head_grads(light)
+    assert full_calls == replay_forwards(full) and light_calls == 0
+    assert replay_forwards(light) == -(-int(light.num_steps.sum()) // B)  # packed, cached or not
+    assert torch.allclose(light_lp, light.log_probs, atol=1e-5) and torch.allclose(light_lp, full_lp, atol=1e-5)
+    for a, b in zip(light_grads, full_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    sub = light.select(torch.tensor([1, 3]))
+    assert torch.equal(sub.trunk, light.trunk[[1, 3], :sub.log_probs.shape[1]])
+
+
 def test_planner_step_log_prob_formula(model):
     """log pi = sum_revealed [log p + log q(x0)] + sum_kept log(1 - p), recomputed by hand."""
     from dultra.decoding.trajectory import step_log_prob

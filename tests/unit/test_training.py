@@ -96,6 +96,15 @@ def test_grpo_with_cached_rollouts_replays_them_on_policy(checkpoint, tmp_path, 
     assert row["replay_forwards"] >= row["nfe"]  # every step of the batch, block by block
 
 
+def test_planner_only_grpo_replays_the_heads_on_the_recorded_trunk(checkpoint, tmp_path):
+    """With the base frozen even a cached rollout replays in packs of replay_batch_size rows."""
+    cfg = _grpo(checkpoint, tmp_path, steps=1, train_base=False, cache="dual", replay_batch_size=3)
+    GRPOTrainer(cfg).train()
+    row = read_metrics(tmp_path)[0]
+    assert row["onpolicy/max_abs_log_ratio"] <= 1e-5
+    assert row["replay_forwards"] < row["nfe"] * row["replayed_rows"]  # (row, step) pairs share forwards
+
+
 def test_compiled_rollouts_train_as_eager_ones(checkpoint, tmp_path):
     """Captured steps keep reading the weights the optimizer updates in place (step 2 sees step 1's update)."""
     GRPOTrainer(_grpo(checkpoint, tmp_path / "eager", steps=2, cache="dual")).train()

@@ -1,0 +1,228 @@
+"""Predicted seconds and cost of a LLaDA-8B GRPO step on 1, 8 and 64 GPUs, and what bounds each.
+
+    python benchmarks/scaling.py --out benchmarks/results/scaling.json
+
+A step is what `dultra train --config configs/llada-8b-math.yaml` does on every GPU: roll
+out one group of 12 (prompt 128, gen 256, block 32), score it (the distillation teacher's
+forward; the sandbox for code), replay it with gradients in packs of `replay_batch_size`
+rows, sync gradients, AdamW. GPUs run data parallel, one group each (weak scaling).
+
+Inputs, each printed with its source:
+- measured on an H100 (benchmarks/results/decode_speed_h100*.json): the bare forward and a
+  recorded planner-sample rollout step at batch 12 (compiled; eager for FSDP), HBM copy
+  bandwidth;
+- measured when benchmarks/results/train_step_h100.json exists (`benchmarks/train_step.py
+  --model llada-8b`): rollout and replay seconds with fp32 master weights, per train mode;
+  otherwise derived from FLOPs (the planner alone replays its head on the recorded trunk,
+  forward and backward ~3 x head/model of a forward; the full model with activation
+  checkpointing ~4 forwards) plus the bf16 cast of the fp32 weights at every forward;
+- measured on this project's CPU (sandbox_speed.json): sandbox executions per second;
+- assumed, and settable: interconnect bandwidths, NFE, price per GPU-hour.
+Communication is assumed to overlap with compute (FSDP prefetch), so a forward takes the
+longer of the two; gradient sync and the optimizer step do not overlap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PARAMS = 8.319e9  # LLaDA-8B + one-block planner head (dultra.model, counted on the meta device)
+HEAD_PARAMS = 0.303e9
+TEACHER_PARAMS = 7.62e9  # Qwen2.5-Math-7B-Instruct, the math distillation teacher
+
+
+@dataclass
+class Inputs:
+    """What one GPU's work costs; `sources` says where each figure came from."""
+
+    forward_ms: float  # bare forward, batch 12 x 384 tokens, compiled, bf16 weights
+    rollout_ms: float  # one recorded planner-sample rollout step of the batch, captured CUDA graphs
+    rollout_eager_ms: float  # the same step eager, as under FSDP (which cannot capture sharded weights)
+    replay_x: dict[str, float]  # replay cost per 12-row pack, in bare forwards, per train mode
+    cast_included: bool  # rollout_ms / replay_x already include casting fp32 weights to bf16
+    hbm_TBps: float  # HBM copy bandwidth
+    sandbox_per_s: float  # executions per second of one sandbox replica (8 workers, 2 CPUs)
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Cluster:
+    """Assumed hardware and prices (settable from the command line)."""
+
+    gpus_per_node: int = 8
+    nvlink_GBps: float = 360.0  # NCCL bus bandwidth inside an H100 SXM node (NVSwitch)
+    network_GBps: float = 40.0  # per GPU between nodes (8 x 400 Gb/s NICs per node)
+    gpu_memory_GB: float = 80.0
+    usd_per_gpu_hour: float = 3.0
+
+
+@dataclass
+class Run:
+    """The training setting of configs/llada-8b-math.yaml."""
+
+    group: int = 12
+    seq_len: int = 384  # prompt 128 + gen 256
+    d_model: int = 4096
+    replay_batch_size: int = 4
+    steps: int = 4800
+    batch_steps_per_nfe: float = 1.14  # a batch waits for its slowest row (train_step_cache_cpu.json)
+
+
+def bus_GBps(gpus: int, cluster: Cluster) -> float:
+    """Collective bandwidth over `gpus` GPUs: NVLink inside a node, the NICs across nodes."""
+    return cluster.nvlink_GBps if gpus <= cluster.gpus_per_node else cluster.network_GBps
+
+
+def predict(inp: Inputs, cluster: Cluster, run: Run, gpus: int, train: str, nfe: float,
+            hybrid: bool = False) -> dict:
+    """Seconds of one step on every GPU, by phase, with memory, cost and bottleneck.
+
+    train: "planner" (base frozen, DDP) or "full" (FSDP over all GPUs, or with `hybrid`
+    sharded inside a node and replicated across nodes). nfe: mean forwards per completion.
+    """
+    full, sharded = train == "full", train == "full" and gpus > 1
+    shard = min(gpus, cluster.gpus_per_node) if hybrid else gpus
+    cast_ms = 0.0 if inp.cast_included or sharded else 6 * PARAMS / inp.hbm_TBps / 1e9  # read fp32, write bf16
+    gather_ms = 2 * PARAMS * (shard - 1) / shard / bus_GBps(shard, cluster) / 1e6 if sharded else 0.0
+
+    rollout_steps = nfe * run.batch_steps_per_nfe
+    step_ms = (inp.rollout_eager_ms if sharded else inp.rollout_ms) + cast_ms
+    rollout_compute = rollout_steps * step_ms
+    rollout = rollout_steps * max(step_ms, gather_ms)
+
+    packs = math.ceil(run.group / run.replay_batch_size) * nfe
+    pack_cast = cast_ms if full else 0.0  # the planner's replay never reads the frozen base
+    pack_compute = inp.forward_ms * inp.replay_x[train] * run.replay_batch_size / run.group + pack_cast
+    replay_compute = packs * pack_compute
+    replay = packs * max(pack_compute, 2 * gather_ms)  # the forward's gather and the backward's
+
+    if not full:  # DDP all-reduce of the head's fp32 gradients
+        sync = 4 * HEAD_PARAMS * 2 * (gpus - 1) / gpus / bus_GBps(gpus, cluster) / 1e6
+    elif sharded:  # one bf16 reduce-scatter per step (no_sync on every pack but the last)
+        sync = 2 * PARAMS * (shard - 1) / shard / bus_GBps(shard, cluster) / 1e6
+        if hybrid and gpus > shard:  # then an all-reduce of each shard across nodes
+            nodes = gpus // shard
+            sync += 2 * PARAMS / shard * 2 * (nodes - 1) / nodes / cluster.network_GBps / 1e6
+    else:
+        sync = 0.0
+    trained_local = PARAMS / shard if full else HEAD_PARAMS
+    optimizer = 32 * trained_local / inp.hbm_TBps / 1e9  # AdamW reads and writes ~32 bytes per parameter
+    teacher = inp.forward_ms * TEACHER_PARAMS / PARAMS
+
+    if full:  # fp32 params + grads + Adam (16 B each), sharded; unsharded bf16 grads between syncs
+        states_GB = (16 * PARAMS / shard + (2 * PARAMS if sharded else 0)) / 1e9
+    else:  # fp32 frozen base, fp32 head with its grads and Adam, the recorded fp32 trunk outputs
+        trunk = rollout_steps * run.group * run.seq_len * run.d_model * 4
+        states_GB = (4 * PARAMS + 12 * HEAD_PARAMS + trunk) / 1e9
+    phases = {"rollout": rollout, "teacher": teacher, "replay": replay, "grad sync": sync, "optimizer": optimizer}
+    step_s = sum(phases.values()) / 1000
+    comm = (rollout - rollout_compute) + (replay - replay_compute) + sync
+    slowest = max(phases, key=phases.get)
+    waits = {"rollout": rollout - rollout_compute, "replay": replay - replay_compute}
+    bottleneck = f"{slowest} ({'network' if waits.get(slowest, 0) > 0 else 'GPU compute'})"
+    if slowest == "grad sync":
+        bottleneck = "grad sync (network)"
+    groups_per_hour = gpus * 3600 / step_s
+    return {
+        "gpus": gpus, "train": train + (" (hybrid shard)" if hybrid else ""), "nfe": nfe,
+        "fits": states_GB < cluster.gpu_memory_GB, "states_GB": states_GB,
+        "phases_s": {k: v / 1000 for k, v in phases.items()}, "communication_s": comm / 1000, "step_s": step_s,
+        "bottleneck": bottleneck, "groups_per_hour": groups_per_hour,
+        "usd_per_1000_groups": 1000 / groups_per_hour * gpus * cluster.usd_per_gpu_hour,
+        "run_hours": run.steps * step_s / 3600,
+        "run_usd": run.steps * step_s / 3600 * gpus * cluster.usd_per_gpu_hour,
+        "code_sandbox_replicas": math.ceil(gpus * run.group / step_s / inp.sandbox_per_s),
+    }
+
+
+def load_inputs(results: Path = RESULTS) -> Inputs:
+    """The recorded figures; train_step_h100.json, when there, replaces the FLOP estimates."""
+    decode = json.loads((results / "decode_speed_h100.json").read_text())
+    b12 = decode["batches"]["12"]
+    eager = json.loads((results / "decode_speed_h100_eager.json").read_text())["batches"]["12"]
+    rollout, rollout_eager = (next(v["ms_per_nfe"] for k, v in b["strategies"].items() if "record" in k)
+                              for b in (b12, eager))
+    sandbox = json.loads((results / "sandbox_speed.json").read_text())
+    inp = Inputs(
+        forward_ms=b12["bare_forward_ms"], rollout_ms=rollout, rollout_eager_ms=rollout_eager,
+        replay_x={"planner": 3 * HEAD_PARAMS / PARAMS, "full": 4.0}, cast_included=False,
+        hbm_TBps=b12["floors"]["copy_bandwidth_TBps"], sandbox_per_s=sandbox["throughput"]["per_s"],
+        sources={"forward_ms, rollout_ms, hbm_TBps": f"measured: decode_speed_h100.json ({decode['device']})",
+                 "rollout_eager_ms": "measured: decode_speed_h100_eager.json (eager, fused projections)",
+                 "replay_x": "estimated from FLOPs: planner 3 x head/model (the head's forward and backward on "
+                             "the recorded trunk), full 4 (forward, recompute, backward)",
+                 "sandbox_per_s": "measured: sandbox_speed.json (8 workers, 2 CPUs)"},
+    )
+    train_file = results / "train_step_h100.json"
+    if train_file.exists():
+        rows = [r for r in json.loads(train_file.read_text())["rows"]
+                if r.get("cache", "none") == "none" and "out_of_memory" not in r]
+        for r in rows:  # its packs are the whole group of 12, its weights fp32 as the trainer's
+            inp.replay_x[r["train"]] = r["replay_s_per_forward"] * 1000 / inp.forward_ms
+            inp.rollout_ms = r["rollout_s_per_step"] * 1000
+        if rows:
+            inp.cast_included = True
+            inp.sources["replay_x, rollout_ms"] = f"measured: train_step_h100.json ({', '.join(r['train'] for r in rows)})"
+    return inp
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| GPUs | train | NFE | states GB/GPU | rollout | teacher | replay | grad sync | optimizer | step s "
+             "| of it communication | bottleneck | groups/h | $ / 1000 groups | 4800-step run | sandbox replicas (code) |",
+             "|" + "---|" * 16]
+    for r in rows:
+        p = r["phases_s"]
+        if not r["fits"]:
+            lines.append(f"| {r['gpus']} | {r['train']} | {r['nfe']:g} | {r['states_GB']:.0f}: does not fit |"
+                         + " - |" * 12)
+            continue
+        fits = f"{r['states_GB']:.0f}"
+        lines.append(
+            f"| {r['gpus']} | {r['train']} | {r['nfe']:g} | {fits} | {p['rollout']:.2f} | {p['teacher']:.2f} "
+            f"| {p['replay']:.2f} | {p['grad sync']:.2f} | {p['optimizer']:.2f} | {r['step_s']:.2f} "
+            f"| {r['communication_s']:.2f} | {r['bottleneck']} | {r['groups_per_hour']:.0f} "
+            f"| {r['usd_per_1000_groups']:.2f} | {r['run_hours']:.1f} h, ${r['run_usd']:.0f} "
+            f"| {r['code_sandbox_replicas']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpus", type=int, nargs="+", default=[1, 8, 64])
+    p.add_argument("--nfe", type=float, nargs="+", default=[55.0, 16.0],
+                   help="mean forwards per completion: a warm-started planner (Fast-dLLM's 55 on "
+                        "GSM8K) and a trained one (dUltra's 16), dultra.md section 8")
+    p.add_argument("--results", type=Path, default=RESULTS, help="folder of the recorded benchmark JSON files")
+    for name, value in asdict(Cluster()).items():
+        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    p.add_argument("--out", type=Path, help="write inputs and predictions as JSON here")
+    args = p.parse_args()
+    try:
+        inp = load_inputs(args.results)
+    except FileNotFoundError as err:
+        sys.exit(f"scaling: {err.filename} is missing: run the benchmark that records it first")
+    cluster = Cluster(**{k: getattr(args, k) for k in asdict(Cluster())})
+    rows = []
+    for nfe in args.nfe:
+        for gpus in args.gpus:
+            rows += [predict(inp, cluster, Run(), gpus, train, nfe) for train in ("planner", "full")]
+            if gpus > cluster.gpus_per_node:
+                rows.append(predict(inp, cluster, Run(), gpus, "full", nfe, hybrid=True))
+    for source, what in inp.sources.items():
+        print(f"{source}: {what}")
+    print(f"assumed: {asdict(cluster)}, {asdict(Run())}\n")
+    print(table(rows))
+    if args.out:
+        args.out.write_text(json.dumps({"inputs": asdict(inp), "cluster": asdict(cluster), "run": asdict(Run()),
+                                        "rows": rows}, indent=2))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

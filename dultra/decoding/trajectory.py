@@ -67,8 +67,8 @@ class Trajectory:
         return (unmask_step >= 0) & (unmask_step < steps[:, None])
 
     def select(self, rows: torch.Tensor) -> Trajectory:
-        """The trajectory of a subset of rows (a replay micro-batch). Without a cache, steps
-        are trimmed to theirs; a cached replay follows the batch's blocks, so keeps them all."""
+        """The trajectory of a subset of rows (a replay micro-batch). Steps are trimmed to
+        theirs, except for a cached replay without the trunk: it follows the batch's blocks."""
         steps = self.log_probs.shape[1]
         if self.packs_freely:
             used = self.taken[rows].any(dim=0).nonzero()

@@ -124,10 +124,8 @@ def predict(inp: Inputs, cluster: Cluster, run: Run, gpus: int, train: str, nfe:
     step_s = sum(phases.values()) / 1000
     comm = (rollout - rollout_compute) + (replay - replay_compute) + sync
     slowest = max(phases, key=phases.get)
-    waits = {"rollout": rollout - rollout_compute, "replay": replay - replay_compute}
-    bottleneck = f"{slowest} ({'network' if waits.get(slowest, 0) > 0 else 'GPU compute'})"
-    if slowest == "grad sync":
-        bottleneck = "grad sync (network)"
+    waits = {"rollout": rollout > rollout_compute, "replay": replay > replay_compute, "grad sync": True}
+    bottleneck = f"{slowest} ({'network' if waits.get(slowest) else 'GPU compute'})"
     groups_per_hour = gpus * 3600 / step_s
     return {
         "gpus": gpus, "train": train + (" (hybrid shard)" if hybrid else ""), "nfe": nfe,
@@ -157,7 +155,8 @@ def load_inputs(results: Path = RESULTS) -> Inputs:
                  "rollout_eager_ms": "measured: decode_speed_h100_eager.json (eager, fused projections)",
                  "replay_x": "estimated from FLOPs: planner 3 x head/model (the head's forward and backward on "
                              "the recorded trunk), full 4 (forward, recompute, backward)",
-                 "sandbox_per_s": "measured: sandbox_speed.json (8 workers, 2 CPUs)"},
+                 "sandbox_per_s": "measured: sandbox_speed.json (8 workers, 2 CPUs)",
+                 "teacher": "estimated: one batch-12 forward of the 7.6B teacher, forward_ms x 7.62 / 8.32"},
     )
     train_file = results / "train_step_h100.json"
     if train_file.exists():

@@ -10,8 +10,9 @@ by pack exactly as `dultra train` does (dultra.rl.trainer: fp32 weights, bf16 au
 GPU, AdamW), with every advantage non-zero so every row is replayed. `planner` trains the
 head only: the rollout records the frozen trunk's outputs and the replay runs only the heads
 on them, as `dultra train --train-base false` does; `planner-rerun` replays the whole model
-instead (the cost that saves); `full` trains both, with activation checkpointing. Random weights: the planner's probabilities are near 0.5,
-so the step count differs from a trained model's; per-forward figures carry over.
+instead (the cost that saves); `full` trains both, with activation checkpointing. Random
+weights: the planner's probabilities are near 0.5, so the step count differs from a trained
+model's; per-forward figures carry over.
 `--cache prefix dual` also measures cached rollouts, replayed block by block as decoded;
 `--compile` rolls out with captured CUDA graphs as `dultra train --compile-rollouts` does.
 A setting that does not fit in GPU memory is recorded as out of memory.

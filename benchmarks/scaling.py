@@ -45,9 +45,10 @@ class Inputs:
     rollout_ms: float  # one recorded planner-sample rollout step of the batch, captured CUDA graphs
     rollout_eager_ms: float  # the same step eager, as under FSDP (which cannot capture sharded weights)
     replay_x: dict[str, float]  # replay cost per 12-row pack, in bare forwards, per train mode
-    cast_included: bool  # rollout_ms / replay_x already include casting fp32 weights to bf16
+    cast_included: bool  # rollout_ms was measured with fp32 weights, so includes their cast to bf16
     hbm_TBps: float  # HBM copy bandwidth
     sandbox_per_s: float  # executions per second of one sandbox replica (8 workers, 2 CPUs)
+    measured_replay: tuple[str, ...] = ()  # train modes whose replay_x was measured (cast included)
     sources: dict[str, str] = field(default_factory=dict)
 
 
@@ -88,16 +89,17 @@ def predict(inp: Inputs, cluster: Cluster, run: Run, gpus: int, train: str, nfe:
     """
     full, sharded = train == "full", train == "full" and gpus > 1
     shard = min(gpus, cluster.gpus_per_node) if hybrid else gpus
-    cast_ms = 0.0 if inp.cast_included or sharded else 6 * PARAMS / inp.hbm_TBps / 1e9  # read fp32, write bf16
+    cast_ms = 0.0 if sharded else 6 * PARAMS / inp.hbm_TBps / 1e9  # read fp32, write bf16 (FSDP gathers bf16)
     gather_ms = 2 * PARAMS * (shard - 1) / shard / bus_GBps(shard, cluster) / 1e6 if sharded else 0.0
 
     rollout_steps = nfe * run.batch_steps_per_nfe
-    step_ms = (inp.rollout_eager_ms if sharded else inp.rollout_ms) + cast_ms
+    step_ms = inp.rollout_eager_ms if sharded else inp.rollout_ms + (0.0 if inp.cast_included else cast_ms)
     rollout_compute = rollout_steps * step_ms
     rollout = rollout_steps * max(step_ms, gather_ms)
 
     packs = math.ceil(run.group / run.replay_batch_size) * nfe
-    pack_cast = cast_ms if full else 0.0  # the planner's replay never reads the frozen base
+    # The planner's replay never reads the frozen base; a measured replay includes the cast.
+    pack_cast = cast_ms if full and train not in inp.measured_replay else 0.0
     pack_compute = inp.forward_ms * inp.replay_x[train] * run.replay_batch_size / run.group + pack_cast
     replay_compute = packs * pack_compute
     replay = packs * max(pack_compute, 2 * gather_ms)  # the forward's gather and the backward's
@@ -164,9 +166,9 @@ def load_inputs(results: Path = RESULTS) -> Inputs:
                 if r.get("cache", "none") == "none" and "out_of_memory" not in r]
         for r in rows:  # its packs are the whole group of 12, its weights fp32 as the trainer's
             inp.replay_x[r["train"]] = r["replay_s_per_forward"] * 1000 / inp.forward_ms
-            inp.rollout_ms = r["rollout_s_per_step"] * 1000
-        if rows:
-            inp.cast_included = True
+        inp.measured_replay = tuple(r["train"] for r in rows)
+        if rows:  # every setting rolls out the same decode
+            inp.rollout_ms, inp.cast_included = rows[0]["rollout_s_per_step"] * 1000, True
             inp.sources["replay_x, rollout_ms"] = f"measured: train_step_h100.json ({', '.join(r['train'] for r in rows)})"
     return inp
 

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 
 from dultra.configio import config_dict, doc
+from dultra.model.precision import store_frozen_linears
 from dultra.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
 from dultra.rl.data import ExampleStream
 from dultra.rl.logger import MetricsLogger
@@ -51,6 +53,16 @@ def build_optimizer(params, cfg: OptimConfig, total_steps: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def store_frozen_weights(model: torch.nn.Module, accelerator: Accelerator, name: str) -> None:
+    """Frozen linears in the autocast dtype of `accelerator` (dultra.model.precision), before
+    `prepare`. Not under FSDP: its shards are gathered in one dtype per unit."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision)
+    if dtype is None or accelerator.distributed_type == DistributedType.FSDP:
+        return
+    if freed := store_frozen_linears(model, dtype):
+        accelerator.print(f"{name}: frozen linear weights stored in {dtype}, {freed / 1e9:.2f} GB freed")
+
+
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     """A CPU generator that depends only on (seed, step, rank): resumable randomness."""
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 101 + rank)
@@ -69,6 +81,7 @@ def run_supervised(
 
     cfg needs: steps, optim (OptimConfig), seed, output_dir, save_every, resume.
     """
+    store_frozen_weights(model, accelerator, name)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)

@@ -47,7 +47,7 @@ from dultra.rl.data import ExampleStream
 from dultra.rl.grpo import group_advantages, kl_penalty, loss_coefficients, sequence_log_ratio
 from dultra.rl.logger import MetricsLogger
 from dultra.rl.rollout import Rollout, rollout, score
-from dultra.rl.supervised import OptimConfig, build_optimizer
+from dultra.rl.supervised import OptimConfig, build_optimizer, store_frozen_weights
 
 
 class OffPolicyError(RuntimeError):
@@ -122,6 +122,7 @@ class GRPOTrainer:
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.eos_ids = stop_token_ids(cfg.model, self.tokenizer, model.config)
+        store_frozen_weights(model, acc, "train")
         self.reference = copy.deepcopy(model).requires_grad_(False).to(acc.device) if cfg.beta > 0 else None
         examples = load_examples(cfg.tasks, cfg.data, "train", cfg.train_size)
         self.stream = ExampleStream(examples, cfg.prompts_per_step, cfg.seed, acc.process_index, acc.num_processes)
@@ -218,7 +219,8 @@ class GRPOTrainer:
         chunks = list(rows.split(size))
         norm = adv.numel() * cfg.gen_length
         subs = [traj.select(c) for c in chunks]
-        ref = [replay(self.reference, sub) for sub in subs] if self.reference is not None else None
+        with acc.autocast():  # the reference computes as the policy, whose forward accelerate wraps
+            ref = [replay(self.reference, sub) for sub in subs] if self.reference is not None else None
         packs = [replay_forwards(sub) for sub in subs]
         packs[-1] += self._most(sum(packs)) - sum(packs)  # the longest process's replay sets everyone's
         out: dict[str, float] = {}

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from torch import nn
 
 from dultra.decoding.rules import factor_rule
 from dultra.errors import ConfigError
@@ -103,6 +106,36 @@ def test_planner_only_grpo_replays_the_heads_on_the_recorded_trunk(checkpoint, t
     row = read_metrics(tmp_path)[0]
     assert row["onpolicy/max_abs_log_ratio"] <= 1e-5
     assert row["replay_forwards"] < row["nfe"] * row["replayed_rows"]  # (row, step) pairs share forwards
+
+
+@pytest.fixture
+def bf16_accelerator():
+    """bf16 autocast on the CPU, as `accelerate launch --mixed_precision bf16` on a GPU."""
+    AcceleratorState._reset_state(True)  # the state is a process-wide singleton
+    yield Accelerator(mixed_precision="bf16", cpu=True)
+    AcceleratorState._reset_state(True)
+
+
+@pytest.fixture
+def bf16_checkpoint(tmp_path, tiny_tokenizer):
+    """A checkpoint whose values bf16 holds exactly, as the official LLaDA ones."""
+    path = save_small_checkpoint(tmp_path / "bf16", tiny_tokenizer)
+    load_model(path).to(torch.bfloat16).save_pretrained(path)
+    return path
+
+
+def test_planner_only_stages_under_bf16_store_the_frozen_base_in_bf16(bf16_checkpoint, tmp_path, bf16_accelerator):
+    before = load_model(bf16_checkpoint).state_dict()
+    trainer = GRPOTrainer(_grpo(bf16_checkpoint, tmp_path, steps=1, train_base=False, beta=0.05), bf16_accelerator)
+    linears = [m.weight for m in trainer.model.model.modules() if isinstance(m, nn.Linear)]
+    assert linears and all(w.dtype == torch.bfloat16 for w in linears)
+    base, head = _split(_changed(before, trainer.train()))
+    assert not base and head == _split(before)[1]  # nothing of the base lost in the saved checkpoint
+    assert read_metrics(tmp_path)[0]["onpolicy/max_abs_log_ratio"] <= 1e-3  # the trainer's default tolerance
+    ws = WarmstartConfig(model=str(bf16_checkpoint), tasks="synthetic-math", train_size=40, output_dir=str(tmp_path / "ws"),
+                         steps=1, batch_size=4, gen_length=48, block_length=16)
+    base, head = _split(_changed(before, warmstart(ws, bf16_accelerator)))
+    assert not base and head == _split(before)[1]
 
 
 def test_compiled_rollouts_train_as_eager_ones(checkpoint, tmp_path):

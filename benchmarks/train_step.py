@@ -3,16 +3,19 @@
     python benchmarks/train_step.py --model llada-8b --train planner full --out benchmarks/results/train_step_h100.json
     python benchmarks/train_step.py --model llada-8b --train planner --max-group      # largest group on this GPU
     python benchmarks/train_step.py --cache none dual                                # CPU, tiny default
+    python benchmarks/train_step.py --bf16 --train planner planner-fp32 --repeat 5   # CPU, bf16 autocast
 
 One group at the reference setting (prompt 128, gen 256, block 32, planner-sample at
 temperature 0.1, trajectories recorded) is rolled out, then replayed with gradients pack
-by pack exactly as `dultra train` does (dultra.rl.trainer: fp32 weights, bf16 autocast on
-GPU, AdamW), with every advantage non-zero so every row is replayed. `planner` trains the
-head only: the rollout records the frozen trunk's outputs and the replay runs only the heads
-on them, as `dultra train --train-base false` does; `planner-rerun` replays the whole model
-instead (the cost that saves); `full` trains both, with activation checkpointing. Random
-weights: the planner's probabilities are near 0.5, so the step count differs from a trained
-model's; per-forward figures carry over.
+by pack exactly as `dultra train` does (dultra.rl.trainer: fp32 weights holding bf16 values
+as an official checkpoint loads, bf16 autocast on GPU or with `--bf16`, AdamW), with every
+advantage non-zero so every row is replayed. `planner` trains the head only, as `dultra
+train --train-base false` does: the frozen base's linears are stored in bf16 under autocast
+(dultra.model.precision), the rollout records the trunk's outputs and the replay runs only
+the heads on them. The ablations measure what each saves: `planner-fp32` keeps the frozen
+base in fp32 (cast at every forward), `planner-rerun` replays the whole model. `full`
+trains both, with activation checkpointing. Random weights: the planner's probabilities are
+near 0.5, so the step count differs from a trained model's; per-forward figures carry over.
 `--cache prefix dual` also measures cached rollouts, replayed block by block as decoded;
 `--compile` rolls out with captured CUDA graphs as `dultra train --compile-rollouts` does.
 A setting that does not fit in GPU memory is recorded as out of memory.
@@ -38,11 +41,14 @@ from benchmarks.decode_speed import build, sync  # noqa: E402
 from dultra.decoding import DecodeConfig, PlannerSample, generate  # noqa: E402
 from dultra.decoding.generate import CACHES  # noqa: E402
 from dultra.decoding.trajectory import replay_steps  # noqa: E402
+from dultra.model.precision import store_frozen_linears  # noqa: E402
+
+TRAIN_MODES = ["planner", "planner-fp32", "planner-rerun", "full"]
 
 
-def one_step(model, optimizer, prompt, config: DecodeConfig, device: str) -> dict:
+def one_step(model, optimizer, prompt, config: DecodeConfig, device: str, bf16: bool) -> dict:
     """Rollout, replay + backward of every pack, optimizer step; seconds of each and the pack count."""
-    autocast = torch.autocast("cuda", torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
+    autocast = torch.autocast(torch.device(device).type, torch.bfloat16) if bf16 else contextlib.nullcontext()
     sync(device)
     t0 = time.perf_counter()
     model.eval()
@@ -73,21 +79,25 @@ def measure(args, train: str, group: int, repeat: int, max_steps: int | None = N
     max_steps caps the rollout (a memory probe: the replay holds one forward at a time, so
     the peak does not depend on the number of steps).
     """
-    device = args.device
-    model = build(args.model, device, torch.float32)  # fp32 weights as the trainer; bf16 compute from autocast
+    device, bf16 = args.device, args.bf16 or args.device.startswith("cuda")
+    model = build(args.model, device, torch.bfloat16).to(torch.bfloat16).float()  # an official checkpoint in fp32
     model.set_trainable(base=train == "full", planner=True)
+    if bf16 and train != "planner-fp32":
+        store_frozen_linears(model, torch.bfloat16)
     if train == "full":
         model.gradient_checkpointing_enable()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-7)
     vocab = model.config.mask_token_id if args.model != "tiny" else 20
     prompt = torch.randint(0, vocab, (group, args.prompt_len), generator=torch.Generator().manual_seed(0)).to(device)
     config = DecodeConfig(gen_length=args.gen, block_length=args.block, temperature=0.1, record=True, seed=0,
-                          max_steps=max_steps, cache=cache, compile=args.compile, record_trunk=train == "planner")
+                          max_steps=max_steps, cache=cache, compile=args.compile,
+                          record_trunk=train in ("planner", "planner-fp32"))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    runs = [one_step(model, optimizer, prompt, config, device) for _ in range(1 + repeat)][min(repeat, 1):]
+    runs = [one_step(model, optimizer, prompt, config, device, bf16) for _ in range(1 + repeat)][min(repeat, 1):]
     row = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-    row |= {"train": train, "cache": cache, "compile": args.compile, "group": group,
+    row |= {"train": train, "cache": cache, "compile": args.compile, "group": group, "bf16_autocast": bf16,
+            "weights_GB": sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9,
             "replay_vs_rollout": row["replay_s"] / row["rollout_s"],
             "replay_s_per_forward": row["replay_s"] / row["replay_forwards"],
             "rollout_s_per_step": row["rollout_s"] / row["rollout_steps"]}
@@ -122,7 +132,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny", choices=["tiny", "llada-8b"], help="tiny or llada-8b (random weights)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--train", nargs="+", default=["planner", "full"], choices=["planner", "planner-rerun", "full"])
+    p.add_argument("--train", nargs="+", default=["planner", "full"], choices=TRAIN_MODES)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU too (always on a GPU)")
     p.add_argument("--cache", nargs="+", default=["none"], choices=CACHES, help="KV caches of the rollout")
     p.add_argument("--compile", action="store_true", help="roll out with compiled, captured steps "
                    "(`dultra train --compile-rollouts`; the warm-up step compiles)")

@@ -1,6 +1,7 @@
 """One process of tests/integration/test_fsdp_lockstep.py, on gloo.
 
     RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 python -m tests.integration.lockstep_worker fsdp OUT.json dual
+    RANK=0 WORLD_SIZE=4 ... python -m tests.integration.lockstep_worker hsdp OUT.json none
     ... python -m tests.integration.lockstep_worker trainer OUT.json CHECKPOINT {none,dual}
 
 fsdp: every LLaDA block and the whole model are sharded with torch's fully_shard, so each
@@ -8,7 +9,9 @@ forward and backward all-gathers and reduce-scatters with the other process. Eac
 decodes its own prompts (the processes need different numbers of steps), replays the
 trajectory with gradients padded to the longest process's forwards, and compares with an
 unsharded copy of the same weights: outputs, log-probs, and the averaged gradients. With
-a cache, a replay pack runs a block's forwards before its one backward.
+a cache, a replay pack runs a block's forwards before its one backward. hsdp: the same on a
+2 x (world / 2) mesh, sharded within each half and replicated across them (FSDP2's hybrid
+shard, as configs/accelerate/hsdp.yaml does across nodes).
 
 trainer: three GRPO steps of GRPOTrainer (accelerate on the CPU wraps the model in DDP, as
 FSDP needs a GPU there), counting the model forwards of each phase on this process.
@@ -17,6 +20,7 @@ FSDP needs a GPU there), counting the model forwards of each phase on this proce
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import sys
 from dataclasses import replace
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
 from dultra.decoding import DecodeConfig, PlannerSample, generate
@@ -42,16 +47,18 @@ def most(n: int) -> int:
     return int(t)
 
 
-def sharded(out_path: str, cache: str) -> None:
+def sharded(out_path: str, cache: str, replicas: int = 1) -> None:
     dist.init_process_group("gloo", timeout=timedelta(seconds=60))
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(1)
+    mesh = init_device_mesh("cpu", (replicas, world // replicas), mesh_dim_names=("replicate", "shard"))
+    mesh = mesh if replicas > 1 else mesh["shard"]
     plain = small_model(0)
     model = copy.deepcopy(plain)
     for module in model.modules():
         if isinstance(module, LLaDABlock):
-            fully_shard(module)
-    fully_shard(model)
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
 
     seed = 2 * rank  # seeds 0 and 2 need different steps and replay packs (the test checks it)
     prompts = torch.randint(0, 60, (3, 6), generator=torch.Generator().manual_seed(seed))
@@ -79,7 +86,7 @@ def sharded(out_path: str, cache: str) -> None:
         grad_gap = max(grad_gap, (p.grad.full_tensor() - q.grad / world).abs().max().item())
 
     result = {
-        "rank": rank, "steps": sharded.steps, "steps_alone": alone.steps, "refreshes": traj.refreshes,
+        "rank": rank, "mesh": list(next(model.parameters()).device_mesh.shape), "steps": sharded.steps, "steps_alone": alone.steps, "refreshes": traj.refreshes,
         "forwards": forwards, "own_forwards": replay_forwards(traj),
         "same_sequences": torch.equal(sharded.sequences, reference.sequences),
         "same_nfe": torch.equal(sharded.nfe, reference.nfe),
@@ -127,4 +134,5 @@ def trainer(out_path: str, checkpoint: str, cache: str) -> None:
 
 
 if __name__ == "__main__":
-    {"fsdp": sharded, "trainer": trainer}[sys.argv[1]](*sys.argv[2:])
+    hybrid = functools.partial(sharded, replicas=2)
+    {"fsdp": sharded, "hsdp": hybrid, "trainer": trainer}[sys.argv[1]](*sys.argv[2:])

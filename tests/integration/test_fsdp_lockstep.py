@@ -26,12 +26,13 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_pair(tmp_path, *args: str) -> tuple[dict, dict]:
-    """Run the worker as ranks 0 and 1 of one gloo group; their JSON results."""
+def run_group(tmp_path, world: int, *args: str) -> list[dict]:
+    """Run the worker as ranks 0 .. world - 1 of one gloo group; their JSON results."""
     port = free_port()
     procs = []
-    for rank in (0, 1):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2",
+    for rank in range(world):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+               "LOCAL_WORLD_SIZE": str(world),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
                "ACCELERATE_USE_CPU": "true", "PYTHONPATH": str(REPO)}
         procs.append(subprocess.Popen(
@@ -44,8 +45,12 @@ def run_pair(tmp_path, *args: str) -> tuple[dict, dict]:
     finally:
         for p in procs:
             p.kill()
-    assert [p.returncode for p in procs] == [0, 0], "\n=====\n".join(logs)
-    r0, r1 = (json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1))
+    assert [p.returncode for p in procs] == [0] * world, "\n=====\n".join(logs)
+    return [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in range(world)]
+
+
+def run_pair(tmp_path, *args: str) -> tuple[dict, dict]:
+    r0, r1 = run_group(tmp_path, 2, *args)
     return r0, r1
 
 
@@ -63,6 +68,19 @@ def test_sharded_processes_with_different_step_counts_decode_and_replay_in_step(
         assert r["same_sequences"] and r["same_nfe"]
         assert r["log_prob_gap"] < 1e-5
         assert r["grad_gap"] < 1e-5
+
+
+def test_hybrid_sharded_processes_decode_replay_and_average_gradients_over_the_whole_mesh(tmp_path):
+    """Four processes as two "nodes" of two: FSDP2 shards within a node, replicates across."""
+    results = run_group(tmp_path, 4, "hsdp", "none")
+    assert len({r["steps_alone"] for r in results}) > 1
+    for r in results:
+        assert r["mesh"] == [2, 2]
+        assert r["steps"] == max(q["steps_alone"] for q in results)
+        assert r["forwards"] == max(q["own_forwards"] for q in results)
+        assert r["same_sequences"] and r["same_nfe"]
+        assert r["log_prob_gap"] < 1e-5
+        assert r["grad_gap"] < 1e-5  # the average over all four processes, as DDP of the unsharded model
 
 
 def test_sharded_cached_decoding_refreshes_together_and_replays_block_by_block(tmp_path):

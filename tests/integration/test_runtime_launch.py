@@ -89,6 +89,33 @@ def test_two_cpu_nodes_train_one_step_as_one_gloo_group(tmp_path, tiny_tokenizer
     assert (out_dir / "final" / "config.json").is_file()
 
 
+SIZES_PROBE = """
+import os
+if os.environ.get("ACCELERATE_USE_PARALLELISM_CONFIG") == "true":  # a training process, before it trains
+    line = "probe: replicate {PARALLELISM_CONFIG_DP_REPLICATE_SIZE} shard {PARALLELISM_CONFIG_DP_SHARD_SIZE} rank {RANK}"
+    os.write(1, (line.format(**os.environ) + "\\n").encode())  # one write: the node's processes share stdout
+    os._exit(0)
+"""
+
+
+def test_the_hybrid_shard_config_replicates_across_nodes_and_shards_within_one(tmp_path):
+    """Two nodes of two processes: every training process gets the 2 x 2 mesh sizes. (Accelerate
+    runs FSDP only on GPUs, so the probe stops each process before it builds its Accelerator.)"""
+    spec = TrainJobSpec(image="x", run_id="r", nodes=2, accelerate_config="configs/accelerate/hsdp.yaml", args=["train"])
+    trainer = build_trainjob(spec, "dultra")["spec"]["trainer"]
+    node = runtime_node()
+    port = free_port()
+    envs = [{**node_env(node, trainer, rank, port, tmp_path), "PET_NPROC_PER_NODE": "2"} for rank in (0, 1)]
+    (tmp_path / "probe" / "sitecustomize.py").write_text(SIZES_PROBE)
+    procs = [subprocess.Popen([*node["command"], *trainer["args"]], cwd=REPO, text=True, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for env in envs]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n=====\n".join(logs)
+    ranks = sorted(line.split()[-1] for log in logs for line in log.splitlines()
+                   if line.startswith("probe: replicate 2 shard 2 rank"))
+    assert ranks == ["0", "1", "2", "3"], "\n=====\n".join(logs)
+
+
 def test_a_non_integer_process_count_is_refused(tmp_path):
     node = runtime_node()
     trainer = build_trainjob(TrainJobSpec(image="x", run_id="r", args=["train"]), "dultra")["spec"]["trainer"]

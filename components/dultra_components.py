@@ -71,7 +71,7 @@ def train_grpo(config: str, planner: Input[Model], train: Input[Dataset], task: 
                group_size: int, gen_length: int, block_length: int, learning_rate: float,
                reward_correct: float, reward_format: float, reward_distill: float, reward_steps: float,
                teacher: str, sandbox_url: str, nodes: int, gpus_per_node: int, cpu_per_node: str,
-               memory_per_node: str, workspace: str, run_id: str, trainjob_image: str,
+               memory_per_node: str, accelerate_config: str, workspace: str, run_id: str, trainjob_image: str,
                model: Output[Model], metrics: Output[Metrics]):
     """GRPO of model and planner; resumes from its last checkpoint when the step is retried."""
     import json
@@ -95,7 +95,7 @@ def train_grpo(config: str, planner: Input[Model], train: Input[Dataset], task: 
     if sandbox_url:
         overrides["sandbox_url"] = sandbox_url
     work = workdir(workspace, run_id)
-    launcher = Launcher(nodes=nodes, gpus_per_node=gpus_per_node,
+    launcher = Launcher(nodes=nodes, gpus_per_node=gpus_per_node, accelerate_config=accelerate_config,
                         trainjob={"image": trainjob_image, "run_id": run_id, "cpu": cpu_per_node,
                                   "memory": memory_per_node} if nodes > 1 else None)
     write_reference(model.path, run_stage("train", config, overrides, work, launcher))

@@ -59,6 +59,18 @@ class Launcher:
     nodes: int = 1  # machines; > 1 launches a TrainJob
     gpus_per_node: int = 0  # GPUs per machine; > 1 runs one process per GPU
     trainjob: dict | None = None  # TrainJobSpec fields (image, run_id, cpu, memory...) when nodes > 1
+    accelerate_config: str = ""  # with several GPUs: configs/accelerate/{fsdp,hsdp}.yaml shard; empty: DDP
+
+    def local_command(self, args: list[str]) -> list[str]:
+        """`accelerate launch` of `python -m dultra.cli ARGS` on this node's GPUs."""
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(self.gpus_per_node)]
+        if self.accelerate_config:  # one node: a hybrid shard shards over all of its GPUs
+            launch += ["--config_file", str(resolve_config(self.accelerate_config)),
+                       "--parallelism_config_dp_replicate_size", "1",
+                       "--parallelism_config_dp_shard_size", str(self.gpus_per_node)]
+        else:
+            launch += ["--multi_gpu", "--mixed_precision", "bf16"]
+        return [*launch, "-m", "dultra.cli", *args]
 
 
 REFERENCE = "checkpoint.json"
@@ -99,6 +111,9 @@ def run_stage(stage: str, config: str, overrides: dict[str, Any], workdir: str,
     if launcher.nodes > 1:
         from components.trainjob import TrainJobSpec, run_trainjob
 
+        if launcher.accelerate_config:  # a path in the nodes' image, as in this one: fail here, not on every node
+            resolve_config(launcher.accelerate_config)
+
         if settings.get("data"):  # the step's artifact path exists only in this pod: nodes read the workspace
             shared = Path(workdir) / stage / "data.jsonl"
             shared.parent.mkdir(parents=True, exist_ok=True)
@@ -107,12 +122,10 @@ def run_stage(stage: str, config: str, overrides: dict[str, Any], workdir: str,
         # A retried step replaces a failed job; the new one resumes from the last checkpoint.
         run_trainjob(TrainJobSpec(nodes=launcher.nodes, gpus_per_node=launcher.gpus_per_node,
                                   args=[stage, "--config", str(config_path), *to_flags(settings)],
-                                  recreate_failed=True, **(launcher.trainjob or {})))
+                                  accelerate_config=launcher.accelerate_config, recreate_failed=True,
+                                  **(launcher.trainjob or {})))
     elif launcher.gpus_per_node > 1:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--mixed_precision", "bf16",
-               "--num_processes", str(launcher.gpus_per_node), "-m", "dultra.cli", stage,
-               "--config", str(config_path), *to_flags(settings)]
-        subprocess.run(cmd, check=True)
+        subprocess.run(launcher.local_command([stage, "--config", str(config_path), *to_flags(settings)]), check=True)
     else:
         mod = importlib.import_module(module)
         getattr(mod, entry)(load_config(getattr(mod, cls), config_path, section=stage, overrides=settings))

@@ -68,6 +68,7 @@ def dultra_pipeline(
     gpus_per_node: int = 0,
     cpu_per_node: str = "32",
     memory_per_node: str = "512Gi",
+    accelerate_config: str = "",
     eval_strategies: str = "threshold:tau=0.9;threshold:tau=0.7;planner:factor=1.0;planner:factor=1.5",
     s3_destination: str = "s3://dultra-checkpoints/tiny",
     s3_endpoint_url: str = "",
@@ -100,6 +101,7 @@ def dultra_pipeline(
         gpus_per_node: GPUs per machine (0: CPU).
         cpu_per_node: CPU request of each TrainJob node when nodes > 1 (the job's resources replace the runtime's).
         memory_per_node: memory request of each TrainJob node when nodes > 1.
+        accelerate_config: how GRPO spreads over several GPUs, an accelerate config in the trainer image: empty for data parallel (a planner-only run, or a model that fits one GPU), configs/accelerate/fsdp.yaml to shard the full model over all GPUs, configs/accelerate/hsdp.yaml to shard it within each node and replicate across nodes (the faster choice for full LLaDA-8B training on several nodes).
         eval_strategies: semicolon-separated decoding strategies to evaluate, e.g. planner:factor=1.0;threshold:tau=0.9.
         s3_destination: where checkpoints are published (s3://bucket/prefix; runs/<id>/ and a latest pointer go under it).
         s3_endpoint_url: S3-compatible endpoint (empty: AWS, or AWS_ENDPOINT_URL).
@@ -122,7 +124,7 @@ def dultra_pipeline(
         reward_correct=reward_correct, reward_format=reward_format, reward_distill=reward_distill,
         reward_steps=reward_steps, teacher=teacher, sandbox_url=sandbox_url, nodes=nodes,
         gpus_per_node=gpus_per_node, cpu_per_node=cpu_per_node, memory_per_node=memory_per_node,
-        workspace=workspace, run_id=run_id, trainjob_image=trainer_image,
+        accelerate_config=accelerate_config, workspace=workspace, run_id=run_id, trainjob_image=trainer_image,
     )
     _on_cluster(grpo, "8", "64Gi", gpus_per_node, sandbox=True)
     # A retried GRPO step resumes from its last checkpoint on the workspace volume.

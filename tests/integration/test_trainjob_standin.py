@@ -324,9 +324,9 @@ def test_the_pipelines_multi_node_stage_goes_through_a_trainjob(tmp_path, monkey
     """components.steps.run_stage with nodes > 1, its default client from a kubeconfig."""
     from components.steps import Launcher, run_stage
 
-    launcher = Launcher(nodes=2, gpus_per_node=8, trainjob={"image": "registry.example.com/dultra-trainer:1",
-                                                              "run_id": "run-42", "namespace": "dultra",
-                                                              "poll_s": 0.02})
+    launcher = Launcher(nodes=2, gpus_per_node=8, accelerate_config="configs/accelerate/hsdp.yaml",
+                        trainjob={"image": "registry.example.com/dultra-trainer:1", "run_id": "run-42",
+                                  "namespace": "dultra", "poll_s": 0.02})
     spec = fast_spec(run_id="run-42")
     job = spec.job_name()
     logs = {"p1": PodLog(["step 1"])}
@@ -355,3 +355,4 @@ def test_the_pipelines_multi_node_stage_goes_through_a_trainjob(tmp_path, monkey
                                    str(tmp_path / "work" / "train"), "--resume", "true"]
     assert shared.read_text() == artifact.read_text()
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 8)
+    assert {"name": "DULTRA_ACCELERATE_CONFIG", "value": "configs/accelerate/hsdp.yaml"} in trainer["env"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from accelerate.commands.launch import launch_command_parser
 
 from components.steps import (
+    Launcher,
     checkpoint_dir,
     decode_lengths,
     prepare_data,
@@ -42,3 +44,19 @@ def test_config_paths_resolve_from_the_checkout(tmp_path, monkeypatch):
         resolve_config("configs/nope.yaml")
     gen, block = decode_lengths("configs/tiny.yaml", 0, 0)
     assert gen % block == 0 and decode_lengths("configs/tiny.yaml", 32, 8) == (32, 8)
+
+
+@pytest.mark.parametrize("config, flags", [
+    ("", ["--multi_gpu", "--mixed_precision", "bf16"]),
+    ("configs/accelerate/hsdp.yaml", ["--parallelism_config_dp_replicate_size", "1",
+                                      "--parallelism_config_dp_shard_size", "4"]),
+])
+def test_one_node_launches_its_gpus_with_the_chosen_accelerate_config(config, flags):
+    cmd = Launcher(gpus_per_node=4, accelerate_config=config).local_command(["train", "--steps", "2"])
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and cmd[-5:] == ["-m", "dultra.cli", "train", "--steps", "2"]
+    args = launch_command_parser().parse_args(cmd[3:])  # accelerate's own parser takes every flag
+    assert args.num_processes == 4 and args.module and args.training_script == "dultra.cli"
+    assert all(flag in cmd for flag in flags)
+    assert (args.config_file or "").endswith(config)
+    with pytest.raises(FileNotFoundError, match="configs/accelerate/nope.yaml not found"):
+        Launcher(gpus_per_node=4, accelerate_config="configs/accelerate/nope.yaml").local_command(["train"])

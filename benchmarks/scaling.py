@@ -15,7 +15,8 @@ Inputs, each printed with its source:
   --model llada-8b`): rollout and replay seconds with fp32 master weights, per train mode;
   otherwise derived from FLOPs (the planner alone replays its head on the recorded trunk,
   forward and backward ~3 x head/model of a forward; the full model with activation
-  checkpointing ~4 forwards) plus the bf16 cast of the fp32 weights at every forward;
+  checkpointing ~4 forwards), and outside FSDP the full model's fp32 weights cast to bf16
+  at every forward (a frozen base is stored in bf16 instead: dultra.model.precision);
 - measured on this project's CPU (sandbox_speed.json): sandbox executions per second;
 - assumed, and settable: interconnect bandwidths, NFE, price per GPU-hour.
 Communication is assumed to overlap with compute (FSDP prefetch), so a forward takes the
@@ -34,6 +35,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 PARAMS = 8.319e9  # LLaDA-8B + one-block planner head (dultra.model, counted on the meta device)
 HEAD_PARAMS = 0.303e9
+BASE_LINEAR_PARAMS = 7.497e9  # the base's nn.Linear weights; the rest of it is embeddings and norms
 TEACHER_PARAMS = 7.62e9  # Qwen2.5-Math-7B-Instruct, the math distillation teacher
 
 
@@ -42,10 +44,9 @@ class Inputs:
     """What one GPU's work costs; `sources` says where each figure came from."""
 
     forward_ms: float  # bare forward, batch 12 x 384 tokens, compiled, bf16 weights
-    rollout_ms: float  # one recorded planner-sample rollout step of the batch, captured CUDA graphs
+    rollout_ms: float  # one recorded planner-sample rollout step of the batch, bf16 weights, captured CUDA graphs
     rollout_eager_ms: float  # the same step eager, as under FSDP (which cannot capture sharded weights)
     replay_x: dict[str, float]  # replay cost per 12-row pack, in bare forwards, per train mode
-    cast_included: bool  # rollout_ms was measured with fp32 weights, so includes their cast to bf16
     hbm_TBps: float  # HBM copy bandwidth
     sandbox_per_s: float  # executions per second of one sandbox replica (8 workers, 2 CPUs)
     measured_replay: tuple[str, ...] = ()  # train modes whose replay_x was measured (cast included)
@@ -84,22 +85,24 @@ def predict(inp: Inputs, cluster: Cluster, run: Run, gpus: int, train: str, nfe:
             hybrid: bool = False) -> dict:
     """Seconds of one step on every GPU, by phase, with memory, cost and bottleneck.
 
-    train: "planner" (base frozen, DDP) or "full" (FSDP over all GPUs, or with `hybrid`
-    sharded inside a node and replicated across nodes). nfe: mean forwards per completion.
+    train: "planner" (base frozen, DDP) or "full" (FSDP over all GPUs, configs/accelerate/fsdp.yaml,
+    or with `hybrid` sharded inside a node and replicated across nodes, hsdp.yaml).
+    nfe: mean forwards per completion.
     """
     full, sharded = train == "full", train == "full" and gpus > 1
     shard = min(gpus, cluster.gpus_per_node) if hybrid else gpus
-    cast_ms = 0.0 if sharded else 6 * PARAMS / inp.hbm_TBps / 1e9  # read fp32, write bf16 (FSDP gathers bf16)
+    # Trained fp32 weights are read and written in bf16 at every forward (FSDP gathers them
+    # in bf16; a frozen base is stored in bf16).
+    cast_ms = 6 * PARAMS / inp.hbm_TBps / 1e9 if full and not sharded else 0.0
     gather_ms = 2 * PARAMS * (shard - 1) / shard / bus_GBps(shard, cluster) / 1e6 if sharded else 0.0
 
     rollout_steps = nfe * run.batch_steps_per_nfe
-    step_ms = inp.rollout_eager_ms if sharded else inp.rollout_ms + (0.0 if inp.cast_included else cast_ms)
+    step_ms = inp.rollout_eager_ms if sharded else inp.rollout_ms + cast_ms
     rollout_compute = rollout_steps * step_ms
     rollout = rollout_steps * max(step_ms, gather_ms)
 
     packs = math.ceil(run.group / run.replay_batch_size) * nfe
-    # The planner's replay never reads the frozen base; a measured replay includes the cast.
-    pack_cast = cast_ms if full and train not in inp.measured_replay else 0.0
+    pack_cast = 0.0 if train in inp.measured_replay else cast_ms  # a measured replay includes it
     pack_compute = inp.forward_ms * inp.replay_x[train] * run.replay_batch_size / run.group + pack_cast
     replay_compute = packs * pack_compute
     replay = packs * max(pack_compute, 2 * gather_ms)  # the forward's gather and the backward's
@@ -119,9 +122,10 @@ def predict(inp: Inputs, cluster: Cluster, run: Run, gpus: int, train: str, nfe:
 
     if full:  # fp32 params + grads + Adam (16 B each), sharded; unsharded bf16 grads between syncs
         states_GB = (16 * PARAMS / shard + (2 * PARAMS if sharded else 0)) / 1e9
-    else:  # fp32 frozen base, fp32 head with its grads and Adam, the recorded fp32 trunk outputs
+    else:  # bf16 frozen linears, fp32 embeddings, the head's fp32 weights, grads and Adam, the fp32 trunk record
         trunk = rollout_steps * run.group * run.seq_len * run.d_model * 4
-        states_GB = (4 * PARAMS + 12 * HEAD_PARAMS + trunk) / 1e9
+        frozen = 2 * BASE_LINEAR_PARAMS + 4 * (PARAMS - HEAD_PARAMS - BASE_LINEAR_PARAMS)
+        states_GB = (frozen + 16 * HEAD_PARAMS + trunk) / 1e9
     phases = {"rollout": rollout, "teacher": teacher, "replay": replay, "grad sync": sync, "optimizer": optimizer}
     step_s = sum(phases.values()) / 1000
     comm = (rollout - rollout_compute) + (replay - replay_compute) + sync
@@ -151,7 +155,7 @@ def load_inputs(results: Path = RESULTS) -> Inputs:
     sandbox = json.loads((results / "sandbox_speed.json").read_text())
     inp = Inputs(
         forward_ms=b12["bare_forward_ms"], rollout_ms=rollout, rollout_eager_ms=rollout_eager,
-        replay_x={"planner": 3 * HEAD_PARAMS / PARAMS, "full": 4.0}, cast_included=False,
+        replay_x={"planner": 3 * HEAD_PARAMS / PARAMS, "full": 4.0},
         hbm_TBps=b12["floors"]["copy_bandwidth_TBps"], sandbox_per_s=sandbox["throughput"]["per_s"],
         sources={"forward_ms, rollout_ms, hbm_TBps": f"measured: decode_speed_h100.json ({decode['device']})",
                  "rollout_eager_ms": "measured: decode_speed_h100_eager.json (eager, fused projections)",
@@ -164,11 +168,13 @@ def load_inputs(results: Path = RESULTS) -> Inputs:
     if train_file.exists():
         rows = [r for r in json.loads(train_file.read_text())["rows"]
                 if r.get("cache", "none") == "none" and "out_of_memory" not in r]
-        for r in rows:  # its packs are the whole group of 12, its weights fp32 as the trainer's
+        for r in rows:  # its packs are the whole group of 12, its weights stored as the trainer's
             inp.replay_x[r["train"]] = r["replay_s_per_forward"] * 1000 / inp.forward_ms
         inp.measured_replay = tuple(r["train"] for r in rows)
-        if rows:  # every setting rolls out the same decode
-            inp.rollout_ms, inp.cast_included = rows[0]["rollout_s_per_step"] * 1000, True
+        for r in rows:  # the trainer's own rollout (bf16 frozen base), when captured as rollout_ms is
+            if r["train"] == "planner" and r.get("compile"):
+                inp.rollout_ms = r["rollout_s_per_step"] * 1000
+        if rows:
             inp.sources["replay_x, rollout_ms"] = f"measured: train_step_h100.json ({', '.join(r['train'] for r in rows)})"
     return inp
 

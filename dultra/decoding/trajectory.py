@@ -40,8 +40,9 @@ class Trajectory:
     per-step log pi, 0 where not taken. block_length: semi-autoregressive block size.
     uses_planner: whether log pi includes the planner's Bernoulli terms. cache: the KV cache
     decoding used ("none", "prefix", "dual"); refreshes: the steps that refreshed it (the
-    first step of each block of the batch). trunk: (B, S, L, D) the trunk output of every
-    step when recorded, else None.
+    first step of each block of the batch). trunk: (B', S', L, D) the trunk output of every
+    step when recorded, else None; trunk_rows: (B,) the row of `trunk` that holds each row's
+    (a selection shares its batch's record: at 8B a group's is gigabytes), None for row i.
     """
 
     prompt_ids: torch.Tensor
@@ -55,6 +56,7 @@ class Trajectory:
     cache: str = "none"
     refreshes: tuple[int, ...] = ()
     trunk: torch.Tensor | None = None
+    trunk_rows: torch.Tensor | None = None
 
     @property
     def num_steps(self) -> torch.Tensor:
@@ -79,8 +81,15 @@ class Trajectory:
             taken=self.taken[rows, :steps], log_probs=self.log_probs[rows, :steps],
             block_length=self.block_length, uses_planner=self.uses_planner,
             cache=self.cache, refreshes=self.refreshes,
-            trunk=None if self.trunk is None else self.trunk[rows, :steps],
+            trunk=self.trunk, trunk_rows=None if self.trunk is None else self._trunk_row(rows),
         )
+
+    def _trunk_row(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows if self.trunk_rows is None else self.trunk_rows[rows]
+
+    def trunk_of(self, rows: torch.Tensor, steps: torch.Tensor) -> torch.Tensor | None:
+        """rows, steps (R,) -> (R, L, D): the recorded trunk output of each (row, step) pair."""
+        return None if self.trunk is None else self.trunk[self._trunk_row(rows), steps]
 
     @property
     def packs_freely(self) -> bool:
@@ -241,9 +250,8 @@ def _replayed(
     candidates = x.gather(1, index) == mask_id
     if active is not None:
         candidates &= active[:, None]
-    trunk = None if traj.trunk is None else traj.trunk[rows, steps]
     logits, planner, _ = score_block(model, x, None if valid is None else valid[rows], seq_len[rows], index,
-                                     candidates, traj.uses_planner, cache, fresh, trunk)
+                                     candidates, traj.uses_planner, cache, fresh, traj.trunk_of(rows, steps))
     tokens = traj.completion[rows].gather(1, index - P)
     revealed = (traj.unmask_step[rows].gather(1, index - P) == steps[:, None]) & candidates
     return step_log_prob(planner, token_log_prob(logits, tokens), revealed, candidates & ~revealed)

@@ -159,7 +159,10 @@ def test_replay_on_the_recorded_trunk_skips_it_and_gives_the_same_log_probs_and_
     for a, b in zip(light_grads, full_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
     sub = light.select(torch.tensor([1, 3]))
-    assert torch.equal(sub.trunk, light.trunk[[1, 3], :sub.log_probs.shape[1]])
+    assert sub.trunk is light.trunk  # shared, not copied
+    pairs = torch.tensor([0, 1]), torch.tensor([0, 2])
+    assert torch.equal(sub.trunk_of(*pairs), light.trunk[[1, 3], [0, 2]])
+    assert torch.equal(sub.select(torch.tensor([1])).trunk_of(torch.tensor([0]), torch.tensor([2])), light.trunk[[3], [2]])
 
 
 def test_planner_step_log_prob_formula(model):

@@ -1,6 +1,6 @@
 """Frozen weights stored in the autocast dtype: half their memory, no cast at every forward.
 
-    converted = store_frozen_linears(model, torch.bfloat16)   # before accelerator.prepare
+    freed = store_frozen_linears(model, torch.bfloat16)   # bytes; before accelerator.prepare
 
 Under torch.autocast an nn.Linear casts its weight to the autocast dtype at every call,
 and autocast keeps no copy of a weight that needs no gradient: a frozen LLaDA-8B base in
@@ -23,8 +23,8 @@ def store_frozen_linears(model: nn.Module, dtype: torch.dtype) -> int:
     """Store every frozen nn.Linear parameter that `dtype` holds exactly in `dtype`, in place
     (the Parameter objects stay, so a later optimizer or wrapper sees the same ones).
 
-    Returns the bytes freed. Meant for a model that runs under
-    torch.autocast(dtype); outside autocast a converted Linear would receive mismatched inputs.
+    Returns the bytes freed. Meant for a model that runs under torch.autocast(dtype):
+    outside autocast a converted Linear would receive inputs of another dtype.
     """
     freed = 0
     for module in model.modules():

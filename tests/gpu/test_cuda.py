@@ -47,3 +47,19 @@ def test_bf16_replay_stays_on_policy():
     with torch.no_grad():
         replayed = replay(model, traj)
     assert (replayed - traj.log_probs).abs().max() < 1e-3
+
+
+def test_a_bf16_frozen_base_decodes_as_fp32_weights_under_autocast():
+    """dultra.model.precision on the GPU: the same rollout and log-probs, half the base's memory."""
+    from dultra.model.precision import store_frozen_linears
+
+    fp32 = small_model().to(torch.bfloat16).float().cuda()  # bf16 values, as an official checkpoint
+    fp32.set_trainable(base=False, planner=True)
+    low = small_model().to(torch.bfloat16).float().cuda()
+    low.set_trainable(base=False, planner=True)
+    assert store_frozen_linears(low, torch.bfloat16) > 0
+    config = DecodeConfig(gen_length=32, block_length=8, temperature=0.5, seed=1, record=True, record_trunk=True)
+    with torch.autocast("cuda", torch.bfloat16):
+        a, b = (generate(m, _prompts().cuda(), None, PlannerSample(), config) for m in (fp32, low))
+    assert torch.equal(a.completion, b.completion)
+    assert torch.allclose(a.trajectory.log_probs, b.trajectory.log_probs, atol=1e-5)

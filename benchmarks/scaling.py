@@ -170,10 +170,9 @@ def load_inputs(results: Path = RESULTS) -> Inputs:
                 if r.get("cache", "none") == "none" and "out_of_memory" not in r]
         for r in rows:  # its packs are the whole group of 12, its weights stored as the trainer's
             inp.replay_x[r["train"]] = r["replay_s_per_forward"] * 1000 / inp.forward_ms
-        inp.measured_replay = tuple(r["train"] for r in rows)
-        for r in rows:  # the trainer's own rollout (bf16 frozen base), when captured as rollout_ms is
-            if r["train"] == "planner" and r.get("compile"):
+            if r["train"] == "planner" and r.get("compile"):  # the trainer's rollout, captured as rollout_ms is
                 inp.rollout_ms = r["rollout_s_per_step"] * 1000
+        inp.measured_replay = tuple(r["train"] for r in rows)
         if rows:
             inp.sources["replay_x, rollout_ms"] = f"measured: train_step_h100.json ({', '.join(r['train'] for r in rows)})"
     return inp

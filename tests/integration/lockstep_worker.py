@@ -86,7 +86,8 @@ def sharded(out_path: str, cache: str, replicas: int = 1) -> None:
         grad_gap = max(grad_gap, (p.grad.full_tensor() - q.grad / world).abs().max().item())
 
     result = {
-        "rank": rank, "mesh": list(next(model.parameters()).device_mesh.shape), "steps": sharded.steps, "steps_alone": alone.steps, "refreshes": traj.refreshes,
+        "rank": rank, "mesh": list(next(model.parameters()).device_mesh.shape),
+        "steps": sharded.steps, "steps_alone": alone.steps, "refreshes": traj.refreshes,
         "forwards": forwards, "own_forwards": replay_forwards(traj),
         "same_sequences": torch.equal(sharded.sequences, reference.sequences),
         "same_nfe": torch.equal(sharded.nfe, reference.nfe),

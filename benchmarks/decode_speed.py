@@ -44,10 +44,15 @@ STRATEGIES = (
     "planner:factor=1.0", "planner-sample", "threshold:tau=0.9", "factor:factor=1.0",
     "low-confidence:steps={gen}", "entropy:gamma=0.1",
 )
+ROLLOUT = "rollout"  # planner-sample at T=0.1 with trajectory and log-probs recorded (issue 7, item 2)
 
 
-def build(name: str, device: str, dtype: torch.dtype = torch.bfloat16) -> LLaDAModelLM:
-    """`tiny` (float32) or the LLaDA-8B shape with a planner head, random weights in `dtype`."""
+def build(name: str, device: str, dtype: torch.dtype = torch.bfloat16, layers: int = 32) -> LLaDAModelLM:
+    """`tiny` (float32) or the LLaDA-8B shape with a planner head, random weights in `dtype`.
+
+    layers < 32 keeps every width of LLaDA-8B but fewer blocks: the full-scale code path,
+    checked on a CPU before a GPU run.
+    """
     if name == "tiny":
         return load("tiny", device=device)[0]
     if name != "llada-8b":
@@ -56,7 +61,7 @@ def build(name: str, device: str, dtype: torch.dtype = torch.bfloat16) -> LLaDAM
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            model = LLaDAModelLM(LLaDAConfig(num_head_layers=1))
+            model = LLaDAModelLM(LLaDAConfig(n_layers=layers, num_head_layers=1))
     finally:
         torch.set_default_dtype(torch.float32)
     return model.eval()
@@ -105,7 +110,7 @@ def gpu_floors(model: LLaDAModelLM, batch: int, length: int) -> dict:
 
 def run(args: argparse.Namespace, save) -> dict:
     device = args.device
-    model = build(args.model, device)
+    model = build(args.model, device, layers=args.layers)
     if args.fuse or args.compile:
         model.fuse_projections()
     # The bare forward gets the same treatment as decoding: one compiled CUDA graph per call.
@@ -123,11 +128,11 @@ def run(args: argparse.Namespace, save) -> dict:
             forward = lambda x=x: bare_forward(x)  # noqa: E731
             timed(forward, device, args.warmup)
             bare = statistics.median(timed(forward, device, args.repeat))
-        row = {"bare_forward_ms": bare * 1e3, "strategies": {}}
+        row = results["batches"][str(batch)] = {"bare_forward_ms": bare * 1e3, "strategies": {}}
         print(f"\nbatch {batch}: bare forward {bare * 1e3:.2f} ms  (L = {x.shape[1]})", flush=True)
-        settings = [(s.format(gen=args.gen), False, 0.0, cache) for cache in args.cache for s in STRATEGIES]
-        # The RL rollout (issue 7, item 2): T=0.1, trajectory and log-probs recorded.
-        settings += [("planner-sample", True, 0.1, cache) for cache in args.cache]
+        settings = [(s.format(gen=args.gen), False, 0.0, cache)
+                    for cache in args.cache for s in args.strategies if s != ROLLOUT]
+        settings += [("planner-sample", True, 0.1, cache) for cache in args.cache if ROLLOUT in args.strategies]
         for spec, record, temperature, cache in settings:
             strategy = parse_strategy(spec)
             config = DecodeConfig(
@@ -147,6 +152,7 @@ def run(args: argparse.Namespace, save) -> dict:
                 "ms_per_nfe": per_step * 1e3, "ratio_to_bare": per_step / bare, "steps": steps[0], "warmup_s": warm,
             }
             print(f"  {name:<42} {per_step * 1e3:9.2f} ms/NFE  {per_step / bare:5.2f}x bare  ({steps[0]} steps)", flush=True)
+            save(results)  # a run cut short keeps every setting it finished
         if device.startswith("cuda"):
             row["floors"] = gpu_floors(model, batch, x.shape[1])
             f = row["floors"]
@@ -154,14 +160,14 @@ def run(args: argparse.Namespace, save) -> dict:
                   f"{f['copy_bandwidth_TBps']:.2f} TB/s), compute {f['compute_floor_ms']:.2f} ms "
                   f"({f['forward_TFLOP']:.2f} TFLOP at {f['matmul_TFLOPs']:.0f} TFLOP/s); "
                   f"bare forward reaches {f['forward_TFLOP'] / bare:.0f} TFLOP/s", flush=True)
-        results["batches"][str(batch)] = row
-        save(results)  # a run cut short still leaves the batches it finished
+        save(results)
     return results
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny", help="tiny | llada-8b (random weights)")
+    p.add_argument("--layers", type=int, default=32, help="llada-8b blocks (fewer: a quick check of the 8B path)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 12])
     p.add_argument("--prompt-len", type=int, default=128)
@@ -172,6 +178,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--cache", nargs="+", default=["none"], choices=CACHES,
                    help="KV cache settings to time each strategy with (default: none)")
+    p.add_argument("--strategies", nargs="+", default=[*STRATEGIES, ROLLOUT], metavar="SPEC",
+                   help=f"strategies to time (default: all; '{ROLLOUT}' is the recorded RL rollout)")
     p.add_argument("--fuse", action="store_true", help="fuse q/k/v and gate/up projections")
     p.add_argument("--compile", action="store_true",
                    help="decode with compiled, captured steps; the bare forward compiled with CUDA graphs (implies --fuse)")

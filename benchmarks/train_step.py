@@ -18,7 +18,15 @@ trains both, with activation checkpointing. Random weights: the planner's probab
 near 0.5, so the step count differs from a trained model's; per-forward figures carry over.
 `--cache prefix dual` also measures cached rollouts, replayed block by block as decoded;
 `--compile` rolls out with captured CUDA graphs as `dultra train --compile-rollouts` does.
-A setting that does not fit in GPU memory is recorded as out of memory.
+A setting that does not fit in GPU memory is recorded as out of memory; one whose rollout
+and replay fit but whose AdamW states do not (the full model on one GPU) keeps its rollout
+and replay figures and is marked `optimizer_out_of_memory`.
+
+`--max-group` predicts the largest group that fits on this GPU from two measured peaks, at
+`--group` and twice it: every term that grows with the group (activations, the recorded
+trunk, the replay's packs of one row per completion) grows linearly, so two full-length
+steps fix the line. `--max-steps` caps the rollout; per-step figures do not depend on it,
+but the recorded trunk does, so the prediction then holds for that many steps.
 """
 
 from __future__ import annotations
@@ -65,22 +73,24 @@ def one_step(model, optimizer, prompt, config: DecodeConfig, device: str, bf16: 
             forwards += pack.forwards
     sync(device)
     t2 = time.perf_counter()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    row = {"rollout_s": t1 - t0, "replay_s": t2 - t1, "rollout_steps": out.steps,
+           "replay_forwards": forwards, "mean_nfe": out.nfe.float().mean().item()}
+    del out, traj
+    try:
+        optimizer.step()
+    except torch.OutOfMemoryError:  # the AdamW states: rollout and replay were measured all the same
+        optimizer.state.clear()  # the states it did allocate would crowd the next step's rollout
+        return row | {"optimizer_out_of_memory": True}
+    finally:
+        optimizer.zero_grad(set_to_none=True)
     sync(device)
-    t3 = time.perf_counter()
-    return {"rollout_s": t1 - t0, "replay_s": t2 - t1, "optimizer_s": t3 - t2, "rollout_steps": out.steps,
-            "replay_forwards": forwards, "mean_nfe": out.nfe.float().mean().item()}
+    return row | {"optimizer_s": time.perf_counter() - t2}
 
 
-def measure(args, train: str, group: int, repeat: int, max_steps: int | None = None, cache: str = "none") -> dict:
-    """One setting: a warm-up step, then the median of `repeat` steps (or the warm-up alone); peak memory on GPU.
-
-    max_steps caps the rollout (a memory probe: the replay holds one forward at a time, so
-    the peak does not depend on the number of steps).
-    """
+def measure(args, train: str, group: int, repeat: int, cache: str = "none") -> dict:
+    """One setting: a warm-up step, then the median of `repeat` steps (or the warm-up alone); peak memory on GPU."""
     device, bf16 = args.device, args.bf16 or args.device.startswith("cuda")
-    model = build(args.model, device, torch.bfloat16).to(torch.bfloat16).float()  # an official checkpoint in fp32
+    model = build(args.model, device, torch.bfloat16, args.layers).to(torch.bfloat16).float()  # official, in fp32
     model.set_trainable(base=train == "full", planner=True)
     if bf16 and train != "planner-fp32":
         store_frozen_linears(model, torch.bfloat16)
@@ -90,12 +100,14 @@ def measure(args, train: str, group: int, repeat: int, max_steps: int | None = N
     vocab = model.config.mask_token_id if args.model != "tiny" else 20
     prompt = torch.randint(0, vocab, (group, args.prompt_len), generator=torch.Generator().manual_seed(0)).to(device)
     config = DecodeConfig(gen_length=args.gen, block_length=args.block, temperature=0.1, record=True, seed=0,
-                          max_steps=max_steps, cache=cache, compile=args.compile,
+                          max_steps=args.max_steps, cache=cache, compile=args.compile,
                           record_trunk=train in ("planner", "planner-fp32"))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     runs = [one_step(model, optimizer, prompt, config, device, bf16) for _ in range(1 + repeat)][min(repeat, 1):]
     row = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    if "optimizer_out_of_memory" in row:
+        row["optimizer_out_of_memory"] = True
     row |= {"train": train, "cache": cache, "compile": args.compile, "group": group, "bf16_autocast": bf16,
             "weights_GB": sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9,
             "replay_vs_rollout": row["replay_s"] / row["rollout_s"],
@@ -103,12 +115,14 @@ def measure(args, train: str, group: int, repeat: int, max_steps: int | None = N
             "rollout_s_per_step": row["rollout_s"] / row["rollout_steps"]}
     if device.startswith("cuda"):
         row["peak_memory_GB"] = torch.cuda.max_memory_allocated() / 1e9
+        # What this process could hold: its allocator's pool and what the GPU has free.
+        row["capacity_GB"] = (torch.cuda.mem_get_info()[0] + torch.cuda.memory_reserved()) / 1e9
     return row
 
 
-def try_measure(args, train: str, group: int, repeat: int, max_steps: int | None = None, cache: str = "none") -> dict:
+def try_measure(args, train: str, group: int, repeat: int, cache: str = "none") -> dict:
     try:
-        return measure(args, train, group, repeat, max_steps, cache)
+        return measure(args, train, group, repeat, cache)
     except torch.OutOfMemoryError:
         return {"train": train, "cache": cache, "group": group, "out_of_memory": True}
     finally:
@@ -116,21 +130,34 @@ def try_measure(args, train: str, group: int, repeat: int, max_steps: int | None
             torch.cuda.empty_cache()
 
 
-def largest_group(args, train: str) -> int:
-    """Double the group until a step runs out of memory, then bisect; 0 if even 1 does not fit."""
-    fits = lambda g: "out_of_memory" not in try_measure(args, train, g, repeat=0, max_steps=4)  # noqa: E731
-    low, high = 0, 1
-    while fits(high):
-        low, high = high, high * 2
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (mid, high) if fits(mid) else (low, mid)
-    return low
+def fit_largest_group(group: int, peak_GB: float, double_peak_GB: float, capacity_GB: float,
+                      headroom: float = 0.03) -> dict:
+    """The largest group on the line through the peaks at `group` and 2 * `group`.
+
+    `headroom` of the capacity is left for the allocator's fragmentation.
+    """
+    per_row = (double_peak_GB - peak_GB) / group
+    fixed = peak_GB - per_row * group
+    usable = (1 - headroom) * capacity_GB
+    return {"largest_group": int((usable - fixed) / per_row) if per_row > 0 else None,
+            "memory_fixed_GB": fixed, "memory_per_row_GB": per_row, "peak_memory_GB_at_double": double_peak_GB}
+
+
+def largest_group(args, train: str, row: dict) -> dict:
+    """Measure the step at twice row's group and fit the largest group; 0 when row itself
+    did not fit (AdamW states included)."""
+    if "out_of_memory" in row or "optimizer_out_of_memory" in row:
+        return {"largest_group": 0}
+    double = try_measure(args, train, 2 * row["group"], repeat=0)
+    if "out_of_memory" in double or "optimizer_out_of_memory" in double:
+        return {"largest_group_below": 2 * row["group"]}
+    return fit_largest_group(row["group"], row["peak_memory_GB"], double["peak_memory_GB"], row["capacity_GB"])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny", choices=["tiny", "llada-8b"], help="tiny or llada-8b (random weights)")
+    p.add_argument("--layers", type=int, default=32, help="llada-8b blocks (fewer: a quick check of the 8B path)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--train", nargs="+", default=["planner", "full"], choices=TRAIN_MODES)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU too (always on a GPU)")
@@ -142,11 +169,12 @@ def main() -> None:
     p.add_argument("--gen", type=int, default=256)
     p.add_argument("--block", type=int, default=32)
     p.add_argument("--repeat", type=int, default=2, help="timed steps after one warm-up step")
-    p.add_argument("--max-group", action="store_true", help="also find the largest group that fits (GPU)")
+    p.add_argument("--max-steps", type=int, help="cap each rollout at this many steps (default: decode to the end)")
+    p.add_argument("--max-group", action="store_true", help="also predict the largest group that fits (GPU)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     args = p.parse_args()
     if args.max_group and not args.device.startswith("cuda"):
-        p.error("--max-group needs a GPU (it doubles the group until memory runs out)")
+        p.error("--max-group needs a GPU (it measures peak GPU memory)")
     torch.manual_seed(0)
     meta = dict(
         command=" ".join(sys.argv), date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -158,7 +186,7 @@ def main() -> None:
         for cache in args.cache:
             row = try_measure(args, train, args.group, args.repeat, cache=cache)
             if args.max_group and cache == "none":
-                row["largest_group"] = largest_group(args, train)
+                row |= largest_group(args, train, row)
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
             if args.out:  # a run cut short keeps the settings it finished

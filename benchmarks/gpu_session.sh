@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Every GPU measurement the open issues still need, most needed first, in at most two device calls.
+#
+#     bash benchmarks/gpu_session.sh                       # all steps, results under $OUT
+#     BUDGET_S=300 bash benchmarks/gpu_session.sh train-full gpu-tests    # just these
+#
+# A lent GPU comes with minutes, not hours (15 of device time a session, machine start
+# included), and compiling the LLaDA-8B decode step takes 20-35 s per layout. Each step
+# gets what is left of one deadline (BUDGET_S seconds, default 560, inside the device
+# tool's 600 s per call) and is skipped when less than its minimum is left, so the call
+# returns in time with whatever finished; a second call, made while the machine is still
+# warm, names the steps the first skipped. Benchmarks save their JSON after every setting,
+# so a step cut off keeps its finished rows. Writes $OUT/session.log (all output, each
+# step's exit status and seconds) and one JSON per benchmark step: at most 8 files, as the
+# device tool brings back.
+#
+# Steps, in order (the issue item each measures):
+#   decode-graphs   2.7: every strategy at batch 1 with captured CUDA graphs (<= 1.05x bare)
+#   decode-dual     7.1, 7.2: dual-cache recorded rollout and planner, batch 12 then 1
+#                   (<= 0.5x bare; rollout ms/NFE against the reference's 195 ms)
+#   train-planner   7.3: planner-only GRPO step with the compiled rollout, largest group
+#   train-full      7.3: full-model step with activation checkpointing (AdamW may not fit)
+#   gpu-tests       pytest -m gpu tests/gpu
+#   train-ablation  7.3: planner-fp32 and planner-rerun, what the bf16 base and the trunk save
+#
+# Afterwards, on the development machine: copy the JSON files into benchmarks/results/
+# with the device in their names and a .md beside them (device, date, command, table),
+# merge the train_step rows into train_step_h100.json (benchmarks/scaling.py reads it),
+# rerun `python benchmarks/scaling.py --out benchmarks/results/scaling.json`, and update
+# the README's performance section.
+set -u
+cd "$(dirname "$0")/.."
+out=${OUT:-benchmarks/results/gpu-session}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+deadline=$((SECONDS + ${BUDGET_S:-560}))
+steps=("$@")
+(( ${#steps[@]} )) || steps=(decode-graphs decode-dual train-planner train-full gpu-tests train-ablation)
+
+step() {  # step NAME MIN_SECONDS COMMAND...: run COMMAND unless fewer than MIN_SECONDS are left
+    local name=$1 need=$2 start=$SECONDS left=$((deadline - SECONDS)) rc
+    shift 2
+    if (( left < need )); then echo "== $name: skipped, $left s left (needs $need)"; return; fi
+    echo "== $name: $* ($left s left)"
+    timeout --kill-after=10 "$left" "$@"
+    rc=$?
+    echo "== $name: exit $rc after $((SECONDS - start)) s$([[ $rc == 124 ]] && echo ', cut off at the deadline')"
+}
+
+main() {
+    echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
+    "$py" -c 'import torch, transformers; print("== torch", torch.__version__, "transformers", transformers.__version__)'
+    m8b=(benchmarks/decode_speed.py --model llada-8b --compile)
+    for s in "${steps[@]}"; do
+        case $s in
+            decode-graphs) step "$s" 150 "$py" "${m8b[@]}" --batch 1 --max-steps 32 --warmup 1 --repeat 3 \
+                --out "$out/decode_speed_graphs.json" ;;
+            decode-dual) step "$s" 200 "$py" "${m8b[@]}" --cache dual --batch 12 1 --max-steps 32 --warmup 1 \
+                --repeat 2 --strategies rollout planner:factor=1.0 --out "$out/decode_speed_dual.json" ;;
+            train-planner) step "$s" 120 "$py" benchmarks/train_step.py --model llada-8b --compile --train planner \
+                --max-group --out "$out/train_step_planner.json" ;;
+            train-full) step "$s" 60 "$py" benchmarks/train_step.py --model llada-8b --train full --max-steps 8 \
+                --repeat 1 --out "$out/train_step_full.json" ;;
+            gpu-tests) step "$s" 60 "$py" -m pytest -m gpu tests/gpu -x -q -p no:cacheprovider ;;
+            train-ablation) step "$s" 60 "$py" benchmarks/train_step.py --model llada-8b --train planner-fp32 \
+                planner-rerun --max-steps 16 --repeat 1 --out "$out/train_step_ablation.json" ;;
+            *) echo "== unknown step $s" ;;
+        esac
+    done
+    echo "== done, $((deadline - SECONDS)) s of the budget left"
+}
+
+main 2>&1 | tee -a "$out/session.log"

@@ -1,0 +1,71 @@
+"""The benchmark scripts run end to end on the tiny default and record what they promise.
+
+    pytest tests/unit/test_benchmarks.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.train_step import fit_largest_group
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["--gen", "32", "--block", "16", "--prompt-len", "8"]
+
+
+def bench(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_decode_speed_times_the_chosen_strategies_and_saves_every_row(tmp_path):
+    out = tmp_path / "decode.json"
+    run = bench("benchmarks/decode_speed.py", "--batch", "1", *SMALL, "--max-steps", "4", "--warmup", "1",
+                "--repeat", "1", "--strategies", "threshold:tau=0.9", "rollout", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(out.read_text())["batches"]["1"]["strategies"]
+    assert list(rows) == ["threshold:tau=0.9", "planner-sample +record T=0.1 (rollout)"]
+    assert all(r["steps"] == 4 and r["ms_per_nfe"] > 0 for r in rows.values())
+
+
+def test_train_step_caps_the_rollout_and_times_each_phase(tmp_path):
+    out = tmp_path / "train.json"
+    run = bench("benchmarks/train_step.py", "--train", "planner", "full", "--group", "2", *SMALL,
+                "--max-steps", "3", "--repeat", "1", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["train"] for r in rows] == ["planner", "full"]
+    for r in rows:
+        assert r["rollout_steps"] <= 3 and r["replay_forwards"] >= 1
+        assert r["optimizer_s"] > 0 and "optimizer_out_of_memory" not in r
+
+
+def test_max_group_needs_a_gpu():
+    run = bench("benchmarks/train_step.py", "--device", "cpu", "--max-group")
+    assert run.returncode == 2 and "needs a GPU" in run.stderr
+
+
+def test_the_largest_group_lies_on_the_line_through_two_measured_peaks():
+    # 10 GB fixed + 5/6 GB a row: 20 GB at 12, 30 GB at 24; 97% of 80 GB holds (77.6 - 10) / (5/6) rows.
+    fit = fit_largest_group(12, 20.0, 30.0, 80.0)
+    assert fit["largest_group"] == 81
+    assert fit["memory_fixed_GB"] == pytest.approx(10.0) and fit["memory_per_row_GB"] == pytest.approx(5 / 6)
+    assert fit_largest_group(12, 20.0, 20.0, 80.0)["largest_group"] is None  # nothing grows with the group
+
+
+def test_gpu_session_skips_what_its_budget_cannot_hold_and_logs_each_step(tmp_path):
+    env = os.environ | {"OUT": str(tmp_path), "BUDGET_S": "0", "PYTHON": sys.executable}
+    run = subprocess.run(["bash", "benchmarks/gpu_session.sh", "decode-graphs", "train-full", "bogus"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    log = (tmp_path / "session.log").read_text()
+    assert re.search(r"== decode-graphs: skipped, -?\d+ s left \(needs 150\)", log)
+    assert re.search(r"== train-full: skipped, -?\d+ s left \(needs 60\)", log)
+    assert "== unknown step bogus" in log
+    assert "decode-dual" not in log  # only the steps named

@@ -38,10 +38,10 @@ def register(subparsers) -> None:
                    help="unmasking strategy (default: planner, the dUltra planner-greedy rule)")
     p.add_argument("--gen-length", type=int, default=256, help="completion length in tokens (default 256)")
     p.add_argument("--block-length", type=int, default=32, help="semi-autoregressive block size (default 32)")
-    p.add_argument("--threshold", type=float, default=0.9, help="threshold: confidence tau (default 0.9)")
-    p.add_argument("--factor", type=float, default=1.0, help="planner / factor: parallelism factor (default 1.0)")
-    p.add_argument("--steps", type=int, default=None, help="low-confidence: total steps (default gen_length)")
-    p.add_argument("--gamma", type=float, default=0.1, help="entropy: entropy budget per step (default 0.1)")
+    p.add_argument("--threshold", type=float, help="threshold: confidence tau (default 0.9)")
+    p.add_argument("--factor", type=float, help="planner / factor: parallelism factor (default 1.0)")
+    p.add_argument("--steps", type=int, help="low-confidence: total steps (default gen_length)")
+    p.add_argument("--gamma", type=float, help="entropy: entropy budget per step (default 0.1)")
     p.add_argument("--temperature", type=float, default=0.0, help="token sampling temperature (default 0: argmax)")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0)")
     p.add_argument("--no-chat-template", action="store_true", help="feed the prompt raw, without the chat template")
@@ -50,21 +50,47 @@ def register(subparsers) -> None:
     p.add_argument("--cache", default="none", choices=CACHES,
                    help="reuse keys/values within a block (Fast-dLLM): prefix recomputes the block and what "
                         "follows, dual only the block; faster, approximate (default: none, exact)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device (default: cuda when there is a GPU)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(run=run)
 
 
+def device_arg(name: str) -> str:
+    """A torch device this machine has (argparse type)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{name!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{name!r}: this machine has no CUDA GPU (torch {torch.__version__})")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return name
+
+
+# Each strategy's own option, and the strategies it applies to.
+STRATEGY_OPTIONS = {
+    "threshold": ("threshold",), "factor": ("planner", "factor"), "steps": ("low-confidence",), "gamma": ("entropy",),
+}
+
+
 def strategy_from_args(args: argparse.Namespace) -> Strategy:
+    """The strategy with its option or its default; an option of another strategy is noted as ignored."""
+    for option, strategies in STRATEGY_OPTIONS.items():
+        if getattr(args, option) is not None and args.strategy not in strategies:
+            print(f"dultra: note: --{option} applies to --strategy {' / '.join(strategies)}; ignored",
+                  file=sys.stderr)
+    given = lambda option, default: default if getattr(args, option) is None else getattr(args, option)  # noqa: E731
     return {
-        "planner": lambda: PlannerGreedy(factor=args.factor),
+        "planner": lambda: PlannerGreedy(factor=given("factor", 1.0)),
         "planner-sample": PlannerSample,
-        "threshold": lambda: Threshold(tau=args.threshold),
-        "factor": lambda: Factor(factor=args.factor),
-        "low-confidence": lambda: LowConfidence(steps=args.steps or args.gen_length),
-        "entropy": lambda: EntropyBounded(gamma=args.gamma),
+        "threshold": lambda: Threshold(tau=given("threshold", 0.9)),
+        "factor": lambda: Factor(factor=given("factor", 1.0)),
+        "low-confidence": lambda: LowConfidence(steps=given("steps", args.gen_length)),
+        "entropy": lambda: EntropyBounded(gamma=given("gamma", 0.1)),
     }[args.strategy]()
 
 

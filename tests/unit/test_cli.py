@@ -52,6 +52,16 @@ def test_generate_with_a_cache_reports_it_and_keeps_the_contract(capsys, cache):
     assert 4 <= result["nfe"] <= 32  # at least one step per block of 8
 
 
+def test_an_option_of_another_strategy_is_noted_and_its_own_is_used(capsys):
+    _, default = _generate(capsys, "--strategy", "threshold")
+    _, noted = _generate(capsys, "--strategy", "threshold", "--gamma", "0.5", "--factor", "3")
+    assert json.loads(noted.out) | {"seconds": 0} == json.loads(default.out) | {"seconds": 0}
+    assert noted.err.splitlines() == ["dultra: note: --factor applies to --strategy planner / factor; ignored",
+                                      "dultra: note: --gamma applies to --strategy entropy; ignored"]
+    _, own = _generate(capsys, "--strategy", "threshold", "--threshold", "0.0")
+    assert json.loads(own.out)["strategy"] == "threshold:tau=0.0" and not own.err
+
+
 def test_chat_template_changes_the_prompt(capsys):
     _, with_template = _generate(capsys, "--strategy", "threshold")
     _, raw = _generate(capsys, "--strategy", "threshold", "--no-chat-template")
@@ -65,6 +75,7 @@ def test_chat_template_changes_the_prompt(capsys):
         (["--gen-length", "2048", "--block-length", "8"], "exceeds the model's context"),
         (["--model", "/nonexistent/ckpt"], "no checkpoint directory"),
         (["--strategy", "low-confidence", "--steps", "5"], "low-confidence steps"),
+        (["--strategy", "low-confidence", "--steps", "0"], "low-confidence steps"),  # not the default
     ],
 )
 def test_user_mistakes_end_with_one_line(capsys, args, message):
@@ -78,6 +89,14 @@ def test_unknown_strategy_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", "--prompt", "hi", "--strategy", "greedy"])
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device, message", [("bogus", "is not a torch device"), ("cuda:99", "CUDA GPU")])
+def test_a_device_this_machine_lacks_is_refused_by_the_parser(capsys, device, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--prompt", "hi", "--device", device])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "argument --device" in err and message in err
 
 
 def test_console_entry_point_runs_in_a_fresh_process(tmp_path):

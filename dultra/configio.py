@@ -15,6 +15,7 @@ mappings and dotted flags (`--rewards.math.steps 0.2`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import types
 import typing
@@ -110,13 +111,17 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
 
 
 def _coerce(base: Any, value: Any, where: str) -> Any:
-    if base is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if base in (int, bool, str) and not isinstance(value, base) or (base is int and isinstance(value, bool)):
-        raise ConfigError(f"{where} must be {base.__name__}, got {value!r}")
     if typing.get_origin(base) is tuple:
-        return tuple(value)
-    return value
+        kinds = typing.get_args(base)
+        if not isinstance(value, list | tuple) or len(value) != len(kinds):
+            raise ConfigError(f"{where} must be a list of {len(kinds)} numbers, got {value!r}")
+        return tuple(_coerce(kind, item, where) for kind, item in zip(kinds, value))
+    if base is float and not isinstance(value, bool):
+        with contextlib.suppress(TypeError, ValueError):
+            return float(value)  # also YAML's 1e-4, which it reads as a string (no dot)
+    elif isinstance(value, base) and not (base is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where} must be {base.__name__}, got {value!r}")
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

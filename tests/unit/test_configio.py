@@ -21,6 +21,7 @@ class Outer:
     steps: int = doc(10, "optimizer steps")
     name: str | None = doc(None, "optional name")
     flag: bool = doc(False, "a switch")
+    pair: tuple[float, float] = doc((0.9, 0.99), "two numbers")
     inner: Inner = doc(factory=Inner, help="nested settings")
 
 
@@ -42,8 +43,13 @@ def test_file_then_flags(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("train: {stepz: 5}", "unknown key\\(s\\) stepz in .*allowed: flag, inner, name, steps"),
+        ("train: {stepz: 5}", "unknown key\\(s\\) stepz in .*allowed: flag, inner, name, pair, steps"),
         ("train: {steps: five}", "steps must be int"),
+        ("train: {steps: 2.5}", "steps must be int"),
+        ("train: {inner: {weight: abc}}", "train.inner.weight must be float, got 'abc'"),
+        ("train: {inner: {weight: true}}", "weight must be float"),
+        ("train: {pair: 0.9}", "pair must be a list of 2 numbers"),
+        ("train: {pair: [0.9, x]}", "pair must be float"),
         ("train: {inner: {weight: 1, extra: 2}}", "unknown key\\(s\\) extra"),
         ("train: {inner: 3}", "must be a mapping"),
         ("train: [1, 2]", "must be a mapping"),
@@ -55,6 +61,13 @@ def test_clear_errors(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(Outer, path, section="train")
+
+
+def test_numbers_yaml_reads_as_strings_or_ints_become_floats(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {inner: {weight: 1e-4}, pair: [1, 2e-3]}\n")  # YAML 1.1: 1e-4 is a string
+    cfg = load_config(Outer, path, section="train")
+    assert cfg.inner.weight == 1e-4 and cfg.pair == (1.0, 2e-3)
 
 
 def test_missing_file_is_a_config_error(tmp_path):

@@ -22,7 +22,7 @@ STRATEGIES = (
 def register(subparsers) -> None:
     p = subparsers.add_parser("compare", help="decode one prompt under every strategy", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny", help="`tiny` or a checkpoint directory")
+    p.add_argument("--model", default="tiny", help="`tiny`, a checkpoint directory or a Hub id")
     p.add_argument("--prompt", default="Compute 6 - 4 + 1 + 5 - 8.", help="the user message")
     p.add_argument("--gen-length", type=int, default=64, help="completion length (default 64)")
     p.add_argument("--block-length", type=int, default=16, help="block size (default 16)")

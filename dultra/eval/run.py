@@ -37,7 +37,7 @@ class EvalError(DultraError):
 class EvalConfig:
     """Settings of `dultra eval`."""
 
-    model: str = doc("tiny", "`tiny` or a checkpoint directory")
+    model: str = doc("tiny", "`tiny`, a checkpoint directory or a Hub id")
     task: str = doc("synthetic-math", "gsm8k, math500, humaneval, mbpp, synthetic-math or synthetic-code")
     data: str | None = doc(None, "local dataset file or folder instead of the Hub / generator")
     examples: str | None = doc(None, "a JSONL of prepared examples (a pipeline artifact) instead of task/data")

@@ -1,7 +1,8 @@
-"""Load a model + tokenizer from `tiny` (or `tiny:n_layers=6,...`) or a checkpoint directory.
+"""Load a model + tokenizer from `tiny` (or `tiny:n_layers=6,...`), a checkpoint directory or a Hub id.
 
 Accepts the official LLaDA checkpoints (GSAI-ML/LLaDA-8B-Instruct), the published dUltra
-checkpoints (sengi/dUltra-*), and checkpoints this project writes.
+checkpoints (sengi/dUltra-*), and checkpoints this project writes; named by a Hub id, they
+are downloaded once (dultra.model.hub).
 """
 
 from __future__ import annotations
@@ -15,20 +16,24 @@ from transformers.utils import logging as hf_logging
 
 from dultra.errors import CheckpointError
 from dultra.model.config import LLaDAConfig
+from dultra.model.hub import hub_checkpoint, is_hub_id
 from dultra.model.modeling import PLANNER_MODULES, LLaDAModelLM
 from dultra.model.tiny import parse_spec, tiny_checkpoint
 from dultra.model.tokenizer import check_tokenizer
 
 
 def resolve(model: str | Path) -> Path:
-    """`tiny[:key=value,...]` -> the cached (variant of the) tiny default; anything else must
-    be a checkpoint directory."""
+    """`tiny[:key=value,...]` -> the cached (variant of the) tiny default; a checkpoint
+    directory; or, where no such path exists, a Hugging Face Hub id (owner/name[@revision])
+    -> its downloaded snapshot."""
     arch = parse_spec(str(model))
     if arch is not None:
         return tiny_checkpoint(**arch)
     path = Path(model).expanduser()
+    if not path.exists() and is_hub_id(str(model)):
+        path = hub_checkpoint(str(model))
     if not path.is_dir():
-        raise CheckpointError(f"no checkpoint directory at {path} (use `tiny` or a local directory)")
+        raise CheckpointError(f"no checkpoint directory at {path} (use `tiny`, a local directory or a Hub id)")
     if not (path / "config.json").exists():
         raise CheckpointError(f"{path} has no config.json: not a Hugging Face checkpoint directory")
     return path

@@ -58,7 +58,8 @@ class OffPolicyError(RuntimeError):
 class TrainConfig:
     """Settings of `dultra train` (section `train` of a config file); defaults are the reference's."""
 
-    model: str = doc("runs/warmstart/final", "checkpoint with a planner head (after `dultra warmstart`)")
+    model: str = doc("runs/warmstart/final", "checkpoint with a planner head (after `dultra warmstart`; "
+                                                   "a directory or a Hub id such as sengi/dUltra-math)")
     tasks: str = doc("synthetic-math", "comma-separated training tasks")
     data: str | None = doc(None, "a JSONL file of examples instead of `tasks` (a pipeline artifact)")
     train_size: int = doc(20000, "examples generated per synthetic task")

@@ -32,7 +32,8 @@ from dultra.rl.supervised import OptimConfig, run_supervised
 class WarmstartConfig:
     """Settings of `dultra warmstart` (section `warmstart` of a config file)."""
 
-    model: str = doc("runs/pretrain/final", "base checkpoint; a fresh planner head is added if it has none")
+    model: str = doc("runs/pretrain/final", "base checkpoint (a directory or a Hub id such as "
+                                                 "GSAI-ML/LLaDA-8B-Instruct); a fresh planner head is added if it has none")
     tasks: str = doc("synthetic-math,synthetic-code", "comma-separated tasks to train on")
     data: str | None = doc(None, "a JSONL file of examples instead of `tasks` (a pipeline artifact)")
     train_size: int = doc(20000, "examples generated per synthetic task")

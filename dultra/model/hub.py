@@ -1,0 +1,55 @@
+"""Checkpoints named by their Hugging Face Hub id, downloaded once into the Hub's cache.
+
+    path = hub_checkpoint("sengi/dUltra-math")             # or "GSAI-ML/LLaDA-8B-Instruct@<revision>"
+
+Only what loading reads comes down: configs, tokenizer files and safetensors weights (no
+pickled .bin files, no remote code). The Hub's own environment applies: HF_TOKEN or `hf
+auth login` for gated repositories, HF_HOME for the cache, HF_HUB_OFFLINE=1 to load from
+the cache without the network, HF_ENDPOINT for a mirror.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from dultra.errors import CheckpointError
+
+# owner/name, optionally @revision (a branch, tag or commit).
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")
+FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
+
+
+def is_hub_id(name: str) -> bool:
+    return HUB_ID.fullmatch(name) is not None
+
+
+@functools.cache  # one look-up per process: loading asks for the model, its tokenizer and its EOS ids
+def hub_checkpoint(name: str) -> Path:
+    """The local snapshot of Hub repository `name` (owner/name[@revision]), downloaded if needed."""
+    repo, _, revision = name.partition("@")
+    try:
+        return Path(snapshot_download(repo, revision=revision or None, allow_patterns=FILES))
+    except (HfHubHTTPError, OSError) as err:
+        raise CheckpointError(f"{name}: no such local directory, and the Hugging Face Hub "
+                              f"({constants.ENDPOINT}) {_reason(err, revision)}") from None
+
+
+def _reason(err: Exception, revision: str) -> str:
+    if isinstance(err, GatedRepoError):
+        return "gates it: accept its terms on the Hub, then `hf auth login`"
+    if isinstance(err, RepositoryNotFoundError):
+        return "has no such repository (or a private one: `hf auth login`)"
+    if isinstance(err, RevisionNotFoundError):
+        return f"has no revision {revision!r} of it"
+    first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    return f"did not provide it: {first.removeprefix('Got: ')}"

@@ -1,0 +1,161 @@
+"""`--model owner/name`: a checkpoint downloaded from a Hugging Face Hub, here a loopback one.
+
+    pytest tests/integration/test_hub_download.py
+
+The server speaks the part of the Hub's HTTP API that `huggingface_hub.snapshot_download`
+uses (revision info, file tree, resolve); the real client talks to it through HF_ENDPOINT,
+and `dultra` runs as a user runs it, in a fresh process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from dultra.cli import main
+from dultra.model.hub import is_hub_id
+from dultra.model.loading import resolve
+
+REPO, SHA = "owner/tiny", "0123456789abcdef0123456789abcdef01234567"
+
+
+class MiniHub(http.server.ThreadingHTTPServer):
+    """Serves one repository (`files`: name -> bytes) at revision `main` = SHA; logs request paths."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files, self.requests = files, []
+        super().__init__(("127.0.0.1", 0), _Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: MiniHub
+
+    def log_message(self, *args):
+        pass
+
+    def do_HEAD(self):
+        self._answer(body=False)
+
+    def do_GET(self):
+        self._answer(body=True)
+
+    def _answer(self, body: bool):
+        path = self.path.split("?")[0]
+        self.server.requests.append(path)
+        files = self.server.files
+        if path in (f"/api/models/{REPO}/revision/main", f"/api/models/{REPO}/revision/{SHA}"):
+            info = {"id": REPO, "sha": SHA, "siblings": [{"rfilename": name} for name in files]}
+            return self._send(json.dumps(info).encode(), body, {"Content-Type": "application/json"})
+        if path == f"/api/models/{REPO}/tree/{SHA}":
+            tree = [{"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                    for name, data in files.items()]
+            return self._send(json.dumps(tree).encode(), body, {"Content-Type": "application/json"})
+        prefix = f"/{REPO}/resolve/{SHA}/"
+        if path.startswith(prefix) and path[len(prefix):] in files:
+            data = files[path[len(prefix):]]
+            return self._send(data, body, {"X-Repo-Commit": SHA, "ETag": f'"{hashlib.sha1(data).hexdigest()}"'})
+        code = ("RevisionNotFound" if path.startswith(f"/api/models/{REPO}/") else
+                "RepoNotFound" if path.startswith("/api/models/") else "EntryNotFound")
+        self.send_response(404)
+        self.send_header("X-Error-Code", code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _send(self, data: bytes, body: bool, headers: dict[str, str]):
+        self.send_response(200)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+
+@pytest.fixture
+def tiny_dir() -> Path:
+    return resolve("tiny")
+
+
+@pytest.fixture
+def hub(tiny_dir):
+    files = {p.name: p.read_bytes() for p in tiny_dir.iterdir() if p.is_file()}
+    files["pytorch_model.bin"] = b"a pickle loading must never fetch"
+    server = MiniHub(files)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def dultra(args: list[str], hub_url: str, home: Path, cwd: Path, offline: bool = False):
+    env = os.environ | {"HF_ENDPOINT": hub_url, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1" if offline else "0"}
+    env.pop("HF_TOKEN", None)
+    return subprocess.run([sys.executable, "-m", "dultra.cli", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=180)
+
+
+GENERATE = ["generate", "--prompt", "Compute 3 + 4.", "--gen-length", "32", "--block-length", "8",
+            "--strategy", "threshold", "--json"]
+
+
+def test_a_hub_id_downloads_once_and_decodes_as_the_local_checkpoint(hub, tiny_dir, tmp_path, capsys):
+    assert main([*GENERATE, "--model", str(tiny_dir)]) == 0
+    local = json.loads(capsys.readouterr().out)
+    run = dultra([*GENERATE, "--model", REPO], hub.url, tmp_path / "hf", tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["token_ids"] == local["token_ids"]
+    fetched = {p.rsplit("/", 1)[1] for p in hub.requests if "/resolve/" in p}
+    assert fetched == set(hub.files) - {"pytorch_model.bin"}  # configs, tokenizer, safetensors only
+
+    hub.requests.clear()  # from the cache, with the network off
+    run = dultra([*GENERATE, "--model", f"{REPO}@{SHA}"], hub.url, tmp_path / "hf", tmp_path, offline=True)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["token_ids"] == local["token_ids"] and hub.requests == []
+
+
+def test_a_repository_the_hub_lacks_is_a_one_line_error(hub, tmp_path):
+    run = dultra([*GENERATE, "--model", "owner/nope"], hub.url, tmp_path / "hf", tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    line = run.stderr.strip()
+    assert "\n" not in line
+    assert line == f"dultra: error: owner/nope: no such local directory, and the Hugging Face Hub ({hub.url}) " \
+                   "has no such repository (or a private one: `hf auth login`)"
+
+
+def test_a_revision_the_hub_lacks_is_named(hub, tmp_path):
+    run = dultra([*GENERATE, "--model", f"{REPO}@v9"], hub.url, tmp_path / "hf", tmp_path)
+    assert run.returncode == 2 and run.stderr.strip().endswith("has no revision 'v9' of it")
+
+
+def test_an_unreachable_hub_is_named_with_the_reason(tmp_path):
+    run = dultra([*GENERATE, "--model", REPO], "http://127.0.0.1:9", tmp_path / "hf", tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "Hugging Face Hub (http://127.0.0.1:9) did not provide it: ConnectError" in run.stderr
+
+
+def test_a_local_directory_of_that_name_wins(hub, tiny_dir, tmp_path):
+    shutil.copytree(tiny_dir, tmp_path / REPO)
+    run = dultra([*GENERATE, "--model", REPO], hub.url, tmp_path / "hf", tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert hub.requests == []
+
+
+@pytest.mark.parametrize("name, hub_id", [
+    ("GSAI-ML/LLaDA-8B-Instruct", True), ("sengi/dUltra-math@v1.0", True), ("runs/warmstart/final", False),
+    ("/abs/dir", False), ("./rel/dir", False), ("tiny", False), ("owner/", False),
+])
+def test_what_counts_as_a_hub_id(name, hub_id):
+    assert is_hub_id(name) is hub_id

@@ -64,6 +64,11 @@ class CapturedSteps:
         self._layouts: dict[tuple, _Layout] = {}
         self._pool = None  # one memory pool for all graphs: they never run concurrently
 
+    @property
+    def batch_shapes(self) -> set[tuple[int, ...]]:
+        """The (B, L) shapes of the layouts compiled so far."""
+        return {key[3][0] for key in self._layouts}
+
     def cache_for(self, x: torch.Tensor) -> KVCache:
         """The static KV cache of decodes of x's shape (B, L) on x's device."""
         return self._caches.setdefault((tuple(x.shape), x.device), KVCache())

@@ -22,7 +22,12 @@ from transformers import PreTrainedTokenizerBase
 
 from dultra.data import Example, encode_examples, extract_answer, extract_code
 from dultra.decoding import DecodeConfig, Strategy, generate
+from dultra.model.tokenizer import pad_left
 from dultra.rewards import CodeReward, CodeRunner, math_correct_reward
+
+# Compiled decoding captures one step layout per batch shape: prompts padded to a multiple
+# of this many tokens share a few (batch, width) shapes instead of one per longest prompt.
+COMPILED_PROMPT_MULTIPLE = 64
 
 
 @dataclass
@@ -99,6 +104,9 @@ def evaluate(
     for start in range(0, len(examples), batch_size):
         batch = list(examples[start:start + batch_size])
         ids, mask = encode_examples(tokenizer, batch)
+        if decode.compile:
+            ids, mask = pad_left(ids, mask, _compiled_width(ids.shape[1], model.config.max_sequence_length,
+                                                            decode.gen_length), model.config.pad_token_id)
         began = time.perf_counter()
         out = generate(model, ids.to(device), mask.to(device), strategy, decode)
         if device.type == "cuda":
@@ -122,6 +130,12 @@ def evaluate(
         if on_batch is not None:
             on_batch(records)
     return result
+
+
+def _compiled_width(width: int, context: int, gen_length: int) -> int:
+    """`width` rounded up to COMPILED_PROMPT_MULTIPLE, within what the context leaves the prompt."""
+    rounded = -(-width // COMPILED_PROMPT_MULTIPLE) * COMPILED_PROMPT_MULTIPLE
+    return max(width, min(rounded, context - gen_length))
 
 
 def _scores(texts: list[str], batch: list[Example], runner: CodeRunner | None) -> list[float | None]:

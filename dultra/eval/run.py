@@ -50,6 +50,8 @@ class EvalConfig:
     block_length: int = doc(32, "semi-autoregressive block length")
     batch_size: int = doc(16, "prompts decoded together (greedy results do not depend on it)")
     cache: str = doc("none", "KV cache within a block: none (exact), prefix or dual (Fast-dLLM; faster, approximate)")
+    compile: bool = doc(False, "compiled decoding steps, replayed from CUDA graphs on a GPU (each batch shape "
+                               "compiles once; prompts are padded to a multiple of 64 tokens to share shapes)")
     seed: int = doc(0, "seed (greedy decoding draws nothing; recorded for completeness)")
     output_dir: str = doc("runs/eval", "where samples.jsonl and the report go")
     sandbox_url: str | None = doc(None, "sandbox service for code tasks (none: in-process workers)")
@@ -129,7 +131,8 @@ def run_evaluation(cfg: EvalConfig) -> dict:
     specs = [parse_strategy(s) for s in split_strategies(cfg.strategies)]
     if not specs:
         raise ConfigError("no strategies to evaluate")
-    decode = DecodeConfig(gen_length=cfg.gen_length, block_length=cfg.block_length, seed=cfg.seed, cache=cfg.cache)
+    decode = DecodeConfig(gen_length=cfg.gen_length, block_length=cfg.block_length, seed=cfg.seed, cache=cfg.cache,
+                          compile=cfg.compile)
     for s in specs:
         check_settings(decode, s)
     if cfg.examples:

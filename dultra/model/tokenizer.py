@@ -122,3 +122,16 @@ def encode_prompts(
         ids[i, width - len(r):] = torch.tensor(r)
         mask[i, width - len(r):] = 1
     return ids, mask
+
+
+def pad_left(ids: torch.Tensor, mask: torch.Tensor, width: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded (B, P) ids and mask -> (B, max(P, width)), padded further on the left.
+
+    Decoding gives the same tokens (padding is masked out of attention and positions count
+    from each row's first token); fewer distinct widths mean fewer compiled step layouts.
+    """
+    extra = width - ids.shape[1]
+    if extra <= 0:
+        return ids, mask
+    return (torch.cat([ids.new_full((ids.shape[0], extra), pad_token_id), ids], dim=1),
+            torch.cat([mask.new_zeros((mask.shape[0], extra)), mask], dim=1))

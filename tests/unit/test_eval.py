@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
 from dultra.data import load_task
 from dultra.decoding import DecodeConfig, PlannerGreedy, Threshold
+from dultra.decoding.graphs import captured_steps
 from dultra.errors import ConfigError
 from dultra.eval import evaluate
-from dultra.eval.accuracy import _scores
+from dultra.eval.accuracy import COMPILED_PROMPT_MULTIPLE, _compiled_width, _scores
 from dultra.eval.run import EvalConfig, EvalError, run_evaluation, split_strategies
 from dultra.model.loading import load
 from dultra.rewards import SandboxUnavailable
@@ -40,6 +42,24 @@ def test_batch_size_does_not_change_greedy_results(ckpt):
         many = evaluate(model, tok, examples, strategy, CFG, batch_size=4)
         assert [(r.completion, r.nfe, r.correct) for r in one.records] == \
                [(r.completion, r.nfe, r.correct) for r in many.records]
+
+
+def test_compiled_evaluation_shares_padded_prompt_widths_and_decodes_as_eager(ckpt):
+    model, tok = load(ckpt)
+    examples = load_task("synthetic-math", "test", limit=6)
+    for strategy in (PlannerGreedy(1.0), Threshold(0.5)):
+        eager = evaluate(model, tok, examples, strategy, CFG, batch_size=4)
+        compiled = evaluate(model, tok, examples, strategy, replace(CFG, compile=True), batch_size=4)
+        assert [(r.completion, r.nfe) for r in compiled.records] == [(r.completion, r.nfe) for r in eager.records]
+    widths = {length - CFG.gen_length for _, length in captured_steps(model).batch_shapes}
+    assert widths == {COMPILED_PROMPT_MULTIPLE}  # synthetic prompts are shorter: one width for all
+
+
+def test_a_compiled_prompt_width_rounds_up_within_the_context():
+    assert _compiled_width(70, context=1024, gen_length=256) == 128
+    assert _compiled_width(700, context=1024, gen_length=256) == 704
+    assert _compiled_width(740, context=1000, gen_length=256) == 744  # not 768: the context leaves 744
+    assert _compiled_width(800, context=1024, gen_length=256) == 800  # too long already: check_layout says so
 
 
 def test_interrupted_run_resumes_from_its_samples(ckpt, tmp_path, monkeypatch):

@@ -48,13 +48,13 @@ ROLLOUT = "rollout"  # planner-sample at T=0.1 with trajectory and log-probs rec
 
 
 def build(name: str, device: str, dtype: torch.dtype = torch.bfloat16, layers: int = 32) -> LLaDAModelLM:
-    """`tiny` (float32) or the LLaDA-8B shape with a planner head, random weights in `dtype`.
+    """`tiny` or `tiny:n_layers=32,...` (float32) or the LLaDA-8B shape with a planner head, random weights in `dtype`.
 
     layers < 32 keeps every width of LLaDA-8B but fewer blocks: the full-scale code path,
     checked on a CPU before a GPU run.
     """
-    if name == "tiny":
-        return load("tiny", device=device)[0]
+    if name.split(":")[0] == "tiny":
+        return load(name, device=device)[0]
     if name != "llada-8b":
         raise SystemExit(f"unknown model {name!r}: tiny or llada-8b")
     # LLaDA-8B shape (dultra.md section 1) with a dUltra planner head, random weights.
@@ -121,8 +121,9 @@ def run(args: argparse.Namespace, save) -> dict:
     gen = torch.Generator().manual_seed(0)
     results = {"batches": {}}
     for batch in args.batch:
-        prompt = torch.randint(0, cfg.mask_token_id if args.model != "tiny" else 20, (batch, args.prompt_len), generator=gen)
-        prompt = (prompt + (6 if args.model == "tiny" else 0)).to(device)  # tiny: skip special ids
+        tiny = args.model.startswith("tiny")
+        prompt = torch.randint(0, 20 if tiny else cfg.mask_token_id, (batch, args.prompt_len), generator=gen)
+        prompt = (prompt + (6 if tiny else 0)).to(device)  # tiny: skip special ids
         x = torch.cat([prompt, torch.full((batch, args.gen), cfg.mask_token_id, device=device)], dim=1)
         with torch.no_grad():
             forward = lambda x=x: bare_forward(x)  # noqa: E731
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace, save) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny", help="tiny | llada-8b (random weights)")
+    p.add_argument("--model", default="tiny", help="tiny | tiny:n_layers=32,... | llada-8b (random weights)")
     p.add_argument("--layers", type=int, default=32, help="llada-8b blocks (fewer: a quick check of the 8B path)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 12])

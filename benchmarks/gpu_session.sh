@@ -5,7 +5,7 @@
 #     BUDGET_S=300 bash benchmarks/gpu_session.sh train-full gpu-tests    # just these
 #
 # A lent GPU comes with minutes, not hours (15 of device time a session, machine start
-# included), and compiling the LLaDA-8B decode step takes 20-35 s per layout. Each step
+# included), and compiling the LLaDA-8B trunk takes 20-35 s per batch shape. Each step
 # gets what is left of one deadline (BUDGET_S seconds, default 560, inside the device
 # tool's 600 s per call) and is skipped when less than its minimum is left, so the call
 # returns in time with whatever finished; a second call, made while the machine is still

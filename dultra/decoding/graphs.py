@@ -6,14 +6,19 @@
                                       use_planner, temperature, noise, cache, fresh)
 
 The arguments and results are those of `decode_step`. The first step of a new layout
-(tensor shapes, planner or not, sampling or not, refresh or cached step) compiles
-`decode_step` with torch.compile (fused kernels, no graphs of its own), runs it on static
-copies of its inputs, and captures it into a torch.cuda.CUDAGraph. Every later step of
-that layout copies its inputs into those buffers and replays the graph: one launch, and
-none of the per-call Python of a compiled function (guards, graph-tree bookkeeping),
-which at batch 1 cost more GPU idle time than the planner head costs work
-(benchmarks/results/decode_speed_h100.md). Results live in the graph's buffers and the
-next replay of the same layout overwrites them: callers use them within the step.
+(tensor shapes, planner or not, sampling or not, refresh or cached step) compiles it
+with torch.compile (fused kernels, no graphs of its own) as two regions: the trunk
+(`LLaDAModelLM.trunk`), which depends only on the shapes and the cache step, and the
+heads and token choice (`decode_step` given the trunk). A strategy or sampling setting
+new to a shape then compiles only its heads, not the 32 blocks of LLaDA-8B again (0.42x
+the compile time over a sweep of strategies: benchmarks/results/compile_split_cpu.md).
+The step runs on static copies of its inputs and is captured, both regions, into one
+torch.cuda.CUDAGraph. Every later step of that layout copies its inputs into those
+buffers and replays the graph: one launch, and none of the per-call Python of a compiled
+function (guards, graph-tree bookkeeping), which at batch 1 cost more GPU idle time than
+the planner head costs work (benchmarks/results/decode_speed_h100.md). Results live in
+the graph's buffers and the next replay of the same layout overwrites them: callers use
+them within the step.
 
 With a KV cache, the graphs of one batch shape read and write one static cache
 (`steps.cache_for(x)`; a refresh copies into its buffers rather than replacing them,
@@ -40,9 +45,13 @@ _RECOMPILE_LIMIT = 64
 _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _trunk(model, x, valid, cache, fresh):
+    return model.trunk(x, valid, cache, fresh)
+
+
 @functools.cache
-def _compiled():
-    return torch.compile(decode_step, dynamic=False)
+def _compiled(fn):
+    return torch.compile(fn, dynamic=False)
 
 
 @dataclass
@@ -92,18 +101,19 @@ class CapturedSteps:
         layout.graph.replay()
         return layout.outputs
 
-    def _run(self, model, layout: _Layout, use_planner, temperature, cache, step=None):
+    def _run(self, model, layout: _Layout, use_planner, temperature, cache, eager=False):
         x, valid, seq_len, index, candidates, noise, fresh = layout.inputs
+        trunk, heads = (_trunk, decode_step) if eager else (_compiled(_trunk), _compiled(decode_step))
         with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
-            return (step or _compiled())(model, x, valid, seq_len, index, candidates, use_planner, temperature,
-                                         noise, cache, fresh)
+            hidden = trunk(model, x, valid, cache, fresh)
+            return heads(model, x, valid, seq_len, index, candidates, use_planner, temperature, noise, trunk=hidden)
 
     def _first_run(self, model, layout: _Layout, use_planner, temperature, cache):
         """Compile and run the layout; on a GPU also capture it (the capture only records)."""
         if cache is not None and cache.hidden is None:
             # One eager refresh allocates the static cache, so the compiled refresh is traced
             # once, refilling it in place (as every later refresh does).
-            self._run(model, layout, use_planner, temperature, cache, step=decode_step)
+            self._run(model, layout, use_planner, temperature, cache, eager=True)
         run = functools.partial(self._run, model, layout, use_planner, temperature, cache)
         if not layout.inputs[0].is_cuda:
             return run()

@@ -77,14 +77,17 @@ def decode_step(
     noise: torch.Tensor | None,
     cache: KVCache | None = None,
     fresh: torch.Tensor | None = None,
+    trunk: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
     """`score_block`, then the proposed tokens and their log-probs.
 
     x0 is the argmax of the logits, or with Gumbel `noise` (B, N, V) a sample of
-    softmax(logits / temperature). Returns logits (B, N, V), planner logits (B, N) or None,
-    x0 (B, N), log q(x0) (B, N) without temperature, and the trunk output (B, L, D).
+    softmax(logits / temperature). trunk: (B, L, D) the trunk output of x, given to run the
+    heads only. Returns logits (B, N, V), planner logits (B, N) or None, x0 (B, N), log q(x0)
+    (B, N) without temperature, and the trunk output (B, L, D).
     """
-    logits, planner, trunk = score_block(model, x, valid, seq_len, index, candidates, use_planner, cache, fresh)
+    logits, planner, trunk = score_block(model, x, valid, seq_len, index, candidates, use_planner, cache, fresh,
+                                         trunk)
     x0 = logits.argmax(dim=-1) if noise is None else (logits / temperature + noise).argmax(dim=-1)
     return logits, planner, x0, token_log_prob(logits, x0), trunk
 

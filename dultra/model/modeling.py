@@ -213,6 +213,21 @@ class LLaDAModelLM(PreTrainedModel):
         rope = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
         return SeqLayout(valid[:, None, None, :], rope)
 
+    def trunk(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        fresh: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """input_ids (B, L) -> the trunk's last hidden state (B, L, D), what `forward(trunk=...)` takes.
+
+        For captured decoding steps (dultra.decoding.graphs), which run an unwrapped model:
+        under DDP or FSDP every computation goes through `forward`.
+        """
+        return self.model(input_ids, self.layout(attention_mask, input_ids.shape[1], input_ids.device),
+                          None, cache, fresh)
+
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden (..., D) -> token logits (..., V) in the model dtype, V = vocab_size."""
         logits = self.model.transformer.ff_out(hidden)

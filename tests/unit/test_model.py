@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from dultra.model.layers import timestep_features
-from tests.helpers import small_model
+from tests.helpers import padded_prompts, small_model
 
 
 def ref_rope(x, positions, theta):
@@ -165,3 +165,13 @@ def test_bf16_forward_runs_and_stays_close():
     ref = model(ids).logits
     got = model.to(torch.bfloat16)(ids).logits.float()
     assert got.dtype == torch.float32 and (got - ref).abs().max() < 0.1
+
+
+def test_the_trunk_alone_is_the_forward_last_hidden_state_and_the_heads_take_it():
+    model = small_model().eval()
+    ids, mask, _ = padded_prompts()
+    with torch.no_grad():
+        full = model(ids, attention_mask=mask)
+        trunk = model.trunk(ids, mask)
+        heads = model(ids, attention_mask=mask, trunk=trunk)
+    assert torch.equal(trunk, full.last_hidden_state) and torch.equal(heads.logits, full.logits)

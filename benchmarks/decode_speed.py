@@ -39,6 +39,7 @@ from dultra.decoding import DecodeConfig, generate, parse_strategy  # noqa: E402
 from dultra.decoding.generate import CACHES  # noqa: E402
 from dultra.model import LLaDAConfig, LLaDAModelLM  # noqa: E402
 from dultra.model.loading import load  # noqa: E402
+from dultra.model.tiny import parse_spec  # noqa: E402
 
 STRATEGIES = (
     "planner:factor=1.0", "planner-sample", "threshold:tau=0.9", "factor:factor=1.0",
@@ -53,7 +54,7 @@ def build(name: str, device: str, dtype: torch.dtype = torch.bfloat16, layers: i
     layers < 32 keeps every width of LLaDA-8B but fewer blocks: the full-scale code path,
     checked on a CPU before a GPU run.
     """
-    if name.split(":")[0] == "tiny":
+    if parse_spec(name) is not None:
         return load(name, device=device)[0]
     if name != "llada-8b":
         raise SystemExit(f"unknown model {name!r}: tiny or llada-8b")
@@ -120,8 +121,8 @@ def run(args: argparse.Namespace, save) -> dict:
     cfg = model.config
     gen = torch.Generator().manual_seed(0)
     results = {"batches": {}}
+    tiny = parse_spec(args.model) is not None
     for batch in args.batch:
-        tiny = args.model.startswith("tiny")
         prompt = torch.randint(0, 20 if tiny else cfg.mask_token_id, (batch, args.prompt_len), generator=gen)
         prompt = (prompt + (6 if tiny else 0)).to(device)  # tiny: skip special ids
         x = torch.cat([prompt, torch.full((batch, args.gen), cfg.mask_token_id, device=device)], dim=1)

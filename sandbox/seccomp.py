@@ -12,6 +12,12 @@ so Python raises a clean `PermissionError` the harness can report):
 - signals outside the execution's own process group: `kill` only to 0, itself or its
   own group; `tgkill`/`rt_sigqueueinfo` only to itself; `tkill`, pidfd signalling denied.
 - `setsid`/`setpgid`: every descendant stays in the group the worker kills at the end.
+- reaching other processes of the same uid (all of them in an unprivileged pod: the
+  server, the workers, other runs): `prlimit64`, `sched_setaffinity`/`setscheduler`/
+  `setparam`/`setattr` only on itself (pid 0 or its own), `setpriority` and `ioprio_set`
+  only on itself, `migrate_pages`/`move_pages` denied, and no signal owner on a file
+  (`fcntl` F_SETOWN/F_SETOWN_EX/F_SETSIG, `ioctl` FIOSETOWN/SIOCSPGRP): SIGIO to any
+  pid would go around the signal rules above, on kernels without Landlock's signal scope.
 - `ptrace`, `process_vm_readv/writev`: no reading other processes' memory.
 - SysV shared memory, semaphores and message queues, and POSIX message queues: these
   outlive the process that made them, so a run could leave data for the next one.
@@ -51,6 +57,10 @@ def _arg(i: int) -> int:
 
 
 _AF_UNIX = 1
+_PRIO_PROCESS = 0
+_IOPRIO_WHO_PROCESS = 1
+_F_SETOWN, _F_SETSIG, _F_SETOWN_EX = 8, 10, 15
+_FIOSETOWN, _SIOCSPGRP = 0x8901, 0x8902
 # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
 _CLONE_NEW_MASK = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
 
@@ -65,7 +75,9 @@ _ARCHES = {
             pivot_root=155, chroot=161, bpf=321, perf_event_open=298, userfaultfd=323,
             keyctl=250, add_key=248, request_key=249, io_uring_setup=425, fsopen=430,
             fsmount=432, move_mount=429, open_tree=428, mount_setattr=442,
-            shmget=29, semget=64, msgget=68, mq_open=240,
+            shmget=29, semget=64, msgget=68, mq_open=240, prlimit64=302, setpriority=141,
+            sched_setparam=142, sched_setscheduler=144, sched_setaffinity=203, sched_setattr=314,
+            ioprio_set=251, migrate_pages=256, move_pages=279, fcntl=72, ioctl=16,
         ),
     ),
     "aarch64": (
@@ -78,7 +90,9 @@ _ARCHES = {
             pivot_root=41, chroot=51, bpf=280, perf_event_open=241, userfaultfd=282,
             keyctl=219, add_key=217, request_key=218, io_uring_setup=425, fsopen=430,
             fsmount=432, move_mount=429, open_tree=428, mount_setattr=442,
-            shmget=194, semget=190, msgget=186, mq_open=180,
+            shmget=194, semget=190, msgget=186, mq_open=180, prlimit64=261, setpriority=140,
+            sched_setparam=118, sched_setscheduler=119, sched_setaffinity=122, sched_setattr=274,
+            ioprio_set=30, migrate_pages=238, move_pages=239, fcntl=25, ioctl=29,
         ),
     ),
 }
@@ -87,7 +101,8 @@ _DENY = (
     "ptrace", "process_vm_readv", "process_vm_writev", "unshare", "setns", "mount",
     "umount2", "pivot_root", "chroot", "bpf", "perf_event_open", "userfaultfd", "keyctl",
     "add_key", "request_key", "io_uring_setup", "fsopen", "fsmount", "move_mount",
-    "open_tree", "mount_setattr", "shmget", "semget", "msgget", "mq_open",
+    "open_tree", "mount_setattr", "shmget", "semget", "msgget", "mq_open", "migrate_pages",
+    "move_pages",
 )
 
 
@@ -99,15 +114,27 @@ def _errno(e: int) -> tuple[int, int, int, int]:
     return _ins(_RET_K, _RET_ERRNO | e)
 
 
-def _only_values(arg: int, allowed: list[int], err: int) -> list:
-    """Block: allow when args[arg] (low 32 bits) is one of `allowed`, else fail with err."""
+def _only_values(checks: list[tuple[int, list[int]]], err: int) -> list:
+    """Block: allow when, for every (arg, allowed) check, args[arg] (low 32 bits) is one of
+    `allowed`; else fail with err."""
+    block = []
+    for arg, allowed in checks:
+        block.append(_ins(_LD_W_ABS, _arg(arg)))
+        n = len(allowed)
+        for i, value in enumerate(allowed):
+            # jump over the remaining compares and the errno return to the next check
+            block.append(_ins(_JEQ_K, value, jt=n - i))
+        block.append(_errno(err))
+    return block + [_ins(_RET_K, _RET_ALLOW)]
+
+
+def _deny_values(arg: int, denied: list[int], err: int) -> list:
+    """Block: fail with err when args[arg] (low 32 bits) is one of `denied`, else allow."""
     block = [_ins(_LD_W_ABS, _arg(arg))]
-    n = len(allowed)
-    for i, value in enumerate(allowed):
-        # jump over the remaining compares and the errno return to the ALLOW at the end
-        block.append(_ins(_JEQ_K, value, jt=n - i))
-    block += [_errno(err), _ins(_RET_K, _RET_ALLOW)]
-    return block
+    n = len(denied)
+    for i, value in enumerate(denied):
+        block.append(_ins(_JEQ_K, value, jt=n - i))  # to the errno return after the compares
+    return block + [_ins(_RET_K, _RET_ALLOW), _errno(err)]
 
 
 def build_filter(self_pid: int, machine: str | None = None) -> list[tuple[int, int, int, int]]:
@@ -117,12 +144,19 @@ def build_filter(self_pid: int, machine: str | None = None) -> list[tuple[int, i
         raise OSError(errno.ENOSYS, f"no seccomp syscall table for {machine}")
     audit_arch, nr = _ARCHES[machine]
     neg_self = -self_pid & 0xFFFFFFFF
+    itself = [0, self_pid]
     rules: list[tuple[int, list]] = [
-        (nr["socket"], _only_values(0, [_AF_UNIX], errno.EACCES)),
-        (nr["kill"], _only_values(0, [0, self_pid, neg_self], errno.EPERM)),
-        (nr["tgkill"], _only_values(0, [self_pid], errno.EPERM)),
-        (nr["rt_sigqueueinfo"], _only_values(0, [self_pid], errno.EPERM)),
-        (nr["rt_tgsigqueueinfo"], _only_values(0, [self_pid], errno.EPERM)),
+        (nr["socket"], _only_values([(0, [_AF_UNIX])], errno.EACCES)),
+        (nr["kill"], _only_values([(0, [0, self_pid, neg_self])], errno.EPERM)),
+        (nr["tgkill"], _only_values([(0, [self_pid])], errno.EPERM)),
+        (nr["rt_sigqueueinfo"], _only_values([(0, [self_pid])], errno.EPERM)),
+        (nr["rt_tgsigqueueinfo"], _only_values([(0, [self_pid])], errno.EPERM)),
+        *((nr[name], _only_values([(0, itself)], errno.EPERM)) for name in (
+            "prlimit64", "sched_setparam", "sched_setscheduler", "sched_setaffinity", "sched_setattr")),
+        (nr["setpriority"], _only_values([(0, [_PRIO_PROCESS]), (1, itself)], errno.EPERM)),
+        (nr["ioprio_set"], _only_values([(0, [_IOPRIO_WHO_PROCESS]), (1, itself)], errno.EPERM)),
+        (nr["fcntl"], _deny_values(1, [_F_SETOWN, _F_SETSIG, _F_SETOWN_EX], errno.EPERM)),
+        (nr["ioctl"], _deny_values(1, [_FIOSETOWN, _SIOCSPGRP], errno.EPERM)),
         (nr["clone3"], [_errno(errno.ENOSYS)]),
         (
             nr["clone"],

@@ -378,6 +378,28 @@ def test_signalling_everything(service):
     """, tests=["assert not killed_all"])
 
 
+def test_limiting_the_worker_and_the_server(service):
+    # One uid runs everything in an unprivileged pod: a CPU limit of 0 would kill the server.
+    _check(service, {"passed"}, """
+        import os, resource
+        def can_limit(pid):
+            try:
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (6, 6))
+                return True
+            except OSError:
+                return False
+        def can_own_sigio(pid):
+            import fcntl
+            r, _ = os.pipe()
+            try:
+                fcntl.fcntl(r, fcntl.F_SETOWN, pid)
+                return True
+            except OSError:
+                return False
+    """, tests=["assert not can_limit(os.getppid())", "assert not can_limit(1)",
+                "assert not can_own_sigio(os.getppid())"])
+
+
 def test_escaping_the_process_group(service):
     # setsid would take a child out of the group the worker kills at the end.
     _check(service, {"passed"}, """

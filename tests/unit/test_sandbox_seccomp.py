@@ -40,7 +40,9 @@ def test_filter_checks_the_architecture_first():
 
 def test_template_patches_exactly_the_pid_constants():
     template = seccomp.Template()
-    assert len(template.slots) == 5  # kill (pid, -pid), tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo
+    # kill (pid, -pid), tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, prlimit64, four sched_set*,
+    # setpriority, ioprio_set
+    assert len(template.slots) == 12
     assert sum(negative for _, negative in template.slots) == 1
 
 
@@ -69,6 +71,49 @@ def test_installed_filter_blocks_network_signals_and_escapes():
             os._exit(7)
         _, status = os.waitpid(grandchild, 0)
         failures += os.waitstatus_to_exitcode(status) != 7
+        return min(failures, 50)
+
+    assert in_child(child) == 0
+
+
+def test_installed_filter_keeps_other_processes_of_the_uid_out_of_reach():
+    """Limits, scheduling and SIGIO ownership reach any process of the same uid (the server
+    itself in an unprivileged pod); a run may only change its own."""
+    import fcntl
+    import resource
+    import struct
+
+    def child() -> int:
+        parent = os.getppid()
+        seccomp.Template().install(os.getpid())
+        failures = 0
+        denied = [
+            lambda: resource.prlimit(parent, resource.RLIMIT_NOFILE),
+            lambda: os.sched_setaffinity(parent, os.sched_getaffinity(0)),
+            lambda: os.setpriority(os.PRIO_PROCESS, parent, 19),
+            lambda: os.setpriority(os.PRIO_USER, 0, 19),
+        ]
+        r, w = os.pipe()
+        denied += [
+            lambda: fcntl.fcntl(r, fcntl.F_SETOWN, parent),
+            lambda: fcntl.fcntl(r, 10, 9),  # F_SETSIG
+            lambda: fcntl.ioctl(r, 0x8901, struct.pack("i", parent)),  # FIOSETOWN
+        ]
+        for call in denied:
+            try:
+                call()
+                failures += 1
+            except PermissionError:
+                pass
+        # its own limits, priority and affinity stay adjustable, and other fcntl calls work
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, hard))
+        resource.prlimit(os.getpid(), resource.RLIMIT_NOFILE, (soft - 2, hard))
+        failures += resource.getrlimit(resource.RLIMIT_NOFILE)[0] != soft - 2
+        os.setpriority(os.PRIO_PROCESS, 0, 5)
+        os.sched_setaffinity(0, os.sched_getaffinity(0))
+        fcntl.fcntl(w, fcntl.F_SETFL, os.O_NONBLOCK)
+        failures += not fcntl.fcntl(w, fcntl.F_GETFL) & os.O_NONBLOCK
         return min(failures, 50)
 
     assert in_child(child) == 0

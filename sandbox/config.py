@@ -19,7 +19,8 @@ class SandboxConfig:
     port: int = 8080
     """TCP port of the HTTP server."""
     workers: int = 0
-    """Warm worker processes, each running one execution at a time; 0 = 4 x CPU cores."""
+    """Warm worker processes, each running one execution at a time; 0 = 4 x the CPUs this
+    process may use (its affinity and its cgroup's CPU quota, as in a container)."""
     isolation: str = "auto"
     """'namespaces' (needs root: pid/net/mount/ipc/uts namespaces and a per-worker uid),
     'process' (unprivileged: seccomp, Landlock, rlimits only) or 'auto' (the strongest the
@@ -56,6 +57,13 @@ class SandboxConfig:
     """Most requests one /v1/run_batch call may carry."""
     max_code_bytes: int = 1 << 20
     """Largest code, test or stdin string accepted (bytes of UTF-8)."""
+    max_request_bytes: int = 8 << 20
+    """Largest total of one request's strings (code, tests, stdin, expected_stdout)."""
+    max_body_bytes: int = 256 << 20
+    """Largest HTTP body accepted (413 beyond it); read in chunks, never whole first."""
+    max_batch_output_bytes: int = 256 << 20
+    """Stdout plus stderr one /v1/run_batch answer may carry; later results of a larger
+    batch come back with empty output (statuses intact) so one batch cannot hold GiBs."""
 
     def __post_init__(self) -> None:
         if self.isolation not in ("auto", "namespaces", "process"):
@@ -63,7 +71,8 @@ class SandboxConfig:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, not {self.port}")
         for name in ("workers", "max_batch", "max_output_bytes", "max_processes", "max_open_files",
-                     "tmpfs_mb", "max_file_mb", "default_memory_mb", "max_memory_mb"):
+                     "tmpfs_mb", "max_file_mb", "default_memory_mb", "max_memory_mb", "max_code_bytes",
+                     "max_request_bytes", "max_body_bytes", "max_batch_output_bytes"):
             if getattr(self, name) < (0 if name == "workers" else 1):
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
         if not 0 < self.default_timeout_s <= self.max_timeout_s:
@@ -75,7 +84,7 @@ class SandboxConfig:
         return idle, 4 * idle
 
     def resolved_workers(self) -> int:
-        return self.workers or 4 * (os.cpu_count() or 1)
+        return self.workers or 4 * usable_cpus()
 
     def with_env(self, environ: dict[str, str] | None = None) -> SandboxConfig:
         """Override fields from SANDBOX_<FIELD> variables (how the container is configured)."""
@@ -87,3 +96,16 @@ class SandboxConfig:
                 kind = type(getattr(self, field.name))
                 changes[field.name] = kind(raw)
         return dataclasses.replace(self, **changes)
+
+
+def usable_cpus(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 quota ("quota period")."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        with open(cpu_max) as f:
+            quota, period = f.read().split()
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, -(-int(quota) // int(period))))

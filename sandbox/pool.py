@@ -6,7 +6,9 @@ p = WorkerPool(SandboxConfig(workers=2)); print(p.run({'code': 'print(1)'})); p.
 Each worker (`sandbox.worker`) runs one execution at a time; `submit` hands a request to the
 next idle one from a thread pool of the same size, so extra requests wait in its queue
 (`queue_depth`). A worker that dies or overruns its deadline is killed and replaced, and
-that request ends `sandbox_error`: an infrastructure failure is never the program's.
+that request ends `sandbox_error`: an infrastructure failure is never the program's. A
+worker found dead while idle (the OOM killer prefers them) is replaced within a second by a
+supervisor thread, so /readyz, which needs every worker up, recovers without traffic.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import logging
 import os
 import queue
 import select
@@ -28,6 +31,8 @@ from sandbox import protocol
 from sandbox.config import SandboxConfig
 
 _START_TIMEOUT_S = 60.0
+_SUPERVISE_EVERY_S = 1.0
+log = logging.getLogger("sandbox")
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -70,12 +75,13 @@ class Worker:
 
     def _read_line(self, deadline: float) -> dict:
         fd = self.proc.stdout.fileno()
+        poller = select.poll()  # not select(): a big pool's pipes pass fd 1023
+        poller.register(fd, select.POLLIN)
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise WorkerError(f"worker {self.index} did not answer in time")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
+            if poller.poll(left * 1000):
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
                     raise WorkerError(f"worker {self.index} exited ({self.proc.poll()})")
@@ -86,6 +92,9 @@ class Worker:
     def restart(self) -> None:
         self.kill()
         self._start()
+
+    def dead(self) -> bool:
+        return self.proc.poll() is not None
 
     def kill(self) -> None:
         try:
@@ -123,6 +132,9 @@ class WorkerPool:
             max_workers=n, thread_name_prefix="sandbox-call")
         # Create the threads now: later thread creation could meet a full process table.
         list(self._threads.map(lambda _: time.sleep(0.01), range(n)))
+        self._closed = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, name="sandbox-supervisor", daemon=True)
+        self._supervisor.start()
 
     @property
     def info(self) -> dict:
@@ -148,27 +160,53 @@ class WorkerPool:
             self._queued -= 1
             self._busy += 1
         try:
+            if worker.dead():
+                self._restart(worker)
             limit = self.config.wall_limits(request["timeout_s"])[1] + 10.0
             try:
                 return worker.call(request, limit)
             except (WorkerError, ValueError) as err:
                 detail = str(err)
-                with self._lock:
-                    self._restarts += 1
-                try:
-                    worker.restart()
-                except (WorkerError, OSError, ValueError) as again:
-                    detail += f"; restarting it failed: {again}"  # tried again on next use
+                again = self._restart(worker)
+                if again:
+                    detail += f"; restarting it failed: {again}"  # the supervisor tries again
                 return protocol.sandbox_error(detail, protocol.total_of(request))
         finally:
             with self._lock:
                 self._busy -= 1
             self._idle.put(worker)
 
+    def _restart(self, worker: Worker) -> str:
+        """Replace the worker's process; the error text when that failed, else ''."""
+        with self._lock:
+            self._restarts += 1
+        try:
+            worker.restart()
+        except (WorkerError, OSError, ValueError) as err:
+            return str(err)
+        return ""
+
+    def _supervise(self) -> None:
+        """Replace idle workers that died, so readiness comes back without a request."""
+        while not self._closed.wait(_SUPERVISE_EVERY_S):
+            for _ in range(self._idle.qsize()):
+                try:
+                    worker = self._idle.get_nowait()
+                except queue.Empty:
+                    break
+                try:
+                    if worker.dead() and not self._closed.is_set():
+                        error = self._restart(worker)
+                        if error:
+                            log.warning("worker %d could not restart: %s", worker.index, error)
+                finally:
+                    self._idle.put(worker)
+
     def alive(self) -> bool:
-        return all(w.proc.poll() is None for w in self.workers)
+        return not any(w.dead() for w in self.workers)
 
     def close(self) -> None:
+        self._closed.set()
         self._threads.shutdown(wait=False, cancel_futures=True)
         for worker in self.workers:
             worker.kill()

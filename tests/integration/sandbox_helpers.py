@@ -52,11 +52,11 @@ def wait_ready(url: str, timeout_s: float = 60.0, proc: subprocess.Popen | None 
     raise RuntimeError(f"sandbox at {url} not ready after {timeout_s} s")
 
 
-def start_local(isolation: str, workers: int = 4):
-    """`python -m sandbox serve` in a subprocess; a generator for fixtures."""
+def start_local(isolation: str, workers: int = 4, **settings):
+    """`python -m sandbox serve` in a subprocess (settings: SandboxConfig fields); a generator for fixtures."""
     port = free_port()
     env = {**os.environ, "SANDBOX_ISOLATION": isolation, "SANDBOX_WORKERS": str(workers),
-           "DULTRA_TEST_SECRET": SECRET}
+           "DULTRA_TEST_SECRET": SECRET, **{f"SANDBOX_{k.upper()}": str(v) for k, v in settings.items()}}
     proc = subprocess.Popen([sys.executable, "-m", "sandbox", "serve", "--port", str(port)],
                             env=env, cwd=REPO)
     url = f"http://127.0.0.1:{port}"

@@ -44,6 +44,9 @@ def normalize(raw: Any, config: SandboxConfig) -> dict:
     expected = _text(raw, "expected_stdout", config)
     if tests is not None and (stdin is not None or expected is not None):
         raise RequestError("give either tests or stdin/expected_stdout, not both")
+    total = sum(len(t.encode()) for t in (code, stdin, expected, *(tests or ())) if t is not None)
+    if total > config.max_request_bytes:
+        raise RequestError(f"the request's text is larger than {config.max_request_bytes} bytes")
     timeout_s = _number(raw, "timeout_s", config.default_timeout_s, 0.001, config.max_timeout_s)
     memory_mb = int(_number(raw, "memory_mb", config.default_memory_mb, 16, config.max_memory_mb))
     return {
@@ -69,7 +72,13 @@ def _text(raw: dict, name: str, config: SandboxConfig, required: bool = False) -
 
 
 def _check_size(name: str, value: str, config: SandboxConfig) -> None:
-    if len(value) > config.max_code_bytes or len(value.encode("utf-8", "surrogatepass")) > config.max_code_bytes:
+    if len(value) > config.max_code_bytes:  # before encoding a huge string
+        raise RequestError(f"{name} is larger than {config.max_code_bytes} bytes")
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:  # JSON can carry lone surrogates; programs get UTF-8 bytes
+        raise RequestError(f"{name} is not valid Unicode text (it has a lone surrogate)") from None
+    if size > config.max_code_bytes:
         raise RequestError(f"{name} is larger than {config.max_code_bytes} bytes")
 
 
@@ -103,6 +112,21 @@ def result(status: str, *, passed: int = 0, total: int = 0, stdout: str = "", st
 def sandbox_error(detail: str, total: int = 0) -> dict:
     """The result of an infrastructure failure: never counted as the program's fault."""
     return result("sandbox_error", total=total, detail=detail)
+
+
+def cap_output(results: list[dict], limit: int) -> list[dict]:
+    """Results in order with their stdout/stderr kept while the total stays within limit
+    bytes; later ones lose their output (status, counts and detail stay)."""
+    used, capped = 0, []
+    for r in results:
+        size = len(r["stdout"]) + len(r["stderr"])
+        if used + size > limit:
+            detail = f"{r['detail']}; " if r["detail"] else ""
+            r = {**r, "stdout": "", "stderr": "", "detail": f"{detail}output dropped: the batch's output is over {limit} bytes"}
+        else:
+            used += size
+        capped.append(r)
+    return capped
 
 
 def total_of(request: dict) -> int:

@@ -9,8 +9,9 @@ GET  /healthz       the process is alive
 GET  /readyz        every worker is up (503 otherwise), with the isolation in force
 GET  /metrics       Prometheus text
 
-Malformed requests get 422 with a one-line `detail`; a batch is checked whole before any of
-it runs. Everything that goes wrong inside the service is a `sandbox_error` result.
+Malformed requests get 422 with a one-line `detail` (400 for a body that is not JSON, 413
+for one over `max_body_bytes`); a batch is checked whole before any of it runs. Everything
+that goes wrong inside the service is a `sandbox_error` result.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def create_app(config: SandboxConfig, pool: WorkerPool | None = None) -> FastAPI
 
     @app.post("/v1/run")
     async def run(http: Request):
-        body = await _json(http)
+        body = await _json(http, config.max_body_bytes)
         if isinstance(body, Response):
             return body
         try:
@@ -73,7 +74,7 @@ def create_app(config: SandboxConfig, pool: WorkerPool | None = None) -> FastAPI
 
     @app.post("/v1/run_batch")
     async def run_batch(http: Request):
-        body = await _json(http)
+        body = await _json(http, config.max_body_bytes)
         if isinstance(body, Response):
             return body
         if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
@@ -86,7 +87,7 @@ def create_app(config: SandboxConfig, pool: WorkerPool | None = None) -> FastAPI
             index = next(i for i, r in enumerate(body["requests"]) if _bad(r, config))
             return _error(422, f"requests[{index}]: {err}")
         results = await asyncio.gather(*(execute(r) for r in requests))
-        return JSONResponse({"results": results})
+        return JSONResponse({"results": protocol.cap_output(results, config.max_batch_output_bytes)})
 
     @app.get("/healthz")
     async def healthz():
@@ -106,10 +107,20 @@ def create_app(config: SandboxConfig, pool: WorkerPool | None = None) -> FastAPI
     return app
 
 
-async def _json(http: Request):
+async def _json(http: Request, limit: int):
+    """The parsed body, or the error response to send instead."""
+    too_big = _error(413, f"the body is larger than {limit} bytes")
+    declared = http.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return too_big
+    body = bytearray()
+    async for chunk in http.stream():
+        body += chunk
+        if len(body) > limit:
+            return too_big
     try:
-        return json.loads(await http.body())
-    except (ValueError, UnicodeDecodeError):
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurd nesting
         return _error(400, "the body is not valid JSON")
 
 

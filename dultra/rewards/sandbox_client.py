@@ -92,6 +92,9 @@ class ClientConfig:
     """Requests (single or batch chunks) in flight at once from this client."""
     batch_size: int = 256
     """run_batch splits larger lists into chunks of this many requests."""
+    batch_bytes: int = 32 << 20
+    """...and ends a chunk before its strings pass this many bytes (the service refuses
+    bodies over its max_body_bytes, 256 MiB by default; large stdin tests add up)."""
     workers: int = 0
     """In-process mode only: local workers (0 = the sandbox default)."""
     test_timeout_s: float | None = None
@@ -159,8 +162,7 @@ class SandboxClient:
         """Run many requests (dicts shaped like /v1/run bodies); results in the same order."""
         if self._local is not None:
             return [RunResult.from_json(r) for r in self._local.run_batch(requests)]
-        size = self.config.batch_size
-        chunks = [requests[i:i + size] for i in range(0, len(requests), size)]
+        chunks = _chunks(requests, self.config.batch_size, self.config.batch_bytes)
         if len(chunks) <= 1:
             return self._run_chunk(chunks[0]) if chunks else []
         with concurrent.futures.ThreadPoolExecutor(self.config.max_concurrency) as threads:
@@ -255,6 +257,22 @@ class SandboxClient:
 
 class _Retryable(Exception):
     """An HTTP answer worth retrying (5xx/429)."""
+
+
+def _chunks(requests: list[dict], count: int, size: int) -> list[list[dict]]:
+    """Consecutive chunks of at most `count` requests whose strings hold at most `size`
+    characters (a single larger request is a chunk of its own)."""
+    chunks: list[list[dict]] = []
+    used = 0
+    for request in requests:
+        n = sum(len(v) for v in request.values() if isinstance(v, str))
+        n += sum(len(t) for t in request.get("tests") or ())
+        if not chunks or len(chunks[-1]) == count or used + n > size:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(request)
+        used += n
+    return chunks
 
 
 def _request(code, tests, stdin, expected_stdout, timeout_s, memory_mb) -> dict:

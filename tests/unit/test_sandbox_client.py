@@ -119,6 +119,21 @@ def test_batches_are_chunked_in_order_and_only_failed_items_rerun():
     assert sorted(bodies) == [["0", "1", "2"], ["3", "4", "5"], ["4"], ["6", "7"]]
 
 
+def test_batches_are_also_chunked_by_size():
+    bodies = []
+
+    def handler(request):
+        body = json.loads(request.content)
+        bodies.append([len(r["stdin"]) for r in body["requests"]])
+        return httpx.Response(200, json={"results": [ok() for _ in body["requests"]]})
+
+    config = ClientConfig(retries=0, batch_size=3, batch_bytes=1000)
+    sizes = [400, 400, 400, 50, 2000, 10, 10, 10, 10]
+    requests = [{"code": "", "stdin": "x" * n, "expected_stdout": ""} for n in sizes]
+    SandboxClient("http://sandbox.test", config, transport=httpx.MockTransport(handler)).run_batch(requests)
+    assert sorted(bodies) == sorted([[400, 400], [400, 50], [2000], [10, 10, 10], [10]])
+
+
 def test_concurrency_is_bounded():
     import threading
     import time

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from sandbox import STATUSES
 from sandbox.config import SandboxConfig
-from sandbox.protocol import RequestError, normalize, result, total_of
+from sandbox.protocol import RequestError, cap_output, normalize, result, total_of
 
-CONFIG = SandboxConfig(max_code_bytes=1000)
+CONFIG = SandboxConfig(max_code_bytes=1000, max_request_bytes=2500)
 
 
 def test_defaults_are_filled_in():
@@ -35,10 +37,23 @@ def test_defaults_are_filled_in():
     ({"code": "", "memory_mb": "512"}, "memory_mb must be a number"),
     ({"code": "x" * 1001}, "code is larger than 1000 bytes"),
     ({"code": "", "tests": ["é" * 501]}, "tests is larger than 1000 bytes"),
+    ({"code": "", "stdin": "\ud800"}, "stdin is not valid Unicode text"),
+    ({"code": "x" * 1000, "tests": ["y" * 1000, "z" * 501]}, "the request's text is larger than 2500 bytes"),
 ])
 def test_bad_requests_name_the_problem(raw, message):
     with pytest.raises(RequestError, match=message.replace("(", r"\(").replace(")", r"\)")):
         normalize(raw, CONFIG)
+
+
+def test_batch_output_is_capped_in_order_keeping_every_status():
+    results = [result("passed", stdout="a" * 60), result("failed", stderr="b" * 30, detail="AssertionError"),
+               result("passed", stdout="c" * 50), result("passed", stdout="d" * 10)]
+    capped = cap_output(results, 100)
+    assert [r["status"] for r in capped] == ["passed", "failed", "passed", "passed"]
+    assert [len(r["stdout"]) + len(r["stderr"]) for r in capped] == [60, 30, 0, 10]
+    assert capped[2]["detail"] == "output dropped: the batch's output is over 100 bytes"
+    assert capped[1]["detail"] == "AssertionError"
+    assert cap_output(results, 1000) == results
 
 
 def test_statuses_are_a_closed_set():
@@ -62,3 +77,15 @@ def test_config_reads_environment_overrides():
 def test_config_rejects_nonsense(bad):
     with pytest.raises(ValueError):
         SandboxConfig(**bad)
+
+
+def test_default_workers_follow_the_cgroup_cpu_quota(tmp_path):
+    from sandbox.config import usable_cpus
+
+    cpus = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("max 100000\n")
+    assert usable_cpus(str(cpu_max)) == cpus
+    cpu_max.write_text("150000 100000\n")  # 1.5 CPUs of quota: 2 workers' worth of CPUs
+    assert usable_cpus(str(cpu_max)) == min(cpus, 2)
+    assert usable_cpus(str(tmp_path / "missing")) == cpus

@@ -50,7 +50,8 @@ _DESCRIPTORS = {  # robfig's predefined schedules, as 6-field specs
     "@weekly": "0 0 0 * * 0", "@daily": "0 0 0 * * *", "@midnight": "0 0 0 * * *",
     "@hourly": "0 0 * * * *",
 }
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_PART = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
+_MAX_DURATION_S = (2**63 - 1) / 1e9  # Go's time.Duration is int64 nanoseconds (~292 years)
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _SEARCH_YEARS = 5  # robfig gives up after five years too: such a schedule never fires
 
@@ -141,6 +142,8 @@ def _parse_descriptor(text: str) -> CronSchedule:
             raise BadCron(f"cron {text!r}: {spec!r} is not a Go duration (e.g. 24h, 1h30m, 90m)")
         if seconds < 1:
             raise BadCron(f"cron {text!r}: the interval must be at least 1s")
+        if seconds > _MAX_DURATION_S:
+            raise BadCron(f"cron {text!r}: the interval is longer than Go's largest duration (about 292 years)")
         return CronSchedule(expression=text, every=timedelta(seconds=int(seconds)))
     raise BadCron(f"cron {text!r}: unknown descriptor; KFP knows "
                   f"{', '.join(sorted(_DESCRIPTORS))} and '@every <duration>'")
@@ -201,7 +204,7 @@ def _parse_field(field: str, index: int, text: str) -> tuple[set[int], bool]:
             end = _value(last, index, text) if dash else (hi if slash else start)  # "a/n" = "a-max/n"
         step = 1
         if slash:
-            if not step_text.isdigit() or int(step_text) == 0:
+            if not _is_number(step_text) or int(step_text) == 0:
                 raise _field_error(text, index, part, "needs a positive whole step after '/'")
             step = int(step_text)
         if start < lo or end > hi:
@@ -217,11 +220,16 @@ def _value(token: str, index: int, text: str) -> int:
     names = _NAMES[index]
     if names is not None and token.lower() in names:
         return names[token.lower()]
-    if not token.isdigit():
+    if not _is_number(token):
         what = "a number" + (" or a name (JAN-DEC / SUN-SAT)" if names is not None else "")
         raise _field_error(text, index, token or "''",
                            f"is not {what}; KFP's cron (robfig/cron v1) has no L, W, # or other Quartz syntax")
     return int(token)
+
+
+def _is_number(token: str) -> bool:
+    """ASCII digits only, as Go's strconv.Atoi reads them (str.isdigit also takes '²', '٣')."""
+    return token.isascii() and token.isdigit()
 
 
 def _field_error(text: str, index: int, part: str, problem: str) -> BadCron:

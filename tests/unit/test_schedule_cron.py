@@ -85,6 +85,11 @@ def test_five_fields_are_refused_with_the_six_field_form():
     ("@fortnightly", "unknown descriptor"),
     ("@every soon", "not a Go duration"),
     ("@every 10ms", "at least 1s"),
+    ("@every 99999999999999h", "longer than Go's largest duration"),
+    ("@every ٣h", "not a Go duration"),
+    ("0 0 ٣ * * *", "is not a number"),
+    ("0 0 ² * * *", "is not a number"),
+    ("0 0 */² * * *", "positive whole step"),
 ])
 def test_invalid_crons_say_what_is_wrong(expression, fragment):
     with pytest.raises(BadCron) as err:

@@ -114,13 +114,12 @@ def sha256_file(path: Path) -> str:
 def scan_directory(root: Path) -> tuple[FileEntry, ...]:
     """Size and sha256 of every regular file under `root`, sorted by relative path.
 
-    Symlinks are followed (a checkpoint may link to a shared tokenizer); anything that is
-    neither a file nor a directory (sockets, fifos) is refused rather than skipped silently.
+    Symlinks, to files or to directories, are followed (a checkpoint may link to a shared
+    tokenizer); a link back into a directory it is inside is refused (it would publish
+    forever), as is anything that is neither a file nor a directory (sockets, fifos).
     """
     entries = []
-    for path in sorted(root.rglob("*")):
-        if path.is_dir():
-            continue
+    for path in sorted(_walk(root, root, ())):
         rel = path.relative_to(root).as_posix()
         if not path.is_file():
             raise StorageError(f"{path} is not a regular file; a checkpoint holds only files")
@@ -128,6 +127,19 @@ def scan_directory(root: Path) -> tuple[FileEntry, ...]:
             raise StorageError(f"{path}: {MANIFEST_NAME} is reserved for the run's manifest; rename it")
         entries.append(FileEntry(path=check_path(rel), size=path.stat().st_size, sha256=sha256_file(path)))
     return tuple(entries)
+
+
+def _walk(root: Path, directory: Path, inside: tuple[Path, ...]):
+    """Every non-directory under `directory`, through symlinked directories too; `inside`
+    holds the real paths of the directories above, to catch links that loop."""
+    real = directory.resolve()
+    if real in inside:
+        raise StorageError(f"{directory} links back to a directory it is inside; a checkpoint cannot hold a loop")
+    for path in directory.iterdir():
+        if path.is_dir():
+            yield from _walk(root, path, (*inside, real))
+        else:
+            yield path
 
 
 def utc_now() -> str:

@@ -42,6 +42,21 @@ def test_scan_directory(tmp_path):
     assert entries[1].sha256 == hashlib.sha256(b"").hexdigest()
 
 
+def test_scan_follows_symlinked_files_and_directories_and_refuses_loops(tmp_path):
+    shared, run = tmp_path / "shared", tmp_path / "run"
+    (shared / "tok").mkdir(parents=True)
+    (shared / "tok" / "tokenizer.json").write_text("{}")
+    (shared / "cfg.json").write_text("[]")
+    run.mkdir()
+    (run / "model.bin").write_bytes(b"w")
+    (run / "tokenizer").symlink_to(shared / "tok")
+    (run / "config.json").symlink_to(shared / "cfg.json")
+    assert [e.path for e in scan_directory(run)] == ["config.json", "model.bin", "tokenizer/tokenizer.json"]
+    (shared / "tok" / "up").symlink_to(run)
+    with pytest.raises(StorageError, match="links back to a directory it is inside"):
+        scan_directory(run)
+
+
 def test_scan_refuses_reserved_name_and_special_files(tmp_path):
     (tmp_path / "manifest.json").write_text("{}")
     with pytest.raises(StorageError, match="reserved"):

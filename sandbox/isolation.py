@@ -36,7 +36,8 @@ Per execution, in every mode (these need no privilege):
   * stdin is the request's stdin or /dev/null; stdout and stderr are pipes the worker
     reads with a cap (output_exceeded beyond it).
   * seccomp (`sandbox.seccomp`): no sockets but AF_UNIX, no signals outside the group, no
-    ptrace, no namespace or mount changes, no io_uring.
+    ptrace, no namespace or mount changes, no io_uring; limits, scheduling and I/O
+    priority only of itself, no SIGIO ownership (all reach any process of the same uid).
   * Landlock where the kernel has it (`sandbox.landlock`): writes only inside the working
     dir, no TCP, signals scoped to the execution.
   * oom_score_adj 1000 (set on the worker, inherited): under memory pressure the kernel
@@ -65,7 +66,10 @@ NOT protected against: kernel exploits (use gVisor for a second kernel); reading
 that file permissions allow (the filesystem is readable: images hold no secrets); CPU
 side channels; a solution that walks its own interpreter to forge the harness's report
 (see `sandbox.harness`); memory accounting beyond the address-space rlimit (tmpfs pages
-and page cache are the container's memory limit's job).
+and page cache are the container's memory limit's job); the address-space limit is per
+process, so a run's processes together may hold max_processes x memory_mb; CPU time of
+children a run lets the kernel reap (SIGCHLD ignored) escapes the CPU count, so such runs
+end at the idle or hard wall limit instead of `timeout`.
 """
 
 from __future__ import annotations

@@ -98,7 +98,8 @@ class CapturedSteps:
                 buffer.copy_(value)
         if layout.graph is None:
             return self._run(model, layout, use_planner, temperature, cache)
-        layout.graph.replay()
+        with torch.cuda.device(x.device):  # streams and graphs belong to the current device
+            layout.graph.replay()
         return layout.outputs
 
     def _run(self, model, layout: _Layout, use_planner, temperature, cache, eager=False):
@@ -117,6 +118,10 @@ class CapturedSteps:
         run = functools.partial(self._run, model, layout, use_planner, temperature, cache)
         if not layout.inputs[0].is_cuda:
             return run()
+        with torch.cuda.device(layout.inputs[0].device):  # not the current device: cuda:1
+            return self._capture(layout, run)
+
+    def _capture(self, layout: _Layout, run) -> tuple:
         side = torch.cuda.Stream()  # warm-up off the default stream, as graph capture wants
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):

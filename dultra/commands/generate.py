@@ -23,8 +23,9 @@ from dultra.decoding.strategies import (
     PlannerSample,
     Threshold,
 )
-from dultra.model import LLaDAConfig
-from dultra.model.loading import load_model, load_tokenizer, resolve, stop_token_ids
+from dultra.errors import ConfigError
+from dultra.model.device import check_device
+from dultra.model.loading import load_model, load_tokenizer, read_config, resolve, stop_token_ids
 from dultra.model.tokenizer import encode_prompts
 
 
@@ -62,13 +63,9 @@ def register(subparsers) -> None:
 def device_arg(name: str) -> str:
     """A torch device this machine has (argparse type)."""
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"{name!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{name!r}: this machine has no CUDA GPU (torch {torch.__version__})")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise argparse.ArgumentTypeError(f"{name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        check_device(name)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return name
 
 
@@ -100,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     strategy = strategy_from_args(args)
     # Everything that can be checked without the weights is checked before loading them.
     path = resolve(args.model)
-    model_config = LLaDAConfig.from_pretrained(path)
+    model_config = read_config(path)
     tokenizer = load_tokenizer(path, model_config.mask_token_id)
     config = DecodeConfig(
         gen_length=args.gen_length, block_length=args.block_length, temperature=args.temperature,

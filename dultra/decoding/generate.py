@@ -65,7 +65,7 @@ class DecodeConfig:
     seed: int | None = None
     """Seed of the sampling generator (token sampling, planner Bernoulli draws)."""
     eos_ids: tuple[int, ...] = field(default_factory=tuple)
-    """Extra token ids that end a completion, besides the model's eos_token_id."""
+    """Extra token ids that end a completion, besides the model config's (stop_token_ids)."""
     compile: bool = False
     """Run each step's model work compiled and, on a GPU, replayed from one captured CUDA graph
     (inference; the first decode of each shape compiles and captures, dultra/decoding/graphs.py)."""
@@ -103,8 +103,8 @@ def check_settings(config: DecodeConfig, strategy: Strategy) -> None:
     g, b = config.gen_length, config.block_length
     if g <= 0 or b <= 0 or g % b:
         raise ConfigError(f"gen_length ({g}) must be a positive multiple of block_length ({b})")
-    if config.temperature < 0:
-        raise ConfigError(f"temperature must be >= 0, got {config.temperature}")
+    if not 0 <= config.temperature < float("inf"):  # inf or NaN would make every token the mask
+        raise ConfigError(f"temperature must be a finite number >= 0, got {config.temperature}")
     check_cache(config.cache)
     strategy.validate(g, b)
 
@@ -148,7 +148,7 @@ def generate(
     cfg, dev = model_config(model), input_ids.device
     check_layout(cfg, P, config, strategy)
     mask_id, G, N = cfg.mask_token_id, config.gen_length, config.block_length
-    eos_ids = torch.tensor(sorted({cfg.eos_token_id, *config.eos_ids}), device=dev)
+    eos_ids = torch.tensor(sorted({*cfg.stop_token_ids, *config.eos_ids}), device=dev)
     generator = None
     if config.seed is not None:
         generator = torch.Generator(device=dev).manual_seed(config.seed)

@@ -70,7 +70,9 @@ def planner_greedy_rule(prob: torch.Tensor, candidates: torch.Tensor, factor: fl
     factor > 1 pushes k past it).
     """
     expected = (prob * factor).masked_fill(~candidates, 0.0).sum(dim=1)
-    k = expected.long().clamp(min=1)  # truncation, like the reference's .int()
+    # truncation, like the reference's .int(); capped first, as float -> int64 overflow
+    # differs between CPU (INT64_MIN) and CUDA (saturates)
+    k = expected.clamp(max=prob.shape[1]).long().clamp(min=1)
     return select_top_k(prob, candidates, k)
 
 

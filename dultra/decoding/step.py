@@ -42,8 +42,11 @@ def score_block(
     mask_id = model_config(model).mask_token_id
     t = planner_mask = None
     if use_planner:
-        # Timestep as the reference: 1 - (masks in the whole sequence) / (sequence length).
-        t = 1.0 - (x == mask_id).sum(dim=1).float() / seq_len.float()
+        # Timestep: 1 - (masks in the sequence) / (its length), both over real tokens only.
+        # The reference divides by the padded length; this way a row decodes as it would
+        # alone, and padding that reuses the mask id (some tokenizers) is not counted.
+        masks = x == mask_id if valid is None else (x == mask_id) & valid.bool()
+        t = 1.0 - masks.sum(dim=1).float() / seq_len.float()
         planner_mask = torch.zeros_like(x, dtype=torch.bool).scatter_(1, index, candidates)
     out = model(x, attention_mask=valid, logits_index=index, planner_t=t, planner_mask=planner_mask,
                 cache=cache, fresh=fresh, trunk=trunk)

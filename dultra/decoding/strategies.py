@@ -10,6 +10,7 @@ The CLI names are `planner` (planner-greedy), `planner-sample`, `threshold`, `fa
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -160,7 +161,7 @@ class EntropyBounded(Strategy):
         return rules.entropy_rule(view.entropy, view.candidates, self.gamma)
 
     def validate(self, gen_length: int, block_length: int) -> None:
-        if self.gamma < 0:
+        if not self.gamma >= 0:  # NaN too; inf reveals every mask at once
             raise ConfigError(f"entropy gamma must be >= 0, got {self.gamma}")
 
 
@@ -190,5 +191,5 @@ def parse_strategy(spec: str) -> Strategy:
 
 
 def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{name} must be > 0, got {value}")
+    if not 0 < value < math.inf:  # also false for NaN
+        raise ConfigError(f"{name} must be a finite number > 0, got {value}")

@@ -48,7 +48,8 @@ class LLaDAConfig(PretrainedConfig):
         rms_norm_eps: epsilon of every RMSNorm.
         rope_theta: RoPE base.
         mask_token_id: id of the mask token the completion starts from.
-        eos_token_id: id that ends a completion (LLaDA fills the tail with it).
+        eos_token_id: id that ends a completion (LLaDA fills the tail with it); a list (as
+            many HF configs write) makes every id a stop id and the first the fill id.
         pad_token_id: id used to left-pad prompts in a batch.
         num_head_layers: transformer blocks in the planner head; 0 means no planner head.
         use_adaln: planner conditions on the timestep with AdaLN (the only supported value).
@@ -72,7 +73,7 @@ class LLaDAConfig(PretrainedConfig):
         rms_norm_eps: float = 1e-5,
         rope_theta: float = 500000.0,
         mask_token_id: int = 126336,
-        eos_token_id: int = 126081,
+        eos_token_id: int | list[int] = 126081,
         pad_token_id: int = 126081,
         num_head_layers: int = 0,
         use_adaln: bool = True,
@@ -96,6 +97,12 @@ class LLaDAConfig(PretrainedConfig):
         self.use_mask_embeddings = use_mask_embeddings
         self.use_block_embeddings = use_block_embeddings
         self.init_std = init_std
+        stops = list(eos_token_id) if isinstance(eos_token_id, list | tuple) else [eos_token_id]
+        if not stops or not all(isinstance(i, int) for i in stops):
+            raise ConfigError(f"eos_token_id must be a token id or a list of them, got {eos_token_id!r}")
+        eos_token_id = stops[0]
+        self.stop_token_ids = list(dict.fromkeys([*stops, *kwargs.pop("stop_token_ids", [])]))
+        """Every id that ends a completion (eos_token_id first)."""
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(
             vocab_size=vocab_size,

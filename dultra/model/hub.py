@@ -18,6 +18,7 @@ from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
+    HFValidationError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
@@ -39,6 +40,8 @@ def hub_checkpoint(name: str) -> Path:
     repo, _, revision = name.partition("@")
     try:
         return Path(snapshot_download(repo, revision=revision or None, allow_patterns=FILES))
+    except HFValidationError as err:  # e.g. 'a..b' passes our pattern, not the Hub's rules
+        raise CheckpointError(f"{name}: no such local directory, and not a valid Hub id: {err}") from None
     except (HfHubHTTPError, OSError) as err:
         raise CheckpointError(f"{name}: no such local directory, and the Hugging Face Hub "
                               f"({constants.ENDPOINT}) {_reason(err, revision)}") from None

@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from dultra.errors import CheckpointError
+from dultra.errors import CheckpointError, ConfigError
 from dultra.model.config import LLaDAConfig
 from dultra.model.hub import hub_checkpoint, is_hub_id
 from dultra.model.modeling import PLANNER_MODULES, LLaDAModelLM
@@ -52,7 +53,7 @@ def load_model(
     """
     path = resolve(model)
     overrides = {}
-    config = LLaDAConfig.from_pretrained(path)
+    config = read_config(path)
     if add_planner and not config.has_planner:
         overrides["num_head_layers"] = 1
     # transformers reports missing keys as a warning table; we turn them into one error below.
@@ -62,6 +63,10 @@ def load_model(
         loaded, info = LLaDAModelLM.from_pretrained(
             path, dtype=dtype or torch.float32, output_loading_info=True, **overrides
         )
+    except ConfigError:
+        raise
+    except (OSError, RuntimeError, ValueError, SafetensorError) as err:  # no, truncated or misshapen weights
+        raise CheckpointError(f"cannot load the weights in {path}: {_first_line(err)}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     fresh_head = bool(overrides)
@@ -75,6 +80,29 @@ def load_model(
     if device is not None:
         loaded = loaded.to(device)
     return loaded.eval()
+
+
+def read_config(path: Path) -> LLaDAConfig:
+    """The LLaDAConfig of checkpoint directory `path`, or a CheckpointError saying why not."""
+    try:
+        raw = json.loads((path / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CheckpointError(f"{path / 'config.json'} is not readable JSON: {_first_line(err)}") from None
+    kind = raw.get("model_type") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict) or kind not in (None, LLaDAConfig.model_type):
+        what = f"a {kind!r} model" if kind else "not a model config"
+        raise CheckpointError(f"{path} holds {what}, not LLaDA (model_type 'llada'): "
+                              "give a LLaDA or dUltra checkpoint")
+    try:
+        return LLaDAConfig.from_pretrained(path)
+    except (OSError, TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise CheckpointError(f"{path / 'config.json'} is not a usable LLaDA config: {_first_line(err)}") from None
+
+
+def _first_line(err: Exception) -> str:
+    return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
 
 
 def _describe(problems: dict[str, list[str]]) -> str:
@@ -111,7 +139,7 @@ def load(
 
 def stop_token_ids(path: str | Path, tokenizer: PreTrainedTokenizerBase, config: LLaDAConfig) -> tuple[int, ...]:
     """Every id that ends a completion: the config's EOS, the tokenizer's, generation_config's."""
-    ids = {config.eos_token_id}
+    ids = set(config.stop_token_ids)
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     gen = resolve(path) / "generation_config.json"

@@ -128,6 +128,58 @@ def test_not_a_checkpoint_directory(tmp_path):
         load_model(tmp_path)
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("no-weights", "cannot load the weights"),
+    ("truncated", "cannot load the weights"),
+    ("misshapen", "cannot load the weights"),
+    ("bad-json", "is not readable JSON"),
+    ("other-model", "holds a 'qwen2' model, not LLaDA"),
+    ("list-config", "not a model config"),
+])
+def test_broken_checkpoints_are_one_line_errors(tmp_path, damage, message):
+    small_model().save_pretrained(tmp_path)
+    weights, config = tmp_path / "model.safetensors", tmp_path / "config.json"
+    if damage == "no-weights":
+        weights.unlink()
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "misshapen":
+        config.write_text(json.dumps(json.loads(config.read_text()) | {"mlp_hidden_size": 40}))
+    elif damage == "bad-json":
+        config.write_text("{not json")
+    elif damage == "other-model":
+        config.write_text(json.dumps({"model_type": "qwen2", "hidden_size": 64}))
+    else:
+        config.write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match=message.replace("(", r"\(")):
+        load_model(tmp_path)
+
+
+def test_a_list_of_eos_ids_makes_each_a_stop_id_and_the_first_the_fill(tmp_path):
+    from dultra.decoding import DecodeConfig, Threshold, generate
+    from tests.helpers import EOS, MASK
+
+    model = small_model()
+    with torch.no_grad():  # rigged to predict token 7 everywhere
+        for blk in model.model.transformer.blocks:
+            blk.attn_out.weight.zero_()
+            blk.ff_out.weight.zero_()
+        tr = model.model.transformer
+        tr.ff_out.weight.zero_()
+        tr.ff_out.weight[7] = tr.wte.weight[MASK]
+    model.save_pretrained(tmp_path)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"eos_token_id": [EOS, 7]}))
+    loaded = load_model(tmp_path)
+    assert loaded.config.eos_token_id == EOS and loaded.config.stop_token_ids == [EOS, 7]
+    loaded.save_pretrained(tmp_path / "again")
+    assert load_model(tmp_path / "again").config.stop_token_ids == [EOS, 7]
+    decode = DecodeConfig(gen_length=8, block_length=8)
+    prompt = torch.tensor([[5, 6, 8]])
+    assert generate(loaded, prompt, None, Threshold(0.5), decode).lengths.tolist() == [0]  # 7 stops
+    assert generate(model, prompt, None, Threshold(0.5), decode).lengths.tolist() == [8]  # EOS alone
+
+
 def test_unsupported_architecture_fields_are_rejected():
     with pytest.raises(ConfigError, match="alibi"):
         LLaDAConfig(alibi=True, rope=False)

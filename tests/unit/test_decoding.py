@@ -22,7 +22,7 @@ from dultra.decoding import (
 from dultra.decoding.generate import _fill_after_eos
 from dultra.decoding.trajectory import replay_forwards, replay_steps
 from dultra.errors import ConfigError
-from tests.helpers import EOS, MASK, padded_prompts, small_model
+from tests.helpers import EOS, MASK, PAD, padded_prompts, small_model
 
 ALL = [PlannerGreedy(1.0), PlannerSample(), Threshold(0.5), Factor(1.0), LowConfidence(16), EntropyBounded(0.5)]
 CFG = DecodeConfig(gen_length=16, block_length=4, record=True, seed=0)
@@ -190,6 +190,15 @@ def test_batch_decoding_equals_decoding_each_prompt_alone(model, strategy):
         assert batch.nfe[i] == alone.nfe[0]
 
 
+def test_padding_with_the_mask_id_does_not_change_the_planner(model):
+    ids, mask, prompts = padded_prompts()
+    config = DecodeConfig(gen_length=16, block_length=4, temperature=0.5, seed=3, record=True)
+    pad, masked = (generate(model, ids.masked_fill(mask == 0, fill), mask, PlannerSample(), config)
+                   for fill in (PAD, MASK))
+    assert torch.equal(pad.completion, masked.completion)
+    assert torch.allclose(pad.trajectory.log_probs, masked.trajectory.log_probs, atol=1e-6)
+
+
 def test_sampling_is_reproducible_with_a_seed(model):
     config = DecodeConfig(gen_length=16, block_length=4, temperature=1.0, seed=11)
     a = generate(model, _prompts(), None, PlannerSample(), config)
@@ -250,6 +259,10 @@ def test_tpf_counts_tokens_before_eos():
         (DecodeConfig(gen_length=16, block_length=4), LowConfidence(steps=6), "low-confidence steps"),
         (DecodeConfig(gen_length=16, block_length=4), Threshold(tau=1.5), "tau"),
         (DecodeConfig(gen_length=16, block_length=4, temperature=-1), Threshold(), "temperature"),
+        (DecodeConfig(gen_length=16, block_length=4, temperature=float("inf")), Threshold(), "finite"),
+        (DecodeConfig(gen_length=16, block_length=4), PlannerGreedy(float("inf")), "factor must be a finite"),
+        (DecodeConfig(gen_length=16, block_length=4), Factor(float("nan")), "factor must be a finite"),
+        (DecodeConfig(gen_length=16, block_length=4), EntropyBounded(float("nan")), "gamma"),
     ],
 )
 def test_clear_errors_for_bad_settings(model, config, strategy, message):

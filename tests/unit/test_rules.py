@@ -114,6 +114,12 @@ def test_planner_greedy_matches_reference(seed, factor):
     assert torch.equal(rules.planner_greedy_rule(p, c, factor), ref_planner_greedy(p, c, factor))
 
 
+def test_planner_greedy_with_a_huge_factor_reveals_every_candidate():
+    p, c, _ = _rows(0)
+    p = p.clamp(min=1e-3)  # a float -> int64 overflow used to turn 1e20 * p into k = 1 on the CPU
+    assert torch.equal(rules.planner_greedy_rule(p, c, 1e20), c & c.any(dim=1, keepdim=True))
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_planner_sample_matches_reference(seed):
     p, c, g = _rows(seed)

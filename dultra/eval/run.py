@@ -10,6 +10,7 @@ An interrupted run resumes: records already in samples.jsonl are kept, the rest 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -23,9 +24,10 @@ from dultra.configio import config_dict, doc
 from dultra.data import Example, load_task, read_examples, render_prompts
 from dultra.decoding import DecodeConfig, parse_strategy
 from dultra.decoding.generate import check_settings
-from dultra.errors import ConfigError, DultraError
+from dultra.errors import ConfigError, DataError, DultraError
 from dultra.eval.accuracy import SampleRecord, evaluate
 from dultra.eval.report import method_aup, summarize, write_report
+from dultra.model.device import check_device
 from dultra.model.loading import load, resolve, stop_token_ids
 
 
@@ -109,11 +111,16 @@ def _resume(out: Path, settings: dict) -> list[SampleRecord]:
     """Records of an earlier run with the same settings; an error if the directory holds another one."""
     settings_path, samples = out / "settings.json", out / "samples.jsonl"
     if settings_path.exists():
-        before = json.loads(settings_path.read_text())
+        try:
+            before = json.loads(settings_path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise ConfigError(f"{settings_path} is unreadable; choose another --output-dir") from None
         if before != settings:
             raise ConfigError(f"{out} holds an evaluation with other settings; choose another --output-dir")
     out.mkdir(parents=True, exist_ok=True)
-    settings_path.write_text(json.dumps(settings, indent=2, sort_keys=True))
+    partial = settings_path.with_suffix(".json.tmp")  # a run killed mid-write leaves no half file
+    partial.write_text(json.dumps(settings, indent=2, sort_keys=True))
+    partial.replace(settings_path)
     if not samples.exists():
         return []
     records = []
@@ -126,8 +133,23 @@ def _resume(out: Path, settings: dict) -> list[SampleRecord]:
     return records
 
 
+def check_config(cfg: EvalConfig) -> None:
+    """Clear errors for settings that cannot evaluate, before any data or model loads."""
+    if cfg.batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.limit < 0:
+        raise ConfigError(f"limit must be >= 0 (0: all), got {cfg.limit}")
+    if not 0 <= cfg.max_unscored_fraction <= 1:
+        raise ConfigError(f"max_unscored_fraction must be in [0, 1], got {cfg.max_unscored_fraction}")
+    if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
+        raise ConfigError(f"output_dir {cfg.output_dir} is a file, not a directory")
+    if cfg.device is not None:
+        check_device(cfg.device)
+
+
 def run_evaluation(cfg: EvalConfig) -> dict:
     """Evaluate, write the report, return it (rows, methods, metadata, paths)."""
+    check_config(cfg)
     specs = [parse_strategy(s) for s in split_strategies(cfg.strategies)]
     if not specs:
         raise ConfigError("no strategies to evaluate")
@@ -139,16 +161,24 @@ def run_evaluation(cfg: EvalConfig) -> dict:
         examples = read_examples(cfg.examples)[: cfg.limit or None]
     else:
         examples = load_task(cfg.task, cfg.split, path=cfg.data, limit=cfg.limit or None)
+    if not examples:
+        raise DataError(f"no examples to evaluate in {cfg.examples or cfg.data or cfg.task} ({cfg.split})")
+    with contextlib.ExitStack() as stack:
+        runner = None
+        if any(ex.kind == "code" for ex in examples):
+            from dultra.rewards.sandbox_client import SandboxClient
+
+            runner = stack.enter_context(SandboxClient(cfg.sandbox_url))
+            runner.check_ready()  # an unreachable sandbox fails now, not after decoding everything
+        return _evaluate(cfg, specs, decode, examples, runner)
+
+
+def _evaluate(cfg: EvalConfig, specs: list, decode: DecodeConfig, examples: list[Example], runner) -> dict:
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     path = resolve(cfg.model)
     model, tokenizer = load(path, dtype=dtype, device=device)
     decode.eos_ids = stop_token_ids(path, tokenizer, model.config)
-    runner = None
-    if any(ex.kind == "code" for ex in examples):
-        from dultra.rewards.sandbox_client import SandboxClient
-
-        runner = SandboxClient(cfg.sandbox_url)
     out = Path(cfg.output_dir)
     meta = metadata(cfg, path, tokenizer, examples, device, dtype)
     records = _resume(out, {k: meta[k] for k in ("model_sha256", "tokenizer_sha256", "data_sha256", "settings")})

@@ -35,8 +35,8 @@ from dultra.errors import DultraError
 from dultra.rewards.runner import SandboxUnavailable as RunnerUnavailable
 
 
-class SandboxError(Exception):
-    """Base of the client's errors."""
+class SandboxError(DultraError):
+    """Base of the client's errors (a DultraError: the CLI prints it in one line)."""
 
 
 class SandboxUnavailable(SandboxError, RunnerUnavailable):
@@ -45,7 +45,7 @@ class SandboxUnavailable(SandboxError, RunnerUnavailable):
     A `dultra.rewards.runner.SandboxUnavailable`, so the code reward scores None, not 0."""
 
 
-class SandboxRequestError(SandboxError, DultraError, ValueError):
+class SandboxRequestError(SandboxError, ValueError):
     """The service refused the request as malformed (HTTP 4xx): fix the request."""
 
 

@@ -11,7 +11,7 @@ import pytest
 from dultra.data import load_task
 from dultra.decoding import DecodeConfig, PlannerGreedy, Threshold
 from dultra.decoding.graphs import captured_steps
-from dultra.errors import ConfigError
+from dultra.errors import ConfigError, DataError
 from dultra.eval import evaluate
 from dultra.eval.accuracy import COMPILED_PROMPT_MULTIPLE, _compiled_width, _scores
 from dultra.eval.run import EvalConfig, EvalError, run_evaluation, split_strategies
@@ -121,6 +121,19 @@ def test_humaneval_canonical_passes_and_broken_fails():
 
 
 class _Down:
+    """A sandbox that answers /readyz, then fails every run; remembers being closed."""
+
+    closed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _Down.closed = True
+
+    def check_ready(self):
+        pass
+
     def run_tests(self, code, tests):
         raise SandboxUnavailable("down")
 
@@ -142,6 +155,40 @@ def test_a_sandbox_outage_leaves_samples_unscored_and_fails_the_run(ckpt, tmp_pa
         run_evaluation(cfg)
     row = json.loads((tmp_path / "report.json").read_text())["strategies"][0]
     assert row["samples"] == 3 and row["unscored"] == 3
+    assert _Down.closed  # its workers or connections do not outlive the evaluation
+
+
+def test_an_unreachable_sandbox_fails_before_any_decoding(ckpt, tmp_path):
+    from tests.integration.sandbox_helpers import free_port
+
+    cfg = _eval_cfg(ckpt, tmp_path / "out", task="synthetic-code", limit=2,
+                    sandbox_url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(SandboxUnavailable, match="unreachable"):
+        run_evaluation(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (dict(batch_size=0), ConfigError, "batch_size must be >= 1"),
+    (dict(limit=-1), ConfigError, "limit must be >= 0"),
+    (dict(device="meta"), ConfigError, "runs on cpu, cuda or mps"),
+    (dict(device="bogus"), ConfigError, "not a torch device"),
+    (dict(output_dir="FILE"), ConfigError, "is a file, not a directory"),
+    (dict(examples="EMPTY"), DataError, "no examples to evaluate"),
+])
+def test_bad_settings_are_one_line_errors_before_loading(ckpt, tmp_path, change, error, message):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "empty.jsonl").write_text("")
+    paths = {"FILE": str(tmp_path / "file"), "EMPTY": str(tmp_path / "empty.jsonl")}
+    change = {k: paths.get(v, v) for k, v in change.items()}
+    with pytest.raises(error, match=message):
+        run_evaluation(_eval_cfg(ckpt, tmp_path / "out", **change))
+
+
+def test_an_unreadable_settings_file_is_a_clear_error(ckpt, tmp_path):
+    (tmp_path / "settings.json").write_text('{"cut sho')
+    with pytest.raises(ConfigError, match="settings.json is unreadable"):
+        run_evaluation(_eval_cfg(ckpt, tmp_path, limit=1))
 
 
 def test_strategy_lists_split_on_commas_and_semicolons():

@@ -9,7 +9,8 @@
 
 Every field carries a one-line help (`doc`), so `--help` documents every option. Unknown
 keys in a file are an error that lists the allowed ones; nested dataclasses are YAML
-mappings and dotted flags (`--rewards.math.steps 0.2`).
+mappings and dotted flags (`--rewards.math.steps 0.2`), which change only the fields they
+name of the parent's default (TrainConfig's optim, not OptimConfig's class defaults).
 """
 
 from __future__ import annotations
@@ -86,26 +87,38 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
                            metavar=meta, help=text)
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+def _field_default(f: dataclasses.Field) -> Any:
+    """The value a field takes when not given (None when it has no default)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _build(cls: type, values: dict[str, Any], where: str, defaults: Any = None) -> Any:
+    """`cls` with `values` set; the other fields keep `defaults`' values (an instance of cls)
+    or, without it, the class defaults."""
     hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(sorted(names))}")
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(sorted(fields))}")
     kwargs = {}
     for key, value in values.items():
         base, optional = _base_type(hints[key])
         if dataclasses.is_dataclass(base):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}.{key} must be a mapping")
-            value = _build(base, value, f"{where}.{key}")
+            # A partial mapping changes the parent's default, not the class's: TrainConfig's
+            # optim is OptimConfig(lr=5e-6, weight_decay=0.1), so `optim.grad_clip` alone keeps those.
+            inner = getattr(defaults, key) if defaults is not None else _field_default(fields[key])
+            value = _build(base, value, f"{where}.{key}", inner if isinstance(inner, base) else None)
         elif value is None and not optional:
             raise ConfigError(f"{where}.{key} may not be empty")
         elif value is not None:
             value = _coerce(base, value, f"{where}.{key}")
         kwargs[key] = value
     try:
-        return cls(**kwargs)
+        return dataclasses.replace(defaults, **kwargs) if defaults is not None else cls(**kwargs)
     except TypeError as err:
         raise ConfigError(f"{where}: {err}") from None
 
@@ -145,9 +158,11 @@ def load_config(
             raise ConfigError(f"config file {path} does not exist")
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path} is not valid YAML: {err}") from None
         if section is not None:
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"{path} must be a mapping with a {section!r} section")
             loaded = loaded.get(section, {}) or {}
             where = f"{path}:{section}"
         if not isinstance(loaded, dict):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -54,11 +54,14 @@ def test_file_then_flags(tmp_path):
         ("train: {inner: 3}", "must be a mapping"),
         ("train: [1, 2]", "must be a mapping"),
         ("train: {steps: 1", "not valid YAML"),
+        ("[1, 2]", "must be a mapping with a 'train' section"),
+        ("just text", "must be a mapping with a 'train' section"),
+        (b"train: {steps: \xff}", "not valid YAML"),
     ],
 )
 def test_clear_errors(tmp_path, text, message):
     path = tmp_path / "c.yaml"
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(ConfigError, match=message):
         load_config(Outer, path, section="train")
 
@@ -91,3 +94,41 @@ def test_overrides_and_their_flag_form(tmp_path):
     parser, _ = _parse([])
     args = parser.parse_args(to_flags({"inner.weight": 4.0, "flag": True, "name": "x"}))
     assert load_config(Outer, flags=args) == Outer(name="x", flag=True, inner=Inner(4.0))
+
+
+@dataclass(frozen=True)
+class Weights:
+    a: float = doc(1.0, "first weight")
+    b: float = doc(1.0, "second weight")
+
+
+@dataclass(frozen=True)
+class Group:
+    first: Weights = doc(factory=lambda: Weights(a=3.0), help="weights whose default is not the class's")
+    scale: float = doc(1.0, "a scale")
+
+
+@dataclass
+class Run:
+    group: Group = doc(factory=lambda: Group(scale=0.5), help="nested twice, defaults set by the parent")
+
+
+def test_partial_nested_settings_keep_the_parents_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {group: {first: {b: 2}}}\n")
+    want = Run(group=Group(first=Weights(a=3.0, b=2.0), scale=0.5))
+    assert load_config(Run, path, section="train") == want
+    assert load_config(Run, overrides={"group.first.b": 2.0}) == want
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, Run)
+    assert load_config(Run, flags=parser.parse_args(["--group.first.b", "2"])) == want
+
+
+def test_partial_optim_and_reward_flags_keep_the_trainers_defaults():
+    from dultra.rl.trainer import TrainConfig
+
+    cfg = load_config(TrainConfig, overrides={"optim.grad_clip": 0.5, "rewards.code.steps": 0.2})
+    default = TrainConfig()
+    assert cfg.optim == replace(default.optim, grad_clip=0.5)  # lr 5e-6, weight decay 0.1
+    assert cfg.rewards.code == replace(default.rewards.code, steps=0.2)  # correctness x3
+    assert cfg.rewards.math == default.rewards.math

@@ -82,7 +82,9 @@ class Example:
             raise DataError(f"example {self.id}: kind must be one of {KINDS}, got {self.kind!r}")
         if not self.prompt.strip():
             raise DataError(f"example {self.id}: empty prompt")
-        if self.kind == "math" and not (self.answer or "").strip():
+        if self.answer is not None and not isinstance(self.answer, str):
+            raise DataError(f"example {self.id}: answer must be a string or a number, got {self.answer!r}")
+        if self.kind == "math" and (self.answer is None or not self.answer.strip()):  # "0" is an answer
             raise DataError(f"example {self.id}: a math example needs a reference answer")
         if self.kind == "code" and not self.tests:
             raise DataError(f"example {self.id}: a code example needs at least one test")
@@ -107,11 +109,18 @@ class Example:
             raise DataError(f"not an example record (missing {', '.join(missing)}): keys {sorted(row)}")
         return cls(
             id=str(row["id"]), task=row["task"], kind=row["kind"], prompt=row["prompt"],
-            system=row.get("system") or "", answer=row.get("answer"),
+            system=row.get("system") or "", answer=_answer_text(row.get("answer")),
             tests=tuple(CodeTest.from_dict(t) for t in row.get("tests") or ()),
             code_prefix=row.get("code_prefix") or "", solution=row.get("solution"),
             meta=dict(row.get("meta") or {}),
         )
+
+
+def _answer_text(answer: Any) -> Any:
+    """A JSON number answer (`"answer": 16`) as the text math-verify reads; anything else as is."""
+    if isinstance(answer, int | float) and not isinstance(answer, bool):
+        return str(answer)
+    return answer
 
 
 def write_examples(examples: Iterable[Example], path: str | Path) -> Path:

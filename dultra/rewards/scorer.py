@@ -7,11 +7,13 @@
     batch.total, batch.keep, batch.components["correct"]
 
 Completions are grouped contiguously: completion i belongs to examples[i // group_size].
+A batch's components are the same names whatever its task kinds ("distill" exactly when a
+teacher is given), since processes sum them together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,14 @@ class RewardConfig:
     code: RewardWeights = doc(factory=lambda: RewardWeights.for_kind("code"), help="weights for code tasks")
     max_unscorable_fraction: float = doc(0.25, "fail the step if more of a batch cannot be scored")
     code_workers: int = doc(8, "concurrent sandbox requests")
+
+    def check(self, kinds: Iterable[str], has_teacher: bool) -> None:
+        """Fail before training when a task kind of the data weights a reward without its model."""
+        for kind in sorted(set(kinds)):
+            weight = getattr(self, kind).distill
+            if weight != 0 and not has_teacher:
+                raise ConfigError(f"rewards.{kind}.distill is {weight} but no teacher is set: "
+                                  f"set --teacher, or --rewards.{kind}.distill 0")
 
 
 @dataclass
@@ -89,6 +99,18 @@ class RewardScorer:
                 out[i] = v
         return out
 
+    def _distill(self, completions: Sequence[str], messages: Sequence[Any] | None,
+                 wanted: list[bool]) -> list[float | None]:
+        """The teacher's reward where its weight is non-zero, 0.0 (not applicable) elsewhere."""
+        out: list[float | None] = [0.0] * len(completions)
+        idx = [i for i, w in enumerate(wanted) if w]
+        if idx:
+            chats = [messages[i] for i in idx] if messages is not None else None
+            values = self.distill([completions[i] for i in idx], chats)
+            for i, v in zip(idx, values):
+                out[i] = v
+        return out
+
     def score(self, completions: Sequence[str], steps: Sequence[int], group_size: int,
               kind: str | Sequence[str], **fields: Any) -> ScoredBatch:
         """completions: N = B * group_size texts; steps: N productive step counts; kind and
@@ -100,10 +122,11 @@ class RewardScorer:
             "format": format_reward(completions, kinds),
             "steps": step_penalty(completions, steps),
         }
-        if any(w.distill != 0 for w in weights):
-            if self.distill is None:
-                raise ConfigError("the distill weight is non-zero but no teacher was given")
-            components["distill"] = self.distill(completions, fields.get("messages"))
+        wanted = [w.distill != 0 for w in weights]
+        if any(wanted) and self.distill is None:
+            raise ConfigError("the distill weight is non-zero but no teacher was given")
+        if self.distill is not None:
+            components["distill"] = self._distill(completions, fields.get("messages"), wanted)
         total = combine(weights, **components)
         keep = scorable_mask(total, group_size, self.config.max_unscorable_fraction)
         return ScoredBatch(total=total, keep=keep, components=components)

@@ -1,11 +1,14 @@
 """Training checkpoints: everything needed to resume exactly, written atomically.
 
-    OUTPUT_DIR/checkpoints/step-00000040/   accelerate state (model, optimizer, scheduler, RNG)
+    OUTPUT_DIR/checkpoints/step-00000040/   accelerate state (model, optimizer, RNG; the LR
+                                            scheduler as custom_checkpoint_0.pkl)
                                             + trainer_state.json (step, data position, config)
     OUTPUT_DIR/final/                       the model as a checkpoint `dultra generate --model` loads
 
 A checkpoint directory appears under its final name only once complete (written to a
 temporary name, then renamed), so a run killed mid-save resumes from the previous one.
+A fresh run (no resume) refuses an output_dir that holds checkpoints: rotation would delete
+its own first checkpoints before the old run's, and a later resume would pick the old run's.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+
+from dultra.errors import CheckpointError, ConfigError
 
 STATE_FILE = "trainer_state.json"
 
@@ -52,8 +57,26 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
+def resume_checkpoint(output_dir: str | Path, resume: bool) -> Path | None:
+    """The checkpoint a run continues from: the newest one when resuming, else None.
+
+    Raises ConfigError when a fresh run would write into checkpoints of an earlier one
+    (deleting user data is left to the user).
+    """
+    if resume:
+        return latest_checkpoint(output_dir)
+    earlier = sorted(p for p in checkpoint_root(output_dir).glob("step-*") if p.is_dir())
+    if earlier:
+        raise ConfigError(f"{checkpoint_root(output_dir)} holds an earlier run's checkpoints (newest {earlier[-1].name}): "
+                          "pass --resume true to continue it, or choose another output_dir (or remove them) to start afresh")
+    return None
+
+
 def load_checkpoint(accelerator: Accelerator, directory: Path) -> dict[str, Any]:
     """Restore the accelerate state; return the trainer state saved with it."""
+    if (directory / "scheduler.bin").exists() and not (directory / "custom_checkpoint_0.pkl").exists():
+        raise CheckpointError(f"{directory} was saved by an older dultra whose LR schedule advanced once per process "
+                              "and update; it cannot be resumed: start afresh in another output_dir")
     accelerator.load_state(str(directory))
     return json.loads((directory / STATE_FILE).read_text())
 

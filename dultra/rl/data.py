@@ -2,7 +2,7 @@
 
     stream = ExampleStream(examples, batch_size=4, seed=0, rank=0, world=1)
     batch = stream.next()            # list[Example]
-    state = stream.state()           # {"epoch": e, "index": i}: saved in checkpoints
+    state = stream.state()           # {"epoch": e, "index": i, "size": n}: saved in checkpoints
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ class ExampleStream:
     """Endless, seeded, epoch-shuffled batches; each process takes its own slice of a batch.
 
     The order depends only on (seed, epoch), so `load_state` resumes exactly where a
-    checkpoint left off. batch_size is the number of examples per process and step.
+    checkpoint left off, over the same examples (a different number of them is a DataError).
+    batch_size is the number of examples per process and step.
     """
 
     def __init__(self, examples: Sequence[Example], batch_size: int, seed: int = 0, rank: int = 0, world: int = 1):
@@ -49,10 +50,15 @@ class ExampleStream:
         return picked[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
 
     def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "index": self.index}
+        return {"epoch": self.epoch, "index": self.index, "size": len(self.examples)}
 
     def load_state(self, state: dict[str, int]) -> None:
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+        epoch, index, size = int(state["epoch"]), int(state["index"]), state.get("size")  # older: no size
+        if (size is not None and int(size) != len(self.examples)) or index > len(self.examples):
+            had = f"{size} examples" if size is not None else f"at least {index}"
+            raise DataError(f"the training set changed since the checkpoint (it had {had}, now {len(self.examples)}): "
+                            "resume with the same tasks, data and train_size")
+        self.epoch, self.index = epoch, index
         self._order = self._permutation()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
@@ -24,9 +25,8 @@ class MetricsLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # A resumed run rewrites history after its checkpoint, so no step is logged twice.
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [row for row in _rows(self.path) if row["step"] <= resume_step]
+            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
         self.writer = SummaryWriter(str(Path(output_dir) / "tensorboard"), purge_step=resume_step + 1)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -45,7 +45,26 @@ class MetricsLogger:
             self.writer.close()
 
 
+def _rows(path: Path) -> list[dict]:
+    """The rows of a metrics file; lines a killed run left half-written are skipped, with a warning."""
+    rows, bad = [], 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+        else:
+            bad += 1
+    if bad:
+        warnings.warn(f"{path}: skipped {bad} unreadable line(s) (a run killed while writing)", stacklevel=3)
+    return rows
+
+
 def read_metrics(output_dir: str | Path) -> list[dict]:
-    """The logged rows of a run, in order."""
-    path = Path(output_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The logged rows of a run, in order (unreadable lines skipped, with a warning)."""
+    return _rows(Path(output_dir) / "metrics.jsonl")

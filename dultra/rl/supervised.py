@@ -4,7 +4,8 @@
 
 loss_fn(model, batch, generator) -> (loss, metrics). The generator is seeded from
 (seed, step), so a resumed run draws exactly the masks an uninterrupted run would.
-Checkpoints every `save_every` steps; `resume` continues from the newest one.
+Checkpoints every `save_every` steps; `resume` continues from the newest one, and a fresh
+run refuses an output_dir that holds checkpoints (dultra.rl.checkpoint.resume_checkpoint).
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 
 from dultra.configio import config_dict, doc
+from dultra.errors import ConfigError
 from dultra.model.precision import store_frozen_linears
-from dultra.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
+from dultra.rl.checkpoint import load_checkpoint, resume_checkpoint, save_checkpoint, save_final
 from dultra.rl.data import ExampleStream
 from dultra.rl.logger import MetricsLogger
+
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -34,12 +38,19 @@ class OptimConfig:
     betas: tuple[float, float] = doc((0.9, 0.99), "AdamW betas")
     weight_decay: float = doc(0.0, "AdamW weight decay")
     grad_clip: float = doc(1.0, "clip the global gradient norm to this (0 disables)")
-    warmup_steps: int = doc(0, "linear warmup steps")
-    schedule: str = doc("constant", "constant | cosine (decay to 10% of lr at the last step)")
+    warmup_steps: int = doc(0, "linear warmup over this many optimizer updates")
+    schedule: str = doc("constant", "constant | cosine (decay to 10% of lr at the last update)")
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
 
 
 def build_optimizer(params, cfg: OptimConfig, total_steps: int):
-    """AdamW over `params` (tensors, or param groups with their own "lr") and its LambdaLR schedule."""
+    """AdamW over `params` (tensors, or param groups with their own "lr") and its LambdaLR
+    schedule over `total_steps` optimizer updates (step it once per update; see `prepare`)."""
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
     def factor(step: int) -> float:
@@ -51,6 +62,18 @@ def build_optimizer(params, cfg: OptimConfig, total_steps: int):
         return 1.0
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def prepare(accelerator: Accelerator, model: torch.nn.Module, optimizer, scheduler):
+    """accelerate's `prepare` for the model and optimizer; the scheduler stays as it is.
+
+    A prepared scheduler steps num_processes times per call (accelerate assumes schedules
+    written in per-process batches), which ran warmup and cosine 8x too fast on 8 GPUs; ours
+    count optimizer updates. Registered for checkpointing, so save_state / load_state keep it.
+    """
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    return model, optimizer, scheduler
 
 
 def store_frozen_weights(model: torch.nn.Module, accelerator: Accelerator, name: str) -> None:
@@ -81,13 +104,14 @@ def run_supervised(
 
     cfg needs: steps, optim (OptimConfig), seed, output_dir, save_every, resume.
     """
+    output_dir = Path(cfg.output_dir)
+    ckpt = resume_checkpoint(output_dir, cfg.resume)
     store_frozen_weights(model, accelerator, name)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    output_dir = Path(cfg.output_dir)
+    model, optimizer, scheduler = prepare(accelerator, model, optimizer, scheduler)
     start = 0
-    if cfg.resume and (ckpt := latest_checkpoint(output_dir)) is not None:
+    if ckpt is not None:
         state = load_checkpoint(accelerator, ckpt)
         start = state["step"]
         stream.load_state(state["data"])

@@ -42,12 +42,12 @@ from dultra.decoding.trajectory import replay_forwards, replay_steps
 from dultra.errors import ConfigError
 from dultra.model.loading import load, stop_token_ids
 from dultra.rewards import RewardConfig, RewardScorer, load_teacher
-from dultra.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final
+from dultra.rl.checkpoint import load_checkpoint, resume_checkpoint, save_checkpoint, save_final
 from dultra.rl.data import ExampleStream
 from dultra.rl.grpo import group_advantages, kl_penalty, loss_coefficients, sequence_log_ratio
 from dultra.rl.logger import MetricsLogger
 from dultra.rl.rollout import Rollout, rollout, score
-from dultra.rl.supervised import OptimConfig, build_optimizer, store_frozen_weights
+from dultra.rl.supervised import OptimConfig, build_optimizer, prepare, store_frozen_weights
 
 
 class OffPolicyError(RuntimeError):
@@ -64,7 +64,7 @@ class TrainConfig:
     data: str | None = doc(None, "a JSONL file of examples instead of `tasks` (a pipeline artifact)")
     train_size: int = doc(20000, "examples generated per synthetic task")
     output_dir: str = doc("runs/grpo", "where checkpoints, metrics and the final model go")
-    steps: int = doc(200, "optimizer updates")
+    steps: int = doc(200, "GRPO steps: rollout batches, each num_iterations optimizer updates")
     prompts_per_step: int = doc(1, "prompts per step and process")
     group_size: int = doc(12, "completions per prompt (G)")
     gen_length: int = doc(256, "completion length")
@@ -74,7 +74,8 @@ class TrainConfig:
                              "trained is then the cached decoder's)")
     compile_rollouts: bool = doc(False, "decode rollouts with compiled steps, replayed from CUDA graphs on a GPU "
                                         "(the first rollout of each shape compiles; not under FSDP)")
-    num_iterations: int = doc(1, "optimizer updates per rollout batch (1: exactly on-policy)")
+    num_iterations: int = doc(1, "optimizer updates per rollout batch (1: exactly on-policy); the LR schedule "
+                                 "spans steps x num_iterations updates")
     eps_low: float = doc(0.2, "lower clip of the sequence ratio: 1 - eps_low")
     eps_high: float = doc(1.0, "upper clip of the sequence ratio: 1 + eps_high")
     beta: float = doc(0.0, "weight of the KL penalty to the initial model (0: none, no reference copy)")
@@ -96,8 +97,15 @@ class TrainConfig:
     resume: bool = doc(False, "continue from the newest checkpoint in output_dir")
 
     def validate(self) -> None:
-        if self.gen_length % self.block_length:
-            raise ConfigError(f"gen_length ({self.gen_length}) must be a multiple of block_length ({self.block_length})")
+        if self.gen_length < 1 or self.block_length < 1 or self.gen_length % self.block_length:
+            raise ConfigError(f"gen_length ({self.gen_length}) must be a positive multiple of block_length "
+                              f"({self.block_length})")
+        if self.num_iterations < 1:
+            raise ConfigError(f"num_iterations must be >= 1, got {self.num_iterations}")
+        if self.replay_batch_size < 0:
+            raise ConfigError(f"replay_batch_size must be >= 0 (0: the whole batch), got {self.replay_batch_size}")
+        if not 0 <= self.eps_low < 1 or self.eps_high < 0:  # the ratio's clip range [1 - eps_low, 1 + eps_high]
+            raise ConfigError(f"eps_low must be in [0, 1) and eps_high >= 0, got {self.eps_low} and {self.eps_high}")
         if self.group_size < 2:
             raise ConfigError("group_size must be at least 2 (advantages compare completions of a prompt)")
         if not (self.train_base or self.train_planner):
@@ -117,6 +125,11 @@ class GRPOTrainer:
         self.acc = acc = accelerator or Accelerator()
         if cfg.compile_rollouts and acc.distributed_type == DistributedType.FSDP:
             raise ConfigError("compile_rollouts captures the full weights at fixed addresses; FSDP shards them")
+        # Settings that cannot work fail here, before minutes of model loading and rollouts.
+        self.resume_from = resume_checkpoint(cfg.output_dir, cfg.resume)
+        examples = load_examples(cfg.tasks, cfg.data, "train", cfg.train_size)
+        cfg.rewards.check({ex.kind for ex in examples}, has_teacher=cfg.teacher is not None)
+        self.stream = ExampleStream(examples, cfg.prompts_per_step, cfg.seed, acc.process_index, acc.num_processes)
         model, self.tokenizer = load(cfg.model)
         if not model.config.has_planner:
             raise ConfigError(f"{cfg.model} has no planner head: run `dultra warmstart` first")
@@ -126,14 +139,14 @@ class GRPOTrainer:
         self.eos_ids = stop_token_ids(cfg.model, self.tokenizer, model.config)
         store_frozen_weights(model, acc, "train")
         self.reference = copy.deepcopy(model).requires_grad_(False).to(acc.device) if cfg.beta > 0 else None
-        examples = load_examples(cfg.tasks, cfg.data, "train", cfg.train_size)
-        self.stream = ExampleStream(examples, cfg.prompts_per_step, cfg.seed, acc.process_index, acc.num_processes)
         self.params = [p for p in model.parameters() if p.requires_grad]
         head = {id(p) for p in model.planner_parameters()}
         groups = [{"params": [p for p in self.params if id(p) not in head]},
                   {"params": [p for p in self.params if id(p) in head], "lr": cfg.planner_lr or cfg.optim.lr}]
-        optimizer, scheduler = build_optimizer([g for g in groups if g["params"]], cfg.optim, cfg.steps)
-        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        # The schedule counts optimizer updates: num_iterations of them per step.
+        updates = cfg.steps * cfg.num_iterations
+        optimizer, scheduler = build_optimizer([g for g in groups if g["params"]], cfg.optim, updates)
+        self.model, self.optimizer, self.scheduler = prepare(acc, model, optimizer, scheduler)
         self.scorer = RewardScorer(cfg.rewards, code_runner=self._code_runner(), teacher=self._teacher())
 
     def _teacher(self):
@@ -159,7 +172,7 @@ class GRPOTrainer:
     def train(self) -> Path:
         cfg, acc = self.cfg, self.acc
         start = 0
-        if cfg.resume and (ckpt := latest_checkpoint(cfg.output_dir)) is not None:
+        if (ckpt := self.resume_from) is not None:
             state = load_checkpoint(acc, ckpt)
             start = state["step"]
             self.stream.load_state(state["data"])

@@ -106,8 +106,9 @@ def warmstart_loss(
 
 def warmstart(cfg: WarmstartConfig, accelerator: Accelerator | None = None):
     """Run the stage; returns the final checkpoint directory (base + trained head)."""
-    if cfg.gen_length % cfg.block_length:
-        raise ConfigError(f"gen_length ({cfg.gen_length}) must be a multiple of block_length ({cfg.block_length})")
+    if cfg.gen_length < 1 or cfg.block_length < 1 or cfg.gen_length % cfg.block_length:
+        raise ConfigError(f"gen_length ({cfg.gen_length}) must be a positive multiple of block_length "
+                          f"({cfg.block_length})")
     accelerator = accelerator or Accelerator()
     model, tokenizer = load(cfg.model, add_planner=True)
     model.set_trainable(base=False, planner=True)

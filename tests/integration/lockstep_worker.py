@@ -3,6 +3,7 @@
     RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 python -m tests.integration.lockstep_worker fsdp OUT.json dual
     RANK=0 WORLD_SIZE=4 ... python -m tests.integration.lockstep_worker hsdp OUT.json none
     ... python -m tests.integration.lockstep_worker trainer OUT.json CHECKPOINT {none,dual}
+    ... python -m tests.integration.lockstep_worker schedule OUT.json CHECKPOINT
 
 fsdp: every LLaDA block and the whole model are sharded with torch's fully_shard, so each
 forward and backward all-gathers and reduce-scatters with the other process. Each process
@@ -15,6 +16,9 @@ shard, as configs/accelerate/hsdp.yaml does across nodes).
 
 trainer: three GRPO steps of GRPOTrainer (accelerate on the CPU wraps the model in DDP, as
 FSDP needs a GPU there), counting the model forwards of each phase on this process.
+
+schedule: three updates of `dultra pretrain` and of GRPOTrainer, both with a 4-update LR
+warmup; the learning rates their metrics logged.
 """
 
 from __future__ import annotations
@@ -134,6 +138,25 @@ def trainer(out_path: str, checkpoint: str, cache: str) -> None:
         json.dump({"rank": run.acc.process_index, "steps": steps}, f)
 
 
+def schedule(out_path: str, checkpoint: str) -> None:
+    from dultra.rewards import RewardConfig, RewardWeights
+    from dultra.rl.logger import read_metrics
+    from dultra.rl.pretrain import PretrainConfig, pretrain
+    from dultra.rl.supervised import OptimConfig
+    from dultra.rl.trainer import GRPOTrainer, TrainConfig
+
+    root, optim = Path(out_path).parent, OptimConfig(lr=1e-3, warmup_steps=4)
+    pretrain(PretrainConfig(model=checkpoint, tasks="synthetic-math", train_size=40, output_dir=str(root / "pretrain"),
+                            steps=3, batch_size=2, gen_length=48, save_every=0, optim=optim))
+    run = GRPOTrainer(TrainConfig(model=checkpoint, output_dir=str(root / "grpo"), steps=3, group_size=4, gen_length=16,
+                                  block_length=4, train_size=40, save_every=0, optim=optim,
+                                  rewards=RewardConfig(math=RewardWeights(distill=0.0))))
+    run.train()
+    lrs = {stage: [row["lr"] for row in read_metrics(root / stage)] for stage in ("pretrain", "grpo")}
+    with open(out_path, "w") as f:
+        json.dump({"rank": run.acc.process_index, "processes": run.acc.num_processes, **lrs}, f)
+
+
 if __name__ == "__main__":
     hybrid = functools.partial(sharded, replicas=2)
-    {"fsdp": sharded, "hsdp": hybrid, "trainer": trainer}[sys.argv[1]](*sys.argv[2:])
+    {"fsdp": sharded, "hsdp": hybrid, "trainer": trainer, "schedule": schedule}[sys.argv[1]](*sys.argv[2:])

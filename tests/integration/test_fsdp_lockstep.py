@@ -116,3 +116,12 @@ def test_grpo_trainer_with_cached_rollouts_replays_on_policy_in_step(tmp_path, t
         assert s0["rollout"] == s1["rollout"] == s0["replay"] == s1["replay"]  # a replay forward per rollout step
         differs |= s0["rollout_alone"] != s1["rollout_alone"]
     assert differs
+
+
+def test_learning_rate_schedules_count_updates_not_processes(tmp_path, tiny_tokenizer):
+    """accelerate's prepared scheduler steps once per process and call: warmup twice as fast here."""
+    checkpoint = save_small_checkpoint(tmp_path / "ckpt", tiny_tokenizer)
+    r0, r1 = run_pair(tmp_path, "schedule", str(checkpoint))
+    assert r0["processes"] == r1["processes"] == 2
+    warmup = pytest.approx([1e-3 * f for f in (2 / 4, 3 / 4, 4 / 4)])  # after updates 1, 2, 3 of 4
+    assert r0["pretrain"] == warmup and r0["grpo"] == warmup

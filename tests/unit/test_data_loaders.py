@@ -146,3 +146,15 @@ def test_hub_reader_through_datasets(tmp_path, monkeypatch):
     assert read_hub(str(folder), None, "test") == MBPP_ROWS
     with pytest.raises(DataError, match="cannot load split 'train'"):
         read_hub(str(folder), None, "train")
+
+
+@pytest.mark.parametrize("answer, text", [(16, "16"), (0, "0"), (0.5, "0.5"), ("0", "0")])
+def test_numeric_and_zero_answers_in_jsonl(tmp_path, answer, text):
+    path = write_jsonl(tmp_path / "n.jsonl", [{"id": "a", "task": "t", "kind": "math", "prompt": "8+8?", "answer": answer}])
+    assert read_examples(path)[0].answer == text
+
+
+def test_non_text_answers_are_data_errors(tmp_path):
+    path = write_jsonl(tmp_path / "l.jsonl", [{"id": "a", "task": "t", "kind": "math", "prompt": "8+8?", "answer": [16]}])
+    with pytest.raises(DataError, match="l.jsonl:1: example a: answer must be a string or a number"):
+        read_examples(path)

@@ -103,3 +103,26 @@ def test_scorer_refuses_missing_parts():
     code_ex = generate("synthetic-code", "test", n=1)
     with pytest.raises(ConfigError, match="need a code runner"):
         RewardScorer().score(["x"], steps=[1], group_size=1, **example_fields(code_ex, 1))
+
+
+def test_scorer_components_are_the_same_whatever_the_batchs_kinds(tiny_tokenizer):
+    """Processes sum the components of their own batches: the names may not depend on them."""
+    config = RewardConfig(math=RewardWeights(distill=0.0))  # code keeps its distill weight
+    teacher = Teacher(tiny_llama(len(tiny_tokenizer)), tiny_tokenizer)
+    scorer = RewardScorer(config, code_runner=SubprocessRunner(), teacher=teacher)
+    math_ex = generate("synthetic-math", "test", n=1)
+    code_ex = generate("synthetic-code", "test", n=1)
+    on_math = scorer.score([math_ex[0].solution] * 2, steps=[1, 1], group_size=2, **example_fields(math_ex, 2))
+    on_code = scorer.score([code_ex[0].solution] * 2, steps=[1, 1], group_size=2, **example_fields(code_ex, 2))
+    assert list(on_math.components) == list(on_code.components) == ["correct", "format", "steps", "distill"]
+    assert on_math.components["distill"] == [0.0, 0.0]  # weight 0: not applicable, no teacher call
+    assert all(v is not None and v < 0 for v in on_code.components["distill"])
+
+
+def test_reward_config_check_names_the_weight_that_needs_a_teacher():
+    config = RewardConfig(math=RewardWeights(distill=0.0))
+    config.check({"math"}, has_teacher=False)
+    config.check({"math", "code"}, has_teacher=True)
+    with pytest.raises(ConfigError, match=r"rewards.code.distill is 1.0 but no teacher is set: set --teacher, "
+                                          r"or --rewards.code.distill 0"):
+        config.check({"math", "code"}, has_teacher=False)

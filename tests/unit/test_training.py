@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,11 +11,15 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from torch import nn
 
+from dultra.configio import load_config
+from dultra.data import generate
 from dultra.decoding.rules import factor_rule
-from dultra.errors import ConfigError
+from dultra.errors import CheckpointError, ConfigError, DataError
 from dultra.model.loading import load_model
 from dultra.rewards import RewardConfig, RewardWeights
-from dultra.rl.logger import read_metrics
+from dultra.rl.checkpoint import load_checkpoint
+from dultra.rl.data import ExampleStream
+from dultra.rl.logger import MetricsLogger, read_metrics
 from dultra.rl.pretrain import PretrainConfig, masked_diffusion_loss, pretrain
 from dultra.rl.supervised import OptimConfig
 from dultra.rl.trainer import GRPOTrainer, OffPolicyError, TrainConfig
@@ -246,6 +252,109 @@ def test_an_unreachable_sandbox_fails_before_training(checkpoint, tmp_path):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = _grpo(checkpoint, tmp_path, tasks="synthetic-code", sandbox_url=f"http://127.0.0.1:{port}")
+    cfg = _grpo(checkpoint, tmp_path, tasks="synthetic-code", sandbox_url=f"http://127.0.0.1:{port}",
+                rewards=RewardConfig(code=RewardWeights(correct=3.0, distill=0.0)))
     with pytest.raises(ConfigError, match="unreachable"):
         GRPOTrainer(cfg)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"block_length": 0}, "positive multiple of block_length"),
+    ({"num_iterations": 0}, "num_iterations must be >= 1"),
+    ({"replay_batch_size": -1}, "replay_batch_size must be >= 0"),
+    ({"eps_low": 1.0}, "eps_low must be in"),
+    ({"eps_high": -0.1}, "eps_high >= 0"),
+])
+def test_settings_the_trainer_refuses(checkpoint, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        _grpo(checkpoint, tmp_path, **overrides).validate()
+
+
+def test_unknown_lr_schedules_and_zero_block_lengths_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="optim.schedule must be one of constant, cosine, got 'cosin'"):
+        load_config(TrainConfig, overrides={"optim.schedule": "cosin"})
+    with pytest.raises(ConfigError, match="optim.warmup_steps must be >= 0"):
+        OptimConfig(warmup_steps=-1)
+    ws = WarmstartConfig(model="not-loaded", output_dir=str(tmp_path), block_length=0)
+    with pytest.raises(ConfigError, match="positive multiple of block_length"):
+        warmstart(ws)
+
+
+def test_lr_schedule_spans_every_update_of_several_iterations(checkpoint, tmp_path):
+    """2 steps x 2 iterations: the cosine is half way after the first step's two updates."""
+    cfg = _grpo(checkpoint, tmp_path, num_iterations=2, optim=OptimConfig(lr=1e-3, schedule="cosine"))
+    GRPOTrainer(cfg).train()
+    lrs = [row["lr"] for row in read_metrics(tmp_path)]
+    assert lrs == pytest.approx([1e-3 * (0.1 + 0.9 * 0.5), 1e-3 * 0.1])
+
+
+def test_supervised_resume_restores_the_lr_schedule(checkpoint, tmp_path):
+    def run(out, steps, **kw):
+        return pretrain(PretrainConfig(model=str(checkpoint), tasks="synthetic-math", train_size=40, output_dir=str(out),
+                                       steps=steps, batch_size=4, gen_length=48, save_every=2,
+                                       optim=OptimConfig(lr=1e-3, warmup_steps=2, schedule="cosine"), **kw))
+
+    run(tmp_path, 4)  # checkpoints step 2
+    straight = [r["lr"] for r in read_metrics(tmp_path)]
+    cosine = [0.1 + 0.45 * (1 + math.cos(math.pi * p)) for p in (0, 0.5, 1)]
+    assert straight == pytest.approx([1e-3 * f for f in [1.0, *cosine]])
+    assert (tmp_path / "checkpoints" / "step-00000002" / "custom_checkpoint_0.pkl").exists()
+    run(tmp_path, 4, resume=True)  # steps 3 and 4 again, from the restored schedule
+    assert [r["lr"] for r in read_metrics(tmp_path)] == straight
+
+
+def _earlier_run(out):
+    step = out / "checkpoints" / "step-00000100"
+    step.mkdir(parents=True)
+    (step / "trainer_state.json").write_text('{"step": 100, "data": {}}')
+    return step
+
+
+def test_a_fresh_run_refuses_an_output_dir_with_checkpoints(checkpoint, tmp_path):
+    step = _earlier_run(tmp_path)
+    with pytest.raises(ConfigError, match="step-00000100.*pass --resume true"):
+        GRPOTrainer(_grpo(tmp_path / "not-loaded", tmp_path))  # before loading the model
+    cfg = PretrainConfig(model=str(checkpoint), tasks="synthetic-math", train_size=40, output_dir=str(tmp_path),
+                         steps=1, batch_size=4, gen_length=48)
+    with pytest.raises(ConfigError, match="pass --resume true"):
+        pretrain(cfg)
+    assert (step / "trainer_state.json").exists()  # nothing deleted
+
+
+def test_checkpoints_with_the_old_scheduler_layout_are_refused(tmp_path):
+    step = _earlier_run(tmp_path)
+    (step / "scheduler.bin").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="older dultra"):
+        load_checkpoint(None, step)
+
+
+def test_a_task_kind_weighting_distill_without_a_teacher_fails_before_loading(tmp_path):
+    cfg = _grpo(tmp_path / "not-loaded", tmp_path, tasks="synthetic-math,synthetic-code")  # code: distill 1.0
+    with pytest.raises(ConfigError, match="rewards.code.distill"):
+        GRPOTrainer(cfg)
+
+
+def test_resuming_on_a_changed_training_set_is_a_data_error():
+    examples = generate("synthetic-math", "train", n=10)
+    stream = ExampleStream(examples, batch_size=4)
+    for _ in range(2):
+        stream.next()
+    state = stream.state()
+    for smaller in (ExampleStream(examples[:6], 4), ExampleStream(examples[:9], 4)):
+        with pytest.raises(DataError, match="training set changed since the checkpoint \\(it had 10 examples, now"):
+            smaller.load_state(state)
+    legacy = {"epoch": 0, "index": 8}  # saved before the size was
+    with pytest.raises(DataError, match="it had at least 8, now 6"):
+        ExampleStream(examples[:6], 4).load_state(legacy)
+    resumed = ExampleStream(examples, 4)
+    resumed.load_state(state)
+    assert resumed.next() == stream.next()
+
+
+def test_metrics_of_a_run_killed_mid_write_resume(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "lr": 0.1}\n{"step": 2, "lr": 0.2}\n{"step": 3, "l')
+    with pytest.warns(UserWarning, match="skipped 1 unreadable line"):
+        logger = MetricsLogger(tmp_path, resume_step=2)
+    logger.log(3, {"lr": 0.3})
+    logger.close()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]

@@ -5,8 +5,11 @@
 Each runs in the trainer image (`docker/Dockerfile`, name from $DULTRA_TRAINER_IMAGE at
 compile time). Models pass between steps as Model artifacts that point at checkpoints on
 the workspace volume (`components.steps.write_reference`), so multi-GB weights are
-written once. Cluster settings (resources, GPUs, the workspace volume, the S3 Secret,
-retries) are applied where the pipeline uses the components (pipelines/dultra_pipeline.py).
+written once. GRPO also returns its checkpoint's path, which evaluation and publishing
+take: the pipeline runs one of two GRPO tasks (one node, or a TrainJob) and picks the
+output of the one that ran with dsl.OneOf, which kfp.local supports for parameters only.
+Cluster settings (resources, GPUs, the workspace volume, the S3 Secret, retries) are
+applied where the pipeline uses the components (pipelines/dultra_pipeline.py).
 """
 
 # No `from __future__ import annotations`: kfp reads the real annotation objects.
@@ -25,11 +28,14 @@ def component(fn):
 
 
 @component
-def prepare_data(task: str, train_size: int, eval_size: int, data_path: str,
+def prepare_data(task: str, train_size: int, eval_size: int, data_path: str, workspace: str,
                  train: Output[Dataset], test: Output[Dataset]):
-    """Training and held-out examples of `task` as JSONL (data_path: local files instead of the Hub)."""
+    """Training and held-out examples of `task` as JSONL (data_path: local files instead of the Hub);
+    fails first thing when the workspace is not writable."""
+    from components.steps import check_workspace
     from components.steps import prepare_data as run
 
+    check_workspace(workspace)
     sizes = run(task, train_size, eval_size, data_path, train.path, test.path)
     train.metadata.update(task=task, examples=sizes["train"])
     test.metadata.update(task=task, examples=sizes["test"])
@@ -72,8 +78,9 @@ def train_grpo(config: str, planner: Input[Model], train: Input[Dataset], task: 
                reward_correct: float, reward_format: float, reward_distill: float, reward_steps: float,
                teacher: str, sandbox_url: str, nodes: int, gpus_per_node: int, cpu_per_node: str,
                memory_per_node: str, accelerate_config: str, workspace: str, run_id: str, trainjob_image: str,
-               model: Output[Model], metrics: Output[Metrics]):
-    """GRPO of model and planner; resumes from its last checkpoint when the step is retried."""
+               model: Output[Model], metrics: Output[Metrics]) -> str:
+    """GRPO of model and planner; resumes from its last checkpoint when the step is retried.
+    Returns the trained checkpoint's directory."""
     import json
     from pathlib import Path
 
@@ -98,16 +105,18 @@ def train_grpo(config: str, planner: Input[Model], train: Input[Dataset], task: 
     launcher = Launcher(nodes=nodes, gpus_per_node=gpus_per_node, accelerate_config=accelerate_config,
                         trainjob={"image": trainjob_image, "run_id": run_id, "cpu": cpu_per_node,
                                   "memory": memory_per_node} if nodes > 1 else None)
-    write_reference(model.path, run_stage("train", config, overrides, work, launcher))
+    final = run_stage("train", config, overrides, work, launcher)
+    write_reference(model.path, final)
     rows = [json.loads(line) for line in (Path(work) / "train" / "metrics.jsonl").read_text().splitlines()]
     for key in ("reward/total", "accuracy", "nfe", "tpf"):
         if rows and rows[-1].get(key) is not None:
             metrics.log_metric(f"last_step/{key}", float(rows[-1][key]))
     model.metadata.update(stage="grpo", steps=len(rows))
+    return str(final.resolve())
 
 
 @component
-def evaluate(config: str, model: Input[Model], test: Input[Dataset], task: str, strategies: str, gen_length: int,
+def evaluate(config: str, checkpoint: str, test: Input[Dataset], task: str, strategies: str, gen_length: int,
              block_length: int, sandbox_url: str, workspace: str, run_id: str, metrics: Output[Metrics],
              report: Output[HTML], samples: Output[Dataset]) -> str:
     """Accuracy / NFE / TPF / AUP of each strategy on the held-out set, the Pareto report, and
@@ -116,12 +125,12 @@ def evaluate(config: str, model: Input[Model], test: Input[Dataset], task: str, 
     import shutil
     from pathlib import Path
 
-    from components.steps import checkpoint_dir, decode_lengths, workdir
+    from components.steps import decode_lengths, workdir
     from components.steps import evaluate as run_eval
 
     gen, block = decode_lengths(config, gen_length, block_length)  # 0: as GRPO trained
     out = Path(workdir(workspace, run_id)) / "eval"
-    result = run_eval(checkpoint_dir(model.path), test.path, task, strategies, gen, block, sandbox_url, str(out))
+    result = run_eval(checkpoint, test.path, task, strategies, gen, block, sandbox_url, str(out))
     for row in result["rows"]:
         for key in ("accuracy", "nfe", "tpf", "tokens_per_s"):
             metrics.log_metric(f"{row['strategy']}/{key}", float(row[key]))
@@ -133,13 +142,13 @@ def evaluate(config: str, model: Input[Model], test: Input[Dataset], task: str, 
 
 
 @component
-def publish_checkpoint(model: Input[Model], evaluation: str, destination: str, endpoint_url: str,
+def publish_checkpoint(checkpoint: str, evaluation: str, destination: str, endpoint_url: str,
                        base_model: str, task: str) -> str:
     """Upload the trained checkpoint to S3 (immutable run prefix, manifest, `latest`); returns its URI."""
     import json
 
-    from components.steps import checkpoint_dir, publish
+    from components.steps import publish
 
     rows = json.loads(evaluation)
     metrics = {row["strategy"]: {k: row[k] for k in ("accuracy", "nfe", "tpf", "tokens_per_s")} for row in rows}
-    return publish(checkpoint_dir(model.path), destination, endpoint_url, metrics, base_model, {"task": task})
+    return publish(checkpoint, destination, endpoint_url, metrics, base_model, {"task": task})

@@ -81,14 +81,33 @@ def workdir(workspace: str, run_id: str) -> str:
     return str(Path(workspace) / "runs" / run_id)
 
 
+def check_workspace(workspace: str) -> None:
+    """Fail in the first step, not hours in, when this user cannot write the workspace."""
+    runs = Path(workspace) / "runs"
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        probe = runs / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(
+            f"cannot write the workspace {workspace} as uid {os.getuid()} gid {os.getgid()} ({err.strerror or err}): "
+            "the steps run as the trainer image's user, with no fsGroup; make the volume writable by it "
+            "(README, Deploy on Kubeflow, step 3)") from None
+
+
 def write_reference(artifact_dir: str, checkpoint: str | Path) -> None:
-    """Make a Model artifact point at a checkpoint on the workspace volume.
+    """Make a Model artifact point at a checkpoint on the workspace volume, or at a Hub id.
 
     Checkpoints of 8B models are tens of GB: they stay on the workspace volume, and the
-    artifact (what the Kubeflow UI lists and lineage tracks) holds their location.
+    artifact (what the Kubeflow UI lists and lineage tracks) holds their location. A name
+    that is no local path (e.g. GSAI-ML/LLaDA-8B-Instruct@main) is kept as given: loading
+    downloads it from the Hugging Face Hub (dultra.model.hub).
     """
+    path = Path(checkpoint)
     Path(artifact_dir).mkdir(parents=True, exist_ok=True)
-    (Path(artifact_dir) / REFERENCE).write_text(json.dumps({"path": str(Path(checkpoint).resolve())}))
+    target = str(path.resolve()) if path.exists() else str(checkpoint)
+    (Path(artifact_dir) / REFERENCE).write_text(json.dumps({"path": target}))
 
 
 def checkpoint_dir(artifact_dir: str) -> str:

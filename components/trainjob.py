@@ -16,9 +16,14 @@ the workspace volume (`dultra-workspace`) at /workspace. `run_trainjob`
   `recreate_failed`; one created from a different spec raises TrainJobConflict);
 - prints node 0's log lines as they come, across pod restarts and dropped streams, and waits
   out Kubernetes API outages shorter than API_OUTAGE_S;
+- says so when node 0 stays unschedulable for `stuck_s` (and keeps waiting: an autoscaler may
+  add nodes);
 - returns the finished TrainJob, or raises TrainJobFailed when it fails, when node 0 is stuck
   (image or config errors) for `stuck_s`, or after `timeout_s` (TrainJobTimeout), deleting the job
-  in the last two cases and when the step is cancelled (SIGTERM: TrainJobCancelled).
+  in the last two cases. A step stopped by SIGTERM (a cancelled run, but also an evicted or
+  preempted pod, which Kubernetes cannot tell apart) raises TrainJobCancelled and leaves the job
+  running, so that the retried step attaches to it; delete a cancelled run's job by its label
+  (kubectl delete trainjob -l dultra.dev/kfp-run-id=RUN_ID).
 
 The service account needs the Role `dultra-trainjobs` (manifests/base/rbac.yaml): trainjobs
 create/get/delete, pods list, pods/log get. This module imports no Kubeflow Pipelines code.
@@ -56,6 +61,8 @@ RUN_ID = "dultra.dev/kfp-run-id"
 # Pod waiting reasons that do not fix themselves (a missing Secret key, a wrong image name).
 STUCK_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "InvalidImageName",
                            "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"})
+# Reported after stuck_s but waited on: capacity may come (cluster autoscaler, a finishing job).
+UNSCHEDULABLE = "Unschedulable"
 # The Trainer's torch plugin owns these (its webhook rejects TrainJobs that set them).
 RESERVED_ENV = frozenset({"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR",
                           "PET_MASTER_PORT"})
@@ -75,7 +82,7 @@ class TrainJobTimeout(TrainJobFailed):
 
 
 class TrainJobCancelled(TrainJobFailed):
-    """The step was cancelled (SIGTERM or Ctrl-C) while the TrainJob ran (it was deleted)."""
+    """The step was stopped (SIGTERM or Ctrl-C) while the TrainJob ran (the job keeps running)."""
 
 
 class TrainJobConflict(TrainJobFailed):
@@ -109,7 +116,7 @@ class TrainJobSpec:
     cpu: str = ""  # CPU request per node, e.g. "32" (empty: none); replaces the runtime's resources
     memory: str = ""  # memory request per node, e.g. "512Gi" (empty: none); replaces the runtime's resources
     timeout_s: float = 72 * 3600  # give up (and delete the job) after this long
-    stuck_s: float = 900  # give up when node 0 waits this long on an image or config error
+    stuck_s: float = 900  # give up when node 0 waits this long on an image or config error (say so if unschedulable)
     poll_s: float = 10  # status poll interval while nothing streams
     log_idle_s: float = 120  # reconnect a log stream silent for this long (and check the status)
     recreate_failed: bool = False  # on attach, replace a failed job with a new one (it resumes) instead of raising
@@ -329,6 +336,8 @@ class _Follower:
         self.jobs, self.logs, self.spec, self.out, self.deadline = jobs, logs, spec, out, deadline
         self.seen: tuple[str, ...] = ()  # what was last said about the job and node 0
         self.stuck_since: float | None = None  # node 0 waiting on an image or config error since
+        self.unschedulable_since: float | None = None  # node 0 waiting for a node since
+        self.said_unschedulable = False  # for this wait
         self.outage_since: float | None = None  # the API failing since
 
     def run(self) -> dict[str, Any]:
@@ -378,23 +387,38 @@ class _Follower:
         if pod is not None and self.stuck_since is not None and now - self.stuck_since >= spec.stuck_s:
             jobs.delete()
             raise TrainJobFailed(f"TrainJob {jobs.ref} deleted: {pod.describe()} for {now - self.stuck_since:.0f}s")
+        self.report_unschedulable(pod, now)
         if now >= self.deadline:
             jobs.delete()
             raise TrainJobTimeout(f"TrainJob {jobs.ref} deleted: not finished after {spec.timeout_s:.0f}s ({state})")
         return None, printed
 
+    def report_unschedulable(self, pod: PodState | None, now: float) -> None:
+        """Say once per wait when node 0 finds no node for stuck_s; keep waiting (up to timeout_s)."""
+        if pod is None or pod.started or pod.reason != UNSCHEDULABLE:
+            self.unschedulable_since, self.said_unschedulable = None, False
+            return
+        self.unschedulable_since = self.unschedulable_since or now
+        waited = now - self.unschedulable_since
+        if waited >= self.spec.stuck_s and not self.said_unschedulable:
+            self.said_unschedulable = True
+            _say(self.out, f"TrainJob {self.jobs.ref}: no node for node 0 after {waited:.0f}s ({pod.describe()}); "
+                           f"still waiting, up to the {self.spec.timeout_s:.0f}s timeout, for nodes to free up or "
+                           f"be added; to give up: kubectl -n {self.jobs.namespace} delete trainjob {self.jobs.name}")
+
 
 @contextlib.contextmanager
-def _sigterm_cancels():
-    """Kubernetes stops a cancelled step with SIGTERM: raise, so the job is deleted, not orphaned."""
+def _sigterm_stops():
+    """Kubernetes stops the step's pod with SIGTERM (a cancelled run, an eviction, a preemption):
+    raise, so that the step ends with one clear line; the job is left running for a retry."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def cancel(signum, frame):
+    def stop(signum, frame):
         raise TrainJobCancelled("received SIGTERM")
 
-    previous = signal.signal(signal.SIGTERM, cancel)
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
     finally:
@@ -407,25 +431,24 @@ def run_trainjob(spec: TrainJobSpec, api_client: k8s.ApiClient | None = None, *,
 
     Raises TrainJobFailed (or its subclasses TrainJobTimeout, TrainJobCancelled, TrainJobConflict)
     with a one-line message; ValueError for a bad spec. `api_client` defaults to the pod's
-    service account (or the kubeconfig outside a cluster).
+    service account (or the kubeconfig outside a cluster). SIGTERM and Ctrl-C stop following the
+    job, not the job: a pod evicted mid-training would otherwise throw away a multi-node run that
+    the step's retry attaches to.
     """
     out = out or sys.stdout
     deadline = time.monotonic() + spec.timeout_s
     body = build_trainjob(spec, spec.namespace or current_namespace())
     api = api_client or default_api_client()
     jobs = _Jobs(api, body["metadata"]["namespace"], body["metadata"]["name"])
-    with _sigterm_cancels():
+    with _sigterm_stops():
         try:
             _submit(jobs, body, spec, out, deadline)
             return _Follower(jobs, Node0Logs(k8s.CoreV1Api(api), jobs.namespace, jobs.name, out),
                              spec, out, deadline).run()
         except (TrainJobCancelled, KeyboardInterrupt) as err:
-            _say(out, f"cancelled ({err or 'interrupt'}): deleting TrainJob {jobs.ref}")
-            try:
-                jobs.delete()
-            except (ApiException, urllib3.exceptions.HTTPError, OSError) as delete_err:
-                raise TrainJobCancelled(f"step cancelled; deleting TrainJob {jobs.ref} failed: "
-                                        f"{_api_failure('delete', delete_err)}") from None
-            raise TrainJobCancelled(f"step cancelled; TrainJob {jobs.ref} deleted") from None
+            _say(out, f"stopped ({err or 'interrupt'}): TrainJob {jobs.ref} keeps running")
+            raise TrainJobCancelled(f"step stopped; TrainJob {jobs.ref} keeps running (a retry of the step attaches "
+                                    f"to it); to stop it: kubectl -n {jobs.namespace} delete trainjob {jobs.name}"
+                                    ) from None
         except ApiException as err:  # outside the follow loop: _submit's lookups and deletions
             raise _api_failure(f"manage TrainJob {jobs.ref}", err) from None

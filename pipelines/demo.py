@@ -60,14 +60,14 @@ def start_s3(log_path: Path) -> tuple[subprocess.Popen, str]:
 def run_pipeline(args: argparse.Namespace, endpoint: str) -> None:
     from kfp import local
 
-    from pipelines.dultra_pipeline import dultra_pipeline
+    from pipelines.dultra_pipeline import build_pipeline
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(args.workdir / "kfp"))
-    dultra_pipeline(
+    build_pipeline(workspace=str(args.workdir / "workspace"))(
         base_model="tiny", task="synthetic-math", config=str(ROOT / "configs" / "tiny.yaml"),
         eval_size=args.eval_size, pretrain_steps=args.pretrain_steps, warmstart_steps=args.warmstart_steps,
         grpo_steps=args.grpo_steps, eval_strategies=args.strategies,
-        s3_destination=f"s3://{BUCKET}/tiny", s3_endpoint_url=endpoint, workspace=str(args.workdir / "workspace"),
+        s3_destination=f"s3://{BUCKET}/tiny", s3_endpoint_url=endpoint,
     )
 
 

@@ -87,6 +87,11 @@ def test_creates_once_streams_node0_and_returns_the_completed_job():
     assert f"created TrainJob dultra/{spec.job_name()}" in said
     assert "Unschedulable: 0/4 nodes are available: 4 Insufficient nvidia.com/gpu" in said
     assert "ContainerCreating" in said and "complete" in said
+    # Unschedulable past stuck_s is said once, and waited on (an autoscaler may add nodes).
+    (unschedulable,) = [s for s in status if "no node for node 0" in s]
+    assert unschedulable.startswith(f"[trainjob] TrainJob dultra/{spec.job_name()}: no node for node 0 after ")
+    assert "still waiting, up to the 30s timeout" in unschedulable
+    assert unschedulable.endswith(f"to give up: kubectl -n dultra delete trainjob {spec.job_name()}")
 
 
 def test_a_retried_step_attaches_to_the_running_job():
@@ -281,10 +286,14 @@ run_trainjob(TrainJobSpec(**json.loads(sys.argv[2])), client.ApiClient(client.Co
 """
 
 
-def test_sigterm_cancels_the_step_and_deletes_the_job():
+def test_sigterm_leaves_the_job_running_and_the_retried_step_attaches_to_it():
+    """An evicted or preempted step pod gets SIGTERM as a cancelled one does: the job must survive."""
     spec = fast_spec()
-    logs = {"p1": PodLog([f"step {i}" for i in range(1000)], delay=0.05)}
-    with StandIn([Phase(RUNNING, [pod("pod-running", "p1", spec.job_name())])], logs) as api:
+    job = spec.job_name()
+    logs = {"p1": PodLog([f"step {i}" for i in range(80)], delay=0.05)}
+    phases = [Phase(RUNNING, [pod("pod-running", "p1", job)], until="logs:p1"),
+              Phase(COMPLETE, [pod("pod-succeeded", "p1", job)])]
+    with StandIn(phases, logs) as api:
         proc = subprocess.Popen([sys.executable, "-c", CHILD, api.url, json.dumps(asdict(spec))], cwd=REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -293,10 +302,16 @@ def test_sigterm_cancels_the_step_and_deletes_the_job():
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 1, stderr
-    assert f"TrainJobCancelled: step cancelled; TrainJob dultra/{spec.job_name()} deleted" in stderr
-    assert "step 2" in stdout and "cancelled (received SIGTERM)" in stdout
-    assert len(api.calls("DELETE")) == 1
+        assert proc.returncode == 1, stderr
+        assert stderr.strip().splitlines()[-1] == (
+            f"components.trainjob.TrainJobCancelled: step stopped; TrainJob dultra/{job} keeps running (a retry "
+            f"of the step attaches to it); to stop it: kubectl -n dultra delete trainjob {job}")
+        assert "step 2" in stdout and f"stopped (received SIGTERM): TrainJob dultra/{job} keeps running" in stdout
+        assert not api.calls("DELETE") and job in api.store
+        final, node, status = run(api, spec)  # the retried step
+    assert job_state(final)[0] == "Complete" and node[-1] == "step 79"
+    assert any(f"attached to existing TrainJob dultra/{job} (Running)" in s for s in status)
+    assert len(api.calls("POST")) == 2 and not api.calls("DELETE")
 
 
 def role_rules(name: str) -> set[tuple[str, str, str]]:

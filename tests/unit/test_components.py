@@ -7,6 +7,7 @@ from accelerate.commands.launch import launch_command_parser
 
 from components.steps import (
     Launcher,
+    check_workspace,
     checkpoint_dir,
     decode_lengths,
     prepare_data,
@@ -35,6 +36,26 @@ def test_model_artifacts_point_at_workspace_checkpoints(tmp_path):
     assert checkpoint_dir(str(tmp_path / "artifact")) == str((tmp_path / "ckpt").resolve())
     assert checkpoint_dir(str(tmp_path / "plain")) == str(tmp_path / "plain")
     assert workdir("/workspace", "abc") == "/workspace/runs/abc"
+
+
+@pytest.mark.parametrize("name", ["GSAI-ML/LLaDA-8B-Instruct", "sengi/dUltra-math@v1.0"])
+def test_hub_ids_stay_hub_ids_and_local_paths_resolve(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)  # a Hub id is no path: resolving it would invent ./GSAI-ML/...
+    write_reference(str(tmp_path / "hub"), name)
+    assert checkpoint_dir(str(tmp_path / "hub")) == name
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    write_reference(str(tmp_path / "local"), "models/base")
+    assert checkpoint_dir(str(tmp_path / "local")) == str(tmp_path / "models" / "base")
+
+
+def test_an_unwritable_workspace_fails_in_one_clear_line(tmp_path):
+    check_workspace(str(tmp_path / "ws"))
+    assert (tmp_path / "ws" / "runs").is_dir() and not list((tmp_path / "ws" / "runs").iterdir())
+    (tmp_path / "file").write_text("")  # no directory can go under it, whoever runs the test
+    with pytest.raises(PermissionError, match=r"cannot write the workspace .*file/ws as uid \d+ gid \d+ .*no fsGroup"
+                                              r".*README, Deploy on Kubeflow, step 3") as err:
+        check_workspace(str(tmp_path / "file" / "ws"))
+    assert "\n" not in str(err.value)
 
 
 def test_config_paths_resolve_from_the_checkout(tmp_path, monkeypatch):

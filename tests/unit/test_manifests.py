@@ -199,6 +199,24 @@ def test_the_fetch_models_example_writes_to_the_workspace(tmp_path):
     assert config["warmstart"]["model"] == "/workspace/models/LLaDA-8B-Instruct"  # where the configs look
 
 
+def test_the_workspace_owner_example_hands_the_volume_to_the_steps_user(tmp_path):
+    job = yaml.safe_load((M / "examples" / "workspace-owner-job.yaml").read_text())
+    result = validate([job], tmp_path / "job.yaml")
+    assert result.returncode == 0 and "passed" in result.stdout, result.stdout + result.stderr
+    pod = job["spec"]["template"]["spec"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == trainjob.WORKSPACE_PVC
+    (container,) = pod["containers"]
+    assert container["volumeMounts"] == [{"name": "workspace", "mountPath": trainjob.WORKSPACE_MOUNT}]
+    runtime = runtime_pod(build(BUILDS["runtime"]))["spec"]["securityContext"]
+    user = f"{runtime['runAsUser']}:{runtime['runAsGroup']}"
+    assert user == "1000:1000" and container["command"][-1].startswith(f"set -e\nchown {user} /workspace\n")
+    assert re.search(r"^USER 1000$", (REPO / "docker" / "Dockerfile").read_text(), re.M)  # what the steps run as
+    # Root, but only what chown/chmod need: within the namespace's baseline Pod Security.
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert "kubectl apply -f manifests/examples/workspace-owner-job.yaml" in (REPO / "README.md").read_text()
+
+
 def test_the_readme_standalone_recipe_moves_every_namespaced_piece(tmp_path):
     readme = (REPO / "README.md").read_text()
     command = re.search(r"`(kubectl kustomize manifests/base \| sed '([^']+)' \| kubectl apply -f -)`", readme)

@@ -186,12 +186,18 @@ def test_gpu_overlay_uses_gvisor_gpus_and_registry_images():
     assert len(images) == 2 and all("/" in i.split(":")[0] and ":" in i for i in images)  # from a registry
 
 
-def test_the_fetch_models_example_writes_to_the_workspace(tmp_path):
-    job = yaml.safe_load((M / "examples" / "fetch-models-job.yaml").read_text())
+def _example_job_pod(name: str, tmp_path) -> dict:
+    """The pod spec of examples/NAME, a valid Job that mounts the workspace volume."""
+    job = yaml.safe_load((M / "examples" / name).read_text())
     result = validate([job], tmp_path / "job.yaml")
     assert result.returncode == 0 and "passed" in result.stdout, result.stdout + result.stderr
     pod = job["spec"]["template"]["spec"]
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == trainjob.WORKSPACE_PVC
+    return pod
+
+
+def test_the_fetch_models_example_writes_to_the_workspace(tmp_path):
+    pod = _example_job_pod("fetch-models-job.yaml", tmp_path)
     assert pod["securityContext"]["fsGroup"] == runtime_pod(build(BUILDS["runtime"]))["spec"]["securityContext"]["fsGroup"]
     script = pod["containers"][0]["command"][-1]
     assert 'local_dir="/workspace/models/LLaDA-8B-Instruct"' in script
@@ -200,11 +206,7 @@ def test_the_fetch_models_example_writes_to_the_workspace(tmp_path):
 
 
 def test_the_workspace_owner_example_hands_the_volume_to_the_steps_user(tmp_path):
-    job = yaml.safe_load((M / "examples" / "workspace-owner-job.yaml").read_text())
-    result = validate([job], tmp_path / "job.yaml")
-    assert result.returncode == 0 and "passed" in result.stdout, result.stdout + result.stderr
-    pod = job["spec"]["template"]["spec"]
-    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == trainjob.WORKSPACE_PVC
+    pod = _example_job_pod("workspace-owner-job.yaml", tmp_path)
     (container,) = pod["containers"]
     assert container["volumeMounts"] == [{"name": "workspace", "mountPath": trainjob.WORKSPACE_MOUNT}]
     runtime = runtime_pod(build(BUILDS["runtime"]))["spec"]["securityContext"]

@@ -133,8 +133,7 @@ class WorkerPool:
         # Create the threads now: later thread creation could meet a full process table.
         list(self._threads.map(lambda _: time.sleep(0.01), range(n)))
         self._closed = threading.Event()
-        self._supervisor = threading.Thread(target=self._supervise, name="sandbox-supervisor", daemon=True)
-        self._supervisor.start()
+        threading.Thread(target=self._supervise, name="sandbox-supervisor", daemon=True).start()
 
     @property
     def info(self) -> dict:

@@ -33,18 +33,17 @@ def normalize(raw: Any, config: SandboxConfig) -> dict:
         raise RequestError(f"unknown field(s): {', '.join(sorted(unknown))}")
     if raw.get("language", "python") != "python":
         raise RequestError(f"language must be 'python', got {raw.get('language')!r}")
-    code = _text(raw, "code", config, required=True)
+    code = _text(raw, "code", required=True)
     tests = raw.get("tests")
     if tests is not None:
         if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
             raise RequestError("tests must be a list of strings")
-        for t in tests:
-            _check_size("tests", t, config)
-    stdin = _text(raw, "stdin", config)
-    expected = _text(raw, "expected_stdout", config)
+    stdin = _text(raw, "stdin")
+    expected = _text(raw, "expected_stdout")
     if tests is not None and (stdin is not None or expected is not None):
         raise RequestError("give either tests or stdin/expected_stdout, not both")
-    total = sum(len(t.encode()) for t in (code, stdin, expected, *(tests or ())) if t is not None)
+    texts = [("code", code), *(("tests", t) for t in tests or ()), ("stdin", stdin), ("expected_stdout", expected)]
+    total = sum(_size(name, value, config) for name, value in texts if value is not None)
     if total > config.max_request_bytes:
         raise RequestError(f"the request's text is larger than {config.max_request_bytes} bytes")
     timeout_s = _number(raw, "timeout_s", config.default_timeout_s, 0.001, config.max_timeout_s)
@@ -59,7 +58,7 @@ def normalize(raw: Any, config: SandboxConfig) -> dict:
     }
 
 
-def _text(raw: dict, name: str, config: SandboxConfig, required: bool = False) -> str | None:
+def _text(raw: dict, name: str, required: bool = False) -> str | None:
     value = raw.get(name)
     if value is None:
         if required:
@@ -67,11 +66,11 @@ def _text(raw: dict, name: str, config: SandboxConfig, required: bool = False) -
         return None
     if not isinstance(value, str):
         raise RequestError(f"{name} must be a string")
-    _check_size(name, value, config)
     return value
 
 
-def _check_size(name: str, value: str, config: SandboxConfig) -> None:
+def _size(name: str, value: str, config: SandboxConfig) -> int:
+    """Bytes of UTF-8 of one string of a request, checked against max_code_bytes."""
     if len(value) > config.max_code_bytes:  # before encoding a huge string
         raise RequestError(f"{name} is larger than {config.max_code_bytes} bytes")
     try:
@@ -80,6 +79,7 @@ def _check_size(name: str, value: str, config: SandboxConfig) -> None:
         raise RequestError(f"{name} is not valid Unicode text (it has a lone surrogate)") from None
     if size > config.max_code_bytes:
         raise RequestError(f"{name} is larger than {config.max_code_bytes} bytes")
+    return size
 
 
 def _number(raw: dict, name: str, default: float, low: float, high: float) -> float:

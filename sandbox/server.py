@@ -109,19 +109,26 @@ def create_app(config: SandboxConfig, pool: WorkerPool | None = None) -> FastAPI
 
 async def _json(http: Request, limit: int):
     """The parsed body, or the error response to send instead."""
-    too_big = _error(413, f"the body is larger than {limit} bytes")
-    declared = http.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return too_big
-    body = bytearray()
-    async for chunk in http.stream():
-        body += chunk
-        if len(body) > limit:
-            return too_big
+    body = await _body(http, limit)
+    if body is None:
+        return _error(413, f"the body is larger than {limit} bytes")
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurd nesting
         return _error(400, "the body is not valid JSON")
+
+
+async def _body(http: Request, limit: int) -> bytearray | None:
+    """The request's body, or None when it is over `limit` bytes (read no further than that)."""
+    declared = http.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in http.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return body
 
 
 def _bad(raw, config: SandboxConfig) -> bool:

@@ -98,8 +98,7 @@ class CapturedSteps:
                 buffer.copy_(value)
         if layout.graph is None:
             return self._run(model, layout, use_planner, temperature, cache)
-        with torch.cuda.device(x.device):  # streams and graphs belong to the current device
-            layout.graph.replay()
+        layout.graph.replay()  # on its capture's device, whichever is current
         return layout.outputs
 
     def _run(self, model, layout: _Layout, use_planner, temperature, cache, eager=False):

@@ -95,9 +95,9 @@ def read_config(path: Path) -> LLaDAConfig:
                               "give a LLaDA or dUltra checkpoint")
     try:
         return LLaDAConfig.from_pretrained(path)
+    except ConfigError:  # an architecture this implementation refuses: its own message
+        raise
     except (OSError, TypeError, ValueError) as err:
-        if isinstance(err, ConfigError):
-            raise
         raise CheckpointError(f"{path / 'config.json'} is not a usable LLaDA config: {_first_line(err)}") from None
 
 

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from dultra.configio import config_dict, doc
 from dultra.data.mixture import load_examples
 from dultra.decoding import DecodeConfig, Trajectory, replay
-from dultra.decoding.generate import check_cache
+from dultra.decoding.generate import check_cache, check_lengths
 from dultra.decoding.trajectory import replay_forwards, replay_steps
 from dultra.errors import ConfigError
 from dultra.model.loading import load, stop_token_ids
@@ -97,9 +97,7 @@ class TrainConfig:
     resume: bool = doc(False, "continue from the newest checkpoint in output_dir")
 
     def validate(self) -> None:
-        if self.gen_length < 1 or self.block_length < 1 or self.gen_length % self.block_length:
-            raise ConfigError(f"gen_length ({self.gen_length}) must be a positive multiple of block_length "
-                              f"({self.block_length})")
+        check_lengths(self.gen_length, self.block_length)
         if self.num_iterations < 1:
             raise ConfigError(f"num_iterations must be >= 1, got {self.num_iterations}")
         if self.replay_batch_size < 0:

@@ -20,9 +20,9 @@ from accelerate import Accelerator
 from dultra.configio import doc
 from dultra.data import Example, encode_examples
 from dultra.data.mixture import load_examples
+from dultra.decoding.generate import check_lengths
 from dultra.decoding.rules import factor_rule
 from dultra.decoding.step import block_index, model_config, score_block
-from dultra.errors import ConfigError
 from dultra.model.loading import load
 from dultra.rl.data import ExampleStream, encode_targets
 from dultra.rl.supervised import OptimConfig, run_supervised
@@ -106,9 +106,7 @@ def warmstart_loss(
 
 def warmstart(cfg: WarmstartConfig, accelerator: Accelerator | None = None):
     """Run the stage; returns the final checkpoint directory (base + trained head)."""
-    if cfg.gen_length < 1 or cfg.block_length < 1 or cfg.gen_length % cfg.block_length:
-        raise ConfigError(f"gen_length ({cfg.gen_length}) must be a positive multiple of block_length "
-                          f"({cfg.block_length})")
+    check_lengths(cfg.gen_length, cfg.block_length)
     accelerator = accelerator or Accelerator()
     model, tokenizer = load(cfg.model, add_planner=True)
     model.set_trainable(base=False, planner=True)

@@ -119,7 +119,7 @@ def scan_directory(root: Path) -> tuple[FileEntry, ...]:
     forever), as is anything that is neither a file nor a directory (sockets, fifos).
     """
     entries = []
-    for path in sorted(_walk(root, root, ())):
+    for path in sorted(_walk(root, ())):
         rel = path.relative_to(root).as_posix()
         if not path.is_file():
             raise StorageError(f"{path} is not a regular file; a checkpoint holds only files")
@@ -129,7 +129,7 @@ def scan_directory(root: Path) -> tuple[FileEntry, ...]:
     return tuple(entries)
 
 
-def _walk(root: Path, directory: Path, inside: tuple[Path, ...]):
+def _walk(directory: Path, inside: tuple[Path, ...]):
     """Every non-directory under `directory`, through symlinked directories too; `inside`
     holds the real paths of the directories above, to catch links that loop."""
     real = directory.resolve()
@@ -137,7 +137,7 @@ def _walk(root: Path, directory: Path, inside: tuple[Path, ...]):
         raise StorageError(f"{directory} links back to a directory it is inside; a checkpoint cannot hold a loop")
     for path in directory.iterdir():
         if path.is_dir():
-            yield from _walk(root, path, (*inside, real))
+            yield from _walk(path, (*inside, real))
         else:
             yield path
 

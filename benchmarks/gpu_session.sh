@@ -7,9 +7,10 @@
 # A lent GPU comes with minutes, not hours (15 of device time a session, machine start
 # included), and compiling the LLaDA-8B trunk takes 20-35 s per batch shape. Each step
 # gets what is left of one deadline (BUDGET_S seconds, default 560, inside the device
-# tool's 600 s per call) and is skipped when less than its minimum is left, so the call
-# returns in time with whatever finished; a second call, made while the machine is still
-# warm, names the steps the first skipped. Benchmarks save their JSON after every setting,
+# tool's 600 s per call), at most its own cap (so one hung compile does not eat the rest),
+# and is skipped when less than its minimum is left, so the call returns in time with
+# whatever finished; a second call, made while the machine is still warm, names the steps
+# the first skipped. Benchmarks save their JSON after every setting,
 # so a step cut off keeps its finished rows. Writes $OUT/session.log (all output, each
 # step's exit status and seconds) and one JSON per benchmark step: at most 8 files, as the
 # device tool brings back.
@@ -18,10 +19,11 @@
 #   decode-graphs   2.7: every strategy at batch 1 with captured CUDA graphs (<= 1.05x bare)
 #   decode-dual     7.1, 7.2: dual-cache recorded rollout and planner, batch 12 then 1
 #                   (<= 0.5x bare; rollout ms/NFE against the reference's 195 ms)
+#   gpu-tests       pytest -m gpu tests/gpu: captured graphs and caches against eager on CUDA
 #   train-planner   7.3: planner-only GRPO step with the compiled rollout, largest group
 #   train-full      7.3: full-model step with activation checkpointing (AdamW may not fit)
-#   gpu-tests       pytest -m gpu tests/gpu
-#   train-ablation  7.3: planner-fp32 and planner-rerun, what the bf16 base and the trunk save
+#   train-ablation  7.3: planner, planner-fp32 and planner-rerun under the same flags: what
+#                   the bf16 base and the recorded trunk save
 #
 # Afterwards, on the development machine: copy the JSON files into benchmarks/results/
 # with the device in their names and a .md beside them (device, date, command, table),
@@ -36,16 +38,18 @@ export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 deadline=$((SECONDS + ${BUDGET_S:-560}))
 steps=("$@")
-(( ${#steps[@]} )) || steps=(decode-graphs decode-dual train-planner train-full gpu-tests train-ablation)
+(( ${#steps[@]} )) || steps=(decode-graphs decode-dual gpu-tests train-planner train-full train-ablation)
 
-step() {  # step NAME MIN_SECONDS COMMAND...: run COMMAND unless fewer than MIN_SECONDS are left
-    local name=$1 need=$2 start=$SECONDS left=$((deadline - SECONDS)) rc
-    shift 2
+step() {  # step NAME MIN_SECONDS CAP_SECONDS COMMAND...: run COMMAND for at most CAP_SECONDS,
+          # unless fewer than MIN_SECONDS are left
+    local name=$1 need=$2 cap=$3 start=$SECONDS left=$((deadline - SECONDS)) rc
+    shift 3
     if (( left < need )); then echo "== $name: skipped, $left s left (needs $need)"; return; fi
-    echo "== $name: $* ($left s left)"
+    (( left < cap )) || left=$cap
+    echo "== $name: $* ($left s allowed)"
     timeout --kill-after=10 "$left" "$@"
     rc=$?
-    echo "== $name: exit $rc after $((SECONDS - start)) s$([[ $rc == 124 ]] && echo ', cut off at the deadline')"
+    echo "== $name: exit $rc after $((SECONDS - start)) s$([[ $rc == 124 ]] && echo ', cut off')"
 }
 
 main() {
@@ -54,17 +58,17 @@ main() {
     m8b=(benchmarks/decode_speed.py --model llada-8b --compile)
     for s in "${steps[@]}"; do
         case $s in
-            decode-graphs) step "$s" 150 "$py" "${m8b[@]}" --batch 1 --max-steps 32 --warmup 1 --repeat 3 \
+            decode-graphs) step "$s" 150 240 "$py" "${m8b[@]}" --batch 1 --max-steps 32 --warmup 1 --repeat 3 \
                 --out "$out/decode_speed_graphs.json" ;;
-            decode-dual) step "$s" 200 "$py" "${m8b[@]}" --cache dual --batch 12 1 --max-steps 32 --warmup 1 \
+            decode-dual) step "$s" 200 300 "$py" "${m8b[@]}" --cache dual --batch 12 1 --max-steps 32 --warmup 1 \
                 --repeat 2 --strategies rollout planner:factor=1.0 --out "$out/decode_speed_dual.json" ;;
-            train-planner) step "$s" 120 "$py" benchmarks/train_step.py --model llada-8b --compile --train planner \
+            gpu-tests) step "$s" 60 150 "$py" -m pytest -m gpu tests/gpu -q -p no:cacheprovider ;;
+            train-planner) step "$s" 120 300 "$py" benchmarks/train_step.py --model llada-8b --compile --train planner \
                 --max-group --out "$out/train_step_planner.json" ;;
-            train-full) step "$s" 60 "$py" benchmarks/train_step.py --model llada-8b --train full --max-steps 8 \
+            train-full) step "$s" 60 200 "$py" benchmarks/train_step.py --model llada-8b --train full --max-steps 8 \
                 --repeat 1 --out "$out/train_step_full.json" ;;
-            gpu-tests) step "$s" 60 "$py" -m pytest -m gpu tests/gpu -x -q -p no:cacheprovider ;;
-            train-ablation) step "$s" 60 "$py" benchmarks/train_step.py --model llada-8b --train planner-fp32 \
-                planner-rerun --max-steps 16 --repeat 1 --out "$out/train_step_ablation.json" ;;
+            train-ablation) step "$s" 60 240 "$py" benchmarks/train_step.py --model llada-8b --train planner \
+                planner-fp32 planner-rerun --max-steps 16 --repeat 1 --out "$out/train_step_ablation.json" ;;
             *) echo "== unknown step $s" ;;
         esac
     done

@@ -18,7 +18,8 @@ trains both, with activation checkpointing. Random weights: the planner's probab
 near 0.5, so the step count differs from a trained model's; per-forward figures carry over.
 `--cache prefix dual` also measures cached rollouts, replayed block by block as decoded;
 `--compile` rolls out with captured CUDA graphs as `dultra train --compile-rollouts` does.
-A setting that does not fit in GPU memory is recorded as out of memory; one whose rollout
+A setting that does not fit in GPU memory is recorded as out of memory in the phase it ran
+out of it (rollout, replay or optimizer), with the peak reached; one whose rollout
 and replay fit but whose AdamW states do not (the full model on one GPU) keeps its rollout
 and replay figures and is marked `optimizer_out_of_memory`.
 
@@ -39,6 +40,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -54,20 +56,31 @@ from dultra.model.precision import store_frozen_linears  # noqa: E402
 TRAIN_MODES = ["planner", "planner-fp32", "planner-rerun", "full"]
 
 
-def one_step(model, optimizer, prompt, config: DecodeConfig, device: str, bf16: bool) -> dict:
-    """Rollout, replay + backward of every pack, optimizer step; seconds of each and the pack count."""
-    autocast = torch.autocast(torch.device(device).type, torch.bfloat16) if bf16 else contextlib.nullcontext()
+def one_step(model, optimizer, prompt, config: DecodeConfig, device: str, bf16: bool, progress: dict) -> dict:
+    """Rollout, replay + backward of every pack, optimizer step; seconds of each and the pack count.
+
+    `progress["phase"]` names the phase running, for a step that runs out of memory.
+    """
+    def autocast(cache: bool):
+        if not bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(device).type, torch.bfloat16, cache_enabled=cache)
+
+    progress["phase"] = "rollout"
     sync(device)
     t0 = time.perf_counter()
     model.eval()
-    with autocast:
+    with autocast(cache=True):  # as `dultra train`: one bf16 copy of each weight for the whole rollout
         out = generate(model, prompt, None, PlannerSample(), config)
     sync(device)
     t1 = time.perf_counter()
     model.train()
     traj, forwards = out.trajectory, 0
     coef = torch.randn(prompt.shape[0], device=device)  # stands in for the clipped advantages
-    with autocast:
+    progress["phase"] = "replay"
+    # The trainer's forwards each enter accelerate's autocast, which keeps no bf16 copy of the
+    # weights past a forward; one context over all packs would hold 16 GB of them at 8B.
+    with autocast(cache=False):
         for pack in replay_steps(model, traj):
             (-(coef[pack.rows] * pack.log_prob).sum() / traj.completion.numel()).backward()
             forwards += pack.forwards
@@ -76,6 +89,7 @@ def one_step(model, optimizer, prompt, config: DecodeConfig, device: str, bf16: 
     row = {"rollout_s": t1 - t0, "replay_s": t2 - t1, "rollout_steps": out.steps,
            "replay_forwards": forwards, "mean_nfe": out.nfe.float().mean().item()}
     del out, traj
+    progress["phase"] = "optimizer"
     try:
         optimizer.step()
     except torch.OutOfMemoryError:  # the AdamW states: rollout and replay were measured all the same
@@ -87,7 +101,7 @@ def one_step(model, optimizer, prompt, config: DecodeConfig, device: str, bf16: 
     return row | {"optimizer_s": time.perf_counter() - t2}
 
 
-def measure(args, train: str, group: int, repeat: int, cache: str = "none") -> dict:
+def measure(args, train: str, group: int, repeat: int, cache: str, progress: dict) -> dict:
     """One setting: a warm-up step, then the median of `repeat` steps (or the warm-up alone); peak memory on GPU."""
     device, bf16 = args.device, args.bf16 or args.device.startswith("cuda")
     model = build(args.model, device, torch.bfloat16, args.layers).to(torch.bfloat16).float()  # official, in fp32
@@ -104,7 +118,8 @@ def measure(args, train: str, group: int, repeat: int, cache: str = "none") -> d
                           record_trunk=train in ("planner", "planner-fp32"))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    runs = [one_step(model, optimizer, prompt, config, device, bf16) for _ in range(1 + repeat)][min(repeat, 1):]
+    runs = [one_step(model, optimizer, prompt, config, device, bf16, progress) for _ in range(1 + repeat)]
+    runs = runs[min(repeat, 1):]
     row = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
     if "optimizer_out_of_memory" in row:
         row["optimizer_out_of_memory"] = True
@@ -115,16 +130,26 @@ def measure(args, train: str, group: int, repeat: int, cache: str = "none") -> d
             "rollout_s_per_step": row["rollout_s"] / row["rollout_steps"]}
     if device.startswith("cuda"):
         row["peak_memory_GB"] = torch.cuda.max_memory_allocated() / 1e9
+        row["peak_reserved_GB"] = torch.cuda.max_memory_reserved() / 1e9  # with the graphs' pools and fragments
         # What this process could hold: its allocator's pool and what the GPU has free.
         row["capacity_GB"] = (torch.cuda.mem_get_info()[0] + torch.cuda.memory_reserved()) / 1e9
     return row
 
 
 def try_measure(args, train: str, group: int, repeat: int, cache: str = "none") -> dict:
+    """measure(), or a row saying where it ran out of memory or failed (the next setting still runs)."""
+    progress = {"phase": "model"}
+    failed = {"train": train, "cache": cache, "group": group}
     try:
-        return measure(args, train, group, repeat, cache)
+        return measure(args, train, group, repeat, cache, progress)
     except torch.OutOfMemoryError:
-        return {"train": train, "cache": cache, "group": group, "out_of_memory": True}
+        failed |= {"out_of_memory": True, "phase": progress["phase"]}
+        if args.device.startswith("cuda"):
+            failed["peak_memory_GB"] = torch.cuda.max_memory_allocated() / 1e9
+        return failed
+    except RuntimeError as e:  # e.g. an OOM inside a CUDA graph capture surfaces as a capture error
+        traceback.print_exc()
+        return failed | {"error": f"{type(e).__name__}: {e}", "phase": progress["phase"]}
     finally:
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -146,10 +171,10 @@ def fit_largest_group(group: int, peak_GB: float, double_peak_GB: float, capacit
 def largest_group(args, train: str, row: dict) -> dict:
     """Measure the step at twice row's group and fit the largest group; 0 when row itself
     did not fit (AdamW states included)."""
-    if "out_of_memory" in row or "optimizer_out_of_memory" in row:
+    if {"out_of_memory", "optimizer_out_of_memory", "error"} & row.keys():
         return {"largest_group": 0}
     double = try_measure(args, train, 2 * row["group"], repeat=0)
-    if "out_of_memory" in double or "optimizer_out_of_memory" in double:
+    if {"out_of_memory", "optimizer_out_of_memory", "error"} & double.keys():
         return {"largest_group_below": 2 * row["group"]}
     return fit_largest_group(row["group"], row["peak_memory_GB"], double["peak_memory_GB"], row["capacity_GB"])
 
@@ -182,16 +207,22 @@ def main() -> None:
         torch=torch.__version__, settings=vars(args) | {"out": str(args.out)},
     )
     results = {"rows": []}
+
+    def save() -> None:  # a run cut short keeps the settings it finished
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(meta | results, indent=2))
+
     for train in args.train:
         for cache in args.cache:
             row = try_measure(args, train, args.group, args.repeat, cache=cache)
-            if args.max_group and cache == "none":
-                row |= largest_group(args, train, row)
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
-            if args.out:  # a run cut short keeps the settings it finished
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps(meta | results, indent=2))
+            save()
+            if args.max_group and cache == "none":  # a second full step: the row above is safe first
+                row |= largest_group(args, train, row)
+                print(json.dumps(row), flush=True)
+                save()
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ class DecodeConfig:
 class DecodeOutput:
     """sequences: (B, P + G) prompts and completions. completion: (B, G). nfe: (B,) forward
     passes per row. lengths: (B,) tokens before the first EOS. trajectory: when recorded.
-    steps: forward passes of the whole batch (>= every row's NFE)."""
+    steps: forward passes of the whole batch (>= every row's NFE). refreshes: how many of
+    them were full forwards refreshing a KV cache (0 without a cache)."""
 
     sequences: torch.Tensor
     completion: torch.Tensor
@@ -91,6 +92,7 @@ class DecodeOutput:
     lengths: torch.Tensor
     trajectory: Trajectory | None = None
     steps: int = 0
+    refreshes: int = 0
 
     @property
     def tpf(self) -> torch.Tensor:
@@ -191,6 +193,8 @@ def generate(
     step = 0
     while True:
         fresh = None if cache is None or refresh else fresh_columns(config.cache, index, cache_start, P + G)
+        if cache is not None and fresh is None:
+            refreshes.append(step)
         logits, planner, x0, logq_x0, trunk = step_fn(
             model, x, valid, seq_len, index, candidates, strategy.uses_planner, config.temperature, noise,
             cache, fresh,
@@ -207,8 +211,6 @@ def generate(
             taken.append(active)
             if config.record_trunk:
                 trunks.append(trunk.clone())  # captured steps overwrite their outputs
-            if cache is not None and fresh is None:
-                refreshes.append(step)
 
         block_finished = ~(x.gather(1, index) == mask_id).any(dim=1)
         if cache is not None:  # rows wait for each other, so one refresh serves the whole batch
@@ -245,7 +247,7 @@ def generate(
             block_length=N, uses_planner=strategy.uses_planner, cache=config.cache, refreshes=tuple(refreshes),
             trunk=torch.stack(trunks, dim=1) if trunks else None,
         )
-    return DecodeOutput(x, completion, nfe, first_eos(completion, eos_ids), trajectory, step)
+    return DecodeOutput(x, completion, nfe, first_eos(completion, eos_ids), trajectory, step, len(refreshes))
 
 
 def _fill_after_eos(x: torch.Tensor, P: int, eos_ids: torch.Tensor, eos: int, mask_id: int) -> torch.Tensor:

@@ -91,8 +91,10 @@ class CapturedSteps:
                *(None if t is None else (tuple(t.shape), t.dtype, t.device) for t in tensors))
         layout = self._layouts.get(key)
         if layout is None:
-            layout = self._layouts[key] = _Layout(tuple(None if t is None else t.clone() for t in tensors))
-            return self._first_run(model, layout, use_planner, temperature, cache)
+            layout = _Layout(tuple(None if t is None else t.clone() for t in tensors))
+            outputs = self._first_run(model, layout, use_planner, temperature, cache)
+            self._layouts[key] = layout  # only once compiled and captured: a failed first run is retried whole
+            return outputs
         for buffer, value in zip(layout.inputs, tensors):
             if buffer is not None:
                 buffer.copy_(value)
@@ -104,7 +106,10 @@ class CapturedSteps:
     def _run(self, model, layout: _Layout, use_planner, temperature, cache, eager=False):
         x, valid, seq_len, index, candidates, noise, fresh = layout.inputs
         trunk, heads = (_trunk, decode_step) if eager else (_compiled(_trunk), _compiled(decode_step))
-        with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
+        # Fused kernels round low-precision intermediates as eager ops do, so a bf16 rollout
+        # decodes what the eager replay of RL recomputes (else log-probs differ by ~1e-3).
+        with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT), \
+                torch._inductor.config.patch(emulate_precision_casts=True):
             hidden = trunk(model, x, valid, cache, fresh)
             return heads(model, x, valid, seq_len, index, candidates, use_planner, temperature, noise, trunk=hidden)
 

@@ -25,13 +25,22 @@ def bench(*argv: str) -> subprocess.CompletedProcess:
 
 
 def test_decode_speed_times_the_chosen_strategies_and_saves_every_row(tmp_path):
+    """A setting that fails is recorded as such and the others still run (GPU minutes are scarce)."""
     out = tmp_path / "decode.json"
     run = bench("benchmarks/decode_speed.py", "--batch", "1", *SMALL, "--max-steps", "4", "--warmup", "1",
-                "--repeat", "1", "--strategies", "threshold:tau=0.9", "rollout", "--out", str(out))
+                "--repeat", "1", "--cache", "none", "dual", "--out", str(out),
+                "--strategies", "low-confidence:steps=3", "threshold:tau=0.9", "rollout")
     assert run.returncode == 0, run.stderr
     rows = json.loads(out.read_text())["batches"]["1"]["strategies"]
-    assert list(rows) == ["threshold:tau=0.9", "planner-sample +record T=0.1 (rollout)"]
+    assert list(rows) == [
+        "low-confidence:steps=3", "threshold:tau=0.9", "low-confidence:steps=3 cache=dual",
+        "threshold:tau=0.9 cache=dual", "planner-sample +record T=0.1 (rollout)",
+        "planner-sample +record T=0.1 (rollout) cache=dual",
+    ]
+    assert "multiple of the number of blocks" in rows.pop("low-confidence:steps=3")["error"]
+    rows.pop("low-confidence:steps=3 cache=dual")
     assert all(r["steps"] == 4 and r["ms_per_nfe"] > 0 for r in rows.values())
+    assert all((r["refreshes"] >= 1) == name.endswith("cache=dual") for name, r in rows.items())
 
 
 def test_train_step_caps_the_rollout_and_times_each_phase(tmp_path):

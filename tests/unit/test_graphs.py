@@ -67,3 +67,27 @@ def test_a_refresh_refills_the_cache_in_place_when_decoding_and_not_under_autogr
     model(ids, cache=cache)
     assert cache.slot(0).keys is not keys and cache.slot(0).keys.requires_grad
 
+
+
+def test_a_layout_whose_first_run_failed_is_compiled_again(monkeypatch):
+    """A failed compile (or capture) must not leave a layout that later steps would replay half-built."""
+    model = small_model()
+    ids, mask, _ = padded_prompts()
+    config = DecodeConfig(gen_length=8, block_length=4, seed=0, compile=True)
+    steps = captured_steps(model)
+    real = steps._first_run
+    calls = []
+
+    def fail_once(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("capture failed")
+        return real(*args)
+
+    monkeypatch.setattr(steps, "_first_run", fail_once)
+    with pytest.raises(RuntimeError, match="capture failed"):
+        generate(model, ids, mask, PlannerSample(), config)
+    assert not steps.batch_shapes
+    eager = generate(model, ids, mask, PlannerSample(), replace(config, compile=False))
+    assert torch.equal(generate(model, ids, mask, PlannerSample(), config).completion, eager.completion)
+    assert len(calls) >= 2 and steps.batch_shapes

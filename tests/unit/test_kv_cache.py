@@ -144,7 +144,8 @@ def test_cached_replay_reproduces_the_cached_rollout(model, strategy, kind):
     out = generate(model, ids, mask, strategy, config)
     traj = out.trajectory
     assert torch.equal(traj.num_steps, out.nfe) and traj.taken.shape[1] == out.steps
-    assert traj.refreshes[0] == 0 and len(traj.refreshes) == 4  # one per block of the batch
+    assert traj.refreshes[0] == 0 and len(traj.refreshes) == 4 == out.refreshes  # one per block of the batch
+    assert generate(model, ids, mask, strategy, replace(config, cache="none")).refreshes == 0
     assert (traj.log_probs[~traj.taken] == 0).all()
     replayed = replay(model, traj)
     assert torch.allclose(replayed, traj.log_probs, atol=1e-5)

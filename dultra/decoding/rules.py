@@ -43,23 +43,40 @@ def threshold_rule(confidence: torch.Tensor, candidates: torch.Tensor, tau: floa
     return ensure_one(candidates & (confidence >= tau), confidence, candidates)
 
 
-def factor_rule(confidence: torch.Tensor, candidates: torch.Tensor, factor: float) -> torch.Tensor:
+def factor_rule(
+    confidence: torch.Tensor, candidates: torch.Tensor, factor: float, official: bool = False
+) -> torch.Tensor:
     """Fast-dLLM factor rule: the largest n whose n-th best confidence is >= 1 - factor / (n + 1).
 
     Confidences sorted descending fall while the bound rises with n, so the rows that pass
     form a prefix and n is its length (at least 1).
+
+    official: as Fast-dLLM's code (`get_transfer_index_dynamic`, which the dUltra reference
+    copies): when only the last candidate fails, it is revealed too, so a row with two
+    candidates always reveals both. Its published numbers and the reference's warm-start
+    labels come from this version.
     """
     n = torch.arange(1, confidence.shape[1] + 1, device=confidence.device)
     bound = 1.0 - factor / (n + 1.0)
     ranked = confidence.masked_fill(~candidates, NEG_INF).sort(dim=1, descending=True).values
     count = _prefix_count(ranked >= bound).clamp(min=1)
+    if official:
+        count = torch.where(count == candidates.sum(dim=1) - 1, count + 1, count)
     return select_top_k(confidence, candidates, count)
 
 
 def entropy_rule(entropy: torch.Tensor, candidates: torch.Tensor, gamma: float) -> torch.Tensor:
-    """EB-sampler: reveal in order of increasing entropy while the running sum stays <= gamma."""
+    """EB-sampler (Ben-Hamu et al. 2025, arXiv 2505.24857): with the candidates sorted by
+    increasing entropy H, reveal the longest prefix U with sum_U H - max_U H <= gamma.
+
+    The max of a sorted prefix is its last element, so the test is on the sum *before* it:
+    the token whose entropy crosses the bound is still revealed, and the first always is
+    (gamma >= 0).
+    """
     ranked = entropy.masked_fill(~candidates, float("inf")).sort(dim=1).values
-    count = _prefix_count(ranked.cumsum(dim=1) <= gamma).clamp(min=1)
+    before = torch.cat([torch.zeros_like(ranked[:, :1]), ranked[:, :-1].cumsum(dim=1)], dim=1)
+    # `before` is finite at the first non-candidate too: select_top_k caps the count
+    count = _prefix_count(before <= gamma).clamp(min=1)
     return select_top_k(-entropy, candidates, count)
 
 

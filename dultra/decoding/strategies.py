@@ -2,6 +2,7 @@
 
     parse_strategy("threshold:tau=0.7")      -> Threshold(tau=0.7)
     parse_strategy("planner:factor=1.5")     -> PlannerGreedy(factor=1.5)
+    parse_strategy("factor:official=true")   -> Factor(factor=1.0, official=True)
 
 The CLI names are `planner` (planner-greedy), `planner-sample`, `threshold`, `factor`,
 `low-confidence` and `entropy` (dultra.md section 3).
@@ -67,8 +68,9 @@ class Strategy:
         """Raise ValueError for settings that cannot decode this layout."""
 
     def spec(self) -> str:
-        """The inverse of `parse_strategy`."""
-        params = ",".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self))
+        """The inverse of `parse_strategy`; a switch is named only when on (`factor:factor=1.0`)."""
+        params = ",".join(f"{f.name}={str(v).lower() if isinstance(v, bool) else v}"
+                          for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not False)
         return f"{self.name}:{params}" if params else self.name
 
 
@@ -117,13 +119,18 @@ class Threshold(Strategy):
 
 @dataclass(frozen=True)
 class Factor(Strategy):
-    """Fast-dLLM factor rule (largest n with n-th confidence >= 1 - factor / (n + 1))."""
+    """Fast-dLLM factor rule (largest n with n-th confidence >= 1 - factor / (n + 1)).
+
+    `official=true` (`factor:factor=1.0,official=true`) follows Fast-dLLM's code, which also
+    reveals the last candidate when only it fails: its published baseline numbers use it.
+    """
 
     factor: float = 1.0
+    official: bool = False
     name: ClassVar[str] = "factor"
 
     def select(self, view: BlockView) -> torch.Tensor:
-        return rules.factor_rule(view.confidence, view.candidates, self.factor)
+        return rules.factor_rule(view.confidence, view.candidates, self.factor, self.official)
 
     def validate(self, gen_length: int, block_length: int) -> None:
         _positive("factor", self.factor)
@@ -152,7 +159,7 @@ class LowConfidence(Strategy):
 
 @dataclass(frozen=True)
 class EntropyBounded(Strategy):
-    """EB-sampler: reveal low-entropy positions while their entropy sum stays <= gamma."""
+    """EB-sampler: reveal low-entropy positions while their entropy sum, less the largest, stays <= gamma."""
 
     gamma: float = 0.1
     name: ClassVar[str] = "entropy"
@@ -183,11 +190,20 @@ def parse_strategy(spec: str) -> Strategy:
         if not sep or key not in fields:
             allowed = ", ".join(fields) or "none"
             raise ConfigError(f"bad setting {item!r} for strategy {name!r} (settings: {allowed})")
-        try:
-            kwargs[key] = int(value) if fields[key] in (int, "int") else float(value)
-        except ValueError:
-            raise ConfigError(f"strategy {name!r}: {key} must be a number, got {value!r}") from None
+        kwargs[key] = _parse_value(fields[key], value, f"strategy {name!r}: {key}")
     return cls(**kwargs)
+
+
+def _parse_value(kind, value: str, what: str) -> bool | int | float:
+    """A setting's text as its field's type (annotations are strings under `from __future__`)."""
+    if kind in (bool, "bool"):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(f"{what} must be true or false, got {value!r}")
+        return value.lower() in ("true", "1")
+    try:
+        return int(value) if kind in (int, "int") else float(value)
+    except ValueError:
+        raise ConfigError(f"{what} must be a number, got {value!r}") from None
 
 
 def _positive(name: str, value: float) -> None:

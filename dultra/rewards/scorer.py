@@ -13,6 +13,7 @@ teacher is given), since processes sum them together.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,10 @@ class RewardConfig:
     code: RewardWeights = doc(factory=lambda: RewardWeights.for_kind("code"), help="weights for code tasks")
     max_unscorable_fraction: float = doc(0.25, "fail the step if more of a batch cannot be scored")
     code_workers: int = doc(8, "concurrent sandbox requests")
+
+    def resolve(self, train_planner: bool) -> RewardConfig:
+        """Unset steps weights filled in for a run whose planner trains or not (RewardWeights.resolve)."""
+        return dataclasses.replace(self, math=self.math.resolve(train_planner), code=self.code.resolve(train_planner))
 
     def check(self, kinds: Iterable[str], has_teacher: bool) -> None:
         """Fail before training when a task kind of the data weights a reward without its model."""
@@ -69,11 +74,14 @@ def example_fields(examples: Sequence[Example], group_size: int) -> dict[str, li
 
 
 class RewardScorer:
-    """Computes the components with the configured runner and teacher, then combines them."""
+    """Computes the components with the configured runner and teacher, then combines them.
+
+    train_planner: whether the planner head is trained, which fixes an unset steps weight.
+    """
 
     def __init__(self, config: RewardConfig | None = None, code_runner: CodeRunner | None = None,
-                 teacher: Teacher | None = None) -> None:
-        self.config = config or RewardConfig()
+                 teacher: Teacher | None = None, train_planner: bool = True) -> None:
+        self.config = (config or RewardConfig()).resolve(train_planner)
         self.code = CodeReward(code_runner, self.config.code_workers) if code_runner is not None else None
         self.distill = DistillReward(teacher) if teacher is not None else None
 

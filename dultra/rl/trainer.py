@@ -1,6 +1,6 @@
 """GRPO training of the base model and the planner head (dultra.md sections 4-5).
 
-    dultra train --config configs/tiny.yaml [--output-dir runs/grpo --resume]
+    dultra train --config configs/tiny.yaml [--output-dir runs/grpo --resume true]
     accelerate launch --config_file configs/accelerate/ddp.yaml -m dultra.cli train --config configs/llada-8b-math.yaml
 
 One step: roll out `prompts_per_step` prompts x `group_size` completions with planner
@@ -80,7 +80,8 @@ class TrainConfig:
     eps_high: float = doc(1.0, "upper clip of the sequence ratio: 1 + eps_high")
     beta: float = doc(0.0, "weight of the KL penalty to the initial model (0: none, no reference copy)")
     scale_rewards: bool = doc(False, "divide advantages by the group's reward std")
-    advantage_min_clip: float | None = doc(None, "advantages below this are set to 0")
+    advantage_min_clip: float | None = doc(None, "advantages below this are set to 0 (none: no clip; the "
+                                                 "reference's is 0.0, set in configs/llada-8b-*.yaml)")
     train_base: bool = doc(True, "update the base model (frozen, under bf16 mixed precision its linear "
                                  "weights are stored in bf16: same results, half the memory)")
     train_planner: bool = doc(True, "update the planner head")
@@ -119,8 +120,15 @@ class GRPOTrainer:
 
     def __init__(self, cfg: TrainConfig, accelerator: Accelerator | None = None):
         cfg.validate()
-        self.cfg = cfg
         self.acc = acc = accelerator or Accelerator()
+        # An unset steps weight becomes 0.1, or 0 with a frozen planner (as the reference); the
+        # config logged at start and saved in checkpoints holds the value used.
+        rewards = cfg.rewards.resolve(cfg.train_planner)
+        if rewards != cfg.rewards:
+            acc.print(f"train: steps reward weight {rewards.math.steps} (math) / {rewards.code.steps} (code), "
+                      f"the planner {'trains' if cfg.train_planner else 'is frozen'}")
+        self.cfg = cfg = copy.copy(cfg)  # the caller's config stays as given
+        cfg.rewards = rewards
         if cfg.compile_rollouts and acc.distributed_type == DistributedType.FSDP:
             raise ConfigError("compile_rollouts captures the full weights at fixed addresses; FSDP shards them")
         # Settings that cannot work fail here, before minutes of model loading and rollouts.
@@ -200,9 +208,12 @@ class GRPOTrainer:
             record_trunk=not cfg.train_base,  # a frozen base: the replay runs the heads on the recorded trunk
         )
         # Captured steps read the module's own weights, which the optimizer updates in place;
-        # without gradients a DDP wrapper adds nothing to a forward.
+        # without gradients a DDP wrapper adds nothing to a forward. They call the trunk
+        # directly, not the forward accelerate wraps in its autocast, so that autocast is
+        # entered here: otherwise a bf16 run would roll out in fp32 and replay in bf16.
         policy = acc.unwrap_model(self.model) if cfg.compile_rollouts else self.model
-        roll = rollout(policy, self.tokenizer, examples, cfg.group_size, decode, acc.device)
+        with acc.autocast():
+            roll = rollout(policy, self.tokenizer, examples, cfg.group_size, decode, acc.device)
         t1 = time.perf_counter()
         scored = score(self.scorer, roll, examples, cfg.group_size)
         rewards = torch.tensor([r if r is not None else 0.0 for r in scored.total])

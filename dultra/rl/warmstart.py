@@ -43,6 +43,8 @@ class WarmstartConfig:
     gen_length: int = doc(64, "completion length")
     block_length: int = doc(16, "block length of the decoding states")
     factor: float = doc(1.0, "factor of the Fast-dLLM rule the head imitates")
+    factor_official: bool = doc(False, "label with Fast-dLLM's code, which also reveals a last mask that fails the "
+                                       "bound (the reference's warm-start labels do)")
     optim: OptimConfig = doc(factory=lambda: OptimConfig(lr=1e-3, warmup_steps=20), help="optimizer settings")
     seed: int = doc(0, "seed of the data order and the decoding states")
     save_every: int = doc(0, "checkpoint every N steps (0: only the final model)")
@@ -74,8 +76,10 @@ def warmstart_loss(
     block_length: int,
     factor: float,
     generator: torch.Generator,
+    official: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Class-balanced BCE between the planner's logits and the factor rule's choices."""
+    """Class-balanced BCE between the planner's logits and the factor rule's choices
+    (`official`: Fast-dLLM's code version of the rule, dultra.decoding.rules.factor_rule)."""
     mask_id = model_config(model).mask_token_id
     P = prompt_ids.shape[1]
     state, start = random_states(targets, block_length, mask_id, generator)
@@ -87,7 +91,7 @@ def warmstart_loss(
         model, x, None if bool(prompt_mask.all()) else valid, valid.sum(dim=1), index, candidates, True
     )
     with torch.no_grad():
-        labels = factor_rule(logits.softmax(dim=-1).amax(dim=-1), candidates, factor)
+        labels = factor_rule(logits.softmax(dim=-1).amax(dim=-1), candidates, factor, official)
     z, y = planner[candidates], labels[candidates].float()
     positives = y.sum()
     negatives = y.numel() - positives
@@ -119,6 +123,7 @@ def warmstart(cfg: WarmstartConfig, accelerator: Accelerator | None = None):
         ids, mask = encode_examples(tokenizer, batch)
         targets = encode_targets(tokenizer, batch, cfg.gen_length, eos)
         dev = accelerator.device
-        return warmstart_loss(model, ids.to(dev), mask.to(dev), targets.to(dev), cfg.block_length, cfg.factor, generator)
+        return warmstart_loss(model, ids.to(dev), mask.to(dev), targets.to(dev), cfg.block_length, cfg.factor,
+                              generator, official=cfg.factor_official)
 
     return run_supervised(cfg, model, tokenizer, stream, loss_fn, accelerator, "warmstart")

@@ -22,7 +22,7 @@ from dultra.decoding import (
 from dultra.decoding.generate import _fill_after_eos
 from dultra.decoding.trajectory import replay_forwards, replay_steps
 from dultra.errors import ConfigError
-from tests.helpers import EOS, MASK, PAD, padded_prompts, small_model
+from tests.helpers import EOS, MASK, PAD, padded_prompts, predict_eos, small_model
 
 ALL = [PlannerGreedy(1.0), PlannerSample(), Threshold(0.5), Factor(1.0), LowConfidence(16), EntropyBounded(0.5)]
 CFG = DecodeConfig(gen_length=16, block_length=4, record=True, seed=0)
@@ -209,16 +209,7 @@ def test_sampling_is_reproducible_with_a_seed(model):
 
 
 def _eos_model():
-    """A real model rigged to predict EOS everywhere: blocks output zero, ff_out maps the mask to EOS."""
-    model = small_model()
-    with torch.no_grad():
-        for blk in model.model.transformer.blocks:
-            blk.attn_out.weight.zero_()
-            blk.ff_out.weight.zero_()
-        tr = model.model.transformer
-        tr.ff_out.weight.zero_()
-        tr.ff_out.weight[EOS] = tr.wte.weight[MASK]
-    return model
+    return predict_eos(small_model())
 
 
 def test_early_stop_ends_after_eos_and_fills_the_tail():
@@ -285,3 +276,14 @@ def test_parse_strategy_round_trips_and_rejects_unknowns():
         parse_strategy("threshold:gamma=1")
     with pytest.raises(ConfigError, match="must be a number"):
         parse_strategy("threshold:tau=high")
+
+
+def test_parse_strategy_reads_switches_and_names_them_only_when_on():
+    assert Factor(1.0).spec() == "factor:factor=1.0"  # the name eval reports and resumes by
+    official = parse_strategy("factor:factor=2.0,official=true")
+    assert official == Factor(2.0, official=True) and official.spec() == "factor:factor=2.0,official=true"
+    assert parse_strategy(official.spec()) == official
+    assert parse_strategy("factor:official=1") == parse_strategy("factor:official=True") == Factor(official=True)
+    assert parse_strategy("factor:official=false") == Factor()
+    with pytest.raises(ConfigError, match="official must be true or false"):
+        parse_strategy("factor:official=maybe")

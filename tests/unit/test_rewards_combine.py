@@ -23,11 +23,38 @@ from tests.reward_helpers import DownRunner, SubprocessRunner, tiny_llama
 
 
 def test_reference_default_weights():
-    assert RewardWeights.for_kind("math") == RewardWeights(correct=1.0, format=1.0, distill=1.0, steps=0.1)
+    trained = RewardWeights.for_kind("math").resolve(train_planner=True)
+    assert trained == RewardWeights(correct=1.0, format=1.0, distill=1.0, steps=0.1)
     assert RewardWeights.for_kind("code").correct == 3.0
     assert RewardConfig().code == RewardWeights.for_kind("code")
     with pytest.raises(ConfigError, match="unknown task kind"):
         RewardWeights.for_kind("chess")
+
+
+def test_an_unset_steps_weight_is_zero_when_the_planner_is_frozen():
+    # as the reference: gen_step_reward_weight = 0.0 if freeze_unmasking_head else 0.1
+    assert RewardWeights.for_kind("math").steps is None
+    assert RewardWeights().resolve(train_planner=False).steps == 0.0
+    assert RewardWeights().resolve(train_planner=True).steps == 0.1
+    # a weight the user set is kept either way
+    assert RewardWeights(steps=0.3).resolve(train_planner=False).steps == 0.3
+    assert RewardWeights(steps=0.0).resolve(train_planner=True).steps == 0.0
+    frozen = RewardConfig(code=RewardWeights(correct=3.0, steps=0.2)).resolve(train_planner=False)
+    assert (frozen.math.steps, frozen.code.steps, frozen.code.correct) == (0.0, 0.2, 3.0)
+    assert frozen.resolve(train_planner=True) == frozen
+    with pytest.raises(ConfigError, match="steps weight is unset"):
+        combine(RewardWeights(), correct=[1.0], format=[1.0], distill=[0.0], steps=[-0.1])
+
+
+def test_the_scorer_drops_the_step_penalty_of_a_frozen_planner():
+    math_ex = generate("synthetic-math", "test", n=1)
+    fields = example_fields(math_ex, group_size=2)
+    config = RewardConfig(math=RewardWeights(distill=0.0))
+    completions = [math_ex[0].solution, "no answer"]
+    frozen = RewardScorer(config, train_planner=False).score(completions, steps=[10, 20], group_size=2, **fields)
+    trained = RewardScorer(config).score(completions, steps=[10, 20], group_size=2, **fields)
+    assert frozen.total == [2.0, 0.0]
+    assert trained.total == [pytest.approx(2.0 - 0.02), pytest.approx(-0.04)]
 
 
 def test_combine_is_the_weighted_sum_with_none_propagation():
@@ -38,7 +65,7 @@ def test_combine_is_the_weighted_sum_with_none_propagation():
     assert total[1] == pytest.approx(1.5 + 0 - 1 - 0.04)
     assert total[2] is None
     # A zero-weight component may be absent, and its None values do not matter.
-    no_distill = RewardWeights(distill=0.0)
+    no_distill = RewardWeights(distill=0.0, steps=0.1)
     assert combine(no_distill, correct=[1.0], format=[0.0], steps=[-0.5]) == [pytest.approx(0.95)]
     assert combine(no_distill, correct=[1.0], format=[0.0], steps=[0.0], distill=[None]) == [1.0]
     with pytest.raises(ConfigError, match="'distill' has a non-zero weight but no values"):

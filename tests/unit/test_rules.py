@@ -53,17 +53,36 @@ def ref_factor(scores, cand, factor):
     return torch.stack(out)
 
 
+def ref_factor_official(scores, cand, factor):
+    """Fast-dLLM's get_transfer_index_dynamic (NVlabs/Fast-dLLM llada/generate.py), row by row."""
+    out = []
+    for s, c in zip(scores.tolist(), cand.tolist()):
+        order = _ranked(s, c)
+        if not order:
+            out.append(_as_mask([], len(s)))
+            continue
+        threshs = [1 - factor / (n + 1) for n in range(1, len(order) + 1)]
+        threshs[0] = -1
+        for top_i in range(len(threshs)):
+            if s[order[top_i]] < threshs[top_i]:
+                break
+        if top_i == 0 or top_i == len(threshs) - 1:
+            top_i += 1
+        out.append(_as_mask(order[:top_i], len(s)))
+    return torch.stack(out)
+
+
 def ref_entropy(ent, cand, gamma):
+    """EB-sampler (arXiv 2505.24857): the largest prefix U by increasing entropy with sum(H_U) - max(H_U) <= gamma."""
     out = []
     for e, c in zip(ent.tolist(), cand.tolist()):
         order = _ranked(e, c, descending=False)
-        chosen, total = [], 0.0
-        for i in order:
-            total += e[i]
-            if total > gamma:
-                break
-            chosen.append(i)
-        out.append(_as_mask(chosen or order[:1], len(e)))
+        n = 0
+        for size in range(1, len(order) + 1):
+            h = [e[i] for i in order[:size]]
+            if sum(h) - max(h) <= gamma:
+                n = size
+        out.append(_as_mask(order[: max(n, 1)], len(e)))
     return torch.stack(out)
 
 
@@ -101,10 +120,42 @@ def test_factor_matches_reference(seed, factor):
 
 
 @pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("gamma", [0.0, 0.3, 1.5])
+@pytest.mark.parametrize("factor", [0.5, 1.0, 2.0, 3.0])
+def test_factor_official_matches_fast_dllm_code(seed, factor):
+    s, c, g = _rows(seed)
+    s = 0.5 + s / 2
+    c[::4] &= torch.rand(c[::4].shape, generator=g) < 0.25  # rows with 0-3 candidates, where it differs
+    want = ref_factor_official(s, c, factor)
+    assert torch.equal(rules.factor_rule(s, c, factor, official=True), want)
+    # the two versions differ exactly where only the last candidate failed
+    plain = rules.factor_rule(s, c, factor)
+    differs = (plain != want).any(dim=1)
+    assert differs.any() and torch.equal(differs, want.sum(1) == plain.sum(1) + 1)
+    assert torch.equal(want.sum(1)[differs], c.sum(1)[differs])
+
+
+def test_factor_official_reveals_both_of_two_masks():
+    s = torch.tensor([[0.99, 0.2], [0.3, 0.2]])
+    c = torch.ones(2, 2, dtype=torch.bool)
+    assert rules.factor_rule(s, c, 1.0).sum(1).tolist() == [1, 1]
+    assert rules.factor_rule(s, c, 1.0, official=True).sum(1).tolist() == [2, 2]
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("gamma", [0.0, 0.3, 0.5, 1.5, 4.0, float("inf")])
 def test_entropy_matches_reference(seed, gamma):
     e, c, _ = _rows(seed)
     assert torch.equal(rules.entropy_rule(e, c, gamma), ref_entropy(e, c, gamma))
+
+
+def test_entropy_reveals_the_token_that_crosses_the_bound():
+    # Sorted 0.05, 0.2, 0.9: sums before each are 0, 0.05, 0.25, so gamma 0.1 reveals two
+    # (a running sum including the last, 0.25, would reveal one).
+    e = torch.tensor([[0.9, 0.05, 0.2, 0.0]])
+    c = torch.tensor([[True, True, True, False]])
+    assert rules.entropy_rule(e, c, 0.1).tolist() == [[False, True, True, False]]
+    assert rules.entropy_rule(e, c, 0.3).tolist() == [[True, True, True, False]]
+    assert rules.entropy_rule(e, c, 0.0).tolist() == [[False, True, False, False]]
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -15,7 +15,7 @@ the workspace volume (`dultra-workspace`) at /workspace. `run_trainjob`
   that already succeeded returns at once; one that failed raises, or is replaced when
   `recreate_failed`; one created from a different spec raises TrainJobConflict);
 - prints node 0's log lines as they come, across pod restarts and dropped streams, and waits
-  out Kubernetes API outages shorter than API_OUTAGE_S;
+  out Kubernetes API outages shorter than `api_outage_s`;
 - says so when node 0 stays unschedulable for `stuck_s` (and keeps waiting: an autoscaler may
   add nodes);
 - returns the finished TrainJob, or raises TrainJobFailed when it fails, when node 0 is stuck
@@ -68,7 +68,6 @@ RESERVED_ENV = frozenset({"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "
                           "PET_MASTER_PORT"})
 # JobSet names pods <job>-node-<job index>-<pod index>: a 63-character hostname limits the job's name.
 MAX_NAME = 45
-API_OUTAGE_S = 300  # the Kubernetes API failing this long fails the step (shorter outages are waited out)
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -119,6 +118,7 @@ class TrainJobSpec:
     stuck_s: float = 900  # give up when node 0 waits this long on an image or config error (say so if unschedulable)
     poll_s: float = 10  # status poll interval while nothing streams
     log_idle_s: float = 120  # reconnect a log stream silent for this long (and check the status)
+    api_outage_s: float = 300  # the Kubernetes API failing this long fails the step (shorter outages are waited out)
     recreate_failed: bool = False  # on attach, replace a failed job with a new one (it resumes) instead of raising
 
     def job_name(self) -> str:
@@ -143,7 +143,7 @@ class TrainJobSpec:
                 raise ValueError(f"{env_name} is set by the Trainer's torch plugin on every node; do not set it")
         if dupes := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"environment variables set twice: {', '.join(dupes)}")
-        if min(self.timeout_s, self.stuck_s, self.poll_s, self.log_idle_s) <= 0:
+        if min(self.timeout_s, self.stuck_s, self.poll_s, self.log_idle_s, self.api_outage_s) <= 0:
             raise ValueError("TrainJobSpec timeouts and intervals must be positive")
 
 
@@ -352,7 +352,7 @@ class _Follower:
                 if self.outage_since is None:
                     self.outage_since = now
                     _say(self.out, f"Kubernetes API error, retrying: {_api_failure('poll', err)}")
-                if now - self.outage_since >= API_OUTAGE_S or now >= self.deadline:
+                if now - self.outage_since >= self.spec.api_outage_s or now >= self.deadline:
                     raise _api_failure(f"follow TrainJob {self.jobs.ref} for {now - self.outage_since:.0f}s", err) from None
                 finished, printed = None, False
             if finished is not None:

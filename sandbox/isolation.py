@@ -171,7 +171,7 @@ def enter_worker_namespaces(tmpfs_mb: int) -> None:
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     socket.sethostname("sandbox")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _reveal_interpreter(tmpfs_mb)
+    _reveal_interpreter()
     attr = _MountAttr(_MOUNT_ATTR_RDONLY_NOSUID, 0, 0, 0)
     _check(_libc.syscall(_SYS_MOUNT_SETATTR, _AT_FDCWD, b"/", _AT_RECURSIVE,
                          ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
@@ -194,7 +194,7 @@ def blocking_ancestor(path: str) -> tuple[str, str] | None:
     return None
 
 
-def _reveal_interpreter(tmpfs_mb: int) -> None:
+def _reveal_interpreter() -> None:
     """Make the interpreter and this package readable for the executor uid.
 
     E.g. pyenv under /root (0700): /root is covered with a 0755 tmpfs holding only a bind

@@ -81,15 +81,6 @@ def restrict_self(ruleset: int) -> None:
         raise OSError(ctypes.get_errno(), "landlock_restrict_self")
 
 
-def confine(writable_dir: str, abi: int) -> None:
-    """make_ruleset + restrict_self in one go (tests, tools)."""
-    ruleset = make_ruleset(writable_dir, abi)
-    try:
-        restrict_self(ruleset)
-    finally:
-        os.close(ruleset)
-
-
 def _allow(ruleset: int, path: str, access: int) -> None:
     fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:

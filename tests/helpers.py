@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import socket
+
 import torch
 
 from dultra.model import LLaDAConfig, LLaDAModelLM
 
 MASK, EOS, PAD = 61, 62, 63
+
+
+def free_port() -> int:
+    """A loopback port free a moment ago: for a server to listen on, or, left closed, a URL nothing answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def small_config(**overrides) -> LLaDAConfig:
@@ -34,6 +43,19 @@ def padded_prompts(lengths=(3, 9, 6)) -> tuple[torch.Tensor, torch.Tensor, list[
 def small_model(seed: int = 0, **overrides) -> LLaDAModelLM:
     torch.manual_seed(seed)
     return LLaDAModelLM(small_config(**overrides)).eval()
+
+
+def predict_eos(model: LLaDAModelLM) -> LLaDAModelLM:
+    """Rig a real model to predict EOS everywhere: blocks output zero, ff_out maps the mask to EOS."""
+    cfg = model.config
+    with torch.no_grad():
+        for blk in model.model.transformer.blocks:
+            blk.attn_out.weight.zero_()
+            blk.ff_out.weight.zero_()
+        tr = model.model.transformer
+        tr.ff_out.weight.zero_()
+        tr.ff_out.weight[cfg.eos_token_id] = tr.wte.weight[cfg.mask_token_id]
+    return model
 
 
 def save_small_checkpoint(path, tokenizer, seed: int = 0, **overrides):

@@ -1,7 +1,9 @@
-"""`dultra compare`: decode one prompt under every strategy and print the completion, NFE
-and TPF of each (a quick look at a checkpoint; `make demo` runs the whole pipeline).
+"""`dultra compare`: decode one prompt under every strategy; print each one's completion, NFE and TPF.
 
-    dultra compare [--model tiny|PATH --prompt TEXT --gen-length 64 --block-length 16]
+    dultra compare --model tiny --prompt "Compute 6 - 4 + 1 + 5 - 8." --gen-length 64 --block-length 16
+    dultra compare --model ./LLaDA-8B-Instruct --prompt "..." --gen-length 256 --block-length 32
+
+A quick look at a checkpoint; `make demo` runs the whole pipeline.
 """
 
 from __future__ import annotations

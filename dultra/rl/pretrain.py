@@ -1,6 +1,6 @@
 """Masked-diffusion training of the tiny default base on the synthetic tasks (LLaDA objective).
 
-    dultra pretrain --config configs/tiny.yaml [--output-dir runs/tiny-base --resume]
+    dultra pretrain --config configs/tiny.yaml [--output-dir runs/tiny-base --resume true]
 
 Each step draws t ~ U(eps, 1) per sequence, masks every completion token with probability
 t (the prompt stays visible, as in LLaDA's supervised recipe), and minimises the

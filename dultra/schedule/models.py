@@ -119,6 +119,7 @@ class ScheduleSpec:
     end_time: datetime | None = None
     """No trigger after this instant (aware datetime)."""
     description: str = "Scheduled retraining, created by `dultra schedule create`."
+    """Description of the recurring run, shown in the KFP UI."""
 
     def to_json(self, pipeline_id: str, experiment_id: str) -> dict[str, Any]:
         """The request body. Fixed by design: at most one run at a time (a retraining must

@@ -8,12 +8,10 @@ import pytest
 import torch
 
 from dultra.decoding import DecodeConfig, PlannerGreedy, PlannerSample, Threshold, generate, replay
+from dultra.decoding.graphs import captured_steps
 from tests.helpers import small_model
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-]
+pytestmark = pytest.mark.gpu  # without CUDA, conftest.py fails the run
 CFG = DecodeConfig(gen_length=32, block_length=8)
 
 
@@ -38,6 +36,26 @@ def test_captured_cuda_graphs_match_eager(cache):
             compiled = generate(model.fuse_projections(), _prompts().cuda(), None, strategy, replace(config, compile=True))
             assert torch.equal(eager.completion, compiled.completion)
             assert torch.allclose(eager.trajectory.log_probs, compiled.trajectory.log_probs, atol=1e-4)
+
+
+@pytest.mark.parametrize("cache", ["none", "dual"])
+def test_captured_cuda_graphs_read_weights_updated_in_place(cache):
+    """GRPO steps the weights in place between compiled rollouts: replayed graphs must see the new values."""
+    model = small_model().cuda().fuse_projections()
+    config = DecodeConfig(gen_length=32, block_length=8, temperature=0.5, seed=1, record=True, cache=cache)
+    compiled = replace(config, compile=True)
+    before = generate(model, _prompts().cuda(), None, PlannerSample(), compiled)  # captures the graphs
+    steps = captured_steps(model)
+    with torch.no_grad():
+        g = torch.Generator(device="cuda").manual_seed(0)
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=g, device=p.device))
+    assert captured_steps(model) is steps  # same addresses: the old graphs replay, nothing is recaptured
+    eager = generate(model, _prompts().cuda(), None, PlannerSample(), config)
+    after = generate(model, _prompts().cuda(), None, PlannerSample(), compiled)
+    assert not torch.allclose(before.trajectory.log_probs, eager.trajectory.log_probs, atol=1e-3)  # the update counts
+    assert torch.equal(after.completion, eager.completion)
+    assert torch.allclose(after.trajectory.log_probs, eager.trajectory.log_probs, atol=1e-4)
 
 
 def test_bf16_replay_stays_on_policy():

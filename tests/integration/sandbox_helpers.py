@@ -7,7 +7,6 @@ it) and fail with a clear message when it is missing: they are never skipped.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "dultra-test-secret-7f3a9c"  # put in every service's environment; must never leak
@@ -30,12 +31,6 @@ class Service:
     root_pid: int
     """Host pid whose descendants are the service's processes (for leak checks)."""
     kind: str
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(url: str, timeout_s: float = 60.0, proc: subprocess.Popen | None = None) -> None:

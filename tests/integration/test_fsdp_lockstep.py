@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import save_small_checkpoint
-from tests.integration.conftest import free_port
+from tests.helpers import free_port, save_small_checkpoint
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,6 @@ nodes' PYTHONPATH reports the process group each training process joins.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,8 @@ import pytest
 import yaml
 
 from components.trainjob import TrainJobSpec, build_trainjob
-from tests.helpers import save_small_checkpoint
+from tests.helpers import free_port, save_small_checkpoint
+from tests.manifest_helpers import build
 
 pytestmark = pytest.mark.integration
 
@@ -37,9 +37,7 @@ dist.init_process_group = _reporting_init
 
 
 def runtime_node() -> dict:
-    out = subprocess.run(["kubectl", "kustomize", str(REPO / "manifests" / "runtime")], check=True,
-                         capture_output=True, text=True).stdout
-    runtime = yaml.safe_load(out)
+    (runtime,) = build(REPO / "manifests" / "runtime")
     pod = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
     (node,) = pod["spec"]["containers"]
     return node
@@ -57,12 +55,6 @@ def node_env(node: dict, trainer: dict, rank: int, port: int, tmp: Path) -> dict
     env.update(PET_NNODES=str(trainer["numNodes"]), PET_NPROC_PER_NODE=str(trainer["numProcPerNode"]),
                PET_NODE_RANK=str(rank), PET_MASTER_ADDR="127.0.0.1", PET_MASTER_PORT=str(port))
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_cpu_nodes_train_one_step_as_one_gloo_group(tmp_path, tiny_tokenizer):

@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from dultra.cli import main
+from tests.helpers import free_port
 from tests.integration.sandbox_helpers import (
     build_test_image,
     docker_client,
-    free_port,
     run,
     start_docker,
 )

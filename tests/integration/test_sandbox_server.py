@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from dultra.rewards.sandbox_client import ClientConfig, SandboxClient, SandboxUnavailable
-from tests.integration.sandbox_helpers import descendants, free_port, run, start_local
+from tests.helpers import free_port
+from tests.integration.sandbox_helpers import descendants, run, start_local
 
 pytestmark = pytest.mark.integration
 

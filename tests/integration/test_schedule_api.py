@@ -8,7 +8,6 @@ and body, or the typed error a failure maps to.
 from __future__ import annotations
 
 import json
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from dultra.schedule import (
     create_schedule,
     delete_schedule,
 )
+from tests.helpers import free_port
 from tests.integration.kfp_standin import API, KfpStandIn
 from tests.integration.tiny_kfp_pipeline import compile_tiny_pipeline
 
@@ -322,10 +322,7 @@ def test_unknown_path_suggests_checking_the_host(kfp):
 
 
 def test_unreachable_host():
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with KfpClient(f"http://127.0.0.1:{port}") as api, pytest.raises(KfpUnreachable, match="cannot reach KFP"):
+    with KfpClient(f"http://127.0.0.1:{free_port()}") as api, pytest.raises(KfpUnreachable, match="cannot reach KFP"):
         api.list_recurring_runs()
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from dultra.cli import main
+from tests.helpers import free_port
 from tests.integration.kfp_standin import API, KfpStandIn
 from tests.integration.tiny_kfp_pipeline import compile_tiny_pipeline
 
@@ -101,12 +101,6 @@ def test_host_comes_from_the_environment(kfp, capsys, monkeypatch):
     assert [r.path for r in kfp.requests] == [f"{API}/recurringruns"]
 
 
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
-
-
 CREATE = ["create", "--cron", "0 0 3 * * *"]
 
 
@@ -142,7 +136,7 @@ def test_one_line_errors(kfp, capsys, argv, setup, message):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["list", "--host", closed_port_url()], "cannot reach KFP"),
+    (["list", "--host", f"http://127.0.0.1:{free_port()}"], "cannot reach KFP"),
     (["list", "--host", "localhost:8080"], "must be an http:// or https:// URL"),
     (["list"], "give --host (the KFP API URL) or set KF_PIPELINES_ENDPOINT"),
 ])

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from dultra.model import LLaDAModelLM
 from dultra.storage import DestinationNotEmpty, S3Options, publish, pull, read_pointer
 from dultra.storage.s3 import MiB
 from dultra.storage.uri import S3Location
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -129,10 +129,7 @@ def test_cli_round_trip_with_aws_endpoint_env(tiny_checkpoint_dir, s3_bucket, mo
 
 def test_endpoint_flag_overrides_environment(tiny_checkpoint_dir, s3_bucket, moto_endpoint, s3_env, monkeypatch,
                                             tmp_path, capsys):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
-    monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     assert main(["publish", str(tiny_checkpoint_dir), f"s3://{s3_bucket}/m", "--endpoint-url", moto_endpoint,
                  "--no-progress"]) == 0
 

@@ -31,6 +31,7 @@ from components.trainjob import (
 )
 from components.trainjob_logs import NODE0_SELECTOR
 from tests.k8s_standin import Phase, PodLog, StandIn, fixture, pod, rbac_attributes
+from tests.manifest_helpers import build
 
 pytestmark = pytest.mark.integration
 
@@ -257,9 +258,8 @@ def test_an_api_outage_is_waited_out():
     assert sum("Kubernetes API error, retrying: cannot poll: 503 Service Unavailable" in s for s in status) == 1
 
 
-def test_a_long_api_outage_fails_the_step(monkeypatch):
-    monkeypatch.setattr("components.trainjob.API_OUTAGE_S", 0.3)
-    spec = fast_spec()
+def test_a_long_api_outage_fails_the_step():
+    spec = fast_spec(api_outage_s=0.3)
     phases = [Phase(RUNNING, [], until=1), Phase(RUNNING, [], error="status-unavailable")]
     with StandIn(phases, existing=build_trainjob(spec, "dultra")) as api:
         with pytest.raises(TrainJobFailed, match=rf"cannot follow TrainJob dultra/{spec.job_name()} for 0s: "
@@ -315,9 +315,8 @@ def test_sigterm_leaves_the_job_running_and_the_retried_step_attaches_to_it():
 
 
 def role_rules(name: str) -> set[tuple[str, str, str]]:
-    docs = yaml.safe_load_all(subprocess.run(["kubectl", "kustomize", str(REPO / "manifests" / "base")],
-                                             check=True, capture_output=True, text=True).stdout)
-    (role,) = [d for d in docs if d and d["kind"] == "Role" and d["metadata"]["name"] == name]
+    docs = build(REPO / "manifests" / "base")
+    (role,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == name]
     return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
             for v in rule["verbs"]}
 

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from dultra.cli import main
-from dultra.model.loading import load
+from dultra.model.loading import load, load_model
+from tests.helpers import predict_eos, save_small_checkpoint
 
 
 def _generate(capsys, *extra):
@@ -36,12 +37,21 @@ def test_generate_prints_one_json_object(capsys, strategy):
     assert result["text"] == tok.decode(ids[:n_before_eos], skip_special_tokens=True)
 
 
-def test_early_stop_never_uses_more_steps(capsys):
-    _, plain = _generate(capsys, "--strategy", "threshold")
-    _, early = _generate(capsys, "--strategy", "threshold", "--early-stop")
+@pytest.fixture(scope="module")
+def eos_checkpoint(tmp_path_factory, tiny_tokenizer):
+    """A checkpoint whose model decodes EOS first (the tiny model never does, so early stop had nothing to end)."""
+    path = save_small_checkpoint(tmp_path_factory.mktemp("eos") / "ckpt", tiny_tokenizer)
+    predict_eos(load_model(path)).save_pretrained(path)
+    return path
+
+
+def test_early_stop_ends_at_the_first_eos(capsys, eos_checkpoint, tiny_tokenizer):
+    _, plain = _generate(capsys, "--model", str(eos_checkpoint), "--strategy", "threshold")
+    _, early = _generate(capsys, "--model", str(eos_checkpoint), "--strategy", "threshold", "--early-stop")
     a, b = json.loads(plain.out), json.loads(early.out)
-    assert b["nfe"] <= a["nfe"]
-    assert b["token_ids"] == a["token_ids"][: len(b["token_ids"])] or b["nfe"] < a["nfe"]
+    assert b["nfe"] < a["nfe"]
+    assert b["token_ids"][-1] == tiny_tokenizer.eos_token_id
+    assert b["token_ids"] == a["token_ids"]  # the same completion up to its EOS, in fewer steps
 
 
 @pytest.mark.parametrize("cache", ["prefix", "dual"])

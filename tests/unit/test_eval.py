@@ -17,7 +17,8 @@ from dultra.eval.accuracy import COMPILED_PROMPT_MULTIPLE, _compiled_width, _sco
 from dultra.eval.run import EvalConfig, EvalError, run_evaluation, split_strategies
 from dultra.model.loading import load
 from dultra.rewards import SandboxUnavailable
-from tests.helpers import save_small_checkpoint
+from tests.data_helpers import GSM8K
+from tests.helpers import free_port, save_small_checkpoint
 from tests.reward_helpers import SubprocessRunner
 
 CFG = DecodeConfig(gen_length=32, block_length=8)
@@ -106,7 +107,7 @@ def test_report_files_are_readable(ckpt, tmp_path):
 
 
 def test_real_gsm8k_answers_are_judged_and_malformed_ones_are_wrong():
-    examples = load_task("gsm8k", "test", path="../shared/data/gsm8k", limit=3)
+    examples = load_task("gsm8k", "test", path=str(GSM8K), limit=3)
     texts = ["She makes 9 * 2 = 18 dollars.\n#### 18", "#### 17", "I am not sure <<<"]
     assert _scores(texts, examples[:1] * 3, None) == [1.0, 0.0, 0.0]
 
@@ -159,8 +160,6 @@ def test_a_sandbox_outage_leaves_samples_unscored_and_fails_the_run(ckpt, tmp_pa
 
 
 def test_an_unreachable_sandbox_fails_before_any_decoding(ckpt, tmp_path):
-    from tests.integration.sandbox_helpers import free_port
-
     cfg = _eval_cfg(ckpt, tmp_path / "out", task="synthetic-code", limit=2,
                     sandbox_url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(SandboxUnavailable, match="unreachable"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -79,7 +81,23 @@ def test_on_policy_ratio_is_one_and_never_clipped():
     assert torch.equal(coef, adv) and not clipped.any()
 
 
-def test_kl_penalty_is_zero_on_policy_and_positive_off_it():
+def test_kl_penalty_is_the_k3_estimator():
     lp = torch.randn(10)
     assert torch.allclose(kl_penalty(lp, lp), torch.zeros(10))
-    assert (kl_penalty(lp, lp + torch.linspace(-1, 1, 10)) >= 0).all()
+    # d = ref - lp: exp(d) - d - 1, which is not symmetric in d.
+    d = torch.tensor([1.0, -1.0, 2.0])
+    want = torch.tensor([math.e - 2, math.exp(-1), math.exp(2) - 3])
+    assert torch.allclose(kl_penalty(lp[:3], lp[:3] + d), want)
+    assert not torch.allclose(kl_penalty(lp[:3], lp[:3] + d), kl_penalty(lp[:3], lp[:3] - d))
+
+
+def test_kl_penalty_averages_to_the_kl_over_policy_samples():
+    """k3 is an unbiased estimate of KL(pi || pi_ref) over tokens drawn from pi (Schulman, "Approximating KL")."""
+    log_p = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+    log_ref = torch.tensor([0.25, 0.25, 0.25, 0.25]).log()
+    exact = (log_p.exp() * (log_p - log_ref)).sum()
+    expected = (log_p.exp() * kl_penalty(log_p, log_ref)).sum()
+    assert torch.allclose(expected, exact, atol=1e-6)
+    x = torch.multinomial(log_p.exp(), 200_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    samples = kl_penalty(log_p[x], log_ref[x])
+    assert abs(samples.mean() - exact) < 4 * samples.std() / 200_000**0.5  # within 4 standard errors

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,26 +16,16 @@ from kubeflow_trainer_api import models
 
 from components import trainjob
 from components.trainjob_logs import CONTAINER
+from tests.manifest_helpers import build, kustomize, validate
 
 REPO = Path(__file__).resolve().parents[2]
 M = REPO / "manifests"
 BUILDS = {"base": M / "base", "runtime": M / "runtime", "dev": M / "overlays" / "dev", "gpu": M / "overlays" / "gpu"}
-VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
-
-
-def build(path: Path) -> list[dict]:
-    out = subprocess.run(["kubectl", "kustomize", str(path)], check=True, capture_output=True, text=True)
-    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
 def find(docs: list[dict], kind: str, name: str | None = None) -> dict:
     (doc,) = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
     return doc
-
-
-def validate(docs: list[dict], path: Path) -> subprocess.CompletedProcess:
-    path.write_text(yaml.safe_dump_all(docs))
-    return subprocess.run([str(VALIDATE), "--strict", str(path)], capture_output=True, text=True)
 
 
 def runtime_pod(docs: list[dict]) -> dict:
@@ -223,9 +212,8 @@ def test_the_readme_standalone_recipe_moves_every_namespaced_piece(tmp_path):
     readme = (REPO / "README.md").read_text()
     command = re.search(r"`(kubectl kustomize manifests/base \| sed '([^']+)' \| kubectl apply -f -)`", readme)
     assert command, "README lost the standalone Pipelines recipe"
-    rendered = subprocess.run(["sed", command.group(2)], input=subprocess.run(
-        ["kubectl", "kustomize", str(BUILDS["base"])], check=True, capture_output=True, text=True).stdout,
-        check=True, capture_output=True, text=True).stdout
+    rendered = subprocess.run(["sed", command.group(2)], input=kustomize(BUILDS["base"]),
+                              check=True, capture_output=True, text=True).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     namespaced = [d for d in docs if d["kind"] != "Namespace"]
     assert namespaced and all(d["metadata"]["namespace"] == "kubeflow" for d in namespaced)

@@ -134,25 +134,32 @@ def test_batches_are_also_chunked_by_size():
     assert sorted(bodies) == sorted([[400, 400], [400, 50], [2000], [10, 10, 10], [10]])
 
 
-def test_concurrency_is_bounded():
+def test_concurrency_reaches_its_bound_and_never_passes_it():
     import threading
     import time
 
     lock = threading.Lock()
     state = {"now": 0, "peak": 0}
+    full = threading.Event()
 
     def handler(request):
         with lock:
             state["now"] += 1
             state["peak"] = max(state["peak"], state["now"])
-        time.sleep(0.02)
+            if state["now"] == FAST.max_concurrency:
+                full.set()
+        # Hold each request until max_concurrency are in flight, so the peak does not depend on
+        # thread timing; a client that never gets there fails after one wait, not one per chunk.
+        if not full.wait(timeout=5):
+            full.set()
+        time.sleep(0.05)  # long enough that an unbounded client would overlap more chunks
         with lock:
             state["now"] -= 1
         n = len(json.loads(request.content)["requests"])
         return httpx.Response(200, json={"results": [ok()] * n})
 
-    client(handler).run_batch([{"code": "x"}] * 30)  # 10 chunks, at most 2 in flight
-    assert state["peak"] <= FAST.max_concurrency
+    client(handler).run_batch([{"code": "x"}] * 30)  # 10 chunks of 3
+    assert state["peak"] == FAST.max_concurrency
 
 
 def test_sandbox_url_flag_defaults_to_the_environment(monkeypatch):

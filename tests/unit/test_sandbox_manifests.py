@@ -5,21 +5,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from tests.manifest_helpers import build, validate
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = REPO / "manifests" / "sandbox"
 GVISOR = BASE / "overlays" / "gvisor"
-
-
-def build(path: Path) -> list[dict]:
-    out = subprocess.run(["kubectl", "kustomize", str(path)], check=True, capture_output=True, text=True)
-    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
 def by_kind(docs: list[dict]) -> dict[str, dict]:
@@ -28,13 +22,10 @@ def by_kind(docs: list[dict]) -> dict[str, dict]:
 
 @pytest.mark.parametrize("path", [BASE, GVISOR], ids=["base", "gvisor"])
 def test_validates_strictly_offline(path, tmp_path):
-    rendered = tmp_path / "all.yaml"
-    rendered.write_text(subprocess.run(["kubectl", "kustomize", str(path)], check=True,
-                                       capture_output=True, text=True).stdout)
-    tool = Path(sys.executable).parent / "kubernetes-validate"
-    result = subprocess.run([str(tool), "--strict", str(rendered)], capture_output=True, text=True)
+    docs = build(path)
+    result = validate(docs, tmp_path / "all.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("passed") == len(build(path))
+    assert result.stdout.count("passed") == len(docs)
 
 
 def test_base_has_every_piece_in_its_namespace():

@@ -125,13 +125,14 @@ def test_landlock_confines_writes_to_one_dir():
         pytest.skip("this kernel has no Landlock")  # the executor then relies on the other layers
     allowed = tempfile.mkdtemp()
     outside = tempfile.mkdtemp()
+    ruleset = landlock.make_ruleset(allowed, abi)  # as the executor: made once, applied in each forked child
 
     def child() -> int:
         os.setsid()
         import ctypes
 
         ctypes.CDLL(None).prctl(38, 1, 0, 0, 0)
-        landlock.confine(allowed, abi)
+        landlock.restrict_self(ruleset)
         with open(os.path.join(allowed, "ok"), "w") as f:
             f.write("x")
         try:
@@ -147,5 +148,8 @@ def test_landlock_confines_writes_to_one_dir():
                 pass
         return 0
 
-    assert in_child(child) == 0
+    try:
+        assert in_child(child) == 0
+    finally:
+        os.close(ruleset)
     assert os.listdir(outside) == []

@@ -13,20 +13,23 @@ from torch import nn
 
 from dultra.configio import load_config
 from dultra.data import generate
+from dultra.decoding import DecodeConfig, replay
 from dultra.decoding.rules import factor_rule
 from dultra.errors import CheckpointError, ConfigError, DataError
 from dultra.model.loading import load_model
 from dultra.rewards import RewardConfig, RewardWeights
 from dultra.rl.checkpoint import load_checkpoint
 from dultra.rl.data import ExampleStream
+from dultra.rl.grpo import clipped_objective, kl_penalty, sequence_log_ratio
 from dultra.rl.logger import MetricsLogger, read_metrics
 from dultra.rl.pretrain import PretrainConfig, masked_diffusion_loss, pretrain
+from dultra.rl.rollout import rollout
 from dultra.rl.supervised import OptimConfig
 from dultra.rl.trainer import GRPOTrainer, OffPolicyError, TrainConfig
 from dultra.rl.warmstart import WarmstartConfig, random_states, warmstart, warmstart_loss
-from tests.helpers import MASK, save_small_checkpoint, small_model
+from tests.helpers import MASK, free_port, save_small_checkpoint, small_model
 
-NO_TEACHER = RewardConfig(math=RewardWeights(distill=0.0))
+NO_TEACHER = RewardConfig(math=RewardWeights(distill=0.0, steps=0.1))  # steps: the frozen-planner case still has a reward spread
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +100,50 @@ def test_kl_penalty_and_several_iterations_run(checkpoint, tmp_path):
     assert 0.0 <= row["clip_fraction"] <= 1.0 and row["replayed_rows"] >= 1
 
 
+class _RecordingSGD(torch.optim.SGD):
+    """Plain SGD that keeps the gradient of its last step, so a test sees what the trainer applied."""
+
+    def step(self, closure=None):
+        self.grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in self.param_groups[0]["params"]]
+        return super().step(closure)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)`")  # its optimizer is replaced
+def test_grpo_update_is_the_gradient_of_the_clipped_objective_plus_kl(checkpoint, tmp_path):
+    """The trainer's step-by-step backward in packs of 3 rows against autograd of the sequence-level loss."""
+    cfg = _grpo(checkpoint, tmp_path, gen_length=16, beta=0.05, replay_batch_size=3,
+                optim=OptimConfig(lr=1e-3, grad_clip=0.0))
+    trainer = GRPOTrainer(cfg)
+    model, params = trainer.model, trainer.params
+    # At the reference the k3 term has zero gradient: move the policy off it so beta * KL counts.
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        for p in params:
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    decode = DecodeConfig(gen_length=16, block_length=8, temperature=1.0, record=True, seed=0, eos_ids=trainer.eos_ids)
+    traj = rollout(model, trainer.tokenizer, trainer.stream.next(), cfg.group_size, decode, "cpu").output.trajectory
+    adv = torch.tensor([1.0, -0.5, 0.0, 0.25, -1.0, 0.5, 0.0, -0.25])  # rows with A = 0 still carry the KL term
+    keep = torch.ones(8, dtype=torch.bool)
+
+    norm = adv.numel() * cfg.gen_length
+    log_probs = replay(model, traj)
+    with torch.no_grad():
+        ref = replay(trainer.reference, traj)
+    objective = clipped_objective(sequence_log_ratio(log_probs, traj.log_probs), adv, cfg.eps_low, cfg.eps_high)
+    loss = objective.sum() / norm + cfg.beta * kl_penalty(log_probs, ref).sum() / norm
+    want = torch.autograd.grad(loss, params)
+    before = replay(model, traj).detach()
+
+    trainer.optimizer = _RecordingSGD(params, lr=1e-2)
+    trainer.update(traj, adv, keep)
+    for got, expected in zip(trainer.optimizer.grads, want, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    # The sign convention of the reference itself: descending it makes good completions likelier.
+    with torch.no_grad():
+        change = replay(model, traj).sum(dim=1) - before.sum(dim=1)
+    assert change[0] > 0 and change[4] < 0  # A = +1 and A = -1
+
+
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
 def test_grpo_with_cached_rollouts_replays_them_on_policy(checkpoint, tmp_path, cache):
     GRPOTrainer(_grpo(checkpoint, tmp_path, steps=1, cache=cache, beta=0.05, num_iterations=2)).train()
@@ -153,6 +200,14 @@ def test_compiled_rollouts_train_as_eager_ones(checkpoint, tmp_path):
         for key in ("reward/total", "nfe", "completion_length", "accuracy"):
             assert compiled[key] == eager[key], key
         assert compiled["grad_norm"] == pytest.approx(eager["grad_norm"], rel=1e-4)
+
+
+def test_compiled_rollouts_under_bf16_roll_out_in_the_autocast_the_replay_uses(bf16_checkpoint, tmp_path,
+                                                                               bf16_accelerator):
+    """Captured steps call the trunk, not the forward accelerate wraps in autocast."""
+    cfg = _grpo(bf16_checkpoint, tmp_path, steps=1, compile_rollouts=True, onpolicy_tolerance=1e-4)
+    GRPOTrainer(cfg, bf16_accelerator).train()
+    assert read_metrics(tmp_path)[0]["onpolicy/max_abs_log_ratio"] <= 1e-4
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -247,12 +302,7 @@ def test_warmstart_loss_is_balanced_bce_against_the_factor_rule():
 
 
 def test_an_unreachable_sandbox_fails_before_training(checkpoint, tmp_path):
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cfg = _grpo(checkpoint, tmp_path, tasks="synthetic-code", sandbox_url=f"http://127.0.0.1:{port}",
+    cfg = _grpo(checkpoint, tmp_path, tasks="synthetic-code", sandbox_url=f"http://127.0.0.1:{free_port()}",
                 rewards=RewardConfig(code=RewardWeights(correct=3.0, distill=0.0)))
     with pytest.raises(ConfigError, match="unreachable"):
         GRPOTrainer(cfg)

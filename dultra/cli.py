@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     except DultraError as err:
         print(f"dultra: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.filename is None:  # not about a path the user gave: keep the traceback
+            raise
+        # An unwritable --output-dir, a file where a directory belongs, ...: one line.
+        print(f"dultra: error: {err.strerror or err}: {err.filename}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("dultra: interrupted", file=sys.stderr)
         return 130

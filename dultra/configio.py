@@ -163,7 +163,10 @@ def load_config(
         if section is not None:
             if not isinstance(loaded, dict):
                 raise ConfigError(f"{path} must be a mapping with a {section!r} section")
-            loaded = loaded.get(section, {}) or {}
+            if section not in loaded:  # a typo'd section would silently run every default
+                keys = ", ".join(map(str, loaded)) or "none"
+                raise ConfigError(f"{path} has no {section!r} section (its top-level keys: {keys})")
+            loaded = loaded[section] or {}
             where = f"{path}:{section}"
         if not isinstance(loaded, dict):
             raise ConfigError(f"{where} must be a mapping")

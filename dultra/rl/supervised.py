@@ -46,6 +46,15 @@ class OptimConfig:
             raise ConfigError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.warmup_steps < 0:
             raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        # Checked here so a bad value is one line, not a traceback from inside torch.optim.
+        if not 0 < self.lr < float("inf"):
+            raise ConfigError(f"optim.lr must be a finite number > 0, got {self.lr}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas must be in [0, 1), got {self.betas}")
+        if not 0 <= self.weight_decay < float("inf"):
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.grad_clip < float("inf"):
+            raise ConfigError(f"optim.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
 
 
 def build_optimizer(params, cfg: OptimConfig, total_steps: int):

@@ -109,6 +109,11 @@ class TrainConfig:
             raise ConfigError("group_size must be at least 2 (advantages compare completions of a prompt)")
         if not (self.train_base or self.train_planner):
             raise ConfigError("nothing to train: train_base and train_planner are both false")
+        if self.planner_lr is not None and not 0 < self.planner_lr < float("inf"):
+            raise ConfigError(f"planner_lr must be a finite number > 0 (train_planner false freezes the head), "
+                              f"got {self.planner_lr}")
+        if not 0 <= self.temperature < float("inf"):
+            raise ConfigError(f"temperature must be a finite number >= 0, got {self.temperature}")
         check_cache(self.cache)
         if self.cache != "none" and self.replay_batch_size and self.train_base:
             raise ConfigError("a cached replay follows the rollout's blocks over the whole batch: "
@@ -148,7 +153,7 @@ class GRPOTrainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         head = {id(p) for p in model.planner_parameters()}
         groups = [{"params": [p for p in self.params if id(p) not in head]},
-                  {"params": [p for p in self.params if id(p) in head], "lr": cfg.planner_lr or cfg.optim.lr}]
+                  {"params": [p for p in self.params if id(p) in head], "lr": cfg.optim.lr if cfg.planner_lr is None else cfg.planner_lr}]
         # The schedule counts optimizer updates: num_iterations of them per step.
         updates = cfg.steps * cfg.num_iterations
         optimizer, scheduler = build_optimizer([g for g in groups if g["params"]], cfg.optim, updates)

@@ -118,3 +118,11 @@ def test_console_entry_point_runs_in_a_fresh_process(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["nfe"] >= 1
+
+
+def test_an_output_path_under_a_file_ends_with_one_line(capsys, tmp_path):
+    (tmp_path / "afile").write_text("")
+    code = main(["eval", "--model", "tiny", "--task", "synthetic-math", "--limit", "2", "--gen-length", "16",
+                 "--block-length", "16", "--strategies", "threshold:tau=0.9", "--output-dir", str(tmp_path / "afile/x")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == f"dultra: error: Not a directory: {tmp_path / 'afile/x'}"

@@ -56,6 +56,8 @@ def test_file_then_flags(tmp_path):
         ("train: {steps: 1", "not valid YAML"),
         ("[1, 2]", "must be a mapping with a 'train' section"),
         ("just text", "must be a mapping with a 'train' section"),
+        ("trian: {steps: 1}", "no 'train' section \\(its top-level keys: trian\\)"),  # not every default
+        ("", "no 'train' section"),
         (b"train: {steps: \xff}", "not valid YAML"),
     ],
 )

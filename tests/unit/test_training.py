@@ -314,6 +314,9 @@ def test_an_unreachable_sandbox_fails_before_training(checkpoint, tmp_path):
     ({"replay_batch_size": -1}, "replay_batch_size must be >= 0"),
     ({"eps_low": 1.0}, "eps_low must be in"),
     ({"eps_high": -0.1}, "eps_high >= 0"),
+    ({"planner_lr": -1.0}, "planner_lr must be a finite number > 0"),  # -1 trained the head uphill
+    ({"planner_lr": 0.0}, "planner_lr must be a finite number > 0"),
+    ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
 ])
 def test_settings_the_trainer_refuses(checkpoint, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -325,6 +328,10 @@ def test_unknown_lr_schedules_and_zero_block_lengths_are_config_errors(tmp_path)
         load_config(TrainConfig, overrides={"optim.schedule": "cosin"})
     with pytest.raises(ConfigError, match="optim.warmup_steps must be >= 0"):
         OptimConfig(warmup_steps=-1)
+    for bad, message in [({"lr": -1.0}, "optim.lr must be"), ({"betas": (0.9, 1.5)}, "optim.betas must be"),
+                         ({"weight_decay": -1.0}, "optim.weight_decay must be"), ({"grad_clip": -1.0}, "grad_clip")]:
+        with pytest.raises(ConfigError, match=message):
+            OptimConfig(**bad)
     ws = WarmstartConfig(model="not-loaded", output_dir=str(tmp_path), block_length=0)
     with pytest.raises(ConfigError, match="positive multiple of block_length"):
         warmstart(ws)

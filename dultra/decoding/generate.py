@@ -103,8 +103,7 @@ class DecodeOutput:
 def check_settings(config: DecodeConfig, strategy: Strategy) -> None:
     """Clear errors for settings that cannot decode any prompt (no model needed)."""
     check_lengths(config.gen_length, config.block_length)
-    if not 0 <= config.temperature < float("inf"):  # inf or NaN would make every token the mask
-        raise ConfigError(f"temperature must be a finite number >= 0, got {config.temperature}")
+    check_temperature(config.temperature)
     check_cache(config.cache)
     strategy.validate(config.gen_length, config.block_length)
 
@@ -113,6 +112,12 @@ def check_lengths(gen_length: int, block_length: int) -> None:
     """A clear error unless gen_length is a positive multiple of a positive block_length."""
     if gen_length <= 0 or block_length <= 0 or gen_length % block_length:
         raise ConfigError(f"gen_length ({gen_length}) must be a positive multiple of block_length ({block_length})")
+
+
+def check_temperature(temperature: float) -> None:
+    """A clear error unless the sampling temperature is finite and >= 0."""
+    if not 0 <= temperature < float("inf"):  # inf or NaN would make every token the mask
+        raise ConfigError(f"temperature must be a finite number >= 0, got {temperature}")
 
 
 def check_cache(kind: str) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from dultra.configio import config_dict, doc
 from dultra.data.mixture import load_examples
 from dultra.decoding import DecodeConfig, Trajectory, replay
-from dultra.decoding.generate import check_cache, check_lengths
+from dultra.decoding.generate import check_cache, check_lengths, check_temperature
 from dultra.decoding.trajectory import replay_forwards, replay_steps
 from dultra.errors import ConfigError
 from dultra.model.loading import load, stop_token_ids
@@ -112,8 +112,7 @@ class TrainConfig:
         if self.planner_lr is not None and not 0 < self.planner_lr < float("inf"):
             raise ConfigError(f"planner_lr must be a finite number > 0 (train_planner false freezes the head), "
                               f"got {self.planner_lr}")
-        if not 0 <= self.temperature < float("inf"):
-            raise ConfigError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        check_temperature(self.temperature)
         check_cache(self.cache)
         if self.cache != "none" and self.replay_batch_size and self.train_base:
             raise ConfigError("a cached replay follows the rollout's blocks over the whole batch: "
@@ -132,8 +131,7 @@ class GRPOTrainer:
         if rewards != cfg.rewards:
             acc.print(f"train: steps reward weight {rewards.math.steps} (math) / {rewards.code.steps} (code), "
                       f"the planner {'trains' if cfg.train_planner else 'is frozen'}")
-        self.cfg = cfg = copy.copy(cfg)  # the caller's config stays as given
-        cfg.rewards = rewards
+        self.cfg = cfg = replace(cfg, rewards=rewards)  # the caller's config stays as given
         if cfg.compile_rollouts and acc.distributed_type == DistributedType.FSDP:
             raise ConfigError("compile_rollouts captures the full weights at fixed addresses; FSDP shards them")
         # Settings that cannot work fail here, before minutes of model loading and rollouts.

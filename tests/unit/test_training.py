@@ -280,11 +280,14 @@ def test_random_states_reveal_the_past_and_mask_the_future():
         assert (state[b, s:s + 8] == MASK).any()
 
 
-def test_warmstart_loss_is_balanced_bce_against_the_factor_rule():
+@pytest.mark.parametrize("official", [False, True])
+def test_warmstart_loss_is_balanced_bce_against_the_factor_rule(official):
+    """`official` labels with Fast-dLLM's code version of the rule (the reference's labels)."""
     model = small_model()
-    prompt = torch.randint(0, 60, (4, 6), generator=torch.Generator().manual_seed(2))
-    targets = torch.randint(0, 60, (4, 16), generator=torch.Generator().manual_seed(3))
-    loss, metrics = warmstart_loss(model, prompt, torch.ones_like(prompt), targets, 8, 1.0, torch.Generator().manual_seed(4))
+    prompt = torch.randint(0, 60, (8, 6), generator=torch.Generator().manual_seed(2))
+    targets = torch.randint(0, 60, (8, 16), generator=torch.Generator().manual_seed(3))
+    loss, metrics = warmstart_loss(model, prompt, torch.ones_like(prompt), targets, 8, 1.0,
+                                   torch.Generator().manual_seed(4), official=official)
     state, start = random_states(targets, 8, MASK, torch.Generator().manual_seed(4))
     x = torch.cat([prompt, state], dim=1)
     index = 6 + start[:, None] + torch.arange(8)
@@ -293,7 +296,8 @@ def test_warmstart_loss_is_balanced_bce_against_the_factor_rule():
                 planner_mask=torch.zeros_like(x, dtype=torch.bool).scatter(1, index, cand))
     logits = out.logits.float()
     logits[..., MASK] = float("-inf")
-    labels = factor_rule(logits.softmax(-1).amax(-1), cand, 1.0)
+    labels = factor_rule(logits.softmax(-1).amax(-1), cand, 1.0, official)
+    assert metrics["warmstart/rule_k"] == pytest.approx(labels.sum(1).float().mean().item())
     y, z = labels[cand].float(), out.planner_logits[cand]
     pw = (y.numel() - y.sum()) / y.sum()
     want = -(pw * y * F.logsigmoid(z) + (1 - y) * F.logsigmoid(-z)).mean()
@@ -415,3 +419,23 @@ def test_metrics_of_a_run_killed_mid_write_resume(tmp_path):
     logger.log(3, {"lr": 0.3})
     logger.close()
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
+
+
+def test_warmstart_factor_official_is_a_config_setting():
+    assert WarmstartConfig().factor_official is False
+    assert load_config(WarmstartConfig, overrides={"factor_official": True}).factor_official is True
+
+
+def test_a_frozen_planner_gets_no_step_reward_unless_one_is_set(checkpoint, tmp_path, capsys):
+    """As the reference: the step count of a planner that does not learn is not rewarded."""
+    rewards = RewardConfig(math=RewardWeights(distill=0.0))
+    cfg = _grpo(checkpoint, tmp_path / "a", rewards=rewards, train_planner=False)
+    frozen = GRPOTrainer(cfg)
+    assert frozen.cfg.rewards.math.steps == 0.0 and frozen.scorer.config.math.steps == 0.0
+    assert cfg.rewards.math.steps is None  # the caller's config is left as given
+    assert "steps reward weight 0.0 (math) / 0.0 (code), the planner is frozen" in capsys.readouterr().out
+    trained = GRPOTrainer(_grpo(checkpoint, tmp_path / "b", rewards=rewards))
+    assert trained.cfg.rewards.math.steps == 0.1 and trained.scorer.config.code.steps == 0.1
+    explicit = RewardConfig(math=RewardWeights(distill=0.0, steps=0.3))
+    kept = GRPOTrainer(_grpo(checkpoint, tmp_path / "c", rewards=explicit, train_planner=False))
+    assert kept.cfg.rewards.math.steps == 0.3 and kept.scorer.config.math.steps == 0.3

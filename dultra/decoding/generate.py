@@ -109,9 +109,18 @@ def check_settings(config: DecodeConfig, strategy: Strategy) -> None:
 
 
 def check_lengths(gen_length: int, block_length: int) -> None:
-    """A clear error unless gen_length is a positive multiple of a positive block_length."""
-    if gen_length <= 0 or block_length <= 0 or gen_length % block_length:
-        raise ConfigError(f"gen_length ({gen_length}) must be a positive multiple of block_length ({block_length})")
+    """A clear error, naming the setting at fault, unless gen_length is a multiple of block_length > 0."""
+    if block_length <= 0:
+        raise ConfigError(f"block_length must be > 0, got {block_length}")
+    if gen_length <= 0:
+        raise ConfigError(f"gen_length must be > 0, got {gen_length}")
+    if block_length > gen_length:
+        raise ConfigError(f"block_length ({block_length}) exceeds gen_length ({gen_length}): use a block_length "
+                          f"that divides gen_length, e.g. {gen_length}")
+    if gen_length % block_length:
+        fits = max(b for b in range(1, block_length + 1) if gen_length % b == 0)
+        raise ConfigError(f"gen_length ({gen_length}) is not a multiple of block_length ({block_length}): e.g. "
+                          f"gen_length {gen_length + block_length - gen_length % block_length} or block_length {fits}")
 
 
 def check_temperature(temperature: float) -> None:

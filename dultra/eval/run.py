@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from dultra.configio import config_dict, doc
 from dultra.data import Example, load_task, read_examples, render_prompts
@@ -46,24 +47,29 @@ class EvalConfig:
     split: str = doc("test", "dataset split")
     limit: int = doc(0, "evaluate the first N examples (0: all)")
     strategies: str = doc("planner:factor=1.0,planner:factor=1.5,threshold:tau=0.9,threshold:tau=0.7,"
-                          "low-confidence:steps=256,entropy:gamma=0.1",
-                          "comma- or semicolon-separated strategy settings")
+                          "low-confidence:steps={gen},entropy:gamma=0.1",
+                          "comma- or semicolon-separated strategy settings; {gen} stands for gen_length")
     gen_length: int = doc(256, "completion length")
     block_length: int = doc(32, "semi-autoregressive block length")
-    batch_size: int = doc(16, "prompts decoded together (greedy results do not depend on it)")
+    batch_size: int = doc(16, "prompts decoded together (greedy results do not depend on it: a resumed run may "
+                              "change it)")
+    warmup: bool = doc(True, "decode the first batch once, untimed, before measuring: the first strategy's speed "
+                             "then excludes start-up costs (CUDA context, kernel choice, compilation)")
     cache: str = doc("none", "KV cache within a block: none (exact), prefix or dual (Fast-dLLM; faster, approximate)")
     compile: bool = doc(False, "compiled decoding steps, replayed from CUDA graphs on a GPU (each batch shape "
                                "compiles once; prompts are padded to a multiple of 64 tokens to share shapes)")
     seed: int = doc(0, "seed (greedy decoding draws nothing; recorded for completeness)")
-    output_dir: str = doc("runs/eval", "where samples.jsonl and the report go")
+    output_dir: str = doc("runs/eval", "where samples.jsonl and the report go (a rerun resumes there)")
     sandbox_url: str | None = doc(None, "sandbox service for code tasks (none: in-process workers)")
     max_unscored_fraction: float = doc(0.05, "fail when more samples than this cannot be scored")
     device: str | None = doc(None, "torch device (default: cuda if available)")
 
 
-def split_strategies(text: str) -> list[str]:
-    """"planner:factor=1.0,threshold:tau=0.9" -> specs; a `key=value` without a name joins the previous one."""
+def split_strategies(text: str, gen_length: int) -> list[str]:
+    """"planner:factor=1.0,low-confidence:steps={gen}" -> specs, `{gen}` replaced by gen_length;
+    a `key=value` without a name joins the previous one."""
     specs: list[str] = []
+    text = text.replace("{gen}", str(gen_length))
     for part in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
         if ":" not in part and "=" in part and specs:
             specs[-1] += "," + part
@@ -107,6 +113,14 @@ def metadata(cfg: EvalConfig, path: Path, tokenizer, examples: list[Example], de
     }
 
 
+# Settings that change how a run goes, not what it measures: a resumed run may change them.
+RESUMABLE = ("batch_size", "warmup", "output_dir", "sandbox_url", "max_unscored_fraction")
+
+
+def _fixed(settings: dict) -> dict:
+    return {**settings, "settings": {k: v for k, v in settings.get("settings", {}).items() if k not in RESUMABLE}}
+
+
 def _resume(out: Path, settings: dict) -> list[SampleRecord]:
     """Records of an earlier run with the same settings; an error if the directory holds another one."""
     settings_path, samples = out / "settings.json", out / "samples.jsonl"
@@ -115,8 +129,11 @@ def _resume(out: Path, settings: dict) -> list[SampleRecord]:
             before = json.loads(settings_path.read_text())
         except (ValueError, UnicodeDecodeError):
             raise ConfigError(f"{settings_path} is unreadable; choose another --output-dir") from None
-        if before != settings:
-            raise ConfigError(f"{out} holds an evaluation with other settings; choose another --output-dir")
+        if _fixed(before) != _fixed(settings):
+            changed = sorted(k for k in settings["settings"] if before.get("settings", {}).get(k) != settings["settings"][k])
+            what = ", ".join(changed) if changed else "the model, tokenizer or data"
+            raise ConfigError(f"{out} holds an evaluation with other settings ({what} differ); choose another "
+                              "--output-dir to start a new one")
     out.mkdir(parents=True, exist_ok=True)
     partial = settings_path.with_suffix(".json.tmp")  # a run killed mid-write leaves no half file
     partial.write_text(json.dumps(settings, indent=2, sort_keys=True))
@@ -150,7 +167,7 @@ def check_config(cfg: EvalConfig) -> None:
 def run_evaluation(cfg: EvalConfig) -> dict:
     """Evaluate, write the report, return it (rows, methods, metadata, paths)."""
     check_config(cfg)
-    specs = [parse_strategy(s) for s in split_strategies(cfg.strategies)]
+    specs = [parse_strategy(s) for s in split_strategies(cfg.strategies, cfg.gen_length)]
     if not specs:
         raise ConfigError("no strategies to evaluate")
     decode = DecodeConfig(gen_length=cfg.gen_length, block_length=cfg.block_length, seed=cfg.seed, cache=cfg.cache,
@@ -183,15 +200,20 @@ def _evaluate(cfg: EvalConfig, specs: list, decode: DecodeConfig, examples: list
     meta = metadata(cfg, path, tokenizer, examples, device, dtype)
     records = _resume(out, {k: meta[k] for k in ("model_sha256", "tokenizer_sha256", "data_sha256", "settings")})
     done = {(r.strategy, r.id) for r in records}
-    with (out / "samples.jsonl").open("a") as sink:
+    pending = [(s, todo) for s in specs if (todo := [ex for ex in examples if (s.spec(), ex.id) not in done])]
+    if cfg.warmup and pending:  # untimed and discarded
+        evaluate(model, tokenizer, pending[0][1][: cfg.batch_size], pending[0][0], decode, cfg.batch_size)
+    # The bar is drawn on a terminal only (tqdm's disable=None): pipeline logs stay clean.
+    bar = tqdm(total=len(specs) * len(examples), initial=len(records), desc="eval", unit="sample", disable=None)
+    with bar, (out / "samples.jsonl").open("a") as sink:
         def save(batch: list[SampleRecord]) -> None:
             sink.write("".join(json.dumps(r.to_dict()) + "\n" for r in batch))
             sink.flush()
+            bar.update(len(batch))
 
-        for strategy in specs:
-            todo = [ex for ex in examples if (strategy.spec(), ex.id) not in done]
-            if todo:
-                records += evaluate(model, tokenizer, todo, strategy, decode, cfg.batch_size, runner, save).records
+        for strategy, todo in pending:
+            bar.set_postfix_str(strategy.spec())
+            records += evaluate(model, tokenizer, todo, strategy, decode, cfg.batch_size, runner, save).records
     order = {ex.id: i for i, ex in enumerate(examples)}
     spec_order = {s.spec(): i for i, s in enumerate(specs)}
     records.sort(key=lambda r: (spec_order[r.strategy], order[r.id]))

@@ -81,7 +81,8 @@ def test_chat_template_changes_the_prompt(capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--gen-length", "30", "--block-length", "8"], "multiple of block_length"),
+        (["--gen-length", "30", "--block-length", "8"], "e.g. gen_length 32 or block_length 6"),
+        (["--gen-length", "16", "--block-length", "32"], "block_length (32) exceeds gen_length (16)"),
         (["--gen-length", "2048", "--block-length", "8"], "exceeds the model's context"),
         (["--model", "/nonexistent/ckpt"], "no checkpoint directory"),
         (["--strategy", "low-confidence", "--steps", "5"], "low-confidence steps"),

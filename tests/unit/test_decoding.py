@@ -245,7 +245,10 @@ def test_tpf_counts_tokens_before_eos():
 @pytest.mark.parametrize(
     "config, strategy, message",
     [
-        (DecodeConfig(gen_length=30, block_length=8), Threshold(), "multiple of block_length"),
+        (DecodeConfig(gen_length=30, block_length=8), Threshold(),
+         r"gen_length \(30\) is not a multiple of block_length \(8\): e.g. gen_length 32 or block_length 6"),
+        (DecodeConfig(gen_length=16, block_length=32), Threshold(), r"block_length \(32\) exceeds gen_length \(16\)"),
+        (DecodeConfig(gen_length=0, block_length=8), Threshold(), "gen_length must be > 0, got 0"),
         (DecodeConfig(gen_length=512, block_length=8), Threshold(), "exceeds the model's context"),
         (DecodeConfig(gen_length=16, block_length=4), LowConfidence(steps=6), "low-confidence steps"),
         (DecodeConfig(gen_length=16, block_length=4), Threshold(tau=1.5), "tau"),

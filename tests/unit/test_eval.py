@@ -72,7 +72,7 @@ def test_interrupted_run_resumes_from_its_samples(ckpt, tmp_path, monkeypatch):
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:  # the second strategy dies before finishing
+        if calls["n"] == 3:  # after the warm-up and the first strategy, the second dies before finishing
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
@@ -80,15 +80,24 @@ def test_interrupted_run_resumes_from_its_samples(ckpt, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_evaluation(_eval_cfg(ckpt, tmp_path / "resumed"))
     saved = (tmp_path / "resumed" / "samples.jsonl").read_text().splitlines()
-    assert len(saved) == 6  # the first strategy's samples survived
+    assert len(saved) == 6  # the first strategy's samples survived; the warm-up's were never saved
     decoded = []
     monkeypatch.setattr(run_module, "evaluate", lambda m, t, todo, *a, **k: decoded.append(len(todo)) or real(m, t, todo, *a, **k))
-    resumed = run_evaluation(_eval_cfg(ckpt, tmp_path / "resumed"))
-    assert decoded == [6]  # only the unfinished strategy ran again
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "latency_s")} for r in rows]  # noqa: E731
+    resumed = run_evaluation(_eval_cfg(ckpt, tmp_path / "resumed", batch_size=3))  # batch size may change
+    assert decoded == [3, 6]  # an untimed warm-up batch, then only the unfinished strategy
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "latency_s", "batch_size")}  # noqa: E731
+                          for r in rows]
     assert strip(resumed["rows"]) == strip(whole["rows"])
-    with pytest.raises(ConfigError, match="other settings"):
+    assert [r["batch_size"] for r in resumed["rows"]] == [4, 3]
+    run_evaluation(_eval_cfg(ckpt, tmp_path / "resumed"))
+    assert decoded == [3, 6]  # nothing left: no warm-up either
+    with pytest.raises(ConfigError, match=r"other settings \(limit differ\)"):
         run_evaluation(_eval_cfg(ckpt, tmp_path / "resumed", limit=5))
+
+
+def test_the_default_strategies_fit_any_gen_length(ckpt, tmp_path):
+    result = run_evaluation(_eval_cfg(ckpt, tmp_path, limit=1, strategies=EvalConfig.strategies, warmup=False))
+    assert "low-confidence:steps=32" in [r["strategy"] for r in result["rows"]]  # {gen} is gen_length (32)
 
 
 def test_report_files_are_readable(ckpt, tmp_path):
@@ -191,5 +200,7 @@ def test_an_unreadable_settings_file_is_a_clear_error(ckpt, tmp_path):
 
 
 def test_strategy_lists_split_on_commas_and_semicolons():
-    assert split_strategies("planner:factor=1.0,threshold:tau=0.9;entropy") == \
+    assert split_strategies("planner:factor=1.0,threshold:tau=0.9;entropy", 64) == \
         ["planner:factor=1.0", "threshold:tau=0.9", "entropy"]
+    assert split_strategies("low-confidence:steps={gen},factor:factor=1.0,official=true", 64) == \
+        ["low-confidence:steps=64", "factor:factor=1.0,official=true"]

@@ -313,7 +313,7 @@ def test_an_unreachable_sandbox_fails_before_training(checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"block_length": 0}, "positive multiple of block_length"),
+    ({"block_length": 0}, "block_length must be > 0, got 0"),
     ({"num_iterations": 0}, "num_iterations must be >= 1"),
     ({"replay_batch_size": -1}, "replay_batch_size must be >= 0"),
     ({"eps_low": 1.0}, "eps_low must be in"),
@@ -337,7 +337,7 @@ def test_unknown_lr_schedules_and_zero_block_lengths_are_config_errors(tmp_path)
         with pytest.raises(ConfigError, match=message):
             OptimConfig(**bad)
     ws = WarmstartConfig(model="not-loaded", output_dir=str(tmp_path), block_length=0)
-    with pytest.raises(ConfigError, match="positive multiple of block_length"):
+    with pytest.raises(ConfigError, match="block_length must be > 0"):
         warmstart(ws)
 
 

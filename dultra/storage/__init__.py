@@ -19,6 +19,7 @@ from dultra.storage.errors import (
     IntegrityError,
     InvalidURI,
     NoCredentials,
+    NotACheckpoint,
     PointerNotFound,
     PointerRaceLost,
     RunExists,
@@ -34,7 +35,7 @@ from dultra.storage.uri import PullSource, S3Location, new_run_id, parse_pull_ur
 
 __all__ = [
     "AccessDenied", "BucketNotFound", "ChecksumMismatch", "DestinationNotEmpty", "EndpointUnreachable",
-    "FileEntry", "IncompleteRun", "IntegrityError", "InvalidURI", "Manifest", "NoCredentials", "Pointer",
+    "FileEntry", "IncompleteRun", "IntegrityError", "InvalidURI", "Manifest", "NoCredentials", "NotACheckpoint", "Pointer",
     "PointerNotFound", "PointerRaceLost", "PublishResult", "PullResult", "PullSource", "RunExists",
     "RunNotFound", "S3Location", "S3Options", "SCHEMA_VERSION", "StorageError", "make_client",
     "move_latest", "new_run_id", "parse_pull_uri", "parse_s3_uri", "publish", "pull", "read_pointer",

@@ -14,6 +14,10 @@ class StorageError(DultraError):
     """Base of every publish / pull failure."""
 
 
+class NotACheckpoint(StorageError):
+    """A directory without config.json and safetensors weights: nothing a user could load."""
+
+
 class InvalidURI(StorageError, ValueError):
     """An S3 URI or run id that cannot be used as given."""
 
@@ -63,4 +67,4 @@ class PointerRaceLost(StorageError):
 
 
 class DestinationNotEmpty(StorageError):
-    """pull would overwrite a non-empty directory and --force was not given."""
+    """pull would overwrite a non-empty directory: without --force, or one that --force may not replace."""

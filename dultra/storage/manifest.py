@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from dultra.storage.errors import IntegrityError, StorageError
+from dultra.storage.errors import IntegrityError, NotACheckpoint, StorageError
 from dultra.storage.uri import MANIFEST_NAME, check_run_id
 
 SCHEMA_VERSION = 1
@@ -101,6 +101,24 @@ def check_path(path: str) -> str:
     if path == MANIFEST_NAME:
         raise IntegrityError(f"{MANIFEST_NAME} is reserved for the run's manifest")
     return path
+
+
+def is_checkpoint(directory: Path) -> bool:
+    """A loadable model directory: config.json and safetensors weights (one file or an index of shards)."""
+    weights = any(directory.glob("*.safetensors")) or any(directory.glob("*.safetensors.index.json"))
+    return directory.is_dir() and (directory / "config.json").is_file() and weights
+
+
+def check_checkpoint(directory: Path) -> None:
+    """NotACheckpoint, with a hint at a training run's `final/`, unless `directory` is_checkpoint."""
+    if not directory.is_dir():
+        raise NotACheckpoint(f"no checkpoint directory at {directory}")
+    if is_checkpoint(directory):
+        return
+    hint = f" (a training run's model is its final/: did you mean {directory / 'final'}?)" \
+        if is_checkpoint(directory / "final") else ""
+    raise NotACheckpoint(f"{directory} is not a checkpoint directory: it needs config.json and *.safetensors "
+                         f"weights{hint}")
 
 
 def sha256_file(path: Path) -> str:

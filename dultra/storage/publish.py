@@ -21,8 +21,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dultra.storage.errors import RunExists, StorageError
-from dultra.storage.manifest import Manifest, detect_git_commit, scan_directory, utc_now
+from dultra.storage.errors import RunExists
+from dultra.storage.manifest import (
+    Manifest,
+    check_checkpoint,
+    detect_git_commit,
+    scan_directory,
+    utc_now,
+)
 from dultra.storage.pointer import Pointer, lost_race, move_latest
 from dultra.storage.progress import ByteProgress
 from dultra.storage.s3 import S3Options, make_client, translate_errors
@@ -64,15 +70,12 @@ def publish(
     made from `options`).
     """
     root = Path(checkpoint_dir)
-    if not root.is_dir():
-        raise StorageError(f"no checkpoint directory at {root}")
+    check_checkpoint(root)  # before `latest` could come to name something no one can load
     base = uri if isinstance(uri, S3Location) else parse_publish_uri(uri)
     run_id = check_run_id(run_id or new_run_id())
     run = base.run(run_id)
     options = options or S3Options()
     files = scan_directory(root)
-    if not files:
-        raise StorageError(f"{root} holds no files; nothing to publish")
     manifest = Manifest(run_id=run_id, created=utc_now(), files=files, config=config, metrics=metrics,
                         base_model=base_model, git_commit=git_commit or detect_git_commit())
 

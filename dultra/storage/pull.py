@@ -29,7 +29,7 @@ from dultra.storage.errors import (
     PointerNotFound,
     RunNotFound,
 )
-from dultra.storage.manifest import FileEntry, Manifest, sha256_file
+from dultra.storage.manifest import FileEntry, Manifest, is_checkpoint, sha256_file
 from dultra.storage.pointer import read_pointer
 from dultra.storage.progress import ByteProgress
 from dultra.storage.s3 import S3Options, is_not_found, make_client, translate_errors
@@ -93,10 +93,14 @@ def pull(
 
 
 def check_destination(dest: Path, force: bool) -> None:
-    empty_dir = dest.is_dir() and not any(dest.iterdir())
-    if force or empty_dir or not (dest.exists() or dest.is_symlink()):
+    """DestinationNotEmpty unless `dest` is absent, an empty directory, or (force) a checkpoint to replace."""
+    if not (dest.exists() or dest.is_symlink()) or (dest.is_dir() and not any(dest.iterdir())):
         return
-    raise DestinationNotEmpty(f"{dest} exists and is not an empty directory (use --force to replace it)")
+    if not force:
+        raise DestinationNotEmpty(f"{dest} exists and is not an empty directory (use --force to replace it)")
+    if not is_checkpoint(dest):  # --force on a mistyped path (a home directory) must not delete it
+        raise DestinationNotEmpty(f"{dest} is not a checkpoint directory (config.json and *.safetensors), so "
+                                  "--force does not replace it: remove it yourself or choose another directory")
 
 
 def list_run(client, run: S3Location) -> dict[str, int]:
@@ -178,8 +182,7 @@ def install(staging: Path, dest: Path, force: bool) -> None:
     if not dest.exists() and not dest.is_symlink():
         os.rename(staging, dest)
         return
-    if not force:  # something appeared at dest while we were downloading
-        raise DestinationNotEmpty(f"{dest} exists and is not an empty directory (use --force to replace it)")
+    check_destination(dest, force)  # something may have appeared at dest while we were downloading
     old = dest.with_name(f".{dest.name}.old-{secrets.token_hex(4)}")
     os.rename(dest, old)
     os.rename(staging, dest)

@@ -16,7 +16,14 @@ import torch
 
 from dultra.cli import main
 from dultra.model import LLaDAModelLM
-from dultra.storage import DestinationNotEmpty, S3Options, publish, pull, read_pointer
+from dultra.storage import (
+    DestinationNotEmpty,
+    NotACheckpoint,
+    S3Options,
+    publish,
+    pull,
+    read_pointer,
+)
 from dultra.storage.s3 import MiB
 from dultra.storage.uri import S3Location
 from tests.helpers import free_port
@@ -93,6 +100,40 @@ def test_pull_refuses_non_empty_dir_unless_forced(tiny_checkpoint_dir, s3_bucket
     pull(uri, dest, force=True, options=s3_options)
     assert same_files(tiny_checkpoint_dir, dest)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_pull_force_replaces_only_a_checkpoint(tiny_checkpoint_dir, s3_bucket, s3_options, tmp_path):
+    """A mistyped --force destination (a home directory, a source tree) is refused, not deleted."""
+    uri = f"s3://{s3_bucket}/m"
+    publish(tiny_checkpoint_dir, uri, options=s3_options)
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    (home / "notes" / "todo.txt").write_text("mine")
+    (tmp_path / "file").write_text("mine")
+    for dest in (home, tmp_path / "file"):
+        with pytest.raises(DestinationNotEmpty, match="not a checkpoint directory.*--force does not replace it"):
+            pull(uri, dest, force=True, options=s3_options)
+    assert (home / "notes" / "todo.txt").read_text() == "mine" and (tmp_path / "file").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "home"]  # no staging debris
+
+
+def test_publish_refuses_what_is_not_a_checkpoint(tiny_checkpoint_dir, s3_bucket, s3_options, s3_client, tmp_path):
+    """`latest` must never name a run no one can load: a training output dir, weights without config."""
+    uri = f"s3://{s3_bucket}/m"
+    publish(tiny_checkpoint_dir, uri, run_id="good", options=s3_options)
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint_dir, run_dir / "final")
+    (run_dir / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(NotACheckpoint, match=f"did you mean {run_dir / 'final'}"):
+        publish(run_dir, uri, options=s3_options)
+    (run_dir / "final" / "config.json").unlink()
+    with pytest.raises(NotACheckpoint, match="needs config.json and \\*.safetensors weights$"):
+        publish(run_dir / "final", uri, options=s3_options)
+    with pytest.raises(NotACheckpoint, match="no checkpoint directory"):
+        publish(tmp_path / "missing", uri, options=s3_options)
+    assert read_pointer(s3_client, S3Location(s3_bucket, "m"))[0].run_id == "good"
+    keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="m/runs/")["Contents"]}
+    assert {k.split("/")[2] for k in keys} == {"good"}
 
 
 def test_multipart_transfers(tiny_checkpoint_dir, s3_bucket, s3_options, s3_client, tmp_path):

@@ -39,7 +39,8 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("uri", help="s3://bucket/prefix (its latest), s3://bucket/prefix/latest, or .../runs/<run-id>")
     p.add_argument("directory", type=Path, help="where to put the checkpoint (must be empty or absent)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty directory (after verifying)")
+    p.add_argument("--force", action="store_true", help="replace an existing checkpoint directory, once the new one verified "
+                        "(any other non-empty path is refused)")
     _add_s3_arguments(p)
     p.set_defaults(run=run_pull)
 

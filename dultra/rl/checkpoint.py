@@ -9,6 +9,7 @@ A checkpoint directory appears under its final name only once complete (written 
 temporary name, then renamed), so a run killed mid-save resumes from the previous one.
 A fresh run (no resume) refuses an output_dir that holds checkpoints: rotation would delete
 its own first checkpoints before the old run's, and a later resume would pick the old run's.
+It refuses a finished run's final/ too, which it would overwrite.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from accelerate import Accelerator
 from dultra.errors import CheckpointError, ConfigError
 
 STATE_FILE = "trainer_state.json"
+FINAL = "final"  # OUTPUT_DIR/final: the trained model
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
@@ -69,6 +71,9 @@ def resume_checkpoint(output_dir: str | Path, resume: bool) -> Path | None:
     if earlier:
         raise ConfigError(f"{checkpoint_root(output_dir)} holds an earlier run's checkpoints (newest {earlier[-1].name}): "
                           "pass --resume true to continue it, or choose another output_dir (or remove them) to start afresh")
+    if (final := Path(output_dir) / FINAL).exists():
+        raise ConfigError(f"{final} holds the model of an earlier, finished run: choose another output_dir (or "
+                          "remove it) to start afresh")
     return None
 
 
@@ -81,14 +86,21 @@ def load_checkpoint(accelerator: Accelerator, directory: Path) -> dict[str, Any]
     return json.loads((directory / STATE_FILE).read_text())
 
 
-def save_final(accelerator: Accelerator, model, tokenizer, directory: str | Path) -> Path:
-    """The trained model + tokenizer as a loadable checkpoint directory."""
-    directory = Path(directory)
+def save_final(accelerator: Accelerator, model, tokenizer, output_dir: str | Path) -> Path:
+    """The trained model + tokenizer as a loadable checkpoint, OUTPUT_DIR/final (atomic, like the others)."""
+    directory = Path(output_dir) / FINAL
+    tmp, old = directory.with_name(f".tmp-{FINAL}"), directory.with_name(f".old-{FINAL}")
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
     state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        unwrapped.save_pretrained(directory, state_dict=state, safe_serialization=True)
-        tokenizer.save_pretrained(directory)
+        shutil.rmtree(tmp, ignore_errors=True)
+        unwrapped.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if directory.exists():  # a resumed run that had finished before: replaced only once the new one is whole
+            shutil.rmtree(old, ignore_errors=True)
+            directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return directory

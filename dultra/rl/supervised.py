@@ -148,4 +148,4 @@ def run_supervised(
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
             save_checkpoint(accelerator, output_dir, step + 1, {"data": stream.state(), "config": config_dict(cfg)})
     logger.close()
-    return save_final(accelerator, model, tokenizer, output_dir / "final")
+    return save_final(accelerator, model, tokenizer, output_dir)

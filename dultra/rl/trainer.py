@@ -197,7 +197,7 @@ class GRPOTrainer:
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
                 save_checkpoint(acc, cfg.output_dir, step + 1, {"data": self.stream.state(), "config": config_dict(cfg)})
         logger.close()
-        return save_final(acc, self.model, self.tokenizer, Path(cfg.output_dir) / "final")
+        return save_final(acc, self.model, self.tokenizer, cfg.output_dir)
 
     def train_step(self, step: int) -> dict[str, float]:
         cfg, acc = self.cfg, self.acc

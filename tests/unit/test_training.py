@@ -382,6 +382,21 @@ def test_a_fresh_run_refuses_an_output_dir_with_checkpoints(checkpoint, tmp_path
     assert (step / "trainer_state.json").exists()  # nothing deleted
 
 
+def test_a_fresh_run_refuses_a_finished_runs_final_model(checkpoint, tmp_path):
+    """No step checkpoint is kept (save_every 0), so only final/ says a run finished there."""
+    cfg = PretrainConfig(model=str(checkpoint), tasks="synthetic-math", train_size=40, output_dir=str(tmp_path),
+                         steps=1, batch_size=4, gen_length=48, save_every=0)
+    final = pretrain(cfg)
+    assert final == tmp_path / "final" and (final / "config.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left behind
+    weights = (final / "model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="final holds the model of an earlier, finished run"):
+        pretrain(cfg)
+    with pytest.raises(ConfigError, match="final holds the model"):
+        GRPOTrainer(_grpo(tmp_path / "not-loaded", tmp_path))  # before loading the model
+    assert (final / "model.safetensors").read_bytes() == weights
+
+
 def test_checkpoints_with_the_old_scheduler_layout_are_refused(tmp_path):
     step = _earlier_run(tmp_path)
     (step / "scheduler.bin").write_bytes(b"")

@@ -15,7 +15,9 @@ head only on the current block and the planner only where it is needed.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -192,10 +194,17 @@ class LLaDAModelLM(PreTrainedModel):
             block.unfuse_projections()
         return self
 
-    def save_pretrained(self, *args, **kwargs):
+    def save_pretrained(self, save_directory, *args, **kwargs):
         # The checkpoint layout has separate projections; fused blocks are split back first.
         self.unfuse_projections()
-        return super().save_pretrained(*args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        # transformers writes the weights owner-only (0600), unlike every other file: on a shared
+        # volume the next pipeline step or a colleague could not read them. The umask decides.
+        umask = os.umask(0)
+        os.umask(umask)
+        for weights in Path(save_directory).glob("*.safetensors*"):
+            weights.chmod(0o666 & ~umask)
+        return result
 
     # --------------------------------------------------------------------------- compute
     def layout(self, attention_mask: torch.Tensor | None, seq_len: int, device=None) -> SeqLayout:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -48,6 +49,19 @@ def test_checkpoint_keys_are_the_published_layout(tmp_path):
     model.save_pretrained(tmp_path)
     keys = set(load_file(tmp_path / "model.safetensors"))
     assert keys == _base_keys(2) | HEAD_KEYS
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_saved_weights_are_as_readable_as_the_umask_allows(tmp_path, umask, mode):
+    """transformers alone writes them 0600: another pipeline step's user could not read them."""
+    old = os.umask(umask)
+    try:
+        small_model().save_pretrained(tmp_path, max_shard_size="100KB")  # sharded: an index and several files
+    finally:
+        os.umask(old)
+    weights = sorted(tmp_path.glob("*.safetensors*"))
+    assert len(weights) > 2 and (tmp_path / "model.safetensors.index.json") in weights
+    assert {oct(p.stat().st_mode & 0o777) for p in weights} == {oct(mode)}
 
 
 def test_save_load_round_trip_keeps_model_and_head(tmp_path):

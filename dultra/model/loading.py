@@ -31,10 +31,14 @@ def resolve(model: str | Path) -> Path:
     if arch is not None:
         return tiny_checkpoint(**arch)
     path = Path(model).expanduser()
-    if not path.exists() and is_hub_id(str(model)):
+    # `runs/demoo` is a mistyped path when runs/ is here, not a Hub id to look up over the network.
+    local = path.parent != Path(".") and path.parent.is_dir()
+    if not path.exists() and is_hub_id(str(model)) and not local:
         path = hub_checkpoint(str(model))
     if not path.is_dir():
-        raise CheckpointError(f"no checkpoint directory at {path} (use `tiny`, a local directory or a Hub id)")
+        why = f"{path.parent}/ exists here, so this is a path, not a Hub id" if local else \
+            "use `tiny`, a local directory or a Hub id"
+        raise CheckpointError(f"no checkpoint directory at {path} ({why})")
     if not (path / "config.json").exists():
         raise CheckpointError(f"{path} has no config.json: not a Hugging Face checkpoint directory")
     return path

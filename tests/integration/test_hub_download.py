@@ -153,6 +153,14 @@ def test_a_local_directory_of_that_name_wins(hub, tiny_dir, tmp_path):
     assert hub.requests == []
 
 
+def test_a_mistyped_local_path_is_not_looked_up_on_the_hub(hub, tiny_dir, tmp_path):
+    shutil.copytree(tiny_dir, tmp_path / "runs" / "demo")
+    run = dultra([*GENERATE, "--model", "runs/demoo"], hub.url, tmp_path / "hf", tmp_path)
+    assert run.returncode == 2 and hub.requests == []
+    assert run.stderr.strip() == "dultra: error: no checkpoint directory at runs/demoo (runs/ exists here, so this " \
+                                 "is a path, not a Hub id)"
+
+
 @pytest.mark.parametrize("name, hub_id", [
     ("GSAI-ML/LLaDA-8B-Instruct", True), ("sengi/dUltra-math@v1.0", True), ("runs/warmstart/final", False),
     ("/abs/dir", False), ("./rel/dir", False), ("tiny", False), ("owner/", False),

@@ -5,7 +5,8 @@
 Only what loading reads comes down: configs, tokenizer files and safetensors weights (no
 pickled .bin files, no remote code). The Hub's own environment applies: HF_TOKEN or `hf
 auth login` for gated repositories, HF_HOME for the cache, HF_HUB_OFFLINE=1 to load from
-the cache without the network, HF_ENDPOINT for a mirror.
+the cache without the network, HF_ENDPOINT for a mirror, HF_HUB_ETAG_TIMEOUT (seconds, default
+10) for how long the first look-up waits for an answer before the cache is used.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import functools
 import re
 from pathlib import Path
 
-from huggingface_hub import constants, snapshot_download
+from huggingface_hub import HfApi, constants, snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
     HFValidationError,
+    LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
@@ -39,12 +41,35 @@ def hub_checkpoint(name: str) -> Path:
     """The local snapshot of Hub repository `name` (owner/name[@revision]), downloaded if needed."""
     repo, _, revision = name.partition("@")
     try:
-        return Path(snapshot_download(repo, revision=revision or None, allow_patterns=FILES))
+        return Path(_snapshot(repo, revision or None))
     except HFValidationError as err:  # e.g. 'a..b' passes our pattern, not the Hub's rules
         raise CheckpointError(f"{name}: no such local directory, and not a valid Hub id: {err}") from None
     except (HfHubHTTPError, OSError) as err:
         raise CheckpointError(f"{name}: no such local directory, and the Hugging Face Hub "
                               f"({constants.ENDPOINT}) {_reason(err, revision)}") from None
+
+
+def _snapshot(repo: str, revision: str | None) -> str:
+    """snapshot_download, with a deadline on the first look-up (HF_HUB_ETAG_TIMEOUT seconds).
+
+    huggingface_hub's client waits forever on a server that accepts the connection but never
+    answers (a proxy or firewall swallowing requests): the look-up it starts with gets a
+    deadline here, and without an answer the cached copy is used, as the Hub does offline.
+    """
+    if constants.HF_HUB_OFFLINE:
+        return snapshot_download(repo, revision=revision, allow_patterns=FILES)
+    try:  # the download looks it up again: by name, so that the cache records which commit `main` is
+        HfApi().repo_info(repo, revision=revision or constants.DEFAULT_REVISION, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except (HfHubHTTPError, HFValidationError):
+        raise
+    except Exception as err:  # no answer: refused, timed out, a broken proxy
+        try:
+            return snapshot_download(repo, revision=revision, allow_patterns=FILES, local_files_only=True)
+        except LocalEntryNotFoundError:
+            first = next((line for line in str(err).splitlines() if line.strip()), "")
+            raise OSError(f"{type(err).__name__}: {first or 'no answer'} (within HF_HUB_ETAG_TIMEOUT = "
+                          f"{constants.HF_HUB_ETAG_TIMEOUT} s), and no copy is cached") from None
+    return snapshot_download(repo, revision=revision, allow_patterns=FILES)
 
 
 def _reason(err: Exception, revision: str) -> str:

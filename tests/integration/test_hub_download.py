@@ -14,6 +14,7 @@ import http.server
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -100,8 +101,9 @@ def hub(tiny_dir):
     server.server_close()
 
 
-def dultra(args: list[str], hub_url: str, home: Path, cwd: Path, offline: bool = False):
-    env = os.environ | {"HF_ENDPOINT": hub_url, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1" if offline else "0"}
+def dultra(args: list[str], hub_url: str, home: Path, cwd: Path, offline: bool = False, **env_vars: str):
+    env = os.environ | {"HF_ENDPOINT": hub_url, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1" if offline else "0",
+                        **env_vars}
     env.pop("HF_TOKEN", None)
     return subprocess.run([sys.executable, "-m", "dultra.cli", *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=180)
@@ -144,6 +146,21 @@ def test_an_unreachable_hub_is_named_with_the_reason(tmp_path):
     run = dultra([*GENERATE, "--model", REPO], "http://127.0.0.1:9", tmp_path / "hf", tmp_path)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "Hugging Face Hub (http://127.0.0.1:9) did not provide it: ConnectError" in run.stderr
+
+
+def test_a_hub_that_never_answers_is_a_deadline_not_a_hang(hub, tiny_dir, tmp_path):
+    """A proxy or firewall that accepts connections and swallows requests: huggingface_hub
+    alone waits forever. The look-up gives up after HF_HUB_ETAG_TIMEOUT and uses the cache."""
+    assert dultra([*GENERATE, "--model", REPO], hub.url, tmp_path / "hf", tmp_path).returncode == 0  # cached now
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # never accepts: the kernel's backlog connects
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        cached = dultra([*GENERATE, "--model", REPO], url, tmp_path / "hf", tmp_path, HF_HUB_ETAG_TIMEOUT="1")
+        missing = dultra([*GENERATE, "--model", "owner/other"], url, tmp_path / "hf", tmp_path,
+                         HF_HUB_ETAG_TIMEOUT="1")
+    assert cached.returncode == 0, cached.stderr
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().endswith("did not provide it: ReadTimeout: timed out (within "
+                                           "HF_HUB_ETAG_TIMEOUT = 1 s), and no copy is cached")
 
 
 def test_a_local_directory_of_that_name_wins(hub, tiny_dir, tmp_path):

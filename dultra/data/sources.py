@@ -85,6 +85,11 @@ def read_hub(
     repo: str, config: str | None, split: str, revision: str | None = None
 ) -> list[dict[str, Any]]:
     """Rows of one split of a Hugging Face Hub dataset (downloads on first use)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from dultra.model.hub import is_hub_id, no_answer
+
     try:
         import datasets
     except ImportError:  # the GPU image has no `datasets`: point at local files instead
@@ -92,7 +97,12 @@ def read_hub(
             f"loading {repo} from the Hub needs the `datasets` package; pass a local path instead"
         ) from None
     try:
-        ds = datasets.load_dataset(repo, config, split=split, revision=revision)
-    except (FileNotFoundError, ValueError, ConnectionError) as err:
+        online = not datasets.config.HF_HUB_OFFLINE and is_hub_id(repo) and not Path(repo).exists()
+        silence = no_answer(repo, "dataset", revision) if online else None
+        ds = None if silence else datasets.load_dataset(repo, config, split=split, revision=revision)
+    except (FileNotFoundError, ValueError, ConnectionError, HfHubHTTPError) as err:
         raise DataError(f"cannot load split '{split}' of {repo} from the Hub: {err}") from err
+    if ds is None:
+        raise DataError(f"cannot load {repo}: the Hugging Face Hub ({constants.ENDPOINT}) did not answer, {silence}; "
+                        "set HF_HUB_OFFLINE=1 to use a cached copy, or pass a local path")
     return ds.to_list()

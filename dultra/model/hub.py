@@ -50,26 +50,33 @@ def hub_checkpoint(name: str) -> Path:
 
 
 def _snapshot(repo: str, revision: str | None) -> str:
-    """snapshot_download, with a deadline on the first look-up (HF_HUB_ETAG_TIMEOUT seconds).
-
-    huggingface_hub's client waits forever on a server that accepts the connection but never
-    answers (a proxy or firewall swallowing requests): the look-up it starts with gets a
-    deadline here, and without an answer the cached copy is used, as the Hub does offline.
-    """
+    """snapshot_download, with a deadline on its first look-up; without an answer, the cached copy."""
     if constants.HF_HUB_OFFLINE:
         return snapshot_download(repo, revision=revision, allow_patterns=FILES)
-    try:  # the download looks it up again: by name, so that the cache records which commit `main` is
-        HfApi().repo_info(repo, revision=revision or constants.DEFAULT_REVISION, timeout=constants.HF_HUB_ETAG_TIMEOUT)
-    except (HfHubHTTPError, HFValidationError):
-        raise
-    except Exception as err:  # no answer: refused, timed out, a broken proxy
+    if (silence := no_answer(repo, "model", revision)) is not None:
         try:
             return snapshot_download(repo, revision=revision, allow_patterns=FILES, local_files_only=True)
         except LocalEntryNotFoundError:
-            first = next((line for line in str(err).splitlines() if line.strip()), "")
-            raise OSError(f"{type(err).__name__}: {first or 'no answer'} (within HF_HUB_ETAG_TIMEOUT = "
-                          f"{constants.HF_HUB_ETAG_TIMEOUT} s), and no copy is cached") from None
+            raise OSError(f"{silence}, and no copy is cached") from None
     return snapshot_download(repo, revision=revision, allow_patterns=FILES)
+
+
+def no_answer(repo: str, repo_type: str, revision: str | None) -> str | None:
+    """Why the Hub did not answer a look-up of `repo` within HF_HUB_ETAG_TIMEOUT s; None when it did.
+
+    huggingface_hub's client waits forever on a server that accepts the connection but never
+    answers (a proxy or firewall swallowing requests), so what dultra downloads is looked up
+    here first, with a deadline. Errors the Hub answers with (no such repository, gated) raise.
+    """
+    try:  # the download looks it up again by name, so that the cache records which commit `main` is
+        HfApi().repo_info(repo, repo_type=repo_type, revision=revision or constants.DEFAULT_REVISION,
+                          timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except (HfHubHTTPError, HFValidationError):
+        raise
+    except Exception as err:  # refused, timed out, a broken proxy
+        first = next((line for line in str(err).splitlines() if line.strip()), "no answer")
+        return f"{type(err).__name__}: {first} (within HF_HUB_ETAG_TIMEOUT = {constants.HF_HUB_ETAG_TIMEOUT} s)"
+    return None
 
 
 def _reason(err: Exception, revision: str) -> str:

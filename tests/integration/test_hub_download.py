@@ -161,6 +161,15 @@ def test_a_hub_that_never_answers_is_a_deadline_not_a_hang(hub, tiny_dir, tmp_pa
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert missing.stderr.strip().endswith("did not provide it: ReadTimeout: timed out (within "
                                            "HF_HUB_ETAG_TIMEOUT = 1 s), and no copy is cached")
+    # A dataset too (`dultra eval --task gsm8k` without --data): an error within the deadline.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        env = os.environ | {"HF_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}", "HF_HUB_ETAG_TIMEOUT": "1",
+                            "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0"}
+        data = subprocess.run([sys.executable, "-c", "from dultra.data.sources import read_hub; "
+                               "read_hub('openai/gsm8k', 'main', 'test')"], env=env, capture_output=True, text=True,
+                              timeout=120)
+    assert "DataError: cannot load openai/gsm8k: the Hugging Face Hub" in data.stderr
+    assert "ReadTimeout: timed out (within HF_HUB_ETAG_TIMEOUT = 1 s); set HF_HUB_OFFLINE=1" in data.stderr
 
 
 def test_a_local_directory_of_that_name_wins(hub, tiny_dir, tmp_path):

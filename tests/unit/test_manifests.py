@@ -111,6 +111,9 @@ def test_base_namespace_account_volume_and_least_privilege_rbac():
     assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
     assert labels["pod-security.kubernetes.io/warn"] == labels["pod-security.kubernetes.io/audit"] == "restricted"
     assert all(d["metadata"]["namespace"] == "dultra" for d in docs if d["kind"] != "Namespace")
+    # A profile namespace keeps its `part-of: kubeflow-profile`, which Kubeflow's network policies admit.
+    assert "app.kubernetes.io/part-of" not in labels
+    assert all(d["metadata"]["labels"]["app.kubernetes.io/part-of"] == "dultra" for d in docs if d["kind"] != "Namespace")
     find(docs, "ServiceAccount", "dultra-pipeline")
     pvc = find(docs, "PersistentVolumeClaim", trainjob.WORKSPACE_PVC)
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]  # nodes of a TrainJob are different machines

@@ -67,6 +67,9 @@ def register(subparsers) -> None:
     c.add_argument("--pipeline-file", type=Path, default=None,
                    help="compiled pipeline YAML, uploaded as --pipeline if no pipeline has that name")
     c.add_argument("--experiment", default="Default", help="experiment name, created if missing (default Default)")
+    c.add_argument("--service-account", default="dultra-pipeline",
+                   help="service account of the runs, which creates TrainJobs for nodes > 1 (default dultra-pipeline, "
+                        "of manifests/base; empty: the server's default)")
     c.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="pipeline parameter; VALUE is JSON if it parses (3, 1e-5, true), else a string")
     c.add_argument("--start", default=None, help="no trigger before this time (ISO 8601; no zone = UTC)")
@@ -151,7 +154,7 @@ def run_create(args: argparse.Namespace) -> int:
     if args.pipeline_file is not None and args.pipeline_id:
         raise ScheduleSettingsError("--pipeline-file uploads a pipeline by --pipeline name; not with --pipeline-id")
     spec = ScheduleSpec(name=args.name, cron=schedule.expression, parameters=parse_params(args.param),
-                        start_time=start, end_time=end)
+                        start_time=start, end_time=end, service_account=args.service_account)
     source = PipelineSource(name=args.pipeline, pipeline_id=args.pipeline_id, file=args.pipeline_file)
     with _client(args) as kfp:
         result = create_schedule(kfp, spec, source, namespace=args.namespace, experiment=args.experiment,

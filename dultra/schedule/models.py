@@ -71,6 +71,7 @@ class RecurringRun:
     end_time: datetime | None = None
     created_at: datetime | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    service_account: str = ""
     error: str = ""
     """The server's message when it could not read this recurring run."""
 
@@ -100,6 +101,7 @@ class RecurringRun:
             end_time=parse_time(window.get("end_time")),
             created_at=parse_time(data.get("created_at")),
             parameters=dict((data.get("runtime_config") or {}).get("parameters") or {}),
+            service_account=data.get("service_account", ""),
             error=((data.get("error") or {}).get("message") or ""),
         )
 
@@ -120,6 +122,9 @@ class ScheduleSpec:
     """No trigger after this instant (aware datetime)."""
     description: str = "Scheduled retraining, created by `dultra schedule create`."
     """Description of the recurring run, shown in the KFP UI."""
+    service_account: str = ""
+    """Kubernetes service account of its runs; empty: the server's default (`pipeline-runner`
+    on standalone Pipelines, the profile's `default-editor` on multi-user Kubeflow)."""
 
     def to_json(self, pipeline_id: str, experiment_id: str) -> dict[str, Any]:
         """The request body. Fixed by design: at most one run at a time (a retraining must
@@ -131,7 +136,7 @@ class ScheduleSpec:
             cron["start_time"] = format_time(self.start_time)
         if self.end_time is not None:
             cron["end_time"] = format_time(self.end_time)
-        return {
+        body = {
             "display_name": self.name,
             "description": self.description,
             "pipeline_version_reference": {"pipeline_id": pipeline_id},
@@ -142,6 +147,9 @@ class ScheduleSpec:
             "mode": "ENABLE",  # the input field; the server reports it back as status ENABLED
             "experiment_id": experiment_id,
         }
+        if self.service_account:
+            body["service_account"] = self.service_account
+        return body
 
 
 def format_time(t: datetime) -> str:

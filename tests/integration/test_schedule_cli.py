@@ -55,6 +55,7 @@ def test_create_uploads_and_prints_the_id_then_the_url(kfp, capsys, tmp_path, mo
                                                  "end_time": "2030-06-30T10:00:00Z"}}
     assert body["display_name"] == "dultra-retraining"
     assert (body["max_concurrency"], body["no_catchup"], body["mode"]) == ("1", True, "ENABLE")
+    assert body["service_account"] == "dultra-pipeline"  # bound to dultra-trainjobs on standalone Pipelines too
     assert "pipeline_version_id" not in body["pipeline_version_reference"]
     assert {r.headers["authorization"] for r in kfp.requests} == {"Bearer env-token"}
     upload = next(r for r in kfp.requests if r.path == f"{API}/pipelines/upload")

@@ -29,6 +29,14 @@ def test_create_body_is_the_documented_recurring_run():
     }
 
 
+def test_a_service_account_is_sent_only_when_set():
+    spec = ScheduleSpec(name="n", cron="0 0 3 * * *")
+    assert "service_account" not in spec.to_json("p", "e")
+    body = ScheduleSpec(name="n", cron="0 0 3 * * *", service_account="dultra-pipeline").to_json("p", "e")
+    assert body["service_account"] == "dultra-pipeline"
+    assert RecurringRun.from_json(body).service_account == "dultra-pipeline"
+
+
 def _model_fields(model_name: str) -> dict[str, str]:
     import kfp_server_api  # tests may import kfp; the dultra package may not
     cls = getattr(kfp_server_api, model_name)
@@ -49,9 +57,9 @@ def _check_against_kfp_models(body: dict, model_name: str, where: str = "") -> i
 
 def test_create_body_uses_only_fields_of_kfp_server_api_models():
     spec = ScheduleSpec(name="n", cron="0 0 3 * * *", start_time=datetime(2030, 1, 1, tzinfo=UTC),
-                        end_time=datetime(2031, 1, 1, tzinfo=UTC))
+                        end_time=datetime(2031, 1, 1, tzinfo=UTC), service_account="sa")
     body = spec.to_json("p", "e")
-    assert _check_against_kfp_models(body, "V2beta1RecurringRun") == 15  # 9 top-level + 6 nested
+    assert _check_against_kfp_models(body, "V2beta1RecurringRun") == 16  # 10 top-level + 6 nested
     import kfp_server_api
     assert body["mode"] in kfp_server_api.RecurringRunMode.allowable_values
 

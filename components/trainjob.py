@@ -112,8 +112,11 @@ class TrainJobSpec:
     accelerate_config: str = ""  # accelerate config in the image; empty: the runtime's (configs/accelerate/ddp.yaml)
     env: dict[str, str] = field(default_factory=dict)  # environment of every node
     secret_env: list[SecretEnv] = field(default_factory=list)  # environment from Secrets
-    cpu: str = ""  # CPU request per node, e.g. "32" (empty: none); replaces the runtime's resources
-    memory: str = ""  # memory request per node, e.g. "512Gi" (empty: none); replaces the runtime's resources
+    # CPU and memory requests per node, e.g. "32" and "512Gi"; empty: the runtime's. Kubeflow
+    # Trainer >= 2.3 merges resourcesPerNode into the runtime's resources key by key; older
+    # releases replace them wholesale, so there set both.
+    cpu: str = ""
+    memory: str = ""
     timeout_s: float = 72 * 3600  # give up (and delete the job) after this long
     stuck_s: float = 900  # give up when node 0 waits this long on an image or config error (say so if unschedulable)
     poll_s: float = 10  # status poll interval while nothing streams
@@ -181,14 +184,12 @@ def build_trainjob(spec: TrainJobSpec, namespace: str) -> dict[str, Any]:
         "numProcPerNode": max(spec.gpus_per_node, 1),
         "env": sorted(env, key=lambda e: e["name"]),
     }
-    resources: dict[str, dict[str, str]] = {}
-    if spec.gpus_per_node:
-        resources["limits"] = {"nvidia.com/gpu": str(spec.gpus_per_node)}
+    # The GPU count always, 0 included: merged into a GPU runtime, it would otherwise keep the runtime's.
+    resources: dict[str, dict[str, str]] = {"limits": {"nvidia.com/gpu": str(spec.gpus_per_node)}}
     requests = {k: v for k, v in (("cpu", spec.cpu), ("memory", spec.memory)) if v}
     if requests:
         resources["requests"] = requests
-    if resources:
-        trainer["resourcesPerNode"] = resources
+    trainer["resourcesPerNode"] = resources
     job_spec = {
         "runtimeRef": {"apiGroup": GROUP, "kind": "ClusterTrainingRuntime", "name": spec.runtime},
         "trainer": trainer,

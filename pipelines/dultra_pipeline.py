@@ -102,8 +102,8 @@ def build_pipeline(workspace: str = WORKSPACE_MOUNT):
         sandbox_url: str = "",
         nodes: int = 1,
         gpus_per_node: int = 0,
-        cpu_per_node: str = "32",
-        memory_per_node: str = "512Gi",
+        cpu_per_node: str = "",
+        memory_per_node: str = "",
         accelerate_config: str = "",
         eval_strategies: str = "threshold:tau=0.9;threshold:tau=0.7;planner:factor=1.0;planner:factor=1.5",
         s3_destination: str = "s3://dultra-checkpoints/tiny",
@@ -134,8 +134,8 @@ def build_pipeline(workspace: str = WORKSPACE_MOUNT):
             sandbox_url: sandbox service for code rewards and evaluation, e.g. http://dultra-sandbox.dultra-sandbox.svc:8080.
             nodes: machines for GRPO; more than 1 launches a Kubeflow Trainer TrainJob (the GRPO step then only follows it, without GPUs).
             gpus_per_node: GPUs per machine for warm start and GRPO; evaluation takes one (0: CPU).
-            cpu_per_node: CPU request of each TrainJob node when nodes > 1 (the job's resources replace the runtime's).
-            memory_per_node: memory request of each TrainJob node when nodes > 1.
+            cpu_per_node: CPU request of each TrainJob node when nodes > 1, e.g. 32 (empty: the runtime's; set it and memory_per_node with Kubeflow Trainer < 2.3, which replaces the runtime's resources instead of merging).
+            memory_per_node: memory request of each TrainJob node when nodes > 1, e.g. 512Gi (empty: the runtime's).
             accelerate_config: how GRPO spreads over several GPUs, an accelerate config in the trainer image: empty for data parallel (a planner-only run, or a model that fits one GPU), configs/accelerate/fsdp.yaml to shard the full model over all GPUs, configs/accelerate/hsdp.yaml to shard it within each node and replicate across nodes (the faster choice for full LLaDA-8B training on several nodes).
             eval_strategies: semicolon-separated decoding strategies to evaluate, e.g. planner:factor=1.0;threshold:tau=0.9.
             s3_destination: where checkpoints are published (s3://bucket/prefix; runs/<id>/ and a latest pointer go under it).

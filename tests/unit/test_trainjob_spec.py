@@ -106,7 +106,8 @@ def test_cpu_nodes_run_one_gloo_process_each():
     trainer = build_trainjob(gpu_spec(gpus_per_node=0, cpu="", memory="", env={}, secret_env=[]), "ns")["spec"]["trainer"]
     assert trainer["numProcPerNode"] == 1
     assert trainer["env"] == [{"name": "ACCELERATE_USE_CPU", "value": "true"}]
-    assert "resourcesPerNode" not in trainer  # the runtime's requests stay
+    # GPU count 0, or a GPU runtime's limit would stay (merged); no CPU or memory: the runtime's stay
+    assert trainer["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": "0"}}
 
 
 def test_accelerate_config_reaches_the_runtime_script():

@@ -71,7 +71,13 @@ def _gpus(task: dsl.PipelineTask, count) -> dsl.PipelineTask:
 
 
 def _retried(task: dsl.PipelineTask) -> dsl.PipelineTask:
-    """A retried GRPO step resumes from its last checkpoint, or attaches to its TrainJob."""
+    """A retried GRPO step resumes from its last checkpoint, or attaches to its TrainJob.
+
+    Argo retries a step that failed, not one whose pod was deleted (an eviction, a drain): such
+    a run fails, and Retry in the Pipelines UI continues it. The cluster autoscaler at least
+    leaves these long-running pods' nodes alone.
+    """
+    kubernetes.add_pod_annotation(task, "cluster-autoscaler.kubernetes.io/safe-to-evict", "false")
     return task.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="1800s")
 
 

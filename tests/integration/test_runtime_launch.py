@@ -108,6 +108,18 @@ def test_the_hybrid_shard_config_replicates_across_nodes_and_shards_within_one(t
     assert ranks == ["0", "1", "2", "3"], "\n=====\n".join(logs)
 
 
+def test_a_node_waits_for_the_others_only_the_rendezvous_timeout(tmp_path):
+    """Node 1 never starts (no room for it): node 0 gives up after DULTRA_RENDEZVOUS_TIMEOUT_S, so
+    the TrainJob fails and JobSet restarts it, instead of holding its GPUs for torch's 10 minutes."""
+    node = runtime_node()
+    trainer = build_trainjob(TrainJobSpec(image="x", run_id="r", nodes=2, args=["train"]), "dultra")["spec"]["trainer"]
+    assert {"name": "DULTRA_RENDEZVOUS_TIMEOUT_S", "value": "1800"} in node["env"]
+    env = {**node_env(node, trainer, 0, free_port(), tmp_path), "DULTRA_RENDEZVOUS_TIMEOUT_S": "5"}
+    result = subprocess.run([*node["command"], "train"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "Timed out" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
 def test_a_non_integer_process_count_is_refused(tmp_path):
     node = runtime_node()
     trainer = build_trainjob(TrainJobSpec(image="x", run_id="r", args=["train"]), "dultra")["spec"]["trainer"]

@@ -106,12 +106,15 @@ def test_multi_node_grpo_is_a_small_pod_without_gpus_and_one_node_grpo_trains_on
     watcher, trainer = _one(tasks, "train-grpo", NODES), _one(tasks, "train-grpo", f"!({NODES})")
     assert watcher["resources"] == {"cpuRequest": 1.0, "memoryRequest": 2.147483648, "resourceCpuRequest": "1",
                                     "resourceMemoryRequest": "2Gi"}  # no accelerator
-    assert set(watcher["platform"]) == {"pvcMount"}  # no GPU toleration, /dev/shm, nor sandbox label
+    assert set(watcher["platform"]) == {"pvcMount", "podMetadata"}  # no GPU toleration, /dev/shm, nor sandbox label
+    assert "labels" not in watcher["platform"]["podMetadata"]
     assert trainer["resources"]["resourceCpuRequest"] == "8" and trainer["resources"]["resourceMemoryRequest"] == "64Gi"
     assert trainer["resources"]["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus_per_node']}}"
     key, value = SANDBOX_CLIENT_LABEL
     assert trainer["platform"]["podMetadata"]["labels"] == {key: value}
     for task in (watcher, trainer):  # a retry resumes from the checkpoint, or attaches to the TrainJob
+        # Argo does not retry a deleted pod: the autoscaler must not remove its node.
+        assert task["platform"]["podMetadata"]["annotations"] == {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
         retry = task["task"]["retryPolicy"]
         assert retry["maxRetryCount"] == 3 and retry["backoffFactor"] == 2.0
         assert task["task"]["inputs"]["parameters"]["gpus_per_node"]  # the channel reaches the branch

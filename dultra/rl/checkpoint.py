@@ -3,17 +3,21 @@
     OUTPUT_DIR/checkpoints/step-00000040/   accelerate state (model, optimizer, RNG; the LR
                                             scheduler as custom_checkpoint_0.pkl)
                                             + trainer_state.json (step, data position, config)
-    OUTPUT_DIR/final/                       the model as a checkpoint `dultra generate --model` loads
+    OUTPUT_DIR/final/                       the model as a checkpoint `dultra generate --model` loads,
+                                            + dultra_training.json (stage, steps, config)
 
 A checkpoint directory appears under its final name only once complete (written to a
 temporary name, then renamed), so a run killed mid-save resumes from the previous one.
 A fresh run (no resume) refuses an output_dir that holds checkpoints: rotation would delete
 its own first checkpoints before the old run's, and a later resume would pick the old run's.
-It refuses a finished run's final/ too, which it would overwrite.
+It refuses a finished run's final/ too, which it would overwrite. A resumed run continues
+only with the settings it was saved with (RESUMABLE ones aside); resuming a run that
+finished with these very settings does nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -25,6 +29,10 @@ from dultra.errors import CheckpointError, ConfigError
 
 STATE_FILE = "trainer_state.json"
 FINAL = "final"  # OUTPUT_DIR/final: the trained model
+RECORD_FILE = "dultra_training.json"  # in final/: how it was trained
+# Settings a resumed run may change: `steps` extends a run; the others say where things are,
+# not what is trained.
+RESUMABLE = ("resume", "steps", "save_every", "output_dir", "model", "data", "sandbox_url")
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
@@ -59,22 +67,78 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
-def resume_checkpoint(output_dir: str | Path, resume: bool) -> Path | None:
+def finished_run(output_dir: str | Path, config: dict[str, Any]) -> Path | None:
+    """OUTPUT_DIR/final when the run it holds finished with `config` (steps included), else None."""
+    record = Path(output_dir) / FINAL / RECORD_FILE
+    try:
+        done = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    same = not changed_settings(done.get("config", {}), config) and done.get("steps") == config.get("steps")
+    return record.parent if same else None
+
+
+def resume_checkpoint(output_dir: str | Path, resume: bool, config: dict[str, Any]) -> Path | None:
     """The checkpoint a run continues from: the newest one when resuming, else None.
 
-    Raises ConfigError when a fresh run would write into checkpoints of an earlier one
-    (deleting user data is left to the user).
+    Raises ConfigError when a fresh run would write into an earlier run's checkpoints or
+    final model (deleting user data is left to the user), when a resume would change what
+    is trained (the optimizer and schedule come from the checkpoint), and when a finished
+    run's final model would be overwritten with no checkpoint to continue from.
     """
+    final = Path(output_dir) / FINAL
     if resume:
-        return latest_checkpoint(output_dir)
+        latest = latest_checkpoint(output_dir)
+        if latest is None:
+            if final.exists():
+                raise ConfigError(f"{final} holds a finished run's model (with other settings or steps) and no "
+                                  "checkpoint is kept to continue it: choose another output_dir to train again")
+            return None
+        saved = json.loads((latest / STATE_FILE).read_text()).get("config", {})
+        if changed := changed_settings(saved, config):
+            raise ConfigError(f"{latest} was saved with other settings ({', '.join(changed)}); a resumed run "
+                              "continues with its own: drop these flags, or choose another output_dir to start afresh")
+        return latest
     earlier = sorted(p for p in checkpoint_root(output_dir).glob("step-*") if p.is_dir())
     if earlier:
         raise ConfigError(f"{checkpoint_root(output_dir)} holds an earlier run's checkpoints (newest {earlier[-1].name}): "
                           "pass --resume true to continue it, or choose another output_dir (or remove them) to start afresh")
-    if (final := Path(output_dir) / FINAL).exists():
+    if final.exists():
         raise ConfigError(f"{final} holds the model of an earlier, finished run: choose another output_dir (or "
                           "remove it) to start afresh")
     return None
+
+
+def changed_settings(saved: dict[str, Any], config: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the settings, RESUMABLE ones aside, whose values differ."""
+    changed = []
+    for key in sorted(saved.keys() & config.keys()):  # a setting new in this version was its default before
+        if not prefix and key in RESUMABLE:
+            continue
+        old, new = saved.get(key), config.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += changed_settings(old, new, f"{prefix}{key}.")
+        elif old != new and not (isinstance(old, list | tuple) and list(old) == list(new or [])):
+            changed.append(prefix + key)
+    return changed
+
+
+@contextlib.contextmanager
+def stopped_by_user(accelerator: Accelerator, name: str, output_dir: str | Path, bar):
+    """On Ctrl-C in the training loop: how far it got (`bar.n` steps done), the newest
+    checkpoint and how to go on; then the interrupt goes on up."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        bar.close()
+        latest = latest_checkpoint(output_dir)
+        if latest is None:
+            where = "no checkpoint was saved (save_every), so a rerun starts afresh"
+        else:
+            kept = json.loads((latest / STATE_FILE).read_text())["step"]
+            where = f"the newest checkpoint is {latest} (step {kept}): --resume true continues from it"
+        accelerator.print(f"{name}: interrupted after step {bar.n}; {where}")
+        raise
 
 
 def load_checkpoint(accelerator: Accelerator, directory: Path) -> dict[str, Any]:
@@ -86,8 +150,9 @@ def load_checkpoint(accelerator: Accelerator, directory: Path) -> dict[str, Any]
     return json.loads((directory / STATE_FILE).read_text())
 
 
-def save_final(accelerator: Accelerator, model, tokenizer, output_dir: str | Path) -> Path:
-    """The trained model + tokenizer as a loadable checkpoint, OUTPUT_DIR/final (atomic, like the others)."""
+def save_final(accelerator: Accelerator, model, tokenizer, output_dir: str | Path, record: dict[str, Any]) -> Path:
+    """The trained model + tokenizer as a loadable checkpoint, OUTPUT_DIR/final (atomic, like the
+    others), with `record` ({"stage", "steps", "config"}) as its dultra_training.json."""
     directory = Path(output_dir) / FINAL
     tmp, old = directory.with_name(f".tmp-{FINAL}"), directory.with_name(f".old-{FINAL}")
     accelerator.wait_for_everyone()
@@ -97,6 +162,7 @@ def save_final(accelerator: Accelerator, model, tokenizer, output_dir: str | Pat
         shutil.rmtree(tmp, ignore_errors=True)
         unwrapped.save_pretrained(tmp, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2))
         if directory.exists():  # a resumed run that had finished before: replaced only once the new one is whole
             shutil.rmtree(old, ignore_errors=True)
             directory.rename(old)

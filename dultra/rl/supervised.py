@@ -23,7 +23,14 @@ from tqdm.auto import tqdm
 from dultra.configio import config_dict, doc
 from dultra.errors import ConfigError
 from dultra.model.precision import store_frozen_linears
-from dultra.rl.checkpoint import load_checkpoint, resume_checkpoint, save_checkpoint, save_final
+from dultra.rl.checkpoint import (
+    finished_run,
+    load_checkpoint,
+    resume_checkpoint,
+    save_checkpoint,
+    save_final,
+    stopped_by_user,
+)
 from dultra.rl.data import ExampleStream
 from dultra.rl.logger import MetricsLogger
 
@@ -114,7 +121,13 @@ def run_supervised(
     cfg needs: steps, optim (OptimConfig), seed, output_dir, save_every, resume.
     """
     output_dir = Path(cfg.output_dir)
-    ckpt = resume_checkpoint(output_dir, cfg.resume)
+    config = config_dict(cfg)
+    if cfg.resume and (done := finished_run(output_dir, config)) is not None:
+        accelerator.print(f"{name}: {done} already holds this run's model ({cfg.steps} steps): nothing to resume")
+        return done
+    ckpt = resume_checkpoint(output_dir, cfg.resume, config)
+    if cfg.resume and ckpt is None:
+        accelerator.print(f"{name}: no checkpoint in {output_dir}: starting afresh")
     store_frozen_weights(model, accelerator, name)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.steps)
@@ -126,26 +139,27 @@ def run_supervised(
         stream.load_state(state["data"])
         accelerator.print(f"{name}: resumed from {ckpt} at step {start}")
     logger = MetricsLogger(output_dir, enabled=accelerator.is_main_process, resume_step=start)
-    accelerator.print(f"{name}: config {config_dict(cfg)}")
+    accelerator.print(f"{name}: config {config}")
     model.train()
     bar = tqdm(range(start, cfg.steps), desc=name, disable=not accelerator.is_local_main_process,
                initial=start, total=cfg.steps)
-    for step in bar:
-        began = time.perf_counter()
-        batch = stream.next()
-        loss, metrics = loss_fn(model, batch, step_generator(cfg.seed, step, accelerator.process_index))
-        accelerator.backward(loss)
-        grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else None
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        metrics = {f"{name}/loss": accelerator.reduce(loss.detach(), "mean").item(), **metrics,
-                   "lr": scheduler.get_last_lr()[0], "seconds/step": time.perf_counter() - began}
-        if grad_norm is not None:
-            metrics["grad_norm"] = float(grad_norm)
-        logger.log(step + 1, metrics)
-        bar.set_postfix(loss=f"{metrics[f'{name}/loss']:.4f}")
-        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            save_checkpoint(accelerator, output_dir, step + 1, {"data": stream.state(), "config": config_dict(cfg)})
+    with stopped_by_user(accelerator, name, output_dir, bar):
+        for step in bar:
+            began = time.perf_counter()
+            batch = stream.next()
+            loss, metrics = loss_fn(model, batch, step_generator(cfg.seed, step, accelerator.process_index))
+            accelerator.backward(loss)
+            grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else None
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            metrics = {f"{name}/loss": accelerator.reduce(loss.detach(), "mean").item(), **metrics,
+                       "lr": scheduler.get_last_lr()[0], "seconds/step": time.perf_counter() - began}
+            if grad_norm is not None:
+                metrics["grad_norm"] = float(grad_norm)
+            logger.log(step + 1, metrics)
+            bar.set_postfix(loss=f"{metrics[f'{name}/loss']:.4f}")
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+                save_checkpoint(accelerator, output_dir, step + 1, {"data": stream.state(), "config": config})
     logger.close()
-    return save_final(accelerator, model, tokenizer, output_dir)
+    return save_final(accelerator, model, tokenizer, output_dir, {"stage": name, "steps": cfg.steps, "config": config})

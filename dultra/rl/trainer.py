@@ -42,7 +42,14 @@ from dultra.decoding.trajectory import replay_forwards, replay_steps
 from dultra.errors import ConfigError
 from dultra.model.loading import load, stop_token_ids
 from dultra.rewards import RewardConfig, RewardScorer, load_teacher
-from dultra.rl.checkpoint import load_checkpoint, resume_checkpoint, save_checkpoint, save_final
+from dultra.rl.checkpoint import (
+    finished_run,
+    load_checkpoint,
+    resume_checkpoint,
+    save_checkpoint,
+    save_final,
+    stopped_by_user,
+)
 from dultra.rl.data import ExampleStream
 from dultra.rl.grpo import group_advantages, kl_penalty, loss_coefficients, sequence_log_ratio
 from dultra.rl.logger import MetricsLogger
@@ -134,8 +141,14 @@ class GRPOTrainer:
         self.cfg = cfg = replace(cfg, rewards=rewards)  # the caller's config stays as given
         if cfg.compile_rollouts and acc.distributed_type == DistributedType.FSDP:
             raise ConfigError("compile_rollouts captures the full weights at fixed addresses; FSDP shards them")
+        self.config = config_dict(cfg)
+        self.finished = finished_run(cfg.output_dir, self.config) if cfg.resume else None
+        if self.finished is not None:  # train() has nothing to do: nothing to load
+            return
         # Settings that cannot work fail here, before minutes of model loading and rollouts.
-        self.resume_from = resume_checkpoint(cfg.output_dir, cfg.resume)
+        self.resume_from = resume_checkpoint(cfg.output_dir, cfg.resume, self.config)
+        if cfg.resume and self.resume_from is None:
+            acc.print(f"train: no checkpoint in {cfg.output_dir}: starting afresh")
         examples = load_examples(cfg.tasks, cfg.data, "train", cfg.train_size)
         cfg.rewards.check({ex.kind for ex in examples}, has_teacher=cfg.teacher is not None)
         self.stream = ExampleStream(examples, cfg.prompts_per_step, cfg.seed, acc.process_index, acc.num_processes)
@@ -180,6 +193,9 @@ class GRPOTrainer:
     # ------------------------------------------------------------------------------- loop
     def train(self) -> Path:
         cfg, acc = self.cfg, self.acc
+        if self.finished is not None:
+            acc.print(f"train: {self.finished} already holds this run's model ({cfg.steps} steps): nothing to resume")
+            return self.finished
         start = 0
         if (ckpt := self.resume_from) is not None:
             state = load_checkpoint(acc, ckpt)
@@ -187,17 +203,19 @@ class GRPOTrainer:
             self.stream.load_state(state["data"])
             acc.print(f"train: resumed from {ckpt} at step {start}")
         logger = MetricsLogger(cfg.output_dir, enabled=acc.is_main_process, resume_step=start)
-        acc.print(f"train: config {config_dict(cfg)}")
+        acc.print(f"train: config {self.config}")
         bar = tqdm(range(start, cfg.steps), desc="grpo", initial=start, total=cfg.steps,
                    disable=not acc.is_local_main_process)
-        for step in bar:
-            metrics = self.train_step(step)
-            logger.log(step + 1, metrics)
-            bar.set_postfix(reward=f"{metrics['reward/total']:.3f}", nfe=f"{metrics['nfe']:.1f}")
-            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-                save_checkpoint(acc, cfg.output_dir, step + 1, {"data": self.stream.state(), "config": config_dict(cfg)})
+        with stopped_by_user(acc, "train", cfg.output_dir, bar):
+            for step in bar:
+                metrics = self.train_step(step)
+                logger.log(step + 1, metrics)
+                bar.set_postfix(reward=f"{metrics['reward/total']:.3f}", nfe=f"{metrics['nfe']:.1f}")
+                if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+                    save_checkpoint(acc, cfg.output_dir, step + 1, {"data": self.stream.state(), "config": self.config})
         logger.close()
-        return save_final(acc, self.model, self.tokenizer, cfg.output_dir)
+        return save_final(acc, self.model, self.tokenizer, cfg.output_dir,
+                          {"stage": "grpo", "steps": cfg.steps, "config": self.config})
 
     def train_step(self, step: int) -> dict[str, float]:
         cfg, acc = self.cfg, self.acc

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -80,18 +83,49 @@ def test_planner_lr_applies_to_the_head_only(checkpoint, tmp_path):
     assert {g["lr"] for g in trainer.optimizer.param_groups} == {1e-3}
 
 
-def test_grpo_resume_matches_an_uninterrupted_run(checkpoint, tmp_path):
+def test_grpo_resume_matches_an_uninterrupted_run(checkpoint, tmp_path, capsys):
     GRPOTrainer(_grpo(checkpoint, tmp_path / "straight", steps=4)).train()
-    GRPOTrainer(_grpo(checkpoint, tmp_path / "resumed", steps=2, save_every=2)).train()
-    # A fresh process would read the same config with steps=4 and --resume.
-    cfg = _grpo(checkpoint, tmp_path / "resumed", steps=4, save_every=2, resume=True)
-    GRPOTrainer(cfg).train()
+    cfg = _grpo(checkpoint, tmp_path / "resumed", steps=4, save_every=2)
+    trainer = GRPOTrainer(cfg)
+    real = trainer.train_step
+
+    def stopped_in_step_4(step):
+        if step == 3:
+            raise KeyboardInterrupt  # Ctrl-C after the step-2 checkpoint and step 3
+        return real(step)
+
+    trainer.train_step = stopped_in_step_4
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    said = capsys.readouterr().out
+    assert f"train: interrupted after step 3; the newest checkpoint is {tmp_path / 'resumed' / 'checkpoints'}" \
+           "/step-00000002 (step 2): --resume true continues from it" in said
+    GRPOTrainer(replace(cfg, resume=True)).train()  # as a fresh process would, with --resume
     straight, resumed = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
     for a, b in zip(straight, resumed):
         assert {k: v for k, v in a.items() if not k.startswith("seconds")} == \
                {k: v for k, v in b.items() if not k.startswith("seconds")}
     assert _changed(load_model(tmp_path / "straight" / "final").state_dict(), tmp_path / "resumed" / "final") == set()
+
+
+def test_resuming_a_finished_run_does_nothing_and_changed_settings_are_refused(checkpoint, tmp_path, capsys):
+    cfg = _grpo(checkpoint, tmp_path, steps=2, save_every=1)
+    final = GRPOTrainer(cfg).train()
+    weights = (final / "model.safetensors").read_bytes()
+    record = json.loads((final / "dultra_training.json").read_text())
+    assert (record["stage"], record["steps"], record["config"]["group_size"]) == ("grpo", 2, cfg.group_size)
+    capsys.readouterr()
+    assert GRPOTrainer(replace(cfg, resume=True)).train() == final  # a retried pipeline step, say
+    assert "already holds this run's model (2 steps): nothing to resume" in capsys.readouterr().out
+    assert (final / "model.safetensors").read_bytes() == weights and len(read_metrics(tmp_path)) == 2
+    # The optimizer and schedule come from the checkpoint: a resume cannot change what is trained.
+    with pytest.raises(ConfigError, match=r"step-00000001 was saved with other settings \(group_size, optim.lr\)"):
+        GRPOTrainer(replace(cfg, resume=True, group_size=cfg.group_size + 2, optim=OptimConfig(lr=0.1)))
+    unsaved = replace(cfg, save_every=0, output_dir=str(tmp_path / "unsaved"))
+    GRPOTrainer(unsaved).train()
+    with pytest.raises(ConfigError, match="no checkpoint is kept to continue it"):  # extending needs one
+        GRPOTrainer(replace(unsaved, resume=True, steps=3))
 
 
 def test_kl_penalty_and_several_iterations_run(checkpoint, tmp_path):
@@ -360,6 +394,7 @@ def test_supervised_resume_restores_the_lr_schedule(checkpoint, tmp_path):
     cosine = [0.1 + 0.45 * (1 + math.cos(math.pi * p)) for p in (0, 0.5, 1)]
     assert straight == pytest.approx([1e-3 * f for f in [1.0, *cosine]])
     assert (tmp_path / "checkpoints" / "step-00000002" / "custom_checkpoint_0.pkl").exists()
+    shutil.rmtree(tmp_path / "final")  # killed before its final model was saved
     run(tmp_path, 4, resume=True)  # steps 3 and 4 again, from the restored schedule
     assert [r["lr"] for r in read_metrics(tmp_path)] == straight
 

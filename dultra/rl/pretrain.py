@@ -21,9 +21,10 @@ from dultra.configio import doc
 from dultra.data import Example, encode_examples
 from dultra.data.mixture import load_examples
 from dultra.decoding.step import model_config
+from dultra.errors import ConfigError
 from dultra.model.loading import load
 from dultra.rl.data import ExampleStream, encode_targets
-from dultra.rl.supervised import OptimConfig, run_supervised
+from dultra.rl.supervised import OptimConfig, check_run, run_supervised
 
 
 @dataclass
@@ -79,6 +80,9 @@ def masked_diffusion_loss(
 
 def pretrain(cfg: PretrainConfig, accelerator: Accelerator | None = None):
     """Run the stage; returns the final checkpoint directory."""
+    check_run(cfg.steps, cfg.save_every, cfg.batch_size)
+    if not 0 < cfg.mask_eps <= 1:
+        raise ConfigError(f"mask_eps (the smallest mask ratio) must be in (0, 1], got {cfg.mask_eps}")
     accelerator = accelerator or Accelerator()
     model, tokenizer = load(cfg.model)
     model.set_trainable(base=True, planner=False)

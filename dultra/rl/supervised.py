@@ -64,6 +64,16 @@ class OptimConfig:
             raise ConfigError(f"optim.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
 
 
+def check_run(steps: int, save_every: int, batch_size: int, batch_name: str = "batch_size") -> None:
+    """Clear errors, before anything loads, for a run length or batch that cannot train."""
+    if steps < 1:  # 0 wrote an untrained model as the final one
+        raise ConfigError(f"steps must be >= 1, got {steps}")
+    if save_every < 0:
+        raise ConfigError(f"save_every must be >= 0 (0: only the final model), got {save_every}")
+    if batch_size < 1:
+        raise ConfigError(f"{batch_name} must be >= 1, got {batch_size}")
+
+
 def build_optimizer(params, cfg: OptimConfig, total_steps: int):
     """AdamW over `params` (tensors, or param groups with their own "lr") and its LambdaLR
     schedule over `total_steps` optimizer updates (step it once per update; see `prepare`)."""

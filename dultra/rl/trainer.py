@@ -54,7 +54,13 @@ from dultra.rl.data import ExampleStream
 from dultra.rl.grpo import group_advantages, kl_penalty, loss_coefficients, sequence_log_ratio
 from dultra.rl.logger import MetricsLogger
 from dultra.rl.rollout import Rollout, rollout, score
-from dultra.rl.supervised import OptimConfig, build_optimizer, prepare, store_frozen_weights
+from dultra.rl.supervised import (
+    OptimConfig,
+    build_optimizer,
+    check_run,
+    prepare,
+    store_frozen_weights,
+)
 
 
 class OffPolicyError(RuntimeError):
@@ -106,6 +112,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         check_lengths(self.gen_length, self.block_length)
+        check_run(self.steps, self.save_every, self.prompts_per_step, "prompts_per_step")
+        if not 0 <= self.beta < float("inf"):
+            raise ConfigError(f"beta (the KL penalty's weight) must be >= 0, got {self.beta}")
         if self.num_iterations < 1:
             raise ConfigError(f"num_iterations must be >= 1, got {self.num_iterations}")
         if self.replay_batch_size < 0:

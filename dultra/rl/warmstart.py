@@ -23,9 +23,10 @@ from dultra.data.mixture import load_examples
 from dultra.decoding.generate import check_lengths
 from dultra.decoding.rules import factor_rule
 from dultra.decoding.step import block_index, model_config, score_block
+from dultra.errors import ConfigError
 from dultra.model.loading import load
 from dultra.rl.data import ExampleStream, encode_targets
-from dultra.rl.supervised import OptimConfig, run_supervised
+from dultra.rl.supervised import OptimConfig, check_run, run_supervised
 
 
 @dataclass
@@ -111,6 +112,9 @@ def warmstart_loss(
 def warmstart(cfg: WarmstartConfig, accelerator: Accelerator | None = None):
     """Run the stage; returns the final checkpoint directory (base + trained head)."""
     check_lengths(cfg.gen_length, cfg.block_length)
+    check_run(cfg.steps, cfg.save_every, cfg.batch_size)
+    if not 0 < cfg.factor < float("inf"):  # the rule the head imitates; decoding refuses it too
+        raise ConfigError(f"factor must be a finite number > 0, got {cfg.factor}")
     accelerator = accelerator or Accelerator()
     model, tokenizer = load(cfg.model, add_planner=True)
     model.set_trainable(base=False, planner=True)

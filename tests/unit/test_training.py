@@ -355,6 +355,10 @@ def test_an_unreachable_sandbox_fails_before_training(checkpoint, tmp_path):
     ({"planner_lr": -1.0}, "planner_lr must be a finite number > 0"),  # -1 trained the head uphill
     ({"planner_lr": 0.0}, "planner_lr must be a finite number > 0"),
     ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
+    ({"steps": 0}, "steps must be >= 1, got 0"),  # 0 saved an untrained model as the final one
+    ({"save_every": -1}, "save_every must be >= 0"),
+    ({"prompts_per_step": 0}, "prompts_per_step must be >= 1, got 0"),
+    ({"beta": -1.0}, "beta .* must be >= 0"),
 ])
 def test_settings_the_trainer_refuses(checkpoint, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -373,6 +377,14 @@ def test_unknown_lr_schedules_and_zero_block_lengths_are_config_errors(tmp_path)
     ws = WarmstartConfig(model="not-loaded", output_dir=str(tmp_path), block_length=0)
     with pytest.raises(ConfigError, match="block_length must be > 0"):
         warmstart(ws)
+    for bad, message in [({"factor": -1.0}, "factor must be a finite number > 0"), ({"steps": -1}, "steps must be >= 1"),
+                         ({"batch_size": 0}, "batch_size must be >= 1")]:
+        with pytest.raises(ConfigError, match=message):  # before loading the model
+            warmstart(WarmstartConfig(model="not-loaded", output_dir=str(tmp_path), **bad))
+    for bad, message in [({"mask_eps": 2.0}, r"mask_eps .* must be in \(0, 1\]"), ({"mask_eps": -1.0}, "mask_eps"),
+                         ({"steps": 0}, "steps must be >= 1"), ({"save_every": -1}, "save_every must be >= 0")]:
+        with pytest.raises(ConfigError, match=message):
+            pretrain(PretrainConfig(model="not-loaded", output_dir=str(tmp_path), **bad))
 
 
 def test_lr_schedule_spans_every_update_of_several_iterations(checkpoint, tmp_path):

@@ -40,8 +40,17 @@ def resolve(model: str | Path) -> Path:
             "use `tiny`, a local directory or a Hub id"
         raise CheckpointError(f"no checkpoint directory at {path} ({why})")
     if not (path / "config.json").exists():
-        raise CheckpointError(f"{path} has no config.json: not a Hugging Face checkpoint directory")
+        raise CheckpointError(f"{path} has no config.json: not a Hugging Face checkpoint directory{_hint(path)}")
     return path
+
+
+def _hint(path: Path) -> str:
+    """Where the model is when `path` is a training run's directory or one of its step checkpoints."""
+    if (path / "final" / "config.json").exists():
+        return f" (a training run's model is its final/: did you mean {path / 'final'}?)"
+    if (path / "trainer_state.json").exists():  # OUTPUT_DIR/checkpoints/step-N
+        return f" ({path.name} is a training state for --resume; the run's model is {path.parent.parent / 'final'})"
+    return ""
 
 
 def load_model(

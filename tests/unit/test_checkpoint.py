@@ -138,8 +138,16 @@ def test_missing_planner_keys_are_an_error_unless_adding_a_head(tmp_path):
 def test_not_a_checkpoint_directory(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint directory"):
         load_model(tmp_path / "nope")
-    with pytest.raises(CheckpointError, match="no config.json"):
+    with pytest.raises(CheckpointError, match="no config.json: not a Hugging Face checkpoint directory$"):
         load_model(tmp_path)
+    run = tmp_path / "run"  # a training run's directory, or one of its step checkpoints, given as the model
+    small_model().save_pretrained(run / "final")
+    (run / "checkpoints" / "step-00000002").mkdir(parents=True)
+    (run / "checkpoints" / "step-00000002" / "trainer_state.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=f"did you mean {run / 'final'}"):
+        load_model(run)
+    with pytest.raises(CheckpointError, match=f"a training state for --resume; the run's model is {run / 'final'}"):
+        load_model(run / "checkpoints" / "step-00000002")
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -58,7 +58,7 @@ class EvalConfig:
     cache: str = doc("none", "KV cache within a block: none (exact), prefix or dual (Fast-dLLM; faster, approximate)")
     compile: bool = doc(False, "compiled decoding steps, replayed from CUDA graphs on a GPU (each batch shape "
                                "compiles once; prompts are padded to a multiple of 64 tokens to share shapes)")
-    seed: int = doc(0, "seed (greedy decoding draws nothing; recorded for completeness)")
+    seed: int = doc(0, "seed of planner-sample's draws (the other strategies are greedy and draw nothing)")
     output_dir: str = doc("runs/eval", "where samples.jsonl and the report go (a rerun resumes there)")
     sandbox_url: str | None = doc(None, "sandbox service for code tasks (none: in-process workers)")
     max_unscored_fraction: float = doc(0.05, "fail when more samples than this cannot be scored")
@@ -92,7 +92,8 @@ def _data_hash(examples: list[Example]) -> str:
     return hashlib.sha256(json.dumps([ex.to_dict() for ex in examples], sort_keys=True).encode()).hexdigest()
 
 
-def metadata(cfg: EvalConfig, path: Path, tokenizer, examples: list[Example], device: str, dtype) -> dict:
+def metadata(cfg: EvalConfig, path: Path, tokenizer, examples: list[Example], device: str, dtype,
+             specs: list) -> dict:
     """Everything needed to reproduce the numbers."""
     import transformers
 
@@ -107,7 +108,7 @@ def metadata(cfg: EvalConfig, path: Path, tokenizer, examples: list[Example], de
         "first_prompt": render_prompts(tokenizer, examples[:1])[0] if examples else None,
         "settings": config_dict(cfg), "device": torch.cuda.get_device_name() if device.startswith("cuda") else
         f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "dtype": str(dtype), "greedy": True,
+        "dtype": str(dtype), "greedy": not any(s.name == "planner-sample" for s in specs),  # it draws positions
         "versions": {"dultra": getattr(dultra, "__version__", "0.1.0"), "torch": torch.__version__,
                      "transformers": transformers.__version__, "python": sys.version.split()[0]},
     }
@@ -197,7 +198,7 @@ def _evaluate(cfg: EvalConfig, specs: list, decode: DecodeConfig, examples: list
     model, tokenizer = load(path, dtype=dtype, device=device)
     decode.eos_ids = stop_token_ids(path, tokenizer, model.config)
     out = Path(cfg.output_dir)
-    meta = metadata(cfg, path, tokenizer, examples, device, dtype)
+    meta = metadata(cfg, path, tokenizer, examples, device, dtype, specs)
     records = _resume(out, {k: meta[k] for k in ("model_sha256", "tokenizer_sha256", "data_sha256", "settings")})
     done = {(r.strategy, r.id) for r in records}
     pending = [(s, todo) for s in specs if (todo := [ex for ex in examples if (s.spec(), ex.id) not in done])]

@@ -110,7 +110,9 @@ def test_report_files_are_readable(ckpt, tmp_path):
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (tmp_path / "report.html").read_text()
     assert len(re.findall(r"<tr><td>(planner|threshold):", page)) == 2 and "data:image/png;base64," in page
-    assert set(result["methods"]) == {"planner", "threshold"}
+    assert set(result["methods"]) == {"planner", "threshold"} and meta["greedy"] is True
+    sampled = run_evaluation(_eval_cfg(ckpt, tmp_path / "sampled", limit=2, strategies="planner-sample", warmup=False))
+    assert sampled["metadata"]["greedy"] is False  # planner-sample draws the positions it reveals
     records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert len(records) == 12 and {"id", "completion", "extracted", "correct", "nfe"} <= set(records[0])
 

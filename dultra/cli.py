@@ -40,9 +40,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """parse_args, except that an unknown option is reported by the subcommand it was given to,
+    with its usage, and named with the subcommands that have it (`--group-size` to `pretrain`)."""
+    args, extras = parser.parse_known_args(argv)
+    if not extras:
+        return args
+    chosen, others = parser, {}
+    while chosen._subparsers is not None:
+        action = chosen._subparsers._group_actions[0]
+        if getattr(args, action.dest, None) not in action.choices:
+            break
+        others = action.choices
+        chosen = action.choices[getattr(args, action.dest)]
+    hints = []
+    for flag in (e.split("=", 1)[0] for e in extras if e.startswith("--")):
+        owners = [sub.prog for sub in others.values() if sub is not chosen and flag in sub._option_string_actions]
+        if owners:
+            hints.append(f"{flag} is an option of {' / '.join(dict.fromkeys(owners))}")
+    chosen.error(f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if not sys.stderr.isatty():  # keep logs and captured stderr free of progress-bar redraws
         hf_logging.disable_progress_bar()
     try:

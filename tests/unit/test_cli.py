@@ -102,6 +102,21 @@ def test_unknown_strategy_is_refused_by_the_parser(capsys):
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, usage, message", [
+    (["pretrain", "--group-size", "4"], "usage: dultra pretrain",
+     "dultra pretrain: error: unrecognized arguments: --group-size 4 (--group-size is an option of dultra train)"),
+    (["generate", "--prompt", "hi", "--bogus"], "usage: dultra generate",
+     "dultra generate: error: unrecognized arguments: --bogus\n"),
+    (["schedule", "list", "--cron=x"], "usage: dultra schedule list",
+     "dultra schedule list: error: unrecognized arguments: --cron=x (--cron is an option of dultra schedule create)"),
+])
+def test_an_option_of_another_command_is_named_by_the_command_it_was_given_to(capsys, argv, usage, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith(usage) and message in err
+
+
 @pytest.mark.parametrize("device, message", [("bogus", "is not a torch device"), ("cuda:99", "CUDA GPU")])
 def test_a_device_this_machine_lacks_is_refused_by_the_parser(capsys, device, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from dultra.configio import config_dict, doc
 from dultra.data import Example, load_task, read_examples, render_prompts
@@ -30,6 +29,7 @@ from dultra.eval.accuracy import SampleRecord, evaluate
 from dultra.eval.report import method_aup, summarize, write_report
 from dultra.model.device import check_device
 from dultra.model.loading import load, resolve, stop_token_ids
+from dultra.progress import progress
 
 
 class EvalError(DultraError):
@@ -204,8 +204,9 @@ def _evaluate(cfg: EvalConfig, specs: list, decode: DecodeConfig, examples: list
     pending = [(s, todo) for s in specs if (todo := [ex for ex in examples if (s.spec(), ex.id) not in done])]
     if cfg.warmup and pending:  # untimed and discarded
         evaluate(model, tokenizer, pending[0][1][: cfg.batch_size], pending[0][0], decode, cfg.batch_size)
-    # The bar is drawn on a terminal only (tqdm's disable=None): pipeline logs stay clean.
-    bar = tqdm(total=len(specs) * len(examples), initial=len(records), desc="eval", unit="sample", disable=None)
+    if records:
+        print(f"eval: resuming {out}: {len(records)} of {len(specs) * len(examples)} samples are done", file=sys.stderr)
+    bar = progress(desc="eval", total=len(specs) * len(examples), initial=len(records), unit="sample")
     with bar, (out / "samples.jsonl").open("a") as sink:
         def save(batch: list[SampleRecord]) -> None:
             sink.write("".join(json.dumps(r.to_dict()) + "\n" for r in batch))

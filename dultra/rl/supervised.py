@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
-from tqdm.auto import tqdm
 
 from dultra.configio import config_dict, doc
 from dultra.errors import ConfigError
 from dultra.model.precision import store_frozen_linears
+from dultra.progress import progress
 from dultra.rl.checkpoint import (
     finished_run,
     load_checkpoint,
@@ -151,8 +151,8 @@ def run_supervised(
     logger = MetricsLogger(output_dir, enabled=accelerator.is_main_process, resume_step=start)
     accelerator.print(f"{name}: config {config}")
     model.train()
-    bar = tqdm(range(start, cfg.steps), desc=name, disable=not accelerator.is_local_main_process,
-               initial=start, total=cfg.steps)
+    bar = progress(range(start, cfg.steps), desc=name, total=cfg.steps, initial=start, unit="step",
+                   enabled=accelerator.is_local_main_process)
     with stopped_by_user(accelerator, name, output_dir, bar):
         for step in bar:
             began = time.perf_counter()

@@ -32,7 +32,6 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
-from tqdm.auto import tqdm
 
 from dultra.configio import config_dict, doc
 from dultra.data.mixture import load_examples
@@ -41,6 +40,7 @@ from dultra.decoding.generate import check_cache, check_lengths, check_temperatu
 from dultra.decoding.trajectory import replay_forwards, replay_steps
 from dultra.errors import ConfigError
 from dultra.model.loading import load, stop_token_ids
+from dultra.progress import progress
 from dultra.rewards import RewardConfig, RewardScorer, load_teacher
 from dultra.rl.checkpoint import (
     finished_run,
@@ -213,8 +213,8 @@ class GRPOTrainer:
             acc.print(f"train: resumed from {ckpt} at step {start}")
         logger = MetricsLogger(cfg.output_dir, enabled=acc.is_main_process, resume_step=start)
         acc.print(f"train: config {self.config}")
-        bar = tqdm(range(start, cfg.steps), desc="grpo", initial=start, total=cfg.steps,
-                   disable=not acc.is_local_main_process)
+        bar = progress(range(start, cfg.steps), desc="grpo", total=cfg.steps, initial=start, unit="step",
+                       enabled=acc.is_local_main_process)
         with stopped_by_user(acc, "train", cfg.output_dir, bar):
             for step in bar:
                 metrics = self.train_step(step)

@@ -25,7 +25,15 @@ from dultra.decoding.strategies import (
 )
 from dultra.errors import ConfigError
 from dultra.model.device import check_device
-from dultra.model.loading import load_model, load_tokenizer, read_config, resolve, stop_token_ids
+from dultra.model.loading import (
+    load_model,
+    load_tokenizer,
+    read_config,
+    resolve,
+    stop_token_ids,
+    training_record,
+    untrained_planner,
+)
 from dultra.model.tokenizer import encode_prompts
 
 
@@ -38,8 +46,10 @@ def register(subparsers) -> None:
     p.add_argument("--strategy", default="planner",
                    choices=["planner", "planner-sample", "threshold", "factor", "low-confidence", "entropy"],
                    help="unmasking strategy (default: planner, the dUltra planner-greedy rule)")
-    p.add_argument("--gen-length", type=int, default=256, help="completion length in tokens (default 256)")
-    p.add_argument("--block-length", type=int, default=32, help="semi-autoregressive block size (default 32)")
+    p.add_argument("--gen-length", type=int, default=None,
+                   help="completion length in tokens (default: as dultra trained the checkpoint, else 256)")
+    p.add_argument("--block-length", type=int, default=None,
+                   help="semi-autoregressive block size (default: as dultra trained the checkpoint, else 32)")
     p.add_argument("--threshold", type=float, help="threshold: confidence tau (default 0.9)")
     p.add_argument("--factor", type=float, help="planner / factor: parallelism factor (default 1.0)")
     p.add_argument("--steps", type=int, help="low-confidence: total steps (default gen_length)")
@@ -92,11 +102,27 @@ def strategy_from_args(args: argparse.Namespace) -> Strategy:
     }[args.strategy]()
 
 
+def trained_lengths(path, args: argparse.Namespace) -> None:
+    """Unset --gen-length / --block-length: those the checkpoint was trained with by dultra
+    (its decoding only ever saw them), else 256 / 32."""
+    trained = training_record(path).get("config", {})
+    lengths = (trained.get("gen_length"), trained.get("block_length"))
+    if args.gen_length is None and args.block_length is None and all(lengths):
+        args.gen_length, args.block_length = lengths
+        print(f"dultra: gen_length {lengths[0]}, block_length {lengths[1]}, as {path} was trained", file=sys.stderr)
+    args.gen_length = 256 if args.gen_length is None else args.gen_length
+    args.block_length = 32 if args.block_length is None else args.block_length
+
+
 def run(args: argparse.Namespace) -> int:
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
-    strategy = strategy_from_args(args)
     # Everything that can be checked without the weights is checked before loading them.
     path = resolve(args.model)
+    trained_lengths(path, args)
+    strategy = strategy_from_args(args)
+    if strategy.uses_planner and untrained_planner(path):
+        print(f"dultra: warning: the planner head of {path} is untrained (a pretraining checkpoint): "
+              "run `dultra warmstart`, or use another strategy", file=sys.stderr)
     model_config = read_config(path)
     tokenizer = load_tokenizer(path, model_config.mask_token_id)
     config = DecodeConfig(

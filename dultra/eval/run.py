@@ -28,7 +28,7 @@ from dultra.errors import ConfigError, DataError, DultraError
 from dultra.eval.accuracy import SampleRecord, evaluate
 from dultra.eval.report import method_aup, summarize, write_report
 from dultra.model.device import check_device
-from dultra.model.loading import load, resolve, stop_token_ids
+from dultra.model.loading import load, resolve, stop_token_ids, untrained_planner
 from dultra.progress import progress
 
 
@@ -195,6 +195,8 @@ def _evaluate(cfg: EvalConfig, specs: list, decode: DecodeConfig, examples: list
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     path = resolve(cfg.model)
+    if any(s.uses_planner for s in specs) and untrained_planner(path):
+        print(f"eval: warning: the planner head of {path} is untrained (a pretraining checkpoint)", file=sys.stderr)
     model, tokenizer = load(path, dtype=dtype, device=device)
     decode.eos_ids = stop_token_ids(path, tokenizer, model.config)
     out = Path(cfg.output_dir)

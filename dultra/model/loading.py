@@ -44,6 +44,23 @@ def resolve(model: str | Path) -> Path:
     return path
 
 
+TRAINING_RECORD = "dultra_training.json"  # written by dultra's training stages next to the weights
+
+
+def training_record(path: Path) -> dict:
+    """How a checkpoint of dultra's own training was trained ({"stage", "steps", "config"}); {} for others."""
+    try:
+        record = json.loads((path / TRAINING_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def untrained_planner(path: Path) -> bool:
+    """True for a checkpoint whose planner head dultra never trained (a pretraining stage's output)."""
+    return training_record(path).get("stage") == "pretrain"
+
+
 def _hint(path: Path) -> str:
     """Where the model is when `path` is a training run's directory or one of its step checkpoints."""
     if (path / "final" / "config.json").exists():

@@ -26,10 +26,11 @@ from typing import Any
 from accelerate import Accelerator
 
 from dultra.errors import CheckpointError, ConfigError
+from dultra.model.loading import TRAINING_RECORD
 
 STATE_FILE = "trainer_state.json"
 FINAL = "final"  # OUTPUT_DIR/final: the trained model
-RECORD_FILE = "dultra_training.json"  # in final/: how it was trained
+RECORD_FILE = TRAINING_RECORD  # in final/: how it was trained
 # Settings a resumed run may change: `steps` extends a run; the others say where things are,
 # not what is trained.
 RESUMABLE = ("resume", "steps", "save_every", "output_dir", "model", "data", "sandbox_url")

@@ -39,7 +39,7 @@ from dultra.decoding import DecodeConfig, Trajectory, replay
 from dultra.decoding.generate import check_cache, check_lengths, check_temperature
 from dultra.decoding.trajectory import replay_forwards, replay_steps
 from dultra.errors import ConfigError
-from dultra.model.loading import load, stop_token_ids
+from dultra.model.loading import load, resolve, stop_token_ids, untrained_planner
 from dultra.progress import progress
 from dultra.rewards import RewardConfig, RewardScorer, load_teacher
 from dultra.rl.checkpoint import (
@@ -164,6 +164,9 @@ class GRPOTrainer:
         model, self.tokenizer = load(cfg.model)
         if not model.config.has_planner:
             raise ConfigError(f"{cfg.model} has no planner head: run `dultra warmstart` first")
+        if cfg.train_planner and untrained_planner(resolve(cfg.model)):
+            acc.print(f"train: warning: the planner head of {cfg.model} is untrained (a pretraining checkpoint): "
+                      "GRPO then starts from a random unmasking policy; `dultra warmstart` first is the recipe")
         model.set_trainable(base=cfg.train_base, planner=cfg.train_planner)
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()

@@ -142,3 +142,25 @@ def test_an_output_path_under_a_file_ends_with_one_line(capsys, tmp_path):
                  "--block-length", "16", "--strategies", "threshold:tau=0.9", "--output-dir", str(tmp_path / "afile/x")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == f"dultra: error: Not a directory: {tmp_path / 'afile/x'}"
+
+
+def test_a_checkpoint_trained_by_dultra_decodes_at_its_lengths_and_an_untrained_head_is_named(capsys, tmp_path):
+    import shutil
+
+    from dultra.model.loading import TRAINING_RECORD, resolve
+
+    trained = tmp_path / "grpo"
+    shutil.copytree(resolve("tiny"), trained)
+    (trained / TRAINING_RECORD).write_text(json.dumps({"stage": "grpo", "steps": 2,
+                                                       "config": {"gen_length": 16, "block_length": 8}}))
+    assert main(["generate", "--model", str(trained), "--prompt", "hi", "--json"]) == 0
+    out = capsys.readouterr()
+    assert (json.loads(out.out)["gen_length"], json.loads(out.out)["block_length"]) == (16, 8)
+    assert f"gen_length 16, block_length 8, as {trained} was trained" in out.err and "warning" not in out.err
+    assert main(["generate", "--model", str(trained), "--prompt", "hi", "--json", "--gen-length", "32"]) == 0
+    assert json.loads(capsys.readouterr().out)["block_length"] == 32  # one length given: the defaults for the rest
+    (trained / TRAINING_RECORD).write_text(json.dumps({"stage": "pretrain", "steps": 2, "config": {"gen_length": 16}}))
+    assert main(["generate", "--model", str(trained), "--prompt", "hi", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["gen_length"] == 256
+    assert f"warning: the planner head of {trained} is untrained" in out.err

@@ -77,3 +77,16 @@ def encode_examples(
     as raw text, so padding and special-token handling stay those of the model package.
     """
     return encode_prompts(tokenizer, render_prompts(tokenizer, examples), chat_template=False)
+
+
+def solutions_too_long(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], gen_length: int,
+                       sample: int = 200) -> str | None:
+    """A warning when reference solutions (of the first `sample` examples that have one) do not
+    fit gen_length tokens with their EOS: completions that short can rarely be right. None if all fit."""
+    solutions = [ex.solution for ex in examples if ex.solution][:sample]
+    lengths = [len(ids) + 1 for ids in tokenizer(solutions, add_special_tokens=False)["input_ids"]] if solutions else []
+    over = [n for n in lengths if n > gen_length]
+    if not over:
+        return None
+    return (f"{len(over)} of {len(lengths)} reference solutions take more than gen_length {gen_length} tokens "
+            f"with their EOS (up to {max(over)}): raise gen_length")

@@ -22,6 +22,7 @@ import torch
 
 from dultra.configio import config_dict, doc
 from dultra.data import Example, load_task, read_examples, render_prompts
+from dultra.data.prompts import solutions_too_long
 from dultra.decoding import DecodeConfig, parse_strategy
 from dultra.decoding.generate import check_settings
 from dultra.errors import ConfigError, DataError, DultraError
@@ -198,6 +199,8 @@ def _evaluate(cfg: EvalConfig, specs: list, decode: DecodeConfig, examples: list
     if any(s.uses_planner for s in specs) and untrained_planner(path):
         print(f"eval: warning: the planner head of {path} is untrained (a pretraining checkpoint)", file=sys.stderr)
     model, tokenizer = load(path, dtype=dtype, device=device)
+    if too_long := solutions_too_long(tokenizer, examples, cfg.gen_length):
+        print(f"eval: warning: {too_long}", file=sys.stderr)
     decode.eos_ids = stop_token_ids(path, tokenizer, model.config)
     out = Path(cfg.output_dir)
     meta = metadata(cfg, path, tokenizer, examples, device, dtype, specs)

@@ -35,6 +35,7 @@ from accelerate.utils import DistributedType
 
 from dultra.configio import config_dict, doc
 from dultra.data.mixture import load_examples
+from dultra.data.prompts import solutions_too_long
 from dultra.decoding import DecodeConfig, Trajectory, replay
 from dultra.decoding.generate import check_cache, check_lengths, check_temperature
 from dultra.decoding.trajectory import replay_forwards, replay_steps
@@ -171,6 +172,8 @@ class GRPOTrainer:
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.eos_ids = stop_token_ids(cfg.model, self.tokenizer, model.config)
+        if too_long := solutions_too_long(self.tokenizer, examples, cfg.gen_length):
+            acc.print(f"train: warning: {too_long}")
         store_frozen_weights(model, acc, "train")
         self.reference = copy.deepcopy(model).requires_grad_(False).to(acc.device) if cfg.beta > 0 else None
         self.params = [p for p in model.parameters() if p.requires_grad]

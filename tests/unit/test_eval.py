@@ -206,3 +206,11 @@ def test_strategy_lists_split_on_commas_and_semicolons():
         ["planner:factor=1.0", "threshold:tau=0.9", "entropy"]
     assert split_strategies("low-confidence:steps={gen},factor:factor=1.0,official=true", 64) == \
         ["low-confidence:steps=64", "factor:factor=1.0,official=true"]
+
+
+def test_a_gen_length_too_short_for_the_answers_is_named(ckpt, tmp_path, capsys):
+    run_evaluation(_eval_cfg(ckpt, tmp_path, limit=2, gen_length=8, block_length=8, warmup=False))
+    assert re.search(r"eval: warning: 2 of 2 reference solutions take more than gen_length 8 tokens with their EOS "
+                     r"\(up to \d+\): raise gen_length", capsys.readouterr().err)
+    run_evaluation(_eval_cfg(ckpt, tmp_path / "fits", limit=2, warmup=False))  # gen 32: they fit
+    assert "warning" not in capsys.readouterr().err

@@ -101,26 +101,32 @@ def _build(cls: type, values: dict[str, Any], where: str, defaults: Any = None) 
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(sorted(fields))}")
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where or 'the settings'}; "
+                          f"allowed: {', '.join(sorted(fields))}")
     kwargs = {}
     for key, value in values.items():
         base, optional = _base_type(hints[key])
         if dataclasses.is_dataclass(base):
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}.{key} must be a mapping")
+                raise ConfigError(f"{_join(where, key)} must be a mapping")
             # A partial mapping changes the parent's default, not the class's: TrainConfig's
             # optim is OptimConfig(lr=5e-6, weight_decay=0.1), so `optim.grad_clip` alone keeps those.
             inner = getattr(defaults, key) if defaults is not None else _field_default(fields[key])
-            value = _build(base, value, f"{where}.{key}", inner if isinstance(inner, base) else None)
+            value = _build(base, value, _join(where, key), inner if isinstance(inner, base) else None)
         elif value is None and not optional:
-            raise ConfigError(f"{where}.{key} may not be empty")
+            raise ConfigError(f"{_join(where, key)} may not be empty")
         elif value is not None:
-            value = _coerce(base, value, f"{where}.{key}")
+            value = _coerce(base, value, _join(where, key))
         kwargs[key] = value
     try:
         return dataclasses.replace(defaults, **kwargs) if defaults is not None else cls(**kwargs)
     except TypeError as err:
-        raise ConfigError(f"{where}: {err}") from None
+        raise ConfigError(f"{where or cls.__name__}: {err}") from None
+
+
+def _join(where: str, key: str) -> str:
+    """A setting's name in messages: `optim.lr` (given by flags), `tiny.yaml:train.optim.lr` (in a file)."""
+    return f"{where}.{key}" if where else key
 
 
 def _coerce(base: Any, value: Any, where: str) -> Any:
@@ -151,7 +157,7 @@ def load_config(
     """Build `cls` from a YAML file (optionally one top-level `section` of it), then flags,
     then `overrides` ({"optim.lr": 1e-4, ...}, dotted names like the flags)."""
     values: dict[str, Any] = {}
-    where = cls.__name__
+    where = ""  # flags only: a setting is named as its flag is
     if path is not None:
         path = Path(path)
         if not path.is_file():

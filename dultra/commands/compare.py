@@ -12,6 +12,7 @@ import argparse
 import time
 
 from dultra.decoding import DecodeConfig, generate, parse_strategy
+from dultra.decoding.generate import check_settings
 from dultra.model.loading import load
 from dultra.model.tokenizer import encode_prompts
 
@@ -32,14 +33,16 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    config = DecodeConfig(gen_length=args.gen_length, block_length=args.block_length, seed=0)
+    strategies = [parse_strategy(spec.format(gen=args.gen_length)) for spec in STRATEGIES]
+    for strategy in strategies:  # before the table starts
+        check_settings(config, strategy)
     model, tokenizer = load(args.model)
     ids, mask = encode_prompts(tokenizer, [args.prompt])
-    config = DecodeConfig(gen_length=args.gen_length, block_length=args.block_length, seed=0)
     print(f"{args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters), "
           f"prompt {args.prompt!r}, gen {args.gen_length}, block {args.block_length}\n")
     print(f"{'strategy':<26}{'NFE':>5}{'TPF':>7}{'ms':>8}  completion")
-    for spec in STRATEGIES:
-        strategy = parse_strategy(spec.format(gen=args.gen_length))
+    for strategy in strategies:
         start = time.perf_counter()
         out = generate(model, ids, mask, strategy, config)
         ms = (time.perf_counter() - start) * 1e3

@@ -40,8 +40,9 @@ from dultra.model.tokenizer import encode_prompts
 def register(subparsers) -> None:
     p = subparsers.add_parser("generate", help="decode a prompt", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny", help="`tiny` (built offline), a checkpoint directory (LLaDA, dUltra, or ours) "
-                        "or a Hugging Face Hub id (GSAI-ML/LLaDA-8B-Instruct, sengi/dUltra-math)")
+    p.add_argument("--model", default="tiny",
+                   help="`tiny` (built offline, untrained: it writes noise), a checkpoint directory (LLaDA, dUltra, "
+                        "or ours) or a Hugging Face Hub id (GSAI-ML/LLaDA-8B-Instruct, sengi/dUltra-math)")
     p.add_argument("--prompt", required=True, help="the user message")
     p.add_argument("--strategy", default="planner",
                    choices=["planner", "planner-sample", "threshold", "factor", "low-confidence", "entropy"],

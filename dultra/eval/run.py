@@ -42,7 +42,7 @@ class EvalConfig:
     """Settings of `dultra eval`."""
 
     model: str = doc("tiny", "`tiny`, a checkpoint directory or a Hub id")
-    task: str = doc("synthetic-math", "gsm8k, math500, humaneval, mbpp, synthetic-math or synthetic-code")
+    task: str = doc("synthetic-math", "gsm8k, math500, humaneval, mbpp, apps, synthetic-math or synthetic-code")
     data: str | None = doc(None, "local dataset file or folder instead of the Hub / generator")
     examples: str | None = doc(None, "a JSONL of prepared examples (a pipeline artifact) instead of task/data")
     split: str = doc("test", "dataset split")
@@ -63,7 +63,7 @@ class EvalConfig:
     output_dir: str = doc("runs/eval", "where samples.jsonl and the report go (a rerun resumes there)")
     sandbox_url: str | None = doc(None, "sandbox service for code tasks (none: in-process workers)")
     max_unscored_fraction: float = doc(0.05, "fail when more samples than this cannot be scored")
-    device: str | None = doc(None, "torch device (default: cuda if available)")
+    device: str | None = doc(None, "torch device (none: cuda if available)")
 
 
 def split_strategies(text: str, gen_length: int) -> list[str]:

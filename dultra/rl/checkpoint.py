@@ -87,6 +87,8 @@ def resume_checkpoint(output_dir: str | Path, resume: bool, config: dict[str, An
     is trained (the optimizer and schedule come from the checkpoint), and when a finished
     run's final model would be overwritten with no checkpoint to continue from.
     """
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise ConfigError(f"output_dir {output_dir} is a file, not a directory")
     final = Path(output_dir) / FINAL
     if resume:
         latest = latest_checkpoint(output_dir)

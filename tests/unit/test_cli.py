@@ -164,3 +164,15 @@ def test_a_checkpoint_trained_by_dultra_decodes_at_its_lengths_and_an_untrained_
     out = capsys.readouterr()
     assert json.loads(out.out)["gen_length"] == 256
     assert f"warning: the planner head of {trained} is untrained" in out.err
+
+
+def test_compare_checks_its_settings_before_printing_anything(capsys):
+    assert main(["compare", "--gen-length", "20"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "gen_length (20) is not a multiple of block_length (16)" in out.err
+
+
+def test_a_file_as_a_training_output_dir_is_named(capsys, tmp_path):
+    (tmp_path / "typo.yaml").write_text("x")
+    assert main(["pretrain", "--output-dir", str(tmp_path / "typo.yaml"), "--steps", "1"]) == 2
+    assert f"output_dir {tmp_path / 'typo.yaml'} is a file, not a directory" in capsys.readouterr().err

@@ -75,6 +75,13 @@ def test_numbers_yaml_reads_as_strings_or_ints_become_floats(tmp_path):
     assert cfg.inner.weight == 1e-4 and cfg.pair == (1.0, 2e-3)
 
 
+def test_a_bad_flag_is_named_as_the_flag_not_the_class():
+    import argparse
+
+    with pytest.raises(ConfigError, match=r"^pair must be a list of 2 numbers, got \(0.9,\)$"):
+        load_config(Outer, flags=argparse.Namespace(**{"cfg:pair": (0.9,)}))
+
+
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(Outer, tmp_path / "nope.yaml")

@@ -22,6 +22,7 @@ it replaces.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -73,8 +74,8 @@ class CreateResult:
     """Ids of recurring runs with the same name that were deleted (--replace)."""
 
 
-def check_pipeline_file(path: Path) -> str:
-    """Refuse a file that is not a compiled KFP pipeline; return its pipelineInfo.name."""
+def check_pipeline_file(path: Path) -> dict:
+    """Refuse a file that is not a compiled KFP pipeline; return its pipeline spec."""
     try:
         size = path.stat().st_size
         docs = list(yaml.safe_load_all(path.read_text()))
@@ -88,7 +89,16 @@ def check_pipeline_file(path: Path) -> str:
     if not isinstance(spec, dict) or "pipelineInfo" not in spec or "root" not in spec:
         raise ScheduleSettingsError(f"{path} is not a compiled KFP pipeline (no pipelineInfo/root); "
                                     f"compile it with kfp.compiler.Compiler().compile(...)")
-    return str(spec["pipelineInfo"].get("name", ""))
+    return spec
+
+
+def check_parameters(spec: dict, parameters: dict, path: Path) -> None:
+    """A --param the pipeline does not have would fail every scheduled run, nights later: refuse it now."""
+    known = set(((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {})
+    for name in sorted(set(parameters) - known):
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"it has: {', '.join(sorted(known)) or 'none'}"
+        raise ScheduleSettingsError(f"--param {name}: the pipeline in {path} has no such parameter ({hint})")
 
 
 def resolve_pipeline(client: KfpClient, source: PipelineSource,
@@ -125,8 +135,8 @@ def create_schedule(client: KfpClient, spec: ScheduleSpec, source: PipelineSourc
                     replace: bool = False) -> CreateResult:
     """Create the recurring run `spec` describes (see the module docstring for the order)."""
     parse_cron(spec.cron)  # never send a cron this module would refuse
-    if source.file is not None and not source.pipeline_id:
-        check_pipeline_file(source.file)  # a local mistake should fail before any request
+    if source.file is not None and not source.pipeline_id:  # a local mistake fails before any request
+        check_parameters(check_pipeline_file(source.file), spec.parameters, source.file)
     existing = client.list_recurring_runs(namespace=namespace, name=spec.name)
     if existing and not replace:
         ids = ", ".join(r.recurring_run_id for r in existing)

@@ -62,6 +62,15 @@ def test_create_uploads_and_prints_the_id_then_the_url(kfp, capsys, tmp_path, mo
     assert upload.query == {"name": ["dultra"]}
 
 
+def test_a_param_the_pipeline_lacks_is_refused_before_any_request(kfp, capsys, tmp_path):
+    pipeline_file = tmp_path / "pipeline.yaml"
+    compile_tiny_pipeline(pipeline_file)
+    code, out, err = run(capsys, "create", "--host", kfp.url, "--cron", "0 0 3 * * *", "--pipeline-file",
+                         str(pipeline_file), "--param", "tsak=gsm8k")
+    assert code == 2 and kfp.requests == []
+    assert f"--param tsak: the pipeline in {pipeline_file} has no such parameter (did you mean task?)" in err
+
+
 def test_list_shows_a_table_and_json(kfp, capsys):
     pipeline_id = kfp.add_pipeline("dultra")
     enabled = kfp.add_recurring_run("nightly", pipeline_id, cron="0 0 3 * * *")

@@ -1,4 +1,4 @@
-"""A two-parameter, one-step KFP pipeline named `tiny`, for upload tests.
+"""A one-step KFP pipeline named `tiny`, for upload tests; its parameters are those the tests pass.
 
     compile_tiny_pipeline(tmp_path / "tiny_pipeline.yaml")
 """
@@ -14,7 +14,8 @@ def add(a: int, b: float) -> float:
 
 
 @dsl.pipeline(name="tiny", description="stand-in for the dultra pipeline")
-def tiny(a: int = 1, b: float = 2.0):
+def tiny(a: int = 1, b: float = 2.0, task: str = "", flag: bool = False, code: str = "", dest: str = "",
+         empty: str = "", obj: dict = {}):  # noqa: B006 (kfp reads the default; nothing mutates it)
     add(a=a, b=b)
 
 

@@ -165,3 +165,15 @@ def test_the_library_does_not_import_kubeflow():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('kfp', 'kfp_server_api', 'kubernetes')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_params_are_checked_against_the_compiled_dultra_pipeline():
+    from pathlib import Path
+
+    from dultra.schedule.service import check_parameters, check_pipeline_file
+
+    path = Path(__file__).resolve().parents[2] / "pipelines" / "dultra_pipeline.yaml"
+    spec = check_pipeline_file(path)
+    check_parameters(spec, {"task": "gsm8k", "grpo_steps": 200, "nodes": 2, "s3_destination": "s3://b/p"}, path)
+    with pytest.raises(ScheduleSettingsError, match="--param grpo_step: .* no such parameter \\(did you mean grpo_steps\\?\\)"):
+        check_parameters(spec, {"grpo_step": 200}, path)

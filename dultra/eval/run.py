@@ -132,7 +132,8 @@ def _resume(out: Path, settings: dict) -> list[SampleRecord]:
         except (ValueError, UnicodeDecodeError):
             raise ConfigError(f"{settings_path} is unreadable; choose another --output-dir") from None
         if _fixed(before) != _fixed(settings):
-            changed = sorted(k for k in settings["settings"] if before.get("settings", {}).get(k) != settings["settings"][k])
+            changed = sorted(k for k, v in settings["settings"].items()
+                             if k not in RESUMABLE and before.get("settings", {}).get(k) != v)
             what = ", ".join(changed) if changed else "the model, tokenizer or data"
             raise ConfigError(f"{out} holds an evaluation with other settings ({what} differ); choose another "
                               "--output-dir to start a new one")

@@ -144,10 +144,7 @@ class GRPOTrainer:
         self.acc = acc = accelerator or Accelerator()
         # An unset steps weight becomes 0.1, or 0 with a frozen planner (as the reference); the
         # config logged at start and saved in checkpoints holds the value used.
-        rewards = cfg.rewards.resolve(cfg.train_planner)
-        if rewards != cfg.rewards:
-            acc.print(f"train: steps reward weight {rewards.math.steps} (math) / {rewards.code.steps} (code), "
-                      f"the planner {'trains' if cfg.train_planner else 'is frozen'}")
+        given, rewards = cfg.rewards, cfg.rewards.resolve(cfg.train_planner)
         self.cfg = cfg = replace(cfg, rewards=rewards)  # the caller's config stays as given
         if cfg.compile_rollouts and acc.distributed_type == DistributedType.FSDP:
             raise ConfigError("compile_rollouts captures the full weights at fixed addresses; FSDP shards them")
@@ -160,7 +157,11 @@ class GRPOTrainer:
         if cfg.resume and self.resume_from is None:
             acc.print(f"train: no checkpoint in {cfg.output_dir}: starting afresh")
         examples = load_examples(cfg.tasks, cfg.data, "train", cfg.train_size)
-        cfg.rewards.check({ex.kind for ex in examples}, has_teacher=cfg.teacher is not None)
+        kinds = sorted({ex.kind for ex in examples})
+        cfg.rewards.check(set(kinds), has_teacher=cfg.teacher is not None)
+        if rewards != given:
+            weights = " / ".join(f"{getattr(rewards, kind).steps} ({kind})" for kind in kinds)
+            acc.print(f"train: steps reward weight {weights}, the planner {'trains' if cfg.train_planner else 'is frozen'}")
         self.stream = ExampleStream(examples, cfg.prompts_per_step, cfg.seed, acc.process_index, acc.num_processes)
         model, self.tokenizer = load(cfg.model)
         if not model.config.has_planner:

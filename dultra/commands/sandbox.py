@@ -46,7 +46,8 @@ def register(subparsers) -> None:
 
     run = sub.add_parser("run", help="run one program with tests and print the result")
     run.add_argument("file", help="Python source of the program")
-    run.add_argument("--tests", help="Python file of tests run after the program (asserts)")
+    run.add_argument("--tests", help="Python file run after the program, counted as one test: all its asserts must "
+                     "hold (without it: passed when the program runs without error)")
     run.add_argument("--stdin", help="file fed to the program's stdin")
     run.add_argument("--expected-stdout", help="file the program's stdout must match")
     run.add_argument("--timeout", type=float, default=None, help="CPU seconds (default 5)")

@@ -195,6 +195,23 @@ def to_flags(overrides: dict[str, Any]) -> list[str]:
     return out
 
 
+def changed_settings(saved: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = (),
+                     prefix: str = "") -> list[str]:
+    """Dotted names of the settings (config_dict form, top-level ones in `ignore` aside) whose
+    values differ. A setting only one side has is skipped: new in this version, it was its default."""
+    changed = []
+    for key in sorted(saved.keys() & current.keys()):
+        old, new = saved[key], current[key]
+        if not prefix and key in ignore:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += changed_settings(old, new, prefix=f"{prefix}{key}.")
+        elif old != new and not (isinstance(old, list | tuple) and isinstance(new, list | tuple)
+                                 and list(old) == list(new)):  # JSON turns tuples into lists
+            changed.append(prefix + key)
+    return changed
+
+
 def config_dict(config: Any) -> dict[str, Any]:
     """A config as plain data (for logs and checkpoints)."""
     return dataclasses.asdict(config)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from dultra.configio import config_dict, doc
+from dultra.configio import changed_settings, config_dict, doc
 from dultra.data import Example, load_task, read_examples, render_prompts
 from dultra.data.prompts import solutions_too_long
 from dultra.decoding import DecodeConfig, parse_strategy
@@ -119,10 +119,6 @@ def metadata(cfg: EvalConfig, path: Path, tokenizer, examples: list[Example], de
 RESUMABLE = ("batch_size", "warmup", "output_dir", "sandbox_url", "max_unscored_fraction")
 
 
-def _fixed(settings: dict) -> dict:
-    return {**settings, "settings": {k: v for k, v in settings.get("settings", {}).items() if k not in RESUMABLE}}
-
-
 def _resume(out: Path, settings: dict) -> list[SampleRecord]:
     """Records of an earlier run with the same settings; an error if the directory holds another one."""
     settings_path, samples = out / "settings.json", out / "samples.jsonl"
@@ -131,12 +127,12 @@ def _resume(out: Path, settings: dict) -> list[SampleRecord]:
             before = json.loads(settings_path.read_text())
         except (ValueError, UnicodeDecodeError):
             raise ConfigError(f"{settings_path} is unreadable; choose another --output-dir") from None
-        if _fixed(before) != _fixed(settings):
-            changed = sorted(k for k, v in settings["settings"].items()
-                             if k not in RESUMABLE and before.get("settings", {}).get(k) != v)
-            what = ", ".join(changed) if changed else "the model, tokenizer or data"
-            raise ConfigError(f"{out} holds an evaluation with other settings ({what} differ); choose another "
-                              "--output-dir to start a new one")
+        # A changed setting explains the rest (another limit is other data); else name what the hashes say.
+        changed = changed_settings(before.get("settings", {}), settings["settings"], RESUMABLE) or \
+            [k.removesuffix("_sha256") for k in settings if k != "settings" and before.get(k) != settings[k]]
+        if changed:
+            raise ConfigError(f"{out} holds an evaluation with other settings ({', '.join(changed)} differ); choose "
+                              "another --output-dir to start a new one")
     out.mkdir(parents=True, exist_ok=True)
     partial = settings_path.with_suffix(".json.tmp")  # a run killed mid-write leaves no half file
     partial.write_text(json.dumps(settings, indent=2, sort_keys=True))

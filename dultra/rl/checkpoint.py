@@ -25,12 +25,12 @@ from typing import Any
 
 from accelerate import Accelerator
 
+from dultra.configio import changed_settings
 from dultra.errors import CheckpointError, ConfigError
-from dultra.model.loading import TRAINING_RECORD
+from dultra.model.loading import TRAINING_RECORD, training_record
 
 STATE_FILE = "trainer_state.json"
 FINAL = "final"  # OUTPUT_DIR/final: the trained model
-RECORD_FILE = TRAINING_RECORD  # in final/: how it was trained
 # Settings a resumed run may change: `steps` extends a run; the others say where things are,
 # not what is trained.
 RESUMABLE = ("resume", "steps", "save_every", "output_dir", "model", "data", "sandbox_url")
@@ -68,15 +68,22 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
-def finished_run(output_dir: str | Path, config: dict[str, Any]) -> Path | None:
-    """OUTPUT_DIR/final when the run it holds finished with `config` (steps included), else None."""
-    record = Path(output_dir) / FINAL / RECORD_FILE
-    try:
-        done = json.loads(record.read_text())
-    except (OSError, ValueError):
-        return None
-    same = not changed_settings(done.get("config", {}), config) and done.get("steps") == config.get("steps")
-    return record.parent if same else None
+def start_point(accelerator: Accelerator, name: str, output_dir: str | Path, resume: bool,
+                config: dict[str, Any]) -> tuple[Path | None, Path | None]:
+    """(finished, checkpoint) of a run with `config`: OUTPUT_DIR/final when resuming a run that
+    finished with these very settings (nothing to train), else the checkpoint to continue from
+    (None: start afresh). Refusals as in resume_checkpoint."""
+    final = Path(output_dir) / FINAL
+    done = training_record(final)
+    if resume and done and not changed_settings(done.get("config", {}), config, RESUMABLE) \
+            and done.get("steps") == config.get("steps"):
+        accelerator.print(f"{name}: {final} already holds this run's model ({config.get('steps')} steps): "
+                          "nothing to resume")
+        return final, None
+    checkpoint = resume_checkpoint(output_dir, resume, config)
+    if resume and checkpoint is None:
+        accelerator.print(f"{name}: no checkpoint in {output_dir}: starting afresh")
+    return None, checkpoint
 
 
 def resume_checkpoint(output_dir: str | Path, resume: bool, config: dict[str, Any]) -> Path | None:
@@ -98,7 +105,7 @@ def resume_checkpoint(output_dir: str | Path, resume: bool, config: dict[str, An
                                   "checkpoint is kept to continue it: choose another output_dir to train again")
             return None
         saved = json.loads((latest / STATE_FILE).read_text()).get("config", {})
-        if changed := changed_settings(saved, config):
+        if changed := changed_settings(saved, config, RESUMABLE):
             raise ConfigError(f"{latest} was saved with other settings ({', '.join(changed)}); a resumed run "
                               "continues with its own: drop these flags, or choose another output_dir to start afresh")
         return latest
@@ -110,20 +117,6 @@ def resume_checkpoint(output_dir: str | Path, resume: bool, config: dict[str, An
         raise ConfigError(f"{final} holds the model of an earlier, finished run: choose another output_dir (or "
                           "remove it) to start afresh")
     return None
-
-
-def changed_settings(saved: dict[str, Any], config: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted names of the settings, RESUMABLE ones aside, whose values differ."""
-    changed = []
-    for key in sorted(saved.keys() & config.keys()):  # a setting new in this version was its default before
-        if not prefix and key in RESUMABLE:
-            continue
-        old, new = saved.get(key), config.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            changed += changed_settings(old, new, f"{prefix}{key}.")
-        elif old != new and not (isinstance(old, list | tuple) and list(old) == list(new or [])):
-            changed.append(prefix + key)
-    return changed
 
 
 @contextlib.contextmanager
@@ -165,7 +158,7 @@ def save_final(accelerator: Accelerator, model, tokenizer, output_dir: str | Pat
         shutil.rmtree(tmp, ignore_errors=True)
         unwrapped.save_pretrained(tmp, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2))
+        (tmp / TRAINING_RECORD).write_text(json.dumps(record, indent=2))
         if directory.exists():  # a resumed run that had finished before: replaced only once the new one is whole
             shutil.rmtree(old, ignore_errors=True)
             directory.rename(old)

@@ -5,7 +5,7 @@
 loss_fn(model, batch, generator) -> (loss, metrics). The generator is seeded from
 (seed, step), so a resumed run draws exactly the masks an uninterrupted run would.
 Checkpoints every `save_every` steps; `resume` continues from the newest one, and a fresh
-run refuses an output_dir that holds checkpoints (dultra.rl.checkpoint.resume_checkpoint).
+run refuses an output_dir that holds checkpoints (dultra.rl.checkpoint.start_point).
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ from dultra.errors import ConfigError
 from dultra.model.precision import store_frozen_linears
 from dultra.progress import progress
 from dultra.rl.checkpoint import (
-    finished_run,
     load_checkpoint,
-    resume_checkpoint,
     save_checkpoint,
     save_final,
+    start_point,
     stopped_by_user,
 )
 from dultra.rl.data import ExampleStream
@@ -132,12 +131,9 @@ def run_supervised(
     """
     output_dir = Path(cfg.output_dir)
     config = config_dict(cfg)
-    if cfg.resume and (done := finished_run(output_dir, config)) is not None:
-        accelerator.print(f"{name}: {done} already holds this run's model ({cfg.steps} steps): nothing to resume")
+    done, ckpt = start_point(accelerator, name, output_dir, cfg.resume, config)
+    if done is not None:
         return done
-    ckpt = resume_checkpoint(output_dir, cfg.resume, config)
-    if cfg.resume and ckpt is None:
-        accelerator.print(f"{name}: no checkpoint in {output_dir}: starting afresh")
     store_frozen_weights(model, accelerator, name)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.steps)

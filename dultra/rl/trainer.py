@@ -44,11 +44,10 @@ from dultra.model.loading import load, resolve, stop_token_ids, untrained_planne
 from dultra.progress import progress
 from dultra.rewards import RewardConfig, RewardScorer, load_teacher
 from dultra.rl.checkpoint import (
-    finished_run,
     load_checkpoint,
-    resume_checkpoint,
     save_checkpoint,
     save_final,
+    start_point,
     stopped_by_user,
 )
 from dultra.rl.data import ExampleStream
@@ -149,13 +148,10 @@ class GRPOTrainer:
         if cfg.compile_rollouts and acc.distributed_type == DistributedType.FSDP:
             raise ConfigError("compile_rollouts captures the full weights at fixed addresses; FSDP shards them")
         self.config = config_dict(cfg)
-        self.finished = finished_run(cfg.output_dir, self.config) if cfg.resume else None
+        # Settings that cannot work fail here, before minutes of model loading and rollouts.
+        self.finished, self.resume_from = start_point(acc, "train", cfg.output_dir, cfg.resume, self.config)
         if self.finished is not None:  # train() has nothing to do: nothing to load
             return
-        # Settings that cannot work fail here, before minutes of model loading and rollouts.
-        self.resume_from = resume_checkpoint(cfg.output_dir, cfg.resume, self.config)
-        if cfg.resume and self.resume_from is None:
-            acc.print(f"train: no checkpoint in {cfg.output_dir}: starting afresh")
         examples = load_examples(cfg.tasks, cfg.data, "train", cfg.train_size)
         kinds = sorted({ex.kind for ex in examples})
         cfg.rewards.check(set(kinds), has_teacher=cfg.teacher is not None)
@@ -163,16 +159,17 @@ class GRPOTrainer:
             weights = " / ".join(f"{getattr(rewards, kind).steps} ({kind})" for kind in kinds)
             acc.print(f"train: steps reward weight {weights}, the planner {'trains' if cfg.train_planner else 'is frozen'}")
         self.stream = ExampleStream(examples, cfg.prompts_per_step, cfg.seed, acc.process_index, acc.num_processes)
-        model, self.tokenizer = load(cfg.model)
+        path = resolve(cfg.model)
+        model, self.tokenizer = load(path)
         if not model.config.has_planner:
             raise ConfigError(f"{cfg.model} has no planner head: run `dultra warmstart` first")
-        if cfg.train_planner and untrained_planner(resolve(cfg.model)):
+        if cfg.train_planner and untrained_planner(path):
             acc.print(f"train: warning: the planner head of {cfg.model} is untrained (a pretraining checkpoint): "
                       "GRPO then starts from a random unmasking policy; `dultra warmstart` first is the recipe")
         model.set_trainable(base=cfg.train_base, planner=cfg.train_planner)
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        self.eos_ids = stop_token_ids(cfg.model, self.tokenizer, model.config)
+        self.eos_ids = stop_token_ids(path, self.tokenizer, model.config)
         if too_long := solutions_too_long(self.tokenizer, examples, cfg.gen_length):
             acc.print(f"train: warning: {too_long}")
         store_frozen_weights(model, acc, "train")
@@ -210,7 +207,6 @@ class GRPOTrainer:
     def train(self) -> Path:
         cfg, acc = self.cfg, self.acc
         if self.finished is not None:
-            acc.print(f"train: {self.finished} already holds this run's model ({cfg.steps} steps): nothing to resume")
             return self.finished
         start = 0
         if (ckpt := self.resume_from) is not None:

@@ -31,7 +31,7 @@ from dultra.model.loading import (
     read_config,
     resolve,
     stop_token_ids,
-    training_record,
+    trained_lengths,
     untrained_planner,
 )
 from dultra.model.tokenizer import encode_prompts
@@ -103,12 +103,11 @@ def strategy_from_args(args: argparse.Namespace) -> Strategy:
     }[args.strategy]()
 
 
-def trained_lengths(path, args: argparse.Namespace) -> None:
+def decode_lengths(path, args: argparse.Namespace) -> None:
     """Unset --gen-length / --block-length: those the checkpoint was trained with by dultra
     (its decoding only ever saw them), else 256 / 32."""
-    trained = training_record(path).get("config", {})
-    lengths = (trained.get("gen_length"), trained.get("block_length"))
-    if args.gen_length is None and args.block_length is None and all(lengths):
+    lengths = trained_lengths(path)
+    if args.gen_length is None and args.block_length is None and lengths:
         args.gen_length, args.block_length = lengths
         print(f"dultra: gen_length {lengths[0]}, block_length {lengths[1]}, as {path} was trained", file=sys.stderr)
     args.gen_length = 256 if args.gen_length is None else args.gen_length
@@ -119,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
     # Everything that can be checked without the weights is checked before loading them.
     path = resolve(args.model)
-    trained_lengths(path, args)
+    decode_lengths(path, args)
     strategy = strategy_from_args(args)
     if strategy.uses_planner and untrained_planner(path):
         print(f"dultra: warning: the planner head of {path} is untrained (a pretraining checkpoint): "

@@ -11,6 +11,7 @@ An interrupted run resumes: records already in samples.jsonl are kept, the rest 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import platform
@@ -29,7 +30,7 @@ from dultra.errors import ConfigError, DataError, DultraError
 from dultra.eval.accuracy import SampleRecord, evaluate
 from dultra.eval.report import method_aup, summarize, write_report
 from dultra.model.device import check_device
-from dultra.model.loading import load, resolve, stop_token_ids, untrained_planner
+from dultra.model.loading import load, resolve, stop_token_ids, trained_lengths, untrained_planner
 from dultra.progress import progress
 
 
@@ -50,8 +51,9 @@ class EvalConfig:
     strategies: str = doc("planner:factor=1.0,planner:factor=1.5,threshold:tau=0.9,threshold:tau=0.7,"
                           "low-confidence:steps={gen},entropy:gamma=0.1",
                           "comma- or semicolon-separated strategy settings; {gen} stands for gen_length")
-    gen_length: int = doc(256, "completion length")
-    block_length: int = doc(32, "semi-autoregressive block length")
+    gen_length: int | None = doc(None, "completion length (none: with block_length unset too, what a "
+                                       "dultra-trained checkpoint was trained with, else 256)")
+    block_length: int | None = doc(None, "semi-autoregressive block length (none: as gen_length says, else 32)")
     batch_size: int = doc(16, "prompts decoded together (greedy results do not depend on it: a resumed run may "
                               "change it)")
     warmup: bool = doc(True, "decode the first batch once, untimed, before measuring: the first strategy's speed "
@@ -163,9 +165,22 @@ def check_config(cfg: EvalConfig) -> None:
         check_device(cfg.device)
 
 
+def with_lengths(cfg: EvalConfig) -> EvalConfig:
+    """Unset lengths filled in: a dultra-trained checkpoint's own when both are unset (its
+    planner only ever saw those), else 256 / 32."""
+    lengths = trained_lengths(cfg.model) if cfg.gen_length is None and cfg.block_length is None else None
+    if lengths:
+        print(f"eval: gen_length {lengths[0]}, block_length {lengths[1]}, as {cfg.model} was trained",
+              file=sys.stderr)
+    gen, block = lengths or (256 if cfg.gen_length is None else cfg.gen_length,
+                             32 if cfg.block_length is None else cfg.block_length)
+    return dataclasses.replace(cfg, gen_length=gen, block_length=block)
+
+
 def run_evaluation(cfg: EvalConfig) -> dict:
     """Evaluate, write the report, return it (rows, methods, metadata, paths)."""
     check_config(cfg)
+    cfg = with_lengths(cfg)
     specs = [parse_strategy(s) for s in split_strategies(cfg.strategies, cfg.gen_length)]
     if not specs:
         raise ConfigError("no strategies to evaluate")

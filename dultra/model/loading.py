@@ -56,6 +56,15 @@ def training_record(path: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
+def trained_lengths(model: str | Path) -> tuple[int, int] | None:
+    """(gen_length, block_length) a local checkpoint was trained with by dultra: its planner
+    only ever saw those. None for other checkpoints (and without touching the network)."""
+    path = Path(model).expanduser()
+    trained = training_record(path).get("config", {}) if path.is_dir() else {}
+    lengths = (trained.get("gen_length"), trained.get("block_length"))
+    return lengths if all(isinstance(n, int) and n > 0 for n in lengths) else None
+
+
 def untrained_planner(path: Path) -> bool:
     """True for a checkpoint whose planner head dultra never trained (a pretraining stage's output)."""
     return training_record(path).get("stage") == "pretrain"

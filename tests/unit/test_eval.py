@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -14,8 +15,8 @@ from dultra.decoding.graphs import captured_steps
 from dultra.errors import ConfigError, DataError
 from dultra.eval import evaluate
 from dultra.eval.accuracy import COMPILED_PROMPT_MULTIPLE, _compiled_width, _scores
-from dultra.eval.run import EvalConfig, EvalError, run_evaluation, split_strategies
-from dultra.model.loading import load
+from dultra.eval.run import EvalConfig, EvalError, run_evaluation, split_strategies, with_lengths
+from dultra.model.loading import TRAINING_RECORD, load
 from dultra.rewards import SandboxUnavailable
 from tests.data_helpers import GSM8K
 from tests.helpers import free_port, save_small_checkpoint
@@ -98,6 +99,22 @@ def test_interrupted_run_resumes_from_its_samples(ckpt, tmp_path, monkeypatch):
 def test_the_default_strategies_fit_any_gen_length(ckpt, tmp_path):
     result = run_evaluation(_eval_cfg(ckpt, tmp_path, limit=1, strategies=EvalConfig.strategies, warmup=False))
     assert "low-confidence:steps=32" in [r["strategy"] for r in result["rows"]]  # {gen} is gen_length (32)
+
+
+def test_a_dultra_trained_checkpoint_is_evaluated_at_its_trained_lengths(ckpt, tmp_path, capsys):
+    trained = tmp_path / "grpo"
+    shutil.copytree(ckpt, trained)
+    (trained / TRAINING_RECORD).write_text(json.dumps({"stage": "grpo", "steps": 2,
+                                                       "config": {"gen_length": 16, "block_length": 4}}))
+    unset = dict(gen_length=None, block_length=None, limit=1, warmup=False, strategies="low-confidence:steps={gen}")
+    result = run_evaluation(_eval_cfg(trained, tmp_path / "a", **unset))
+    assert result["metadata"]["settings"]["gen_length"] == 16 and result["metadata"]["settings"]["block_length"] == 4
+    assert [r["strategy"] for r in result["rows"]] == ["low-confidence:steps=16"]
+    assert f"eval: gen_length 16, block_length 4, as {trained} was trained" in capsys.readouterr().err
+    one_given = with_lengths(_eval_cfg(trained, tmp_path, gen_length=None, block_length=8))
+    assert (one_given.gen_length, one_given.block_length) == (256, 8)
+    no_record = with_lengths(_eval_cfg(ckpt, tmp_path, gen_length=None, block_length=None))
+    assert (no_record.gen_length, no_record.block_length) == (256, 32)
 
 
 def test_report_files_are_readable(ckpt, tmp_path):

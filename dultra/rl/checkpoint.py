@@ -40,6 +40,12 @@ def checkpoint_root(output_dir: str | Path) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
+def checkpoint_due(step: int, save_every: int, steps: int) -> bool:
+    """Whether `step` (1-based, just done) is checkpointed: every save_every-th and, so that a
+    finished run extends (more steps, --resume true) from where it ended, the last."""
+    return save_every > 0 and (step % save_every == 0 or step == steps)
+
+
 def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int, state: dict[str, Any],
                     keep: int = 2) -> Path:
     """Save the accelerate state plus `state` (JSON) as step-N; keep the newest `keep`."""

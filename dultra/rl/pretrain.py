@@ -44,7 +44,7 @@ class PretrainConfig:
     optim: OptimConfig = doc(factory=lambda: OptimConfig(lr=2e-3, warmup_steps=100, schedule="cosine"),
                              help="optimizer settings")
     seed: int = doc(0, "seed of the data order and the masks")
-    save_every: int = doc(500, "checkpoint every N steps (0: only the final model)")
+    save_every: int = doc(500, "checkpoint every N steps and at the last (0: only the final model)")
     resume: bool = doc(False, "continue from the newest checkpoint in output_dir")
 
 

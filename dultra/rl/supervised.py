@@ -24,6 +24,7 @@ from dultra.errors import ConfigError
 from dultra.model.precision import store_frozen_linears
 from dultra.progress import progress
 from dultra.rl.checkpoint import (
+    checkpoint_due,
     load_checkpoint,
     save_checkpoint,
     save_final,
@@ -165,7 +166,7 @@ def run_supervised(
                 metrics["grad_norm"] = float(grad_norm)
             logger.log(step + 1, metrics)
             bar.set_postfix(loss=f"{metrics[f'{name}/loss']:.4f}")
-            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            if checkpoint_due(step + 1, cfg.save_every, cfg.steps):
                 save_checkpoint(accelerator, output_dir, step + 1, {"data": stream.state(), "config": config})
     logger.close()
     return save_final(accelerator, model, tokenizer, output_dir, {"stage": name, "steps": cfg.steps, "config": config})

@@ -44,6 +44,7 @@ from dultra.model.loading import load, resolve, stop_token_ids, untrained_planne
 from dultra.progress import progress
 from dultra.rewards import RewardConfig, RewardScorer, load_teacher
 from dultra.rl.checkpoint import (
+    checkpoint_due,
     load_checkpoint,
     save_checkpoint,
     save_final,
@@ -107,7 +108,7 @@ class TrainConfig:
     optim: OptimConfig = doc(factory=lambda: OptimConfig(lr=5e-6, weight_decay=0.1), help="optimizer settings")
     planner_lr: float | None = doc(None, "peak learning rate of the planner head (none: optim.lr, as the reference)")
     seed: int = doc(0, "seed of the data order and the rollouts")
-    save_every: int = doc(50, "checkpoint every N steps (0: only the final model)")
+    save_every: int = doc(50, "checkpoint every N steps and at the last (0: only the final model)")
     resume: bool = doc(False, "continue from the newest checkpoint in output_dir")
 
     def validate(self) -> None:
@@ -223,7 +224,7 @@ class GRPOTrainer:
                 metrics = self.train_step(step)
                 logger.log(step + 1, metrics)
                 bar.set_postfix(reward=f"{metrics['reward/total']:.3f}", nfe=f"{metrics['nfe']:.1f}")
-                if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+                if checkpoint_due(step + 1, cfg.save_every, cfg.steps):
                     save_checkpoint(acc, cfg.output_dir, step + 1, {"data": self.stream.state(), "config": self.config})
         logger.close()
         return save_final(acc, self.model, self.tokenizer, cfg.output_dir,

@@ -48,7 +48,7 @@ class WarmstartConfig:
                                        "bound (the reference's warm-start labels do)")
     optim: OptimConfig = doc(factory=lambda: OptimConfig(lr=1e-3, warmup_steps=20), help="optimizer settings")
     seed: int = doc(0, "seed of the data order and the decoding states")
-    save_every: int = doc(0, "checkpoint every N steps (0: only the final model)")
+    save_every: int = doc(0, "checkpoint every N steps and at the last (0: only the final model)")
     resume: bool = doc(False, "continue from the newest checkpoint in output_dir")
 
 

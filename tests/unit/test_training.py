@@ -120,8 +120,18 @@ def test_resuming_a_finished_run_does_nothing_and_changed_settings_are_refused(c
     assert "already holds this run's model (2 steps): nothing to resume" in capsys.readouterr().out
     assert (final / "model.safetensors").read_bytes() == weights and len(read_metrics(tmp_path)) == 2
     # The optimizer and schedule come from the checkpoint: a resume cannot change what is trained.
-    with pytest.raises(ConfigError, match=r"step-00000001 was saved with other settings \(group_size, optim.lr\)"):
+    with pytest.raises(ConfigError, match=r"step-00000002 was saved with other settings \(group_size, optim.lr\)"):
         GRPOTrainer(replace(cfg, resume=True, group_size=cfg.group_size + 2, optim=OptimConfig(lr=0.1)))
+    # The last step is checkpointed (step 2 here, with save_every 3): extending continues from it.
+    extended = replace(cfg, save_every=3, output_dir=str(tmp_path / "extended"))
+    GRPOTrainer(extended).train()
+    assert sorted(p.name for p in (tmp_path / "extended" / "checkpoints").iterdir()) == ["step-00000002"]
+    capsys.readouterr()
+    GRPOTrainer(replace(extended, resume=True, steps=3)).train()
+    checkpoints = tmp_path / "extended" / "checkpoints"
+    assert f"train: resumed from {checkpoints / 'step-00000002'} at step 2" in capsys.readouterr().out
+    assert [r["step"] for r in read_metrics(tmp_path / "extended")] == [1, 2, 3]
+    assert json.loads((tmp_path / "extended" / "final" / "dultra_training.json").read_text())["steps"] == 3
     unsaved = replace(cfg, save_every=0, output_dir=str(tmp_path / "unsaved"))
     GRPOTrainer(unsaved).train()
     with pytest.raises(ConfigError, match="no checkpoint is kept to continue it"):  # extending needs one

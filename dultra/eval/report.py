@@ -57,8 +57,46 @@ def method_aup(rows: Sequence[dict]) -> dict[str, dict]:
     return {m: {"aup": aup(points, y_max), "points": sorted(points), "y_max": y_max} for m, points in methods.items()}
 
 
-def pareto_png(rows: Sequence[dict], title: str) -> bytes:
-    """Accuracy (%) against mean NFE, one curve per method; PNG bytes."""
+# Where a point's label may go, tried in order (offset in points, alignment): right, left,
+# above, below, then the diagonals, so that close settings (tau=0.9, tau=0.95) stay legible.
+LABEL_SPOTS = [((6, 0), "left", "center"), ((-6, 0), "right", "center"), ((0, 5), "center", "bottom"),
+               ((0, -5), "center", "top"), ((6, 8), "left", "bottom"), ((6, -8), "left", "top"),
+               ((-6, 8), "right", "bottom"), ((-6, -8), "right", "top")]
+
+
+def _label_points(ax, labels: list[tuple[str, float, float, str]]) -> None:
+    """Annotate (text, x, y, colour) points, each at the first spot where it overlaps no
+    marker, the legend or an earlier label and stays inside the axes (else at the first spot)."""
+    from matplotlib.transforms import Bbox
+
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    r = 4 * ax.figure.dpi / 72  # a default marker's radius (3 points) and a little
+    placed = [Bbox.from_extents(px - r, py - r, px + r, py + r)
+              for px, py in ax.transData.transform([(x, y) for _, x, y, _ in labels])]
+    if ax.get_legend() is not None:
+        placed.append(ax.get_legend().get_window_extent(renderer))
+
+    def put(text, x, y, colour, spot):
+        offset, ha, va = spot
+        label = ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", fontsize=7, color=colour,
+                            ha=ha, va=va)
+        return label, label.get_window_extent(renderer)
+
+    for point in labels:
+        for spot in LABEL_SPOTS:
+            label, box = put(*point, spot)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(b) for b in placed):
+                break
+            label.remove()
+        else:
+            label, box = put(*point, LABEL_SPOTS[0])
+        placed.append(box)
+
+
+def pareto_figure(rows: Sequence[dict], title: str):
+    """Accuracy (%) against mean NFE, one curve per method, each point labelled with its setting."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,20 +106,29 @@ def pareto_png(rows: Sequence[dict], title: str) -> bytes:
     grouped: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         grouped[r["method"]].append(r)
+    labels = []
     for method, points in grouped.items():
         points = sorted(points, key=lambda r: r["nfe"])
-        ax.plot([p["nfe"] for p in points], [p["accuracy"] for p in points], marker="o", label=method)
-        for p in points:
-            setting = p["strategy"].partition(":")[2]
-            if setting:
-                ax.annotate(setting, (p["nfe"], p["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        (line,) = ax.plot([p["nfe"] for p in points], [p["accuracy"] for p in points], marker="o", label=method)
+        labels += [(setting, p["nfe"], p["accuracy"], line.get_color())
+                   for p in points if (setting := p["strategy"].partition(":")[2])]
     ax.set_xlabel("mean NFE per sample (lower is faster)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    ax.margins(x=0.08, y=0.08)  # room for the outer points' labels
+    fig.tight_layout()  # before labelling: it moves the axes, and the labels are placed in pixels
+    _label_points(ax, labels)
+    return fig
+
+
+def pareto_png(rows: Sequence[dict], title: str) -> bytes:
+    """pareto_figure as PNG bytes."""
+    import matplotlib.pyplot as plt
+
+    fig = pareto_figure(rows, title)
     buf = io.BytesIO()
-    fig.tight_layout()
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()

@@ -15,6 +15,7 @@ from dultra.decoding.graphs import captured_steps
 from dultra.errors import ConfigError, DataError
 from dultra.eval import evaluate
 from dultra.eval.accuracy import COMPILED_PROMPT_MULTIPLE, _compiled_width, _scores
+from dultra.eval.report import pareto_figure
 from dultra.eval.run import EvalConfig, EvalError, run_evaluation, split_strategies, with_lengths
 from dultra.model.loading import TRAINING_RECORD, load
 from dultra.rewards import SandboxUnavailable
@@ -115,6 +116,23 @@ def test_a_dultra_trained_checkpoint_is_evaluated_at_its_trained_lengths(ckpt, t
     assert (one_given.gen_length, one_given.block_length) == (256, 8)
     no_record = with_lengths(_eval_cfg(ckpt, tmp_path, gen_length=None, block_length=None))
     assert (no_record.gen_length, no_record.block_length) == (256, 32)
+
+
+def test_pareto_labels_of_close_settings_do_not_overlap():
+    def row(strategy, nfe, accuracy):
+        return {"strategy": strategy, "method": strategy.partition(":")[0], "nfe": nfe, "accuracy": accuracy}
+
+    rows = [row("threshold:tau=0.9", 6.7, 81.2), row("threshold:tau=0.95", 6.9, 81.2),
+            row("threshold:tau=0.8", 6.3, 79.9), row("factor:factor=1.0", 6.2, 77.6),
+            row("planner:factor=1.0", 4.3, 81.5), row("planner:factor=1.001", 3.4, 82.1)]
+    fig = pareto_figure(rows, "t")
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(r["strategy"].partition(":")[2] for r in rows)
+    assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+    points = ax.transData.transform([(r["nfe"], r["accuracy"]) for r in rows])
+    assert not [(box, p) for box in boxes for p in points if box.contains(*p)]  # no label hides a point
 
 
 def test_report_files_are_readable(ckpt, tmp_path):

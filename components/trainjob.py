@@ -16,9 +16,9 @@ the workspace volume (`dultra-workspace`) at /workspace. `run_trainjob`
   `recreate_failed`; one created from a different spec raises TrainJobConflict);
 - prints node 0's log lines as they come, across pod restarts and dropped streams, and waits
   out Kubernetes API outages shorter than `api_outage_s`;
-- says so when node 0 stays unschedulable for `stuck_s` (and keeps waiting: an autoscaler may
-  add nodes);
-- returns the finished TrainJob, or raises TrainJobFailed when it fails, when node 0 is stuck
+- says what any node waits for (no machine, an image that does not pull), and says so when a
+  node stays unschedulable for `stuck_s` (and keeps waiting: an autoscaler may add nodes);
+- returns the finished TrainJob, or raises TrainJobFailed when it fails, when a node is stuck
   (image or config errors) for `stuck_s`, or after `timeout_s` (TrainJobTimeout), deleting the job
   in the last two cases. A step stopped by SIGTERM (a cancelled run, but also an evicted or
   preempted pod, which Kubernetes cannot tell apart) raises TrainJobCancelled and leaves the job
@@ -48,7 +48,7 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from components.trainjob_logs import Node0Logs, PodState
+from components.trainjob_logs import Node0Logs, PodState, other_nodes
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 RUNTIME = "dultra-accelerate"  # manifests/runtime: the ClusterTrainingRuntime every node runs
@@ -118,7 +118,7 @@ class TrainJobSpec:
     cpu: str = ""
     memory: str = ""
     timeout_s: float = 72 * 3600  # give up (and delete the job) after this long
-    stuck_s: float = 900  # give up when node 0 waits this long on an image or config error (say so if unschedulable)
+    stuck_s: float = 900  # give up when a node waits this long on an image or config error (say so if unschedulable)
     poll_s: float = 10  # status poll interval while nothing streams
     log_idle_s: float = 120  # reconnect a log stream silent for this long (and check the status)
     api_outage_s: float = 300  # the Kubernetes API failing this long fails the step (shorter outages are waited out)
@@ -336,8 +336,8 @@ class _Follower:
     def __init__(self, jobs: _Jobs, logs: Node0Logs, spec: TrainJobSpec, out: TextIO, deadline: float):
         self.jobs, self.logs, self.spec, self.out, self.deadline = jobs, logs, spec, out, deadline
         self.seen: tuple[str, ...] = ()  # what was last said about the job and node 0
-        self.stuck_since: float | None = None  # node 0 waiting on an image or config error since
-        self.unschedulable_since: float | None = None  # node 0 waiting for a node since
+        self.stuck_since: float | None = None  # a node waiting on an image or config error since
+        self.unschedulable_since: float | None = None  # a node waiting for a machine since
         self.said_unschedulable = False  # for this wait
         self.outage_since: float | None = None  # the API failing since
 
@@ -377,35 +377,47 @@ class _Follower:
         idle_s = max(min(spec.log_idle_s, self.deadline - time.monotonic()), 0.1)
         printed = self.logs.pump(follow=True, idle_s=idle_s)
         pod: PodState | None = self.logs.state
-        now_seen = (state, reason) + ((pod.name, pod.phase, pod.reason) if pod else ())
+        # Nodes 1.. that wait on something (no machine, a bad image) hold node 0 in the rendezvous.
+        blocked = [p for p in self.other_nodes() if not p.started and p.reason in STUCK_REASONS | {UNSCHEDULABLE}]
+        now_seen = (state, reason) + ((pod.name, pod.phase, pod.reason) if pod else ()) + \
+            tuple((p.name, p.reason) for p in blocked)
         if now_seen != self.seen:  # say what changed, not every poll
             self.seen = now_seen
+            more = f" (and {len(blocked) - 1} more nodes)" if len(blocked) > 1 else ""
             _say(self.out, f"TrainJob {jobs.ref}: {state}" + (f" ({reason})" if reason else "")
-                 + (f"; {pod.describe()}" if pod else "; node-0 pod not created yet"))
+                 + (f"; {pod.describe()}" if pod else "; node-0 pod not created yet")
+                 + (f"; {blocked[0].describe()}{more}" if blocked else ""))
         now = time.monotonic()
-        stuck = pod is not None and not pod.started and pod.reason in STUCK_REASONS
+        waiting = [p for p in ([pod] if pod else []) + blocked if not p.started]
+        stuck = next((p for p in waiting if p.reason in STUCK_REASONS), None)
         self.stuck_since = (self.stuck_since or now) if stuck else None
-        if pod is not None and self.stuck_since is not None and now - self.stuck_since >= spec.stuck_s:
+        if stuck is not None and now - self.stuck_since >= spec.stuck_s:
             jobs.delete()
-            raise TrainJobFailed(f"TrainJob {jobs.ref} deleted: {pod.describe()} for {now - self.stuck_since:.0f}s")
-        self.report_unschedulable(pod, now)
+            raise TrainJobFailed(f"TrainJob {jobs.ref} deleted: {stuck.describe()} for {now - self.stuck_since:.0f}s")
+        self.report_unschedulable(next((p for p in waiting if p.reason == UNSCHEDULABLE), None), now)
         if now >= self.deadline:
             jobs.delete()
             raise TrainJobTimeout(f"TrainJob {jobs.ref} deleted: not finished after {spec.timeout_s:.0f}s ({state})")
         return None, printed
 
+    def other_nodes(self) -> list[PodState]:
+        if self.spec.nodes < 2:
+            return []
+        return other_nodes(self.logs.core, self.jobs.namespace, self.jobs.name, self.logs.connect_s)
+
     def report_unschedulable(self, pod: PodState | None, now: float) -> None:
-        """Say once per wait when node 0 finds no node for stuck_s; keep waiting (up to timeout_s)."""
-        if pod is None or pod.started or pod.reason != UNSCHEDULABLE:
+        """Say once per wait when a node finds no machine for stuck_s; keep waiting (up to timeout_s)."""
+        if pod is None:
             self.unschedulable_since, self.said_unschedulable = None, False
             return
         self.unschedulable_since = self.unschedulable_since or now
         waited = now - self.unschedulable_since
         if waited >= self.spec.stuck_s and not self.said_unschedulable:
             self.said_unschedulable = True
-            _say(self.out, f"TrainJob {self.jobs.ref}: no node for node 0 after {waited:.0f}s ({pod.describe()}); "
-                           f"still waiting, up to the {self.spec.timeout_s:.0f}s timeout, for nodes to free up or "
-                           f"be added; to give up: kubectl -n {self.jobs.namespace} delete trainjob {self.jobs.name}")
+            _say(self.out, f"TrainJob {self.jobs.ref}: no node for node {pod.node} after {waited:.0f}s "
+                           f"({pod.describe()}); still waiting, up to the {self.spec.timeout_s:.0f}s timeout, for "
+                           "nodes to free up or be added; to give up: "
+                           f"kubectl -n {self.jobs.namespace} delete trainjob {self.jobs.name}")
 
 
 @contextlib.contextmanager

@@ -1,8 +1,10 @@
-"""Follow the logs of a TrainJob's node-0 pod across pod restarts and dropped streams.
+"""Follow the logs of a TrainJob's node-0 pod across pod restarts and dropped streams, and see
+what its other nodes wait for.
 
     logs = Node0Logs(CoreV1Api(api_client), "dultra", "dultra-train-1a2b3c4d5e6f", out=sys.stdout)
     logs.pump(follow=True, idle_s=120)   # prints new lines; returns when the stream ends or idles
     logs.state                           # PodState of the newest node-0 pod (None before one exists)
+    other_nodes(core, "dultra", "dultra-train-1a2b3c4d5e6f")  # PodStates of nodes 1.. by rank
 
 Used by `components.trainjob.run_trainjob`. Lines are requested with kubelet timestamps, so a
 reconnect (dropped connection, idle timeout, container restart) prints each line once: lines
@@ -27,12 +29,14 @@ CONTAINER = "node"  # the trainer container of a Kubeflow Trainer torch runtime
 # the Job index; the indexed Job adds the completion index, which the runtime uses as node rank.
 NODE0_SELECTOR = ("jobset.sigs.k8s.io/jobset-name={name},jobset.sigs.k8s.io/replicatedjob-name=node,"
                   "jobset.sigs.k8s.io/job-index=0,batch.kubernetes.io/job-completion-index=0")
+JOB_SELECTOR = "jobset.sigs.k8s.io/jobset-name={name},jobset.sigs.k8s.io/replicatedjob-name=node"
+NODE_RANK = "batch.kubernetes.io/job-completion-index"  # the runtime's node rank for the pod
 SINCE_MARGIN_S = 60  # replayed on reconnect beyond the time since the last line (request latency)
 
 
 @dataclass(frozen=True)
 class PodState:
-    """What the newest node-0 pod is doing."""
+    """What the newest pod of a node is doing."""
 
     name: str  # pod name
     uid: str  # pod uid (a recreated pod has the same labels and a new uid)
@@ -41,17 +45,19 @@ class PodState:
     reason: str = ""  # why it waits or ended: ContainerCreating, ImagePullBackOff, Unschedulable, Error...
     message: str = ""  # the kubelet's or scheduler's message for `reason`
     restarts: int = 0  # restarts of the trainer container inside this pod
+    node: str = "0"  # the node's rank
 
     def describe(self) -> str:
         detail = f" ({self.reason}: {self.message})" if self.reason and self.message else \
             f" ({self.reason})" if self.reason else ""
-        return f"node-0 pod {self.name}: {self.phase}{detail}"
+        return f"node-{self.node} pod {self.name}: {self.phase}{detail}"
 
 
 def pod_state(pod: V1Pod) -> PodState:
     """The trainer container's state, else the scheduling state, of a pod."""
     meta, status = pod.metadata, pod.status
-    base = dict(name=meta.name, uid=meta.uid or meta.name, phase=(status and status.phase) or "Unknown")
+    base = dict(name=meta.name, uid=meta.uid or meta.name, phase=(status and status.phase) or "Unknown",
+                node=(meta.labels or {}).get(NODE_RANK, "?"))
     for cs in (status and status.container_statuses) or []:
         if cs.name != CONTAINER:
             continue
@@ -70,6 +76,21 @@ def pod_state(pod: V1Pod) -> PodState:
         if cond.type == "PodScheduled" and cond.status == "False":
             return PodState(**base, started=False, reason=cond.reason or "", message=(cond.message or "").strip())
     return PodState(**base, started=False)
+
+
+def _newest(pods: list[V1Pod]) -> V1Pod:
+    return max(pods, key=lambda p: (p.metadata.creation_timestamp or datetime.min, p.metadata.name))
+
+
+def other_nodes(core: CoreV1Api, namespace: str, job_name: str, connect_s: float = 10.0) -> list[PodState]:
+    """The newest pod of each node but node 0, by rank: a node that finds no machine or cannot
+    start leaves the others waiting in the rendezvous, with nothing in node 0's log."""
+    by_rank: dict[str, list[V1Pod]] = {}
+    for p in core.list_namespaced_pod(namespace, label_selector=JOB_SELECTOR.format(name=job_name),
+                                      _request_timeout=(connect_s, 60)).items:
+        by_rank.setdefault((p.metadata.labels or {}).get(NODE_RANK, "?"), []).append(p)
+    by_rank.pop("0", None)
+    return [pod_state(_newest(pods)) for _, pods in sorted(by_rank.items(), key=lambda kv: (len(kv[0]), kv[0]))]
 
 
 def parse_timestamp(text: str) -> int | None:
@@ -104,8 +125,7 @@ class Node0Logs:
         if not pods:
             self.state = None
             return False
-        newest = max(pods, key=lambda p: (p.metadata.creation_timestamp or datetime.min, p.metadata.name))
-        state = pod_state(newest)
+        state = pod_state(_newest(pods))
         printed = False
         if self.state is not None and state.uid != self.state.uid:
             if self.state.started:  # a lost stream may have left the old pod's last lines unread

@@ -7,7 +7,7 @@
 
 A real HTTP server that the official `kubernetes` client talks to over the wire. It keeps a
 store like the API server (POST creates or answers 409, GET serves the stored TrainJob with the
-current phase's status, DELETE marks it and a later GET finds it gone), serves node-0 pods from
+current phase's status, DELETE marks it and a later GET finds it gone), serves the pods of
 the current phase filtered by the request's label selector, and emulates a kubelet's log
 endpoint: lines get real timestamps when "written", `follow`, `timestamps` and `sinceSeconds`
 behave as documented, and a stream can be cut mid-way. Responses are the JSON fixtures in
@@ -39,11 +39,14 @@ def fixture(name: str) -> dict[str, Any]:
     return json.loads((FIXTURES / f"{name}.json").read_text())
 
 
-def pod(kind: str, name: str, job: str, created: str = "2026-01-05T10:00:02Z") -> dict[str, Any]:
-    """A node-0 pod fixture (pod-running, pod-failed...) of TrainJob `job`, renamed `name`."""
+def pod(kind: str, name: str, job: str, created: str = "2026-01-05T10:00:02Z", node: int = 0) -> dict[str, Any]:
+    """A pod fixture (pod-running, pod-failed...) of TrainJob `job`, renamed `name`, of node
+    `node` (the Job's completion index, as the indexed Job labels and annotates it)."""
     text = (FIXTURES / f"{kind}.json").read_text().replace("JOB", job)
     obj = json.loads(text)
     obj["metadata"].update(name=name, uid=f"uid-{name}", creationTimestamp=created)
+    obj["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] = str(node)
+    obj["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] = str(node)
     return obj
 
 
@@ -87,7 +90,7 @@ class PodLog:
 
 @dataclass
 class Phase:
-    """What the API serves for a while: the TrainJob's status block and the node-0 pods."""
+    """What the API serves for a while: the TrainJob's status block and its pods."""
 
     status: dict[str, Any] | None
     pods: list[dict[str, Any]]

@@ -29,7 +29,7 @@ from components.trainjob import (
     job_state,
     run_trainjob,
 )
-from components.trainjob_logs import NODE0_SELECTOR
+from components.trainjob_logs import JOB_SELECTOR, NODE0_SELECTOR
 from tests.k8s_standin import Phase, PodLog, StandIn, fixture, pod, rbac_attributes
 from tests.manifest_helpers import build
 
@@ -78,8 +78,8 @@ def test_creates_once_streams_node0_and_returns_the_completed_job():
     assert post.path == JOBS and post.body == build_trainjob(spec, "dultra")
     assert models.TrainerV1alpha1TrainJob.from_dict(post.body).to_dict() == post.body
     assert not api.calls("DELETE")
-    selector = NODE0_SELECTOR.format(name=spec.job_name())
-    assert {r.query["labelSelector"] for r in api.calls("GET", "/pods")} == {selector}
+    selectors = {NODE0_SELECTOR.format(name=spec.job_name()), JOB_SELECTOR.format(name=spec.job_name())}
+    assert {r.query["labelSelector"] for r in api.calls("GET", "/pods")} == selectors  # node 0; all (2 nodes)
     first, *rest = api.calls("GET", "/log")
     assert first.path.endswith("/pods/p1/log")
     assert {k: v.lower() for k, v in first.query.items()} == {"container": "node", "follow": "true", "timestamps": "true"}
@@ -224,6 +224,36 @@ def test_a_node0_stuck_on_its_image_fails_and_deletes_the_job():
         with pytest.raises(TrainJobFailed, match=r"ImagePullBackOff: Back-off pulling image") as err:
             run(api, spec)
     assert "\n" not in str(err.value)
+    assert len(api.calls("DELETE")) == 1
+
+
+def test_a_node_without_a_machine_is_named_while_node_0_waits_for_it():
+    spec = fast_spec(stuck_s=0.05)
+    job = spec.job_name()
+    logs = {"p1": PodLog(["dultra-accelerate: node 0 of 2, 8 processes"]), "p2": PodLog(["node 1 up"])}
+    node0 = pod("pod-running", "p1", job)
+    phases = [Phase(RUNNING, [node0, pod("pod-unschedulable", "p2", job, node=1)], until=8),
+              Phase(RUNNING, [node0, pod("pod-running", "p2", job, node=1)], until=2),
+              Phase(COMPLETE, [pod("pod-succeeded", "p1", job), pod("pod-succeeded", "p2", job, node=1)])]
+    with StandIn(phases, logs) as api:
+        _, node, status = run(api, spec)
+    assert node == logs["p1"].lines and not api.calls("GET", "/pods/p2/log")  # node 0's log only
+    said = "\n".join(status)
+    assert f"TrainJob dultra/{job}: Running; node-0 pod p1: Running; node-1 pod p2: Pending (Unschedulable: 0/4 " \
+           "nodes are available: 4 Insufficient nvidia.com/gpu" in said
+    (unschedulable,) = [s for s in status if "no node for node 1 after" in s]
+    assert "(node-1 pod p2: Pending (Unschedulable" in unschedulable and not api.calls("DELETE")
+    assert status[-2].endswith("Running; node-0 pod p1: Running")  # node 1 got a machine
+
+
+def test_a_node_stuck_on_its_image_fails_and_deletes_the_job():
+    spec = fast_spec(stuck_s=0.3, nodes=3)
+    job = spec.job_name()
+    with StandIn([Phase(CREATED, [pod("pod-running", "p1", job), pod("pod-image-pull-backoff", "p2", job, node=1),
+                                  pod("pod-image-pull-backoff", "p3", job, node=2)])],
+                 logs={"p1": PodLog(["waiting for the other nodes"])}) as api:
+        with pytest.raises(TrainJobFailed, match=r"deleted: node-1 pod p2: Pending \(ImagePullBackOff: Back-off"):
+            run(api, spec)
     assert len(api.calls("DELETE")) == 1
 
 

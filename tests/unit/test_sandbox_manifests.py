@@ -75,6 +75,10 @@ def test_autoscaler_and_disruption_budget_target_the_deployment():
     hpa, pdb = docs["HorizontalPodAutoscaler"]["spec"], docs["PodDisruptionBudget"]["spec"]
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "dultra-sandbox"}
     assert hpa["minReplicas"] >= 2 and pdb["minAvailable"] >= 1
+    # The autoscaler owns the replica count: one in the Deployment would reset it on each apply.
+    for overlay in (BASE, GVISOR, REPO / "manifests" / "overlays" / "dev", REPO / "manifests" / "overlays" / "gpu"):
+        sandbox = [d for d in build(overlay) if d["kind"] == "Deployment" and d["metadata"]["name"] == "dultra-sandbox"]
+        assert sandbox and all("replicas" not in d["spec"] for d in sandbox), overlay
     pod_labels = docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
     assert all(pod_labels.get(k) == v for k, v in pdb["selector"]["matchLabels"].items())
 

@@ -123,6 +123,10 @@ def test_base_namespace_account_volume_and_least_privilege_rbac():
     for binding in (d for d in docs if d["kind"] == "RoleBinding"):
         assert all(s["kind"] == "ServiceAccount" and s["namespace"] == "dultra" for s in binding["subjects"])
         find(docs, "Role", binding["roleRef"]["name"])
+    kfp_run = {(g, r, v) for rule in find(docs, "Role", "dultra-kfp-run")["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"] for v in rule["verbs"]}
+    assert kfp_run == {("argoproj.io", "workflowtaskresults", "create"), ("argoproj.io", "workflowtaskresults", "patch"),
+                       ("", "configmaps", "get"), ("", "secrets", "get"), ("", "pods", "get")}
     for role in (d for d in docs if d["kind"] == "Role"):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], role["metadata"]["name"]

@@ -46,7 +46,6 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         out = generate(model, ids, mask, strategy, config)
         ms = (time.perf_counter() - start) * 1e3
-        text = tokenizer.decode(out.completion[0, : int(out.lengths[0])], skip_special_tokens=True)
-        text = text.replace("\n", "\\n")
+        text = out.texts(tokenizer)[0].replace("\n", "\\n")
         print(f"{strategy.spec():<26}{int(out.nfe[0]):>5}{float(out.tpf[0]):>7.2f}{ms:>8.0f}  {text[:48]!r}")
     return 0

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     n = int(out.lengths[0])
     token_ids = out.completion[0, : min(n + 1, args.gen_length)].tolist()
     result = {
-        "text": tokenizer.decode(out.completion[0, :n], skip_special_tokens=True),
+        "text": out.texts(tokenizer)[0],
         "token_ids": token_ids,
         "nfe": int(out.nfe[0]),
         "tpf": round(float(out.tpf[0]), 4),

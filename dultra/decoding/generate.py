@@ -36,7 +36,7 @@ import torch.distributed as dist
 
 from dultra.decoding.graphs import captured_steps
 from dultra.decoding.step import block_index, decode_step, gumbel_noise, model_config
-from dultra.decoding.strategies import BlockView, Strategy
+from dultra.decoding.strategies import BlockView, Strategy, parse_strategy
 from dultra.decoding.trajectory import Trajectory, step_log_prob
 from dultra.errors import ConfigError
 from dultra.model import LLaDAConfig
@@ -82,7 +82,7 @@ class DecodeConfig:
 @dataclass
 class DecodeOutput:
     """sequences: (B, P + G) prompts and completions. completion: (B, G). nfe: (B,) forward
-    passes per row. lengths: (B,) tokens before the first EOS. trajectory: when recorded.
+    passes per row. lengths: (B,) decoded tokens before the first EOS. trajectory: when recorded.
     steps: forward passes of the whole batch (>= every row's NFE). refreshes: how many of
     them were full forwards refreshing a KV cache (0 without a cache)."""
 
@@ -99,13 +99,31 @@ class DecodeOutput:
         """(B,) tokens per forward: tokens before EOS / NFE."""
         return self.lengths.float() / self.nfe.clamp(min=1).float()
 
+    def texts(self, tokenizer) -> list[str]:
+        """Each row's completion before its first EOS, as text (special tokens dropped)."""
+        rows = [row[:n] for row, n in zip(self.completion.tolist(), self.lengths.tolist())]
+        return tokenizer.batch_decode(rows, skip_special_tokens=True)
+
 
 def check_settings(config: DecodeConfig, strategy: Strategy) -> None:
     """Clear errors for settings that cannot decode any prompt (no model needed)."""
+    if not isinstance(strategy, Strategy):
+        raise ConfigError(f"strategy must be a Strategy or a spec such as 'threshold:tau=0.9', got {strategy!r}")
+    for name in ("gen_length", "block_length"):
+        if not _is_int(getattr(config, name)):
+            raise ConfigError(f"{name} must be an integer, got {getattr(config, name)!r}")
     check_lengths(config.gen_length, config.block_length)
     check_temperature(config.temperature)
     check_cache(config.cache)
+    if config.max_steps is not None and not (_is_int(config.max_steps) and config.max_steps >= 1):
+        raise ConfigError(f"max_steps must be None (decode fully) or an integer >= 1, got {config.max_steps!r}")
+    if config.record_trunk and not config.record:
+        raise ConfigError("record_trunk keeps the trunk with the trajectory: it needs record=True")
     strategy.validate(config.gen_length, config.block_length)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_lengths(gen_length: int, block_length: int) -> None:
@@ -125,7 +143,7 @@ def check_lengths(gen_length: int, block_length: int) -> None:
 
 def check_temperature(temperature: float) -> None:
     """A clear error unless the sampling temperature is finite and >= 0."""
-    if not 0 <= temperature < float("inf"):  # inf or NaN would make every token the mask
+    if not isinstance(temperature, int | float) or not 0 <= temperature < float("inf"):  # inf or NaN would make every token the mask
         raise ConfigError(f"temperature must be a finite number >= 0, got {temperature}")
 
 
@@ -146,6 +164,41 @@ def check_layout(model_config: LLaDAConfig, prompt_len: int, config: DecodeConfi
         )
     if strategy.uses_planner and not model_config.has_planner:
         raise ConfigError(f"strategy {strategy.name!r} needs a planner head; this model has none")
+    if unknown := [i for i in config.eos_ids if not (_is_int(i) and 0 <= i < model_config.vocab_size)]:
+        raise ConfigError(f"eos_ids {unknown} are not token ids of this model (vocabulary {model_config.vocab_size})")
+
+
+def check_prompts(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+    """Clear errors for prompts that would fail deep in the model or decode wrongly: ids (B, P)
+    integers in the vocabulary on the model's device; a mask of the same shape, left-padded
+    (each row 0...0 1...1, at least one 1)."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point() \
+            or input_ids.dtype == torch.bool:
+        what = f"a {input_ids.dim()}-D {input_ids.dtype} tensor" if isinstance(input_ids, torch.Tensor) \
+            else type(input_ids).__name__
+        raise ConfigError(f"input_ids must be a 2-D integer tensor (batch, prompt length), got {what}: "
+                          "dultra.model.tokenizer.encode_prompts makes one")
+    if input_ids.shape[0] == 0:
+        raise ConfigError("input_ids holds no prompt (batch size 0)")
+    weights = next(model.parameters(), None)
+    if weights is not None and weights.device.type != "meta" and input_ids.device != weights.device:
+        raise ConfigError(f"input_ids are on {input_ids.device} but the model is on {weights.device}")
+    vocab = model_config(model).vocab_size
+    checks = [(input_ids < 0) | (input_ids >= vocab)]
+    if attention_mask is not None:
+        if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+            shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask)
+            raise ConfigError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got {shape}")
+        if attention_mask.device != input_ids.device:
+            raise ConfigError(f"attention_mask is on {attention_mask.device}, input_ids on {input_ids.device}")
+        m = attention_mask.long()
+        checks += [(m != 0) & (m != 1), m[:, 1:] < m[:, :-1], m[:, -1:] != 1]
+    bad = torch.stack([c.any() for c in checks]).tolist()  # one sync for all of them
+    if bad[0]:
+        raise ConfigError(f"input_ids hold ids outside this model's vocabulary (0 to {vocab - 1})")
+    if any(bad[1:]):
+        raise ConfigError("attention_mask must be 0/1 and left-padded, every row ending in 1 (padding first, "
+                          "then the prompt), as encode_prompts makes it")
 
 
 def first_eos(completion: torch.Tensor, eos_ids: torch.Tensor) -> torch.Tensor:
@@ -160,13 +213,18 @@ def generate(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
-    strategy: Strategy,
+    strategy: Strategy | str,
     config: DecodeConfig,
 ) -> DecodeOutput:
-    """Decode a batch of left-padded prompts (B, P); see the module docstring."""
+    """Decode a batch of left-padded prompts (B, P); see the module docstring. `strategy` may
+    be a spec such as "threshold:tau=0.9" (parse_strategy)."""
+    if isinstance(strategy, str):
+        strategy = parse_strategy(strategy)
+    check_prompts(model, input_ids, attention_mask)
     B, P = input_ids.shape
     cfg, dev = model_config(model), input_ids.device
     check_layout(cfg, P, config, strategy)
+    input_ids = input_ids.long()  # int32 ids would not scatter into the long completion
     mask_id, G, N = cfg.mask_token_id, config.gen_length, config.block_length
     eos_ids = torch.tensor(sorted({*cfg.stop_token_ids, *config.eos_ids}), device=dev)
     generator = None
@@ -261,7 +319,10 @@ def generate(
             block_length=N, uses_planner=strategy.uses_planner, cache=config.cache, refreshes=tuple(refreshes),
             trunk=torch.stack(trunks, dim=1) if trunks else None,
         )
-    return DecodeOutput(x, completion, nfe, first_eos(completion, eos_ids), trajectory, step, len(refreshes))
+    # Tokens before the first EOS; a decode cut by max_steps leaves masks, which are none.
+    before_eos = torch.arange(G, device=dev) < first_eos(completion, eos_ids)[:, None]
+    lengths = (before_eos & (completion != mask_id)).sum(dim=1)
+    return DecodeOutput(x, completion, nfe, lengths, trajectory, step, len(refreshes))
 
 
 def _fill_after_eos(x: torch.Tensor, P: int, eos_ids: torch.Tensor, eos: int, mask_id: int) -> torch.Tensor:

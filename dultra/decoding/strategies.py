@@ -61,11 +61,26 @@ class Strategy:
     name: ClassVar[str]
     uses_planner: ClassVar[bool] = False
 
+    def __post_init__(self) -> None:
+        """Settings of the wrong type fail here, when the strategy is made, and so do values no
+        layout can use (check)."""
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), f.type  # annotations are strings (`from __future__`)
+            ok = isinstance(value, bool) if kind == "bool" else \
+                isinstance(value, int) and not isinstance(value, bool) if kind == "int" else \
+                isinstance(value, int | float) and not isinstance(value, bool)
+            if not ok:
+                raise ConfigError(f"strategy {self.name!r}: {f.name} must be {_KINDS[kind]}, got {value!r}")
+        self.check()
+
     def select(self, view: BlockView) -> torch.Tensor:
         raise NotImplementedError
 
+    def check(self) -> None:
+        """Raise ConfigError for settings that cannot decode at all."""
+
     def validate(self, gen_length: int, block_length: int) -> None:
-        """Raise ValueError for settings that cannot decode this layout."""
+        """Raise ConfigError for settings that cannot decode this layout."""
 
     def spec(self) -> str:
         """The inverse of `parse_strategy`; a switch is named only when on (`factor:factor=1.0`)."""
@@ -85,7 +100,7 @@ class PlannerGreedy(Strategy):
     def select(self, view: BlockView) -> torch.Tensor:
         return rules.planner_greedy_rule(view.planner_prob, view.candidates, self.factor)
 
-    def validate(self, gen_length: int, block_length: int) -> None:
+    def check(self) -> None:
         _positive("factor", self.factor)
 
 
@@ -112,7 +127,7 @@ class Threshold(Strategy):
     def select(self, view: BlockView) -> torch.Tensor:
         return rules.threshold_rule(view.confidence, view.candidates, self.tau)
 
-    def validate(self, gen_length: int, block_length: int) -> None:
+    def check(self) -> None:
         if not 0.0 <= self.tau <= 1.0:
             raise ConfigError(f"threshold tau must be in [0, 1], got {self.tau}")
 
@@ -132,7 +147,7 @@ class Factor(Strategy):
     def select(self, view: BlockView) -> torch.Tensor:
         return rules.factor_rule(view.confidence, view.candidates, self.factor, self.official)
 
-    def validate(self, gen_length: int, block_length: int) -> None:
+    def check(self) -> None:
         _positive("factor", self.factor)
 
 
@@ -167,10 +182,12 @@ class EntropyBounded(Strategy):
     def select(self, view: BlockView) -> torch.Tensor:
         return rules.entropy_rule(view.entropy, view.candidates, self.gamma)
 
-    def validate(self, gen_length: int, block_length: int) -> None:
+    def check(self) -> None:
         if not self.gamma >= 0:  # NaN too; inf reveals every mask at once
             raise ConfigError(f"entropy gamma must be >= 0, got {self.gamma}")
 
+
+_KINDS = {"bool": "true or false", "int": "an integer", "float": "a number"}
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (PlannerGreedy, PlannerSample, Threshold, Factor, LowConfidence, EntropyBounded)

@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from dultra.data import Example, encode_examples, extract_answer, extract_code
 from dultra.decoding import DecodeConfig, Strategy, generate
+from dultra.errors import ConfigError, DataError
 from dultra.model.tokenizer import pad_left
 from dultra.rewards import CodeReward, CodeRunner, math_correct_reward
 
@@ -98,7 +99,15 @@ def evaluate(
     code_runner: CodeRunner | None = None,
     on_batch: Callable[[list[SampleRecord]], None] | None = None,
 ) -> EvalResult:
-    """Decode every example once and judge it; `on_batch` sees each batch's records as they finish."""
+    """Decode every example once and judge it; `on_batch` sees each batch's records as they finish.
+    Code examples need a `code_runner` (dultra.rewards.sandbox_client.SandboxClient)."""
+    if not examples:
+        raise DataError("no examples to evaluate")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if code_runner is None and any(ex.kind == "code" for ex in examples):
+        raise ConfigError("code examples are scored by running them: pass code_runner=SandboxClient(url), or "
+                          "SandboxClient(None) for in-process workers (dultra.rewards.sandbox_client)")
     device = next(model.parameters()).device
     result = EvalResult(strategy.spec())
     for start in range(0, len(examples), batch_size):
@@ -112,9 +121,7 @@ def evaluate(
         if device.type == "cuda":
             torch.cuda.synchronize()
         latency = (time.perf_counter() - began) / len(batch)
-        texts = tokenizer.batch_decode(
-            [row[:n] for row, n in zip(out.completion.tolist(), out.lengths.tolist())], skip_special_tokens=True
-        )
+        texts = out.texts(tokenizer)
         scores = _scores(texts, batch, code_runner)
         records = [
             SampleRecord(

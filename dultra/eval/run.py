@@ -220,7 +220,7 @@ def _evaluate(cfg: EvalConfig, specs: list, decode: DecodeConfig, examples: list
     done = {(r.strategy, r.id) for r in records}
     pending = [(s, todo) for s in specs if (todo := [ex for ex in examples if (s.spec(), ex.id) not in done])]
     if cfg.warmup and pending:  # untimed and discarded
-        evaluate(model, tokenizer, pending[0][1][: cfg.batch_size], pending[0][0], decode, cfg.batch_size)
+        evaluate(model, tokenizer, pending[0][1][: cfg.batch_size], pending[0][0], decode, cfg.batch_size, runner)
     if records:
         print(f"eval: resuming {out}: {len(records)} of {len(specs) * len(examples)} samples are done", file=sys.stderr)
     bar = progress(desc="eval", total=len(specs) * len(examples), initial=len(records), unit="sample")

@@ -127,6 +127,10 @@ class LLaDAConfig(PretrainedConfig):
             raise ConfigError("the attention head size must be even for rotary embeddings.")
         if self.embedding_size < self.vocab_size:
             raise ConfigError("embedding_size must be at least vocab_size.")
+        for field in ("mask_token_id", "eos_token_id"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or not 0 <= value < self.vocab_size:
+                raise ConfigError(f"{field} must be a token id below vocab_size ({self.vocab_size}), got {value!r}.")
         if self.num_head_layers and not self.use_adaln:
             raise ConfigError("planner heads without AdaLN (use_adaln=False) are not supported.")
         if self.use_block_embeddings:

@@ -102,6 +102,8 @@ def encode_prompts(
     With `chat_template` (and a tokenizer that has one) each prompt becomes a user turn
     followed by the assistant prefix; otherwise the raw text is tokenized.
     """
+    if isinstance(prompts, str) or not prompts:
+        raise ConfigError(f"prompts must be a non-empty list of strings, got {prompts!r}")
     use_template = chat_template and getattr(tokenizer, "chat_template", None)
     rows = []
     for text in prompts:

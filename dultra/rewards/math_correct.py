@@ -34,13 +34,15 @@ def parse_answer(answer: str) -> list:
 
 
 def math_correct_reward(
-    completions: Sequence[str], answer: Sequence[str | None], **_: object
+    completions: Sequence[str], answer: str | Sequence[str | None], **_: object
 ) -> list[float | None]:
     """1.0 / 0.0 per completion; None where the reference answer is missing or unparseable.
 
     completions: N decoded texts. answer: N reference answers (one per completion, so a
-    GRPO group repeats its prompt's answer).
+    GRPO group repeats its prompt's answer), or one string for them all.
     """
+    if isinstance(answer, str):  # not N answers of one character each
+        answer = [answer] * len(completions)
     if len(answer) != len(completions):
         raise ValueError(f"{len(completions)} completions but {len(answer)} answers")
     gold_cache: dict[str, list] = {}  # a group of G completions shares one reference

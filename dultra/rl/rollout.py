@@ -41,10 +41,7 @@ def rollout(
     ids = ids.repeat_interleave(group_size, dim=0).to(device)
     mask = mask.repeat_interleave(group_size, dim=0).to(device)
     out = generate(model, ids, mask, PlannerSample(), decode)
-    texts = tokenizer.batch_decode(
-        [row[:n] for row, n in zip(out.completion.tolist(), out.lengths.tolist())], skip_special_tokens=True
-    )
-    return Rollout(out, texts)
+    return Rollout(out, out.texts(tokenizer))
 
 
 def score(scorer: RewardScorer, roll: Rollout, examples: Sequence[Example], group_size: int) -> ScoredBatch:

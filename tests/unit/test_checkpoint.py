@@ -207,6 +207,11 @@ def test_unsupported_architecture_fields_are_rejected():
         LLaDAConfig(alibi=True, rope=False)
     with pytest.raises(ConfigError, match="weight_tying"):
         LLaDAConfig(weight_tying=True)
+    # A mask id that is no token would fail mid-decode (torch.full(None), an embedding IndexError).
+    for bad in (None, 99999, -1):
+        with pytest.raises(ConfigError, match=f"mask_token_id must be a token id below vocab_size \\(256\\), "
+                                              f"got {bad}"):
+            LLaDAConfig(vocab_size=256, embedding_size=256, mask_token_id=bad, eos_token_id=1)
 
 
 def test_tiny_default_builds_once_and_loads_with_its_tokenizer():

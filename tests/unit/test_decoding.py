@@ -251,17 +251,73 @@ def test_tpf_counts_tokens_before_eos():
         (DecodeConfig(gen_length=0, block_length=8), Threshold(), "gen_length must be > 0, got 0"),
         (DecodeConfig(gen_length=512, block_length=8), Threshold(), "exceeds the model's context"),
         (DecodeConfig(gen_length=16, block_length=4), LowConfidence(steps=6), "low-confidence steps"),
-        (DecodeConfig(gen_length=16, block_length=4), Threshold(tau=1.5), "tau"),
         (DecodeConfig(gen_length=16, block_length=4, temperature=-1), Threshold(), "temperature"),
         (DecodeConfig(gen_length=16, block_length=4, temperature=float("inf")), Threshold(), "finite"),
-        (DecodeConfig(gen_length=16, block_length=4), PlannerGreedy(float("inf")), "factor must be a finite"),
-        (DecodeConfig(gen_length=16, block_length=4), Factor(float("nan")), "factor must be a finite"),
-        (DecodeConfig(gen_length=16, block_length=4), EntropyBounded(float("nan")), "gamma"),
+        (DecodeConfig(gen_length=16.0, block_length=4), Threshold(), "gen_length must be an integer, got 16.0"),
+        (DecodeConfig(gen_length=16, block_length=4, max_steps=0), Threshold(), "max_steps must be None"),
+        (DecodeConfig(gen_length=16, block_length=4, record_trunk=True), Threshold(), "needs record=True"),
+        (DecodeConfig(gen_length=16, block_length=4, eos_ids=(10**6,)), Threshold(), r"eos_ids \[1000000\] are not"),
+        (DecodeConfig(gen_length=16, block_length=4), object(), "strategy must be a Strategy or a spec"),
     ],
 )
 def test_clear_errors_for_bad_settings(model, config, strategy, message):
     with pytest.raises(ConfigError, match=message):
         generate(model, _prompts(), None, strategy, config)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Threshold(tau=1.5), r"tau must be in \[0, 1\], got 1.5"),
+    (lambda: parse_strategy("threshold:tau=5"), r"tau must be in \[0, 1\], got 5.0"),
+    (lambda: PlannerGreedy(float("inf")), "factor must be a finite"),
+    (lambda: Factor(float("nan")), "factor must be a finite"),
+    (lambda: EntropyBounded(float("nan")), "gamma"),
+    (lambda: Threshold("0.9"), "strategy 'threshold': tau must be a number, got '0.9'"),
+    (lambda: LowConfidence(steps=16.0), "strategy 'low-confidence': steps must be an integer, got 16.0"),
+    (lambda: Factor(official="yes"), "official must be true or false"),
+])
+def test_strategies_refuse_bad_settings_when_made(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_a_strategy_may_be_given_as_its_spec(model):
+    assert torch.equal(generate(model, _prompts(), None, "threshold:tau=0.5", CFG).completion,
+                       generate(model, _prompts(), None, Threshold(0.5), CFG).completion)
+
+
+def _left_padded():
+    ids = _prompts()
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("inputs, message", [
+    (lambda ids, mask: (ids.float(), mask), "input_ids must be a 2-D integer tensor .* got a 2-D torch.float32"),
+    (lambda ids, mask: (ids[0], None), "got a 1-D torch.int64 tensor"),
+    (lambda ids, mask: (ids.tolist(), None), "got list"),
+    (lambda ids, mask: (ids[:0], None), "no prompt"),
+    (lambda ids, mask: (ids + 10**6, mask), "outside this model's vocabulary"),
+    (lambda ids, mask: (ids, mask[:, 1:]), r"attention_mask must have the shape of input_ids \(3, 6\), got \(3, 5\)"),
+    (lambda ids, mask: (ids, mask.flip(1)), "left-padded"),  # right padding
+    (lambda ids, mask: (ids, mask * 0), "left-padded"),  # a row with no token
+    (lambda ids, mask: (ids, mask * 2), "must be 0/1"),
+])
+def test_clear_errors_for_bad_prompts(model, inputs, message):
+    with pytest.raises(ConfigError, match=message):
+        generate(model, *inputs(*_left_padded()), Threshold(0.5), CFG)
+
+
+def test_int32_prompts_decode_as_int64_ones(model):
+    ids, mask = _left_padded()
+    assert torch.equal(generate(model, ids.int(), mask.int(), Threshold(0.5), CFG).completion,
+                       generate(model, ids, mask, Threshold(0.5), CFG).completion)
+
+
+def test_a_decode_cut_by_max_steps_counts_only_decoded_tokens(model):
+    out = generate(model, _prompts(), None, LowConfidence(16), replace(CFG, max_steps=3))
+    decoded = (out.completion != MASK).sum(dim=1)
+    assert (decoded == 3).all() and torch.equal(out.lengths, decoded)  # one token a step, no EOS yet
 
 
 def test_planner_strategy_needs_a_planner_head():

@@ -47,6 +47,16 @@ def test_batch_size_does_not_change_greedy_results(ckpt):
                [(r.completion, r.nfe, r.correct) for r in many.records]
 
 
+def test_evaluate_refuses_what_it_cannot_score(ckpt):
+    model, tok = load(ckpt)
+    with pytest.raises(DataError, match="no examples to evaluate"):
+        evaluate(model, tok, [], Threshold(0.5), CFG)
+    with pytest.raises(ConfigError, match="batch_size must be >= 1, got 0"):
+        evaluate(model, tok, load_task("synthetic-math", "test", limit=1), Threshold(0.5), CFG, batch_size=0)
+    with pytest.raises(ConfigError, match=r"code examples are scored by running them: pass code_runner="):
+        evaluate(model, tok, load_task("synthetic-code", "test", limit=1), Threshold(0.5), CFG)  # all unscored before
+
+
 def test_compiled_evaluation_shares_padded_prompt_widths_and_decodes_as_eager(ckpt):
     model, tok = load(ckpt)
     examples = load_task("synthetic-math", "test", limit=6)

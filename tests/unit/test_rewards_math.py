@@ -72,6 +72,11 @@ def test_unscorable_references_give_none():
         math_correct_reward(["a", "b"], answer=["1"])
 
 
+def test_one_answer_string_serves_every_completion():
+    # Not read as one answer per character ("1", "6"), which scored both of these 1.0.
+    assert math_correct_reward(["#### 1", "#### 16"], answer="16") == [0.0, 1.0]
+
+
 def test_extraction_rules():
     assert extract_boxed("\\boxed{\\frac{1}{2}} then \\boxed{\\left\\{ 1, 2 \\right\\}}") == "\\left\\{ 1, 2 \\right\\}"
     assert extract_boxed("\\boxed{a} \\boxed{b") == "a"  # an unclosed last box does not count

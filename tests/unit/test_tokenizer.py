@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from transformers import AutoTokenizer
 
+from dultra.errors import ConfigError
 from dultra.model.tokenizer import build_tiny_tokenizer, encode_prompts
 
 
@@ -43,3 +45,6 @@ def test_encode_prompts_left_pads(tiny_tokenizer):
     assert (ids[0][mask[0] == 0] == tiny_tokenizer.pad_token_id).all()
     raw, _ = encode_prompts(tiny_tokenizer, ["a"], chat_template=False)
     assert raw.shape[1] < ids.shape[1]
+    for bad in ([], "a prompt"):
+        with pytest.raises(ConfigError, match="prompts must be a non-empty list of strings"):
+            encode_prompts(tiny_tokenizer, bad)

@@ -14,15 +14,8 @@ import time
 import torch
 
 from dultra.decoding import DecodeConfig, Strategy, generate
-from dultra.decoding.generate import CACHES, check_layout
-from dultra.decoding.strategies import (
-    EntropyBounded,
-    Factor,
-    LowConfidence,
-    PlannerGreedy,
-    PlannerSample,
-    Threshold,
-)
+from dultra.decoding.generate import CACHES, check_layout, lengths_for
+from dultra.decoding.strategies import STRATEGIES
 from dultra.errors import ConfigError
 from dultra.model.device import check_device
 from dultra.model.loading import (
@@ -31,7 +24,6 @@ from dultra.model.loading import (
     read_config,
     resolve,
     stop_token_ids,
-    trained_lengths,
     untrained_planner,
 )
 from dultra.model.tokenizer import encode_prompts
@@ -45,7 +37,7 @@ def register(subparsers) -> None:
                         "or ours) or a Hugging Face Hub id (GSAI-ML/LLaDA-8B-Instruct, sengi/dUltra-math)")
     p.add_argument("--prompt", required=True, help="the user message")
     p.add_argument("--strategy", default="planner",
-                   choices=["planner", "planner-sample", "threshold", "factor", "low-confidence", "entropy"],
+                   choices=list(STRATEGIES),
                    help="unmasking strategy (default: planner, the dUltra planner-greedy rule)")
     p.add_argument("--gen-length", type=int, default=None,
                    help="completion length in tokens (default: as dultra trained the checkpoint, else 256)")
@@ -92,26 +84,19 @@ def strategy_from_args(args: argparse.Namespace) -> Strategy:
         if getattr(args, option) is not None and args.strategy not in strategies:
             print(f"dultra: note: --{option} applies to --strategy {' / '.join(strategies)}; ignored",
                   file=sys.stderr)
-    given = lambda option, default: default if getattr(args, option) is None else getattr(args, option)  # noqa: E731
-    return {
-        "planner": lambda: PlannerGreedy(factor=given("factor", 1.0)),
-        "planner-sample": PlannerSample,
-        "threshold": lambda: Threshold(tau=given("threshold", 0.9)),
-        "factor": lambda: Factor(factor=given("factor", 1.0)),
-        "low-confidence": lambda: LowConfidence(steps=given("steps", args.gen_length)),
-        "entropy": lambda: EntropyBounded(gamma=given("gamma", 0.1)),
-    }[args.strategy]()
+    settings = {"planner": {"factor": args.factor}, "threshold": {"tau": args.threshold},
+                "factor": {"factor": args.factor}, "entropy": {"gamma": args.gamma},
+                "low-confidence": {"steps": args.gen_length if args.steps is None else args.steps}}
+    given = {k: v for k, v in settings.get(args.strategy, {}).items() if v is not None}  # else the strategy's default
+    return STRATEGIES[args.strategy](**given)
 
 
 def decode_lengths(path, args: argparse.Namespace) -> None:
-    """Unset --gen-length / --block-length: those the checkpoint was trained with by dultra
-    (its decoding only ever saw them), else 256 / 32."""
-    lengths = trained_lengths(path)
-    if args.gen_length is None and args.block_length is None and lengths:
-        args.gen_length, args.block_length = lengths
-        print(f"dultra: gen_length {lengths[0]}, block_length {lengths[1]}, as {path} was trained", file=sys.stderr)
-    args.gen_length = 256 if args.gen_length is None else args.gen_length
-    args.block_length = 32 if args.block_length is None else args.block_length
+    """Unset --gen-length / --block-length filled in (lengths_for)."""
+    args.gen_length, args.block_length, trained = lengths_for(path, args.gen_length, args.block_length)
+    if trained:
+        print(f"dultra: gen_length {args.gen_length}, block_length {args.block_length}, as {path} was trained",
+              file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ all processes also move between blocks together, so every process refreshes at t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -41,6 +42,7 @@ from dultra.decoding.trajectory import Trajectory, step_log_prob
 from dultra.errors import ConfigError
 from dultra.model import LLaDAConfig
 from dultra.model.kv_cache import KVCache, fresh_columns
+from dultra.model.loading import trained_lengths
 
 CACHES = ("none", "prefix", "dual")
 
@@ -103,6 +105,16 @@ class DecodeOutput:
         """Each row's completion before its first EOS, as text (special tokens dropped)."""
         rows = [row[:n] for row, n in zip(self.completion.tolist(), self.lengths.tolist())]
         return tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+
+def lengths_for(model: str | Path, gen_length: int | None, block_length: int | None) -> tuple[int, int, bool]:
+    """(gen_length, block_length, trained): with both unset (None), those a local checkpoint was
+    trained with by dultra (its planner only ever saw them; trained=True); else the unset one
+    takes DecodeConfig's default."""
+    if gen_length is None and block_length is None and (lengths := trained_lengths(model)):
+        return (*lengths, True)
+    return (DecodeConfig.gen_length if gen_length is None else gen_length,
+            DecodeConfig.block_length if block_length is None else block_length, False)
 
 
 def check_settings(config: DecodeConfig, strategy: Strategy) -> None:

@@ -25,12 +25,12 @@ from dultra.configio import changed_settings, config_dict, doc
 from dultra.data import Example, load_task, read_examples, render_prompts
 from dultra.data.prompts import solutions_too_long
 from dultra.decoding import DecodeConfig, parse_strategy
-from dultra.decoding.generate import check_settings
+from dultra.decoding.generate import check_settings, lengths_for
 from dultra.errors import ConfigError, DataError, DultraError
 from dultra.eval.accuracy import SampleRecord, evaluate
 from dultra.eval.report import method_aup, summarize, write_report
 from dultra.model.device import check_device
-from dultra.model.loading import load, resolve, stop_token_ids, trained_lengths, untrained_planner
+from dultra.model.loading import load, resolve, stop_token_ids, untrained_planner
 from dultra.progress import progress
 
 
@@ -166,14 +166,10 @@ def check_config(cfg: EvalConfig) -> None:
 
 
 def with_lengths(cfg: EvalConfig) -> EvalConfig:
-    """Unset lengths filled in: a dultra-trained checkpoint's own when both are unset (its
-    planner only ever saw those), else 256 / 32."""
-    lengths = trained_lengths(cfg.model) if cfg.gen_length is None and cfg.block_length is None else None
-    if lengths:
-        print(f"eval: gen_length {lengths[0]}, block_length {lengths[1]}, as {cfg.model} was trained",
-              file=sys.stderr)
-    gen, block = lengths or (256 if cfg.gen_length is None else cfg.gen_length,
-                             32 if cfg.block_length is None else cfg.block_length)
+    """Unset lengths filled in (lengths_for): a dultra-trained checkpoint's own, else the defaults."""
+    gen, block, trained = lengths_for(cfg.model, cfg.gen_length, cfg.block_length)
+    if trained:
+        print(f"eval: gen_length {gen}, block_length {block}, as {cfg.model} was trained", file=sys.stderr)
     return dataclasses.replace(cfg, gen_length=gen, block_length=block)
 
 

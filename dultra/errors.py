@@ -1,6 +1,7 @@
 """Errors a user can fix (bad settings, paths, checkpoints). The CLI prints them in one line.
 
-Both are ValueErrors, so library callers can catch them the usual way.
+Catch DultraError for all of them. ConfigError, CheckpointError and DataError are also
+ValueErrors, so callers can catch bad input the usual way.
 """
 
 

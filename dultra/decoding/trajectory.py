@@ -97,10 +97,6 @@ class Trajectory:
         trajectory without its trunk outputs, which replays block by block as decoded."""
         return self.cache == "none" or self.trunk is not None
 
-    def sequence_log_prob(self) -> torch.Tensor:
-        """(B,) log-probability of the whole trajectory."""
-        return self.log_probs.sum(dim=1)
-
 
 def step_log_prob(
     planner_logits: torch.Tensor | None,

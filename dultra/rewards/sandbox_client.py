@@ -14,14 +14,11 @@
 - `transport=` takes any `httpx.BaseTransport` (tests inject one).
 - No URL means in-process mode: a local pool of the same isolated workers, no server
   (needs the `sandbox` package, which ships with dultra).
-- Commands that score code take `--sandbox-url` via `add_sandbox_url_argument(parser)`
-  and build their client with `client_from_args(args)`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import random
 import threading
 import time
@@ -202,23 +199,18 @@ class SandboxClient:
         return self._with_retries(call, lambda r: r.status == "sandbox_error")
 
     def _run_chunk(self, chunk: list[dict]) -> list[RunResult]:
-        def call() -> list[RunResult]:
-            body = self._post("/v1/run_batch", {"requests": chunk})
+        def post(requests: list[dict]) -> list[RunResult]:
+            body = self._post("/v1/run_batch", {"requests": requests})
             return [RunResult.from_json(r) for r in body["results"]]
-        results = self._with_retries(call, lambda rs: False)
+
+        results = self._with_retries(lambda: post(chunk), lambda rs: False)
         # Re-run only the items the service itself failed on.
         for attempt in range(self.config.retries):
             again = [i for i, r in enumerate(results) if r.status == "sandbox_error"]
             if not again:
                 break
             self._sleep(attempt)
-            subset = [chunk[i] for i in again]
-
-            def call_again(subset: list[dict] = subset) -> list[RunResult]:
-                body = self._post("/v1/run_batch", {"requests": subset})
-                return [RunResult.from_json(r) for r in body["results"]]
-
-            retried = self._with_retries(call_again, lambda rs: False)
+            retried = self._with_retries(lambda again=again: post([chunk[i] for i in again]), lambda rs: False)
             for i, r in zip(again, retried, strict=True):
                 results[i] = r
         return results
@@ -311,14 +303,3 @@ class _LocalSandbox:
     def close(self) -> None:
         self._pool.close()
 
-
-def add_sandbox_url_argument(parser) -> None:
-    """The `--sandbox-url` flag that training and evaluation commands share."""
-    parser.add_argument(
-        "--sandbox-url", default=os.environ.get("DULTRA_SANDBOX_URL"),
-        help="sandbox service for code rewards (default $DULTRA_SANDBOX_URL, else in-process workers)")
-
-
-def client_from_args(args, config: ClientConfig | None = None) -> SandboxClient:
-    """A client for `args.sandbox_url` (in-process when it is unset)."""
-    return SandboxClient(getattr(args, "sandbox_url", None), config)

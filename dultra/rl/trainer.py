@@ -70,7 +70,8 @@ class OffPolicyError(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    """Settings of `dultra train` (section `train` of a config file); defaults are the reference's."""
+    """Settings of `dultra train` (section `train` of a config file). Defaults are the reference's
+    where it has one; configs/llada-8b-*.yaml set its full recipe."""
 
     model: str = doc("runs/warmstart/final", "checkpoint with a planner head (after `dultra warmstart`; "
                                                    "a directory or a Hub id such as sengi/dUltra-math)")

@@ -162,18 +162,6 @@ def test_concurrency_reaches_its_bound_and_never_passes_it():
     assert state["peak"] == FAST.max_concurrency
 
 
-def test_sandbox_url_flag_defaults_to_the_environment(monkeypatch):
-    import argparse
-
-    from dultra.rewards.sandbox_client import add_sandbox_url_argument
-
-    monkeypatch.setenv("DULTRA_SANDBOX_URL", "http://sandbox.example:8080")
-    parser = argparse.ArgumentParser()
-    add_sandbox_url_argument(parser)
-    assert parser.parse_args([]).sandbox_url == "http://sandbox.example:8080"
-    assert parser.parse_args(["--sandbox-url", "http://x:1"]).sandbox_url == "http://x:1"
-
-
 def test_run_tests_is_the_code_rewards_runner():
     from dultra.data.example import CodeTest
     from dultra.rewards.runner import CodeRunner

@@ -36,7 +36,13 @@ import torch
 import torch.distributed as dist
 
 from dultra.decoding.graphs import captured_steps
-from dultra.decoding.step import block_index, decode_step, gumbel_noise, model_config
+from dultra.decoding.step import (
+    attention_inputs,
+    block_index,
+    decode_step,
+    gumbel_noise,
+    model_config,
+)
 from dultra.decoding.strategies import BlockView, Strategy, parse_strategy
 from dultra.decoding.trajectory import Trajectory, step_log_prob
 from dultra.errors import ConfigError
@@ -245,10 +251,7 @@ def generate(
 
     prompt_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.dtype)
     x = torch.cat([input_ids, torch.full((B, G), mask_id, dtype=input_ids.dtype, device=dev)], dim=1)
-    valid = torch.cat([prompt_mask, torch.ones((B, G), dtype=prompt_mask.dtype, device=dev)], dim=1)
-    seq_len = valid.sum(dim=1)
-    if bool(prompt_mask.all()):  # one check here, so unpadded batches get the fastest attention
-        valid = None
+    valid, seq_len = attention_inputs(prompt_mask, G)
     block_start = torch.full((B,), P, device=dev)
     block_step = torch.zeros(B, dtype=torch.long, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)

@@ -62,6 +62,14 @@ def model_config(model: torch.nn.Module):
     return model.config
 
 
+def attention_inputs(prompt_mask: torch.Tensor, gen_length: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """prompt_mask (B, P) of left-padded prompts -> the (B, P + G) attention mask of prompts
+    and completions, None without padding (then the fastest attention kernels run), and the
+    (B,) real tokens per row."""
+    valid = torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], gen_length)], dim=1)
+    return (None if bool(prompt_mask.all()) else valid), valid.sum(dim=1)
+
+
 def gumbel_noise(shape: torch.Size, device, generator: torch.Generator | None) -> torch.Tensor:
     """Standard Gumbel noise of `shape` (float32), drawn outside compiled regions."""
     u = torch.rand(shape, device=device, generator=generator)

@@ -24,7 +24,13 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from dultra.decoding.step import block_index, model_config, score_block, token_log_prob
+from dultra.decoding.step import (
+    attention_inputs,
+    block_index,
+    model_config,
+    score_block,
+    token_log_prob,
+)
 from dultra.model.kv_cache import KVCache, fresh_columns
 
 
@@ -173,7 +179,7 @@ def replay_steps(model: torch.nn.Module, traj: Trajectory, forwards: int = 0) ->
         yield from _cached_packs(model, traj)
         return
     B = traj.prompt_ids.shape[0]
-    valid, seq_len = _attention(traj)
+    valid, seq_len = attention_inputs(traj.prompt_mask, traj.completion.shape[1])
     all_steps, all_rows = traj.taken.T.nonzero(as_tuple=True)  # step-major
     pairs = len(all_rows)
     total = max(-(-pairs // B), forwards)
@@ -196,7 +202,7 @@ def _cached_packs(model: torch.nn.Module, traj: Trajectory) -> Iterator[ReplayPa
     every row, then the block's cached steps (`traj.cache` columns recomputed), in one graph."""
     (B, P), G, N = traj.prompt_ids.shape, traj.completion.shape[1], traj.block_length
     S = traj.log_probs.shape[1]
-    valid, seq_len = _attention(traj)
+    valid, seq_len = attention_inputs(traj.prompt_mask, G)
     rows = torch.arange(B, device=seq_len.device)
     bounds = [s for s in traj.refreshes if s < S] + [S]
     for block, (first, end) in enumerate(zip(bounds, bounds[1:])):
@@ -213,12 +219,6 @@ def _cached_packs(model: torch.nn.Module, traj: Trajectory) -> Iterator[ReplayPa
         yield ReplayPack(pair_rows, steps + first, log_prob, last=end == S, forwards=end - first)
 
 
-def _attention(traj: Trajectory) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """(B, P + G) attention mask (None without padding: the fastest kernels) and (B,) real tokens per row."""
-    valid = torch.cat([traj.prompt_mask, torch.ones_like(traj.completion)], dim=1)
-    return (valid if not bool(traj.prompt_mask.all()) else None), valid.sum(dim=1)
-
-
 def _replayed(
     model: torch.nn.Module,
     traj: Trajectory,
@@ -233,7 +233,7 @@ def _replayed(
 ) -> torch.Tensor:
     """log pi (R,) of the (row, step) pairs rows, steps (R,), from the inputs decoding saw.
 
-    valid, seq_len: `_attention(traj)`. index: (R, N) block columns, None for each pair's
+    valid, seq_len: `attention_inputs(traj.prompt_mask, G)`. index: (R, N) block columns, None for each pair's
     first block with masks. active: (R,) bool, False for pairs whose row had no step then
     (it waited for the batch). cache, fresh: as in `score_block`.
     """

@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from dultra.configio import doc
 from dultra.data import Example, encode_examples
 from dultra.data.mixture import load_examples
-from dultra.decoding.step import model_config
+from dultra.decoding.step import attention_inputs, model_config
 from dultra.errors import ConfigError
 from dultra.model.loading import load
 from dultra.rl.data import ExampleStream, encode_targets
@@ -67,7 +67,7 @@ def masked_diffusion_loss(
     t = (eps + (1 - eps) * torch.rand(B, generator=generator)).to(dev)
     masked = (torch.rand(B, G, generator=generator).to(dev) < t[:, None])
     x = torch.cat([prompt_ids, torch.where(masked, cfg.mask_token_id, targets)], dim=1)
-    valid = None if bool(prompt_mask.all()) else torch.cat([prompt_mask, torch.ones_like(targets)], dim=1)
+    valid, _ = attention_inputs(prompt_mask, G)
     index = torch.arange(P, P + G, device=dev).expand(B, -1)
     logits = model(x, attention_mask=valid, logits_index=index).logits.float()
     ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")

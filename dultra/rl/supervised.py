@@ -112,9 +112,14 @@ def store_frozen_weights(model: torch.nn.Module, accelerator: Accelerator, name:
         accelerator.print(f"{name}: frozen linear weights stored in {dtype}, {freed / 1e9:.2f} GB freed")
 
 
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """A seed that depends only on (seed, step, rank): resumable randomness, distinct per process."""
+    return (seed * 1_000_003 + step) * 101 + rank
+
+
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
-    """A CPU generator that depends only on (seed, step, rank): resumable randomness."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 101 + rank)
+    """A CPU generator seeded with step_seed."""
+    return torch.Generator().manual_seed(step_seed(seed, step, rank))
 
 
 def run_supervised(

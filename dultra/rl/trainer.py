@@ -60,6 +60,7 @@ from dultra.rl.supervised import (
     build_optimizer,
     check_run,
     prepare,
+    step_seed,
     store_frozen_weights,
 )
 
@@ -238,7 +239,7 @@ class GRPOTrainer:
         self.model.eval()
         decode = DecodeConfig(
             gen_length=cfg.gen_length, block_length=cfg.block_length, temperature=cfg.temperature,
-            record=True, seed=(cfg.seed * 1_000_003 + step) * 101 + acc.process_index, eos_ids=self.eos_ids,
+            record=True, seed=step_seed(cfg.seed, step, acc.process_index), eos_ids=self.eos_ids,
             lockstep=acc.num_processes > 1, cache=cfg.cache, compile=cfg.compile_rollouts,
             record_trunk=not cfg.train_base,  # a frozen base: the replay runs the heads on the recorded trunk
         )

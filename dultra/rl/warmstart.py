@@ -22,7 +22,7 @@ from dultra.data import Example, encode_examples
 from dultra.data.mixture import load_examples
 from dultra.decoding.generate import check_lengths
 from dultra.decoding.rules import factor_rule
-from dultra.decoding.step import block_index, model_config, score_block
+from dultra.decoding.step import attention_inputs, block_index, model_config, score_block
 from dultra.errors import ConfigError
 from dultra.model.loading import load
 from dultra.rl.data import ExampleStream, encode_targets
@@ -85,12 +85,10 @@ def warmstart_loss(
     P = prompt_ids.shape[1]
     state, start = random_states(targets, block_length, mask_id, generator)
     x = torch.cat([prompt_ids, state], dim=1)
-    valid = torch.cat([prompt_mask, torch.ones_like(state)], dim=1)
+    valid, seq_len = attention_inputs(prompt_mask, state.shape[1])
     index = block_index(P + start, block_length)
     candidates = x.gather(1, index) == mask_id
-    logits, planner, _ = score_block(
-        model, x, None if bool(prompt_mask.all()) else valid, valid.sum(dim=1), index, candidates, True
-    )
+    logits, planner, _ = score_block(model, x, valid, seq_len, index, candidates, True)
     with torch.no_grad():
         labels = factor_rule(logits.softmax(dim=-1).amax(dim=-1), candidates, factor, official)
     z, y = planner[candidates], labels[candidates].float()

@@ -52,13 +52,9 @@ from dultra.data import Example, load_task  # noqa: E402
 from dultra.decoding import DecodeConfig, parse_strategy  # noqa: E402
 from dultra.eval.accuracy import evaluate  # noqa: E402
 from dultra.model.loading import load  # noqa: E402
-from dultra.rl.pretrain import PretrainConfig, pretrain  # noqa: E402
-from dultra.rl.trainer import TrainConfig, train  # noqa: E402
-from dultra.rl.warmstart import WarmstartConfig, warmstart  # noqa: E402
+from dultra.rl.stages import STAGES, stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = {"pretrain": (PretrainConfig, pretrain), "warmstart": (WarmstartConfig, warmstart),
-          "train": (TrainConfig, train)}
 # Base-model references: one token per step, then Fast-dLLM thresholds from near 1 down.
 BASE_STRATEGIES = ("low-confidence:steps={gen}", "threshold:tau=0.99", "threshold:tau=0.95", "threshold:tau=0.9",
                    "threshold:tau=0.8", "threshold:tau=0.7", "threshold:tau=0.5", "threshold:tau=0.3")
@@ -85,7 +81,7 @@ class Row:
 
 def stage_configs(config: Path, workdir: Path | None, steps_scale: float) -> dict[str, object]:
     """The three stage configs, optionally moved to `workdir` and with scaled step counts."""
-    configs = {name: load_config(cls, config, section=name) for name, (cls, _) in STAGES.items()}
+    configs = {name: load_config(stage(name)[0], config, section=name) for name in STAGES}
     previous = None
     for name, cfg in configs.items():
         changes = {"steps": max(1, round(cfg.steps * steps_scale))}
@@ -108,7 +104,7 @@ def run_stages(configs: dict[str, object], reuse: set[str]) -> dict[str, float]:
             print(f"{name}: reusing {final}")
             continue
         began = time.perf_counter()
-        STAGES[name][1](cfg)
+        stage(name)[1](cfg)
         seconds[name] = time.perf_counter() - began
         print(f"{name}: {seconds[name]:.0f} s -> {final}", flush=True)
     return seconds

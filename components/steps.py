@@ -20,12 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-STAGES = {
-    "pretrain": ("dultra.rl.pretrain", "PretrainConfig", "pretrain"),
-    "warmstart": ("dultra.rl.warmstart", "WarmstartConfig", "warmstart"),
-    "train": ("dultra.rl.trainer", "TrainConfig", "train"),
-}
-
 
 def resolve_config(path: str) -> Path:
     """A config path as given, or relative to the source checkout (the image's /app)."""
@@ -119,11 +113,9 @@ def checkpoint_dir(artifact_dir: str) -> str:
 def run_stage(stage: str, config: str, overrides: dict[str, Any], workdir: str,
               launcher: Launcher | None = None) -> Path:
     """Run a training stage with `config`'s section + overrides; returns its final checkpoint."""
-    import importlib
-
     from dultra.configio import load_config, to_flags
+    from dultra.rl.stages import stage as training_stage
 
-    module, cls, entry = STAGES[stage]
     settings = {**overrides, "output_dir": str(Path(workdir) / stage), "resume": True}
     config_path = resolve_config(config)
     launcher = launcher or Launcher()
@@ -146,8 +138,8 @@ def run_stage(stage: str, config: str, overrides: dict[str, Any], workdir: str,
     elif launcher.gpus_per_node > 1:
         subprocess.run(launcher.local_command([stage, "--config", str(config_path), *to_flags(settings)]), check=True)
     else:
-        mod = importlib.import_module(module)
-        getattr(mod, entry)(load_config(getattr(mod, cls), config_path, section=stage, overrides=settings))
+        config_cls, entry = training_stage(stage)
+        entry(load_config(config_cls, config_path, section=stage, overrides=settings))
     return Path(workdir) / stage / "final"
 
 

@@ -1,0 +1,33 @@
+"""The training stages by name: the command, the YAML section and the run directory of each.
+
+    config_cls, run = stage("train")       # TrainConfig, dultra.rl.trainer.train
+    run(load_config(config_cls, "configs/tiny.yaml", section="train"))
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import NamedTuple
+
+
+class Stage(NamedTuple):
+    help: str  # one line, for `dultra --help`
+    module: str  # imported only when the stage runs (torch, transformers)
+    config: str  # its typed config class
+    entry: str  # its function: config -> the final checkpoint's directory
+
+
+STAGES = {
+    "pretrain": Stage("masked-diffusion training of a base model (the tiny default's)", "dultra.rl.pretrain",
+                      "PretrainConfig", "pretrain"),
+    "warmstart": Stage("train the planner head to imitate the Fast-dLLM factor rule", "dultra.rl.warmstart",
+                       "WarmstartConfig", "warmstart"),
+    "train": Stage("GRPO training of model and planner", "dultra.rl.trainer", "TrainConfig", "train"),
+}
+
+
+def stage(name: str) -> tuple[type, Callable]:
+    """(config class, entry function) of the stage `name`."""
+    module = importlib.import_module(STAGES[name].module)
+    return getattr(module, STAGES[name].config), getattr(module, STAGES[name].entry)

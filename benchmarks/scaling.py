@@ -57,22 +57,22 @@ class Inputs:
 class Cluster:
     """Assumed hardware and prices (settable from the command line)."""
 
-    gpus_per_node: int = 8
+    gpus_per_node: int = 8  # an HGX H100 node
     nvlink_GBps: float = 360.0  # NCCL bus bandwidth inside an H100 SXM node (NVSwitch)
     network_GBps: float = 40.0  # per GPU between nodes (8 x 400 Gb/s NICs per node)
-    gpu_memory_GB: float = 80.0
-    usd_per_gpu_hour: float = 3.0
+    gpu_memory_GB: float = 80.0  # H100 SXM
+    usd_per_gpu_hour: float = 3.0  # an assumed on-demand H100 price; pass yours (--usd-per-gpu-hour)
 
 
 @dataclass
 class Run:
     """The training setting of configs/llada-8b-math.yaml."""
 
-    group: int = 12
+    group: int = 12  # completions per prompt (group_size)
     seq_len: int = 384  # prompt 128 + gen 256
-    d_model: int = 4096
-    replay_batch_size: int = 4
-    steps: int = 4800
+    d_model: int = 4096  # LLaDA-8B's hidden size
+    replay_batch_size: int = 4  # (row, step) pairs per replay forward
+    steps: int = 4800  # GRPO steps of a full run
     batch_steps_per_nfe: float = 1.14  # a batch waits for its slowest row (train_step_cache_cpu.json)
 
 

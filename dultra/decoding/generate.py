@@ -66,7 +66,8 @@ class DecodeConfig:
     early_stop: bool = False
     """End a row once an EOS is decoded and everything before it is revealed (fills the rest with EOS)."""
     record: bool = False
-    """Keep the trajectory and per-step log-probs (needed by RL)."""
+    """Keep the trajectory and per-step log-probs (needed by RL). Token log-probs are the base
+    model's softmax without temperature, as the reference's policy (dultra.md section 4)."""
     record_trunk: bool = False
     """With `record`, also keep every step's trunk output (B, L, D), so the replay of a frozen
     base runs only the heads (GRPO of the planner alone)."""

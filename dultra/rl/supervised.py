@@ -22,17 +22,9 @@ from accelerate.utils import DistributedType
 from dultra.configio import config_dict, doc
 from dultra.errors import ConfigError
 from dultra.model.precision import store_frozen_linears
-from dultra.progress import progress
-from dultra.rl.checkpoint import (
-    checkpoint_due,
-    load_checkpoint,
-    save_checkpoint,
-    save_final,
-    start_point,
-    stopped_by_user,
-)
+from dultra.rl.checkpoint import start_point
 from dultra.rl.data import ExampleStream
-from dultra.rl.logger import MetricsLogger
+from dultra.rl.loop import run_steps
 
 SCHEDULES = ("constant", "cosine")
 
@@ -144,34 +136,21 @@ def run_supervised(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.steps)
     model, optimizer, scheduler = prepare(accelerator, model, optimizer, scheduler)
-    start = 0
-    if ckpt is not None:
-        state = load_checkpoint(accelerator, ckpt)
-        start = state["step"]
-        stream.load_state(state["data"])
-        accelerator.print(f"{name}: resumed from {ckpt} at step {start}")
-    logger = MetricsLogger(output_dir, enabled=accelerator.is_main_process, resume_step=start)
-    accelerator.print(f"{name}: config {config}")
     model.train()
-    bar = progress(range(start, cfg.steps), desc=name, total=cfg.steps, initial=start, unit="step",
-                   enabled=accelerator.is_local_main_process)
-    with stopped_by_user(accelerator, name, output_dir, bar):
-        for step in bar:
-            began = time.perf_counter()
-            batch = stream.next()
-            loss, metrics = loss_fn(model, batch, step_generator(cfg.seed, step, accelerator.process_index))
-            accelerator.backward(loss)
-            grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else None
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            metrics = {f"{name}/loss": accelerator.reduce(loss.detach(), "mean").item(), **metrics,
-                       "lr": scheduler.get_last_lr()[0], "seconds/step": time.perf_counter() - began}
-            if grad_norm is not None:
-                metrics["grad_norm"] = float(grad_norm)
-            logger.log(step + 1, metrics)
-            bar.set_postfix(loss=f"{metrics[f'{name}/loss']:.4f}")
-            if checkpoint_due(step + 1, cfg.save_every, cfg.steps):
-                save_checkpoint(accelerator, output_dir, step + 1, {"data": stream.state(), "config": config})
-    logger.close()
-    return save_final(accelerator, model, tokenizer, output_dir, {"stage": name, "steps": cfg.steps, "config": config})
+
+    def step_fn(step: int) -> dict[str, float]:
+        began = time.perf_counter()
+        loss, metrics = loss_fn(model, stream.next(), step_generator(cfg.seed, step, accelerator.process_index))
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else None
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        metrics = {f"{name}/loss": accelerator.reduce(loss.detach(), "mean").item(), **metrics,
+                   "lr": scheduler.get_last_lr()[0], "seconds/step": time.perf_counter() - began}
+        if grad_norm is not None:
+            metrics["grad_norm"] = float(grad_norm)
+        return metrics
+
+    return run_steps(accelerator, name, name, cfg, stream, config, ckpt, step_fn,
+                     lambda m: {"loss": f"{m[f'{name}/loss']:.4f}"}, model, tokenizer)

@@ -41,19 +41,13 @@ from dultra.decoding.generate import check_cache, check_lengths, check_temperatu
 from dultra.decoding.trajectory import replay_forwards, replay_steps
 from dultra.errors import ConfigError
 from dultra.model.loading import load, resolve, stop_token_ids, untrained_planner
-from dultra.progress import progress
 from dultra.rewards import RewardConfig, RewardScorer, load_teacher
 from dultra.rl.checkpoint import (
-    checkpoint_due,
-    load_checkpoint,
-    save_checkpoint,
-    save_final,
     start_point,
-    stopped_by_user,
 )
 from dultra.rl.data import ExampleStream
 from dultra.rl.grpo import group_advantages, kl_penalty, loss_coefficients, sequence_log_ratio
-from dultra.rl.logger import MetricsLogger
+from dultra.rl.loop import run_steps
 from dultra.rl.rollout import Rollout, rollout, score
 from dultra.rl.supervised import (
     OptimConfig,
@@ -211,26 +205,9 @@ class GRPOTrainer:
         cfg, acc = self.cfg, self.acc
         if self.finished is not None:
             return self.finished
-        start = 0
-        if (ckpt := self.resume_from) is not None:
-            state = load_checkpoint(acc, ckpt)
-            start = state["step"]
-            self.stream.load_state(state["data"])
-            acc.print(f"train: resumed from {ckpt} at step {start}")
-        logger = MetricsLogger(cfg.output_dir, enabled=acc.is_main_process, resume_step=start)
-        acc.print(f"train: config {self.config}")
-        bar = progress(range(start, cfg.steps), desc="grpo", total=cfg.steps, initial=start, unit="step",
-                       enabled=acc.is_local_main_process)
-        with stopped_by_user(acc, "train", cfg.output_dir, bar):
-            for step in bar:
-                metrics = self.train_step(step)
-                logger.log(step + 1, metrics)
-                bar.set_postfix(reward=f"{metrics['reward/total']:.3f}", nfe=f"{metrics['nfe']:.1f}")
-                if checkpoint_due(step + 1, cfg.save_every, cfg.steps):
-                    save_checkpoint(acc, cfg.output_dir, step + 1, {"data": self.stream.state(), "config": self.config})
-        logger.close()
-        return save_final(acc, self.model, self.tokenizer, cfg.output_dir,
-                          {"stage": "grpo", "steps": cfg.steps, "config": self.config})
+        return run_steps(acc, "train", "grpo", cfg, self.stream, self.config, self.resume_from, self.train_step,
+                         lambda m: {"reward": f"{m['reward/total']:.3f}", "nfe": f"{m['nfe']:.1f}"},
+                         self.model, self.tokenizer)
 
     def train_step(self, step: int) -> dict[str, float]:
         cfg, acc = self.cfg, self.acc

@@ -1,0 +1,54 @@
+"""The step loop of every training stage: resume, log, checkpoint, finish.
+
+    final = run_steps(accelerator, "pretrain", "pretrain", cfg, stream, config, checkpoint,
+                      step_fn, shown, model, tokenizer)
+
+step_fn(step) -> metrics runs one step; shown(metrics) -> what the progress bar shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from dultra.progress import progress
+from dultra.rl.checkpoint import (
+    checkpoint_due,
+    load_checkpoint,
+    save_checkpoint,
+    save_final,
+    stopped_by_user,
+)
+from dultra.rl.data import ExampleStream
+from dultra.rl.logger import MetricsLogger
+
+
+def run_steps(accelerator: Accelerator, name: str, stage: str, cfg, stream: ExampleStream, config: dict,
+              checkpoint: Path | None, step_fn: Callable[[int], dict[str, float]],
+              shown: Callable[[dict[str, float]], dict[str, str]], model: torch.nn.Module, tokenizer) -> Path:
+    """Steps from `checkpoint`'s (else 0) to cfg.steps, each logged to OUTPUT_DIR/metrics.jsonl
+    and checkpointed when due; returns OUTPUT_DIR/final. `name` prefixes messages, `stage`
+    names the progress bar and the final model's record. cfg needs steps, save_every, output_dir."""
+    start = 0
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, checkpoint)
+        start = state["step"]
+        stream.load_state(state["data"])
+        accelerator.print(f"{name}: resumed from {checkpoint} at step {start}")
+    logger = MetricsLogger(cfg.output_dir, enabled=accelerator.is_main_process, resume_step=start)
+    accelerator.print(f"{name}: config {config}")
+    bar = progress(range(start, cfg.steps), desc=stage, total=cfg.steps, initial=start, unit="step",
+                   enabled=accelerator.is_local_main_process)
+    with stopped_by_user(accelerator, name, cfg.output_dir, bar):
+        for step in bar:
+            metrics = step_fn(step)
+            logger.log(step + 1, metrics)
+            bar.set_postfix(**shown(metrics))
+            if checkpoint_due(step + 1, cfg.save_every, cfg.steps):
+                save_checkpoint(accelerator, cfg.output_dir, step + 1, {"data": stream.state(), "config": config})
+    logger.close()
+    return save_final(accelerator, model, tokenizer, cfg.output_dir,
+                      {"stage": stage, "steps": cfg.steps, "config": config})

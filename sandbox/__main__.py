@@ -32,10 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace) -> SandboxConfig:
-    config = SandboxConfig().with_env()
-    changes = {k: v for k, v in vars(args).items()
-               if k in {f.name for f in dataclasses.fields(SandboxConfig)} and v is not None}
-    return dataclasses.replace(config, **changes)
+    fields = {f.name for f in dataclasses.fields(SandboxConfig)}
+    return SandboxConfig.configured(**{k: v for k, v in vars(args).items() if k in fields})
 
 
 def main(argv: list[str] | None = None) -> int:

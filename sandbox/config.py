@@ -97,6 +97,11 @@ class SandboxConfig:
                 changes[field.name] = kind(raw)
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def configured(cls, **settings) -> SandboxConfig:
+        """The defaults, then SANDBOX_* variables, then the `settings` that are not None (flags)."""
+        return dataclasses.replace(cls().with_env(), **{k: v for k, v in settings.items() if v is not None})
+
 
 def usable_cpus(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
     """CPUs this process may use: its affinity, capped by a cgroup v2 quota ("quota period")."""

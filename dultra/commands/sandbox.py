@@ -72,10 +72,9 @@ def run_serve(args: argparse.Namespace) -> int:
     from sandbox.config import SandboxConfig
     from sandbox.server import serve
 
-    changes = {k: getattr(args, k) for k in ("host", "port", "workers", "isolation")
-               if getattr(args, k) is not None}
     try:
-        config = dataclasses.replace(SandboxConfig().with_env(), **changes)
+        config = SandboxConfig.configured(host=args.host, port=args.port, workers=args.workers,
+                                          isolation=args.isolation)
     except ValueError as err:
         raise SandboxCommandError(f"bad sandbox setting: {err}") from err
     with socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET) as probe:

@@ -280,14 +280,10 @@ class _LocalSandbox:
     """In-process mode: the service's worker pool without HTTP."""
 
     def __init__(self, workers: int):
-        import dataclasses
-
         from sandbox.config import SandboxConfig
         from sandbox.pool import WorkerPool
 
-        self._config = SandboxConfig().with_env()
-        if workers:
-            self._config = dataclasses.replace(self._config, workers=workers)
+        self._config = SandboxConfig.configured(workers=workers or None)
         self._pool = WorkerPool(self._config)
 
     def run_batch(self, requests: list[dict]) -> list[dict]:

@@ -18,12 +18,9 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from dultra.configio import doc
-from dultra.data import Example, encode_examples
-from dultra.data.mixture import load_examples
 from dultra.decoding.step import attention_inputs, model_config
 from dultra.errors import ConfigError
 from dultra.model.loading import load
-from dultra.rl.data import ExampleStream, encode_targets
 from dultra.rl.supervised import OptimConfig, check_run, run_supervised
 
 
@@ -86,15 +83,7 @@ def pretrain(cfg: PretrainConfig, accelerator: Accelerator | None = None):
     accelerator = accelerator or Accelerator()
     model, tokenizer = load(cfg.model)
     model.set_trainable(base=True, planner=False)
-    examples = load_examples(cfg.tasks, cfg.data, "train", cfg.train_size)
-    stream = ExampleStream(examples, cfg.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes)
-    eos = model.config.eos_token_id
-    encode_targets(tokenizer, examples, cfg.gen_length, eos)  # fail before training if any is too long
-
-    def loss_fn(model, batch: list[Example], generator):
-        ids, mask = encode_examples(tokenizer, batch)
-        targets = encode_targets(tokenizer, batch, cfg.gen_length, eos)
-        dev = accelerator.device
-        return masked_diffusion_loss(model, ids.to(dev), mask.to(dev), targets.to(dev), generator, cfg.mask_eps)
-
-    return run_supervised(cfg, model, tokenizer, stream, loss_fn, accelerator, "pretrain")
+    return run_supervised(cfg, model, tokenizer,
+                          lambda model, ids, mask, targets, generator: masked_diffusion_loss(
+                              model, ids, mask, targets, generator, cfg.mask_eps),
+                          accelerator, "pretrain")

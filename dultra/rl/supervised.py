@@ -1,9 +1,10 @@
 """The loop shared by the supervised stages (tiny-base pretraining, planner warm start).
 
-    run_supervised(cfg, model, tokenizer, stream, loss_fn, accelerator, name="pretrain")
+    run_supervised(cfg, model, tokenizer, loss_fn, accelerator, name="pretrain")
 
-loss_fn(model, batch, generator) -> (loss, metrics). The generator is seeded from
-(seed, step), so a resumed run draws exactly the masks an uninterrupted run would.
+loss_fn(model, ids, mask, targets, generator) -> (loss, metrics): a batch of prompts (B, P)
+and their reference completions (B, gen_length), on the accelerator's device. The generator
+is seeded from (seed, step), so a resumed run draws exactly the masks an uninterrupted run would.
 Checkpoints every `save_every` steps; `resume` continues from the newest one, and a fresh
 run refuses an output_dir that holds checkpoints (dultra.rl.checkpoint.start_point).
 """
@@ -20,10 +21,12 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
 from dultra.configio import config_dict, doc
+from dultra.data import encode_examples
+from dultra.data.mixture import load_examples
 from dultra.errors import ConfigError
 from dultra.model.precision import store_frozen_linears
 from dultra.rl.checkpoint import start_point
-from dultra.rl.data import ExampleStream
+from dultra.rl.data import ExampleStream, encode_targets
 from dultra.rl.loop import run_steps
 
 SCHEDULES = ("constant", "cosine")
@@ -118,20 +121,24 @@ def run_supervised(
     cfg,
     model: torch.nn.Module,
     tokenizer,
-    stream: ExampleStream,
     loss_fn: Callable,
     accelerator: Accelerator,
     name: str,
 ) -> Path:
     """Train for cfg.steps; returns the final checkpoint directory (cfg.output_dir/final).
 
-    cfg needs: steps, optim (OptimConfig), seed, output_dir, save_every, resume.
+    cfg needs: tasks, data, train_size, batch_size, gen_length, steps, optim (OptimConfig),
+    seed, output_dir, save_every, resume.
     """
     output_dir = Path(cfg.output_dir)
     config = config_dict(cfg)
     done, ckpt = start_point(accelerator, name, output_dir, cfg.resume, config)
     if done is not None:
         return done
+    examples = load_examples(cfg.tasks, cfg.data, "train", cfg.train_size)
+    stream = ExampleStream(examples, cfg.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes)
+    eos = model.config.eos_token_id
+    encode_targets(tokenizer, examples, cfg.gen_length, eos)  # fail before training if any is too long
     store_frozen_weights(model, accelerator, name)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.steps)
@@ -140,7 +147,11 @@ def run_supervised(
 
     def step_fn(step: int) -> dict[str, float]:
         began = time.perf_counter()
-        loss, metrics = loss_fn(model, stream.next(), step_generator(cfg.seed, step, accelerator.process_index))
+        batch = stream.next()
+        ids, mask = encode_examples(tokenizer, batch)
+        targets = encode_targets(tokenizer, batch, cfg.gen_length, eos)
+        loss, metrics = loss_fn(model, *(t.to(accelerator.device) for t in (ids, mask, targets)),
+                                step_generator(cfg.seed, step, accelerator.process_index))
         accelerator.backward(loss)
         grad_norm = accelerator.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else None
         optimizer.step()

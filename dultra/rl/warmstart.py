@@ -18,14 +18,11 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from dultra.configio import doc
-from dultra.data import Example, encode_examples
-from dultra.data.mixture import load_examples
 from dultra.decoding.generate import check_lengths
 from dultra.decoding.rules import factor_rule
 from dultra.decoding.step import attention_inputs, block_index, model_config, score_block
 from dultra.errors import ConfigError
 from dultra.model.loading import load
-from dultra.rl.data import ExampleStream, encode_targets
 from dultra.rl.supervised import OptimConfig, check_run, run_supervised
 
 
@@ -116,16 +113,8 @@ def warmstart(cfg: WarmstartConfig, accelerator: Accelerator | None = None):
     accelerator = accelerator or Accelerator()
     model, tokenizer = load(cfg.model, add_planner=True)
     model.set_trainable(base=False, planner=True)
-    examples = load_examples(cfg.tasks, cfg.data, "train", cfg.train_size)
-    stream = ExampleStream(examples, cfg.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes)
-    eos = model.config.eos_token_id
-    encode_targets(tokenizer, examples, cfg.gen_length, eos)
-
-    def loss_fn(model, batch: list[Example], generator):
-        ids, mask = encode_examples(tokenizer, batch)
-        targets = encode_targets(tokenizer, batch, cfg.gen_length, eos)
-        dev = accelerator.device
-        return warmstart_loss(model, ids.to(dev), mask.to(dev), targets.to(dev), cfg.block_length, cfg.factor,
-                              generator, official=cfg.factor_official)
-
-    return run_supervised(cfg, model, tokenizer, stream, loss_fn, accelerator, "warmstart")
+    return run_supervised(cfg, model, tokenizer,
+                          lambda model, ids, mask, targets, generator: warmstart_loss(
+                              model, ids, mask, targets, cfg.block_length, cfg.factor, generator,
+                              official=cfg.factor_official),
+                          accelerator, "warmstart")

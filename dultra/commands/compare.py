@@ -1,7 +1,7 @@
 """`dultra compare`: decode one prompt under every strategy; print each one's completion, NFE and TPF.
 
     dultra compare --model tiny --prompt "Compute 6 - 4 + 1 + 5 - 8." --gen-length 64 --block-length 16
-    dultra compare --model ./LLaDA-8B-Instruct --prompt "..." --gen-length 256 --block-length 32
+    dultra compare --model ./LLaDA-8B-Instruct --prompt "..." --gen-length 256 --block-length 32 --device cuda
 
 A quick look at a checkpoint; `make demo` runs the whole pipeline.
 """
@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import time
 
+import torch
+
 from dultra.decoding import DecodeConfig, generate, parse_strategy
 from dultra.decoding.generate import check_settings
-from dultra.model.loading import load
+from dultra.model.loading import load, resolve, trained_lengths
 from dultra.model.tokenizer import encode_prompts
 
 STRATEGIES = (
@@ -23,28 +25,43 @@ STRATEGIES = (
 
 
 def register(subparsers) -> None:
+    from dultra.commands.generate import device_arg
+
     p = subparsers.add_parser("compare", help="decode one prompt under every strategy", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny", help="`tiny`, a checkpoint directory or a Hub id")
     p.add_argument("--prompt", default="Compute 6 - 4 + 1 + 5 - 8.", help="the user message")
-    p.add_argument("--gen-length", type=int, default=64, help="completion length (default 64)")
-    p.add_argument("--block-length", type=int, default=16, help="block size (default 16)")
+    p.add_argument("--gen-length", type=int, help="completion length (default: as a dultra-trained checkpoint "
+                                                  "was trained, else 64)")
+    p.add_argument("--block-length", type=int, help="block size (default: as --gen-length says, else 16)")
+    p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device (default: cuda when there is a GPU)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = DecodeConfig(gen_length=args.gen_length, block_length=args.block_length, seed=0)
-    strategies = [parse_strategy(spec.format(gen=args.gen_length)) for spec in STRATEGIES]
+    path = resolve(args.model)
+    trained = trained_lengths(path) if args.gen_length is None and args.block_length is None else None
+    gen, block = trained or (64 if args.gen_length is None else args.gen_length,
+                             16 if args.block_length is None else args.block_length)
+    config = DecodeConfig(gen_length=gen, block_length=block, seed=0)
+    strategies = [parse_strategy(spec.format(gen=gen)) for spec in STRATEGIES]
     for strategy in strategies:  # before the table starts
         check_settings(config, strategy)
-    model, tokenizer = load(args.model)
-    ids, mask = encode_prompts(tokenizer, [args.prompt])
-    print(f"{args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters), "
-          f"prompt {args.prompt!r}, gen {args.gen_length}, block {args.block_length}\n")
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if args.device.startswith("cuda") else
+                                                           torch.float32)
+    model, tokenizer = load(path, dtype=dtype, device=args.device)
+    ids, mask = (t.to(args.device) for t in encode_prompts(tokenizer, [args.prompt]))
+    print(f"{args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {args.device}), "
+          f"prompt {args.prompt!r}, gen {gen}, block {block}{' (as trained)' if trained else ''}\n")
     print(f"{'strategy':<26}{'NFE':>5}{'TPF':>7}{'ms':>8}  completion")
     for strategy in strategies:
         start = time.perf_counter()
         out = generate(model, ids, mask, strategy, config)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
         ms = (time.perf_counter() - start) * 1e3
         text = out.texts(tokenizer)[0].replace("\n", "\\n")
         print(f"{strategy.spec():<26}{int(out.nfe[0]):>5}{float(out.tpf[0]):>7.2f}{ms:>8.0f}  {text[:48]!r}")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from dultra.cli import main
-from dultra.model.loading import load, load_model
+from dultra.model.loading import TRAINING_RECORD, load, load_model, resolve
 from tests.helpers import predict_eos, save_small_checkpoint
 
 
@@ -145,10 +146,6 @@ def test_an_output_path_under_a_file_ends_with_one_line(capsys, tmp_path):
 
 
 def test_a_checkpoint_trained_by_dultra_decodes_at_its_lengths_and_an_untrained_head_is_named(capsys, tmp_path):
-    import shutil
-
-    from dultra.model.loading import TRAINING_RECORD, resolve
-
     trained = tmp_path / "grpo"
     shutil.copytree(resolve("tiny"), trained)
     (trained / TRAINING_RECORD).write_text(json.dumps({"stage": "grpo", "steps": 2,
@@ -170,6 +167,17 @@ def test_compare_checks_its_settings_before_printing_anything(capsys):
     assert main(["compare", "--gen-length", "20"]) == 2
     out = capsys.readouterr()
     assert out.out == "" and "gen_length (20) is not a multiple of block_length (16)" in out.err
+
+
+def test_compare_decodes_a_trained_checkpoint_at_its_lengths(capsys, tmp_path):
+    trained = tmp_path / "grpo"
+    shutil.copytree(resolve("tiny"), trained)
+    (trained / TRAINING_RECORD).write_text(json.dumps({"stage": "grpo", "steps": 2,
+                                                       "config": {"gen_length": 16, "block_length": 8}}))
+    assert main(["compare", "--model", str(trained), "--device", "cpu", "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert "cpu), prompt 'Compute 6 - 4 + 1 + 5 - 8.', gen 16, block 8 (as trained)" in out
+    assert "low-confidence:steps=16" in out and len(out.splitlines()) == 3 + 8  # header, blank, titles, 8 rows
 
 
 def test_a_file_as_a_training_output_dir_is_named(capsys, tmp_path):

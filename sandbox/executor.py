@@ -10,12 +10,12 @@ working dir and turns what it saw into one result (statuses in `sandbox.STATUSES
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import secrets
 import select
-import shutil
 import signal
 import sys
 import time
@@ -129,6 +129,7 @@ class Executor:
 
     def run(self, request: dict) -> dict:
         start = time.monotonic()
+        request = protocol.seal(request)  # the pool seals already; direct callers get the same judge
         total = protocol.total_of(request)
         try:
             result = self._run(request, total, start)
@@ -387,19 +388,12 @@ class _Watch:
         return self._judge_output(res, total)
 
     def _judge_output(self, res, total: int) -> dict:
-        expected = self.request.get("expected_stdout")
+        expected = self.request.get("expected_sha256")  # sealed: the program never saw the answer
         if expected is None:
             return res("passed", n=total) if self.request.get("tests") is None else res("passed")
-        if _same_output(bytes(self.out).decode("utf-8", "replace"), expected):
+        if protocol.output_digest(bytes(self.out).decode("utf-8", "replace")) == expected:
             return res("passed", n=1)
         return res("failed", "stdout differs from expected_stdout", n=0)
-
-
-def _same_output(actual: str, expected: str) -> bool:
-    """Equal up to trailing whitespace on each line and trailing blank lines."""
-    def norm(s: str) -> list[str]:
-        return [line.rstrip() for line in s.rstrip().splitlines()]
-    return norm(actual) == norm(expected)
 
 
 def _parse_reports(raw: bytes, token: str) -> list[dict]:
@@ -445,21 +439,59 @@ def _kill_all(pid: int, mode: str) -> None:
 
 
 def _remove_tree(path: str) -> None:
-    def unlock(func, target, _exc):
-        # A run may leave read-only dirs behind; same-uid cleanup must chmod them first.
-        try:
-            os.chmod(os.path.dirname(target), 0o700)
-            os.chmod(target, 0o700)
-        except OSError:
-            pass
-        try:
-            func(target)
-        except OSError:
-            pass
+    """Remove `path`, however deep, long-named or locked a tree a run left: level by level
+    through directory descriptors (no PATH_MAX), in a loop (no recursion limit), holding one
+    descriptor at a time. Whatever cannot be removed is left (the next run's dir is reset)."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        if os.path.lexists(path):
+            os.unlink(path)
+        return
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    _unlock(path)
+    fd = os.open(path, flags)
+    pending = [_remove_files(fd)]  # per level: its subdirectories still to remove
+    names: list[str] = []  # each level's name in its parent
+    try:
+        while pending:
+            if pending[-1]:
+                name = pending[-1].pop()
+                try:
+                    _unlock(name, fd)
+                    sub = os.open(name, flags, dir_fd=fd)
+                except OSError:
+                    continue  # cannot enter it: leave it
+                os.close(fd)
+                fd = sub
+                names.append(name)
+                pending.append(_remove_files(fd))
+                continue
+            pending.pop()
+            if names:
+                parent = os.open("..", flags, dir_fd=fd)
+                os.close(fd)
+                fd = parent
+                with contextlib.suppress(OSError):
+                    os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
 
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, onerror=unlock)
-        if os.path.exists(path):
-            shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        os.unlink(path)
+
+def _unlock(name: str, dir_fd: int | None = None) -> None:
+    """A run may leave directories it made unreadable; same-uid cleanup opens them first."""
+    with contextlib.suppress(OSError):
+        os.chmod(name, 0o700, dir_fd=dir_fd)
+
+
+def _remove_files(fd: int) -> list[str]:
+    """Unlink every non-directory in the directory `fd`; returns its subdirectories' names."""
+    subdirs = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.name)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.name, dir_fd=fd)
+    return subdirs

@@ -163,7 +163,7 @@ class WorkerPool:
                 self._restart(worker)
             limit = self.config.wall_limits(request["timeout_s"])[1] + 10.0
             try:
-                return worker.call(request, limit)
+                return worker.call(protocol.seal(request), limit)
             except (WorkerError, ValueError) as err:
                 detail = str(err)
                 again = self._restart(worker)

@@ -12,6 +12,7 @@ server and the in-process client, so both reject bad input with the same message
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from sandbox import STATUSES
@@ -133,4 +134,20 @@ def total_of(request: dict) -> int:
     """How many tests a request counts: its test snippets, 1 for an I/O run, 0 otherwise."""
     if request.get("tests") is not None:
         return len(request["tests"])
-    return 1 if request.get("expected_stdout") is not None else 0
+    return 1 if request.get("expected_stdout") is not None or request.get("expected_sha256") else 0
+
+
+def seal(request: dict) -> dict:
+    """The request as a worker gets it: `expected_stdout` replaced by `expected_sha256`, the
+    digest of its normalized form, so the program cannot read the answer from its process."""
+    expected = request.get("expected_stdout")
+    sealed = {k: v for k, v in request.items() if k != "expected_stdout"}
+    if expected is not None:
+        sealed["expected_sha256"] = output_digest(expected)
+    return sealed
+
+
+def output_digest(text: str) -> str:
+    """sha256 of stdout up to trailing whitespace on each line and trailing blank lines."""
+    lines = [line.rstrip() for line in text.rstrip().splitlines()]
+    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogatepass")).hexdigest()

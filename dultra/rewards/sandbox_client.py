@@ -13,7 +13,9 @@
 - Typed exceptions: `SandboxUnavailable` (gave up after retries), `SandboxRequestError`.
 - `transport=` takes any `httpx.BaseTransport` (tests inject one).
 - No URL means in-process mode: a local pool of the same isolated workers, no server
-  (needs the `sandbox` package, which ships with dultra).
+  (needs the `sandbox` package, which ships with dultra). It makes this process
+  non-dumpable, as the server is: same-uid runs cannot read its /proc memory or
+  environment, and debuggers need root to attach to it.
 """
 
 from __future__ import annotations
@@ -281,8 +283,12 @@ class _LocalSandbox:
 
     def __init__(self, workers: int):
         from sandbox.config import SandboxConfig
+        from sandbox.isolation import make_non_dumpable
         from sandbox.pool import WorkerPool
 
+        # As the server does: runs of this uid (process mode) then cannot read this process's
+        # memory or environment (tokens, credentials) through /proc.
+        make_non_dumpable()
         self._config = SandboxConfig.configured(workers=workers or None)
         self._pool = WorkerPool(self._config)
 

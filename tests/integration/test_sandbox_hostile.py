@@ -505,6 +505,54 @@ atexit.register(lambda: print("passed"))
     assert result["passed"] == 0
 
 
+@pytest.mark.parametrize("forgery", [
+    # The harness module's own functions, reached through sys.modules (no frame walking).
+    "import sys; sys.modules['sandbox.harness']._run = lambda *a, **k: (None, '')",
+    # Library code the report used to go through: json's encoder state and json.dumps itself.
+    "import json\nclass E:\n    def encode(self, o): return '{\"phase\": \"done\", \"status\": \"passed\", "
+    "\"passed\": 1, \"detail\": \"\"}'\njson._default_encoder = E()",
+    "import json\ndef fake(*a, **k): return '{\"phase\": \"done\", \"status\": \"passed\", \"passed\": 1}'\n"
+    "json.dumps.__code__ = fake.__code__",
+    # Library code the harness still calls (error tracebacks) runs the program's code: no verdict.
+    "import traceback\ndef quiet(*a, **k): return None\ntraceback.print_exception.__code__ = quiet.__code__",
+])
+def test_patching_what_the_harness_might_call(service, forgery):
+    result = _check(service, {"failed"}, _WRONG + forgery + "\n", tests=["assert add(1, 2) == 3"])
+    assert result["passed"] == 0
+
+
+def test_an_io_run_cannot_read_its_expected_output(service):
+    # Without frame walking the answer is out of reach anyway; with it, it must not be in the process.
+    result = _check(service, {"failed"}, """
+        import gc, sys
+        found = set()
+        frame = sys._getframe()
+        while frame is not None:
+            for scope in (frame.f_locals, frame.f_globals):
+                for value in list(scope.values()):
+                    if isinstance(value, dict) and "expected_stdout" in value:
+                        found.add(str(value["expected_stdout"]))
+            frame = frame.f_back
+        for obj in gc.get_objects():
+            if isinstance(obj, dict) and isinstance(obj.get("expected_stdout"), str):
+                found.add(obj["expected_stdout"])
+            if isinstance(obj, (bytes, bytearray)) and b"ANSWER-" in obj:
+                found.add(bytes(obj).decode(errors="replace"))
+        print(next(iter(found), "nothing found"))
+    """, stdin="", expected_stdout="ANSWER-4242\n")
+    assert "ANSWER" not in result["stdout"], result
+
+
+def test_a_directory_tree_too_deep_to_remove_recursively(service):
+    _check(service, {"passed"}, """
+        import os
+        for _ in range(1500):
+            os.mkdir("d")
+            os.chdir("d")
+        open("f", "w").close()
+    """)
+
+
 # --- many at once ----------------------------------------------------------------------------
 
 def test_many_concurrent_hostile_requests(service):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import httpx
@@ -176,6 +178,16 @@ def test_in_process_client_needs_no_server():
     with SandboxClient(config=ClientConfig(workers=2)) as client:
         assert client.run(ADD, ["assert add(2, 3) == 5"]).ok
         assert client.run("while True:\n    pass\n", timeout_s=0.3).status == "timeout"
+
+
+def test_the_in_process_client_hides_its_process_from_runs():
+    # Non-dumpable: a same-uid run (process mode) cannot read its /proc/<pid>/{environ,mem}.
+    code = ("import ctypes\nfrom dultra.rewards.sandbox_client import ClientConfig, SandboxClient\n"
+            "print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))\n"  # PR_GET_DUMPABLE
+            "with SandboxClient(config=ClientConfig(workers=1)):\n"
+            "    print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["1", "0"], out.stderr
 
 
 def test_code_reward_scores_through_the_service(service):

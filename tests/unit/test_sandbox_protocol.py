@@ -8,7 +8,15 @@ import pytest
 
 from sandbox import STATUSES
 from sandbox.config import SandboxConfig
-from sandbox.protocol import RequestError, cap_output, normalize, result, total_of
+from sandbox.protocol import (
+    RequestError,
+    cap_output,
+    normalize,
+    output_digest,
+    result,
+    seal,
+    total_of,
+)
 
 CONFIG = SandboxConfig(max_code_bytes=1000, max_request_bytes=2500)
 
@@ -54,6 +62,16 @@ def test_batch_output_is_capped_in_order_keeping_every_status():
     assert capped[2]["detail"] == "output dropped: the batch's output is over 100 bytes"
     assert capped[1]["detail"] == "AssertionError"
     assert cap_output(results, 1000) == results
+
+
+def test_a_sealed_io_request_holds_only_the_digest_of_its_answer():
+    request = normalize({"code": "print(1)", "stdin": "", "expected_stdout": "1  \n2\n\n"}, SandboxConfig())
+    sealed = seal(request)
+    assert "expected_stdout" not in sealed and "1  \n2" not in str(sealed) and total_of(sealed) == 1
+    assert seal(sealed) == sealed and seal(normalize({"code": "x"}, SandboxConfig()))["tests"] is None
+    # Equal up to trailing whitespace per line and trailing blank lines, and nothing more.
+    assert sealed["expected_sha256"] == output_digest("1\n2") == output_digest("1 \t\n2 \n\n\n")
+    assert len({output_digest(t) for t in ("1\n2", "1\n 2", "12", "1\n\n2", "1\r2x")}) == 5
 
 
 def test_statuses_are_a_closed_set():

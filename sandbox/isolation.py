@@ -42,8 +42,8 @@ Per execution, in every mode (these need no privilege):
     dir, no TCP, signals scoped to the execution.
   * oom_score_adj 1000 (set on the worker, inherited): under memory pressure the kernel
     kills a run or a worker (which the pool replaces) before the service.
-  * the worker and the server are non-dumpable, so another process of the same uid cannot
-    read their /proc/<pid>/environ or memory.
+  * the worker, the server and a process using the in-process client are non-dumpable, so
+    another process of the same uid cannot read their /proc/<pid>/environ or memory.
 
 Each run is a copy-on-write fork: whatever it changes in memory dies with it, so nothing
 carries over to the next run of the same worker (the `random` module is reseeded per fork).
@@ -63,9 +63,15 @@ container lacking CAP_SYS_ADMIN), executions still switch to their own uid, whic
 able to read the interpreter.
 
 NOT protected against: kernel exploits (use gVisor for a second kernel); reading files
-that file permissions allow (the filesystem is readable: images hold no secrets); CPU
-side channels; a solution that walks its own interpreter to forge the harness's report
-(see `sandbox.harness`); memory accounting beyond the address-space rlimit (tmpfs pages
+that file permissions allow (the filesystem is readable: images hold no secrets; in
+'process' mode that includes a concurrent run's working dir, Landlock limiting writes
+only); Unix sockets on the filesystem that permissions let anyone connect to (seccomp
+allows AF_UNIX, and the network namespace does not cover them: on a host, dbus or
+journald); disk space beyond the volume's (in 'process' mode a run can fill the pod's
+emptyDir, failing concurrent runs' writes until its worker wipes it; 'namespaces' gives
+each worker its own size-limited tmpfs); extended attributes and times of the reused
+working dir itself; CPU side channels; a solution that walks its own interpreter to forge
+the harness's report or read its assert tests (see `sandbox.harness`); memory accounting beyond the address-space rlimit (tmpfs pages
 and page cache are the container's memory limit's job); the address-space limit is per
 process, so a run's processes together may hold max_processes x memory_mb; CPU time of
 children a run lets the kernel reap (SIGCHLD ignored) escapes the CPU count, so such runs

@@ -35,9 +35,10 @@ Per execution, in every mode (these need no privilege):
     scrubbed environment, so its memory holds no secrets to inherit.
   * stdin is the request's stdin or /dev/null; stdout and stderr are pipes the worker
     reads with a cap (output_exceeded beyond it).
-  * seccomp (`sandbox.seccomp`): no sockets but AF_UNIX, no signals outside the group, no
-    ptrace, no namespace or mount changes, no io_uring; limits, scheduling and I/O
-    priority only of itself, no SIGIO ownership (all reach any process of the same uid).
+  * seccomp (`sandbox.seccomp`): no sockets but AF_UNIX pairs (no connect), no signals
+    outside the group, no ptrace, no namespace or mount changes, no io_uring; limits,
+    scheduling and I/O priority only of itself, no SIGIO ownership (all reach any process
+    of the same uid).
   * Landlock where the kernel has it (`sandbox.landlock`): writes only inside the working
     dir, no TCP, signals scoped to the execution.
   * oom_score_adj 1000 (set on the worker, inherited): under memory pressure the kernel
@@ -65,9 +66,7 @@ able to read the interpreter.
 NOT protected against: kernel exploits (use gVisor for a second kernel); reading files
 that file permissions allow (the filesystem is readable: images hold no secrets; in
 'process' mode that includes a concurrent run's working dir, Landlock limiting writes
-only); Unix sockets on the filesystem that permissions let anyone connect to (seccomp
-allows AF_UNIX, and the network namespace does not cover them: on a host, dbus or
-journald); disk space beyond the volume's (in 'process' mode a run can fill the pod's
+only); disk space beyond the volume's (in 'process' mode a run can fill the pod's
 emptyDir, failing concurrent runs' writes until its worker wipes it; 'namespaces' gives
 each worker its own size-limited tmpfs); extended attributes and times of the reused
 working dir itself; CPU side channels; a solution that walks its own interpreter to forge

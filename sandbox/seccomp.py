@@ -8,6 +8,9 @@ still holds where namespaces are refused. What it denies, with EPERM/EACCES (nev
 so Python raises a clean `PermissionError` the harness can report):
 
 - `socket()` for any family but AF_UNIX: no TCP, UDP, raw, packet or netlink sockets.
+- `connect`, `sendmsg`/`sendmmsg` and `sendto` with an address: a Unix socket reaches no
+  listener outside the run (in namespaces mode the host's filesystem sockets, dbus or
+  journald, are otherwise in reach). `socketpair` with send/recv still works.
 - `io_uring_setup`: io_uring can open sockets without the `socket()` syscall.
 - signals outside the execution's own process group: `kill` only to 0, itself or its
   own group; `tgkill`/`rt_sigqueueinfo` only to itself; `tkill`, pidfd signalling denied.
@@ -78,6 +81,7 @@ _ARCHES = {
             shmget=29, semget=64, msgget=68, mq_open=240, prlimit64=302, setpriority=141,
             sched_setparam=142, sched_setscheduler=144, sched_setaffinity=203, sched_setattr=314,
             ioprio_set=251, migrate_pages=256, move_pages=279, fcntl=72, ioctl=16,
+            connect=42, sendto=44, sendmsg=46, sendmmsg=307,
         ),
     ),
     "aarch64": (
@@ -93,6 +97,7 @@ _ARCHES = {
             shmget=194, semget=190, msgget=186, mq_open=180, prlimit64=261, setpriority=140,
             sched_setparam=118, sched_setscheduler=119, sched_setaffinity=122, sched_setattr=274,
             ioprio_set=30, migrate_pages=238, move_pages=239, fcntl=25, ioctl=29,
+            connect=203, sendto=206, sendmsg=211, sendmmsg=269,
         ),
     ),
 }
@@ -102,7 +107,7 @@ _DENY = (
     "umount2", "pivot_root", "chroot", "bpf", "perf_event_open", "userfaultfd", "keyctl",
     "add_key", "request_key", "io_uring_setup", "fsopen", "fsmount", "move_mount",
     "open_tree", "mount_setattr", "shmget", "semget", "msgget", "mq_open", "migrate_pages",
-    "move_pages",
+    "move_pages", "connect", "sendmsg", "sendmmsg",
 )
 
 
@@ -126,6 +131,18 @@ def _only_values(checks: list[tuple[int, list[int]]], err: int) -> list:
             block.append(_ins(_JEQ_K, value, jt=n - i))
         block.append(_errno(err))
     return block + [_ins(_RET_K, _RET_ALLOW)]
+
+
+def _only_null(arg: int, err: int) -> list:
+    """Block: allow when args[arg] is 0 in both words (a NULL pointer), else fail with err."""
+    return [
+        _ins(_LD_W_ABS, _arg(arg)),
+        _ins(_JEQ_K, 0, jf=2),  # low word set: to the errno return
+        _ins(_LD_W_ABS, _arg(arg) + 4),
+        _ins(_JEQ_K, 0, jt=1),
+        _errno(err),
+        _ins(_RET_K, _RET_ALLOW),
+    ]
 
 
 def _deny_values(arg: int, denied: list[int], err: int) -> list:
@@ -155,6 +172,7 @@ def build_filter(self_pid: int, machine: str | None = None) -> list[tuple[int, i
             "prlimit64", "sched_setparam", "sched_setscheduler", "sched_setaffinity", "sched_setattr")),
         (nr["setpriority"], _only_values([(0, [_PRIO_PROCESS]), (1, itself)], errno.EPERM)),
         (nr["ioprio_set"], _only_values([(0, [_IOPRIO_WHO_PROCESS]), (1, itself)], errno.EPERM)),
+        (nr["sendto"], _only_null(4, errno.EPERM)),  # send() on a connected socket passes NULL
         (nr["fcntl"], _deny_values(1, [_F_SETOWN, _F_SETSIG, _F_SETOWN_EX], errno.EPERM)),
         (nr["ioctl"], _deny_values(1, [_FIOSETOWN, _SIOCSPGRP], errno.EPERM)),
         (nr["clone3"], [_errno(errno.ENOSYS)]),

@@ -57,7 +57,21 @@ def test_installed_filter_blocks_network_signals_and_escapes():
                 failures += 1
             except OSError as err:
                 failures += err.errno not in (errno.EACCES, errno.EPERM)
-        socket.socketpair()[0].close()  # AF_UNIX pairs stay allowed
+        left, right = socket.socketpair()  # AF_UNIX pairs stay allowed, send/recv included
+        left.send(b"x")
+        failures += right.recv(1) != b"x"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind("\0dultra-seccomp-test")  # an abstract address: no file
+        listener.listen()
+        dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        for call in (lambda: socket.socket(socket.AF_UNIX).connect("\0dultra-seccomp-test"),
+                     lambda: dgram.sendto(b"x", "\0dultra-seccomp-test"),
+                     lambda: dgram.sendmsg([b"x"], [], 0, "\0dultra-seccomp-test")):
+            try:
+                call()
+                failures += 1
+            except PermissionError:
+                pass
         for call in (lambda: os.kill(os.getppid(), 0), lambda: os.kill(-1, 0), os.setsid,
                      lambda: os.setpgid(0, 0)):
             try:

@@ -62,8 +62,8 @@ class SandboxConfig:
     max_body_bytes: int = 256 << 20
     """Largest HTTP body accepted (413 beyond it); read in chunks, never whole first."""
     max_batch_output_bytes: int = 256 << 20
-    """Stdout plus stderr one /v1/run_batch answer may carry; later results of a larger
-    batch come back with empty output (statuses intact) so one batch cannot hold GiBs."""
+    """Stdout plus stderr one /v1/run_batch answer may carry; results that finish once it is
+    spent come back with empty output (statuses intact) so one batch cannot hold GiBs."""
 
     def __post_init__(self) -> None:
         if self.isolation not in ("auto", "namespaces", "process"):

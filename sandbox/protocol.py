@@ -115,19 +115,27 @@ def sandbox_error(detail: str, total: int = 0) -> dict:
     return result("sandbox_error", total=total, detail=detail)
 
 
-def cap_output(results: list[dict], limit: int) -> list[dict]:
-    """Results in order with their stdout/stderr kept while the total stays within limit
-    bytes; later ones lose their output (status, counts and detail stay)."""
-    used, capped = 0, []
-    for r in results:
+class OutputBudget:
+    """Stdout plus stderr that one batch's results may carry, spent as results are taken:
+    once it is spent, a result loses its output (status, counts and detail stay)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    def take(self, r: dict) -> dict:
         size = len(r["stdout"]) + len(r["stderr"])
-        if used + size > limit:
+        if self.used + size > self.limit:
             detail = f"{r['detail']}; " if r["detail"] else ""
-            r = {**r, "stdout": "", "stderr": "", "detail": f"{detail}output dropped: the batch's output is over {limit} bytes"}
-        else:
-            used += size
-        capped.append(r)
-    return capped
+            return {**r, "stdout": "", "stderr": "",
+                    "detail": f"{detail}output dropped: the batch's output is over {self.limit} bytes"}
+        self.used += size
+        return r
+
+
+def cap_output(results: list[dict], limit: int) -> list[dict]:
+    """Results in order, each keeping its output while the total stays within limit bytes."""
+    budget = OutputBudget(limit)
+    return [budget.take(r) for r in results]
 
 
 def total_of(request: dict) -> int:

@@ -86,8 +86,14 @@ def create_app(config: SandboxConfig, pool: WorkerPool | None = None) -> FastAPI
         except protocol.RequestError as err:
             index = next(i for i, r in enumerate(body["requests"]) if _bad(r, config))
             return _error(422, f"requests[{index}]: {err}")
-        results = await asyncio.gather(*(execute(r) for r in requests))
-        return JSONResponse({"results": protocol.cap_output(results, config.max_batch_output_bytes)})
+        # Output is capped as each run finishes, so the server never holds more than the
+        # budget plus the runs in flight (each within max_output_bytes).
+        budget = protocol.OutputBudget(config.max_batch_output_bytes)
+
+        async def capped(request: dict) -> dict:
+            return budget.take(await execute(request))
+
+        return JSONResponse({"results": await asyncio.gather(*(capped(r) for r in requests))})
 
     @app.get("/healthz")
     async def healthz():

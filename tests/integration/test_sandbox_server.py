@@ -115,7 +115,7 @@ def test_bodies_and_batch_outputs_are_bounded():
         loud = {"code": "print('x' * 1500)"}
         results = httpx.post(f"{service.url}/v1/run_batch", json={"requests": [loud] * 3}).json()["results"]
         assert [r["status"] for r in results] == ["passed"] * 3
-        assert [len(r["stdout"]) for r in results] == [1501, 0, 0]
+        assert sorted(len(r["stdout"]) for r in results) == [0, 0, 1501]  # whichever finished first keeps it
     finally:
         small.close()
 

@@ -162,7 +162,8 @@ def check_lengths(gen_length: int, block_length: int) -> None:
 
 def check_temperature(temperature: float) -> None:
     """A clear error unless the sampling temperature is finite and >= 0."""
-    if not isinstance(temperature, int | float) or not 0 <= temperature < float("inf"):  # inf or NaN would make every token the mask
+    # inf or NaN would make every token the mask
+    if not isinstance(temperature, int | float) or not 0 <= temperature < float("inf"):
         raise ConfigError(f"temperature must be a finite number >= 0, got {temperature}")
 
 
@@ -199,8 +200,8 @@ def check_prompts(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
                           "dultra.model.tokenizer.encode_prompts makes one")
     if input_ids.shape[0] == 0:
         raise ConfigError("input_ids holds no prompt (batch size 0)")
-    weights = next(model.parameters(), None)
-    if weights is not None and weights.device.type != "meta" and input_ids.device != weights.device:
+    weights = next(model.parameters(), None)  # on the CPU it may be offloaded (FSDP): not checked
+    if weights is not None and weights.device.type not in ("cpu", "meta") and input_ids.device != weights.device:
         raise ConfigError(f"input_ids are on {input_ids.device} but the model is on {weights.device}")
     vocab = model_config(model).vocab_size
     checks = [(input_ids < 0) | (input_ids >= vocab)]

@@ -1,4 +1,4 @@
-"""The training stages by name: the command, the YAML section and the run directory of each.
+"""The training stages by name; each is a `dultra` command and a section of a config file.
 
     config_cls, run = stage("train")       # TrainConfig, dultra.rl.trainer.train
     run(load_config(config_cls, "configs/tiny.yaml", section="train"))
@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 class Stage(NamedTuple):
     help: str  # one line, for `dultra --help`
-    module: str  # imported only when the stage runs (torch, transformers)
+    module: str  # imported by `stage` (torch, transformers), not with this table
     config: str  # its typed config class
     entry: str  # its function: config -> the final checkpoint's directory
 

@@ -239,6 +239,7 @@ def test_symlink_tricks(service):
 # --- network ---------------------------------------------------------------------------------
 
 def test_network_tcp(service):
+    # The socket itself is refused (not only unrouted: an offline host would refuse a connect too).
     _check(service, {"passed"}, """
         import socket
         def connects(host, port):
@@ -247,7 +248,14 @@ def test_network_tcp(service):
                 return True
             except OSError:
                 return False
-    """, tests=["assert not connects('1.1.1.1', 53)", "assert not connects('10.0.0.1', 80)"])
+        def refused(family):
+            try:
+                socket.socket(family, socket.SOCK_STREAM).close()
+                return False
+            except PermissionError:
+                return True
+    """, tests=["assert not connects('1.1.1.1', 53)", "assert not connects('10.0.0.1', 80)",
+                "assert refused(socket.AF_INET) and refused(socket.AF_INET6)"])
 
 
 def test_network_udp(service):
@@ -260,6 +268,7 @@ def test_network_udp(service):
             except OSError:
                 return False
     """, tests=["assert not sends()"])
+    _check(service, {"runtime_error"}, "import socket\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n")
 
 
 def test_network_raw_and_packet_sockets(service):
@@ -544,13 +553,17 @@ def test_an_io_run_cannot_read_its_expected_output(service):
 
 
 def test_a_directory_tree_too_deep_to_remove_recursively(service):
-    _check(service, {"passed"}, """
+    deep = _check(service, {"passed"}, """
         import os
+        print(os.getcwd())
         for _ in range(1500):
             os.mkdir("d")
             os.chdir("d")
         open("f", "w").close()
     """)
+    cwd = deep["stdout"].strip()
+    _check(service, {"passed"}, f"import os\nleft = os.path.exists({cwd + '/d'!r}) or os.path.exists('d')\n",
+           tests=["assert not left"])
 
 
 # --- many at once ----------------------------------------------------------------------------

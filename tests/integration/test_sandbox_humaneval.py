@@ -46,6 +46,7 @@ def test_every_canonical_solution_passes(service):
                                   "    import os\n    os._exit(0)\n"])
 def test_every_broken_variant_fails(service, body):
     results = run_batch(service.url, requests_for(body))
+    assert len(results) == len(requests_for(body)) > 100  # every problem answered
     assert [i for i, r in enumerate(results) if r["status"] == "passed"] == []
     assert all(r["passed"] == 0 for r in results)
 

@@ -73,7 +73,7 @@ def test_timeouts_count_cpu_time_not_sleep(service):
 
 
 def test_batch_keeps_order(service):
-    requests = [{"code": ADD, "tests": [f"assert add({i}, 1) == {i + 1}"]} for i in range(20)]
+    requests = [{"code": ADD + f"print({i})\n", "tests": [f"assert add({i}, 1) == {i + 1}"]} for i in range(20)]
     requests[7] = {"code": "raise ValueError('seven')"}
     requests[13] = {"code": "while True:\n    pass\n", "timeout_s": 0.3}
     response = httpx.post(f"{service.url}/v1/run_batch", json={"requests": requests}, timeout=60)
@@ -81,7 +81,7 @@ def test_batch_keeps_order(service):
     assert len(results) == 20
     assert results[7]["status"] == "runtime_error" and "seven" in results[7]["stderr"]
     assert results[13]["status"] == "timeout"
-    assert all(r["status"] == "passed" for i, r in enumerate(results) if i not in (7, 13))
+    assert all(r["status"] == "passed" and r["stdout"] == f"{i}\n" for i, r in enumerate(results) if i not in (7, 13))
 
 
 def test_bad_requests_get_clear_422s(service):

@@ -242,6 +242,18 @@ def test_tpf_counts_tokens_before_eos():
     assert (out.lengths == 0).all() and (out.tpf == 0).all()
 
 
+def test_lengths_and_texts_stop_at_the_first_eos_mid_completion(model, tiny_tokenizer):
+    config = DecodeConfig(gen_length=16, block_length=4)
+    full = generate(model, _prompts(B=1), None, Threshold(0.5), config)
+    row = full.completion[0].tolist()
+    k = next(i for i in range(3, 16) if row[i] not in row[:i])  # a token first decoded at position k
+    cut = generate(model, _prompts(B=1), None, Threshold(0.5), replace(config, eos_ids=(row[k],)))
+    assert torch.equal(cut.completion, full.completion)  # an EOS id changes no decoding without early stop
+    assert cut.lengths.tolist() == [k] and full.lengths.tolist() == [16]
+    assert cut.tpf.tolist() == pytest.approx([k / int(cut.nfe[0])])
+    assert cut.texts(tiny_tokenizer) == tiny_tokenizer.batch_decode([row[:k]], skip_special_tokens=True)
+
+
 @pytest.mark.parametrize(
     "config, strategy, message",
     [

@@ -201,6 +201,7 @@ def test_a_sandbox_outage_leaves_samples_unscored_and_fails_the_run(ckpt, tmp_pa
     import dultra.eval.accuracy as accuracy
     import dultra.rewards.sandbox_client as client
 
+    monkeypatch.setattr(_Down, "closed", False)  # a class flag: another test's _Down must not set it for us
     monkeypatch.setattr(client, "SandboxClient", lambda url=None: _Down())
     # The untrained model writes no code block (judged wrong without running anything): wrap
     # its text in one so every sample reaches the (down) sandbox.

@@ -164,7 +164,7 @@ def test_bf16_forward_runs_and_stays_close():
     ids = torch.randint(0, 60, (1, 16))
     ref = model(ids).logits
     got = model.to(torch.bfloat16)(ids).logits.float()
-    assert got.dtype == torch.float32 and (got - ref).abs().max() < 0.1
+    assert (got - ref).abs().max() < 1e-2  # bf16 rounding of logits of at most ~0.35
 
 
 def test_the_trunk_alone_is_the_forward_last_hidden_state_and_the_heads_take_it():

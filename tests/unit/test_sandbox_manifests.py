@@ -65,7 +65,8 @@ def test_network_policy_denies_egress_and_admits_only_clients():
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
     assert policy["egress"] == []
     pod_labels = docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
-    assert all(pod_labels.get(k) == v for k, v in policy["podSelector"]["matchLabels"].items())
+    selector = policy["podSelector"]["matchLabels"]  # an empty one would select every pod
+    assert selector and all(pod_labels.get(k) == v for k, v in selector.items())
     sources = policy["ingress"][0]["from"]
     assert sources[0]["podSelector"] == {"matchLabels": {"dultra.dev/sandbox-client": "true"}}
 
@@ -80,7 +81,8 @@ def test_autoscaler_and_disruption_budget_target_the_deployment():
         sandbox = [d for d in build(overlay) if d["kind"] == "Deployment" and d["metadata"]["name"] == "dultra-sandbox"]
         assert sandbox and all("replicas" not in d["spec"] for d in sandbox), overlay
     pod_labels = docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
-    assert all(pod_labels.get(k) == v for k, v in pdb["selector"]["matchLabels"].items())
+    selector = pdb["selector"]["matchLabels"]
+    assert selector and all(pod_labels.get(k) == v for k, v in selector.items())
 
 
 def test_gvisor_overlay_sets_the_runtime_class():

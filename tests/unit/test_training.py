@@ -103,7 +103,7 @@ def test_grpo_resume_matches_an_uninterrupted_run(checkpoint, tmp_path, capsys):
     GRPOTrainer(replace(cfg, resume=True)).train()  # as a fresh process would, with --resume
     straight, resumed = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
-    for a, b in zip(straight, resumed):
+    for a, b in zip(straight, resumed, strict=True):
         assert {k: v for k, v in a.items() if not k.startswith("seconds")} == \
                {k: v for k, v in b.items() if not k.startswith("seconds")}
     assert _changed(load_model(tmp_path / "straight" / "final").state_dict(), tmp_path / "resumed" / "final") == set()
@@ -236,7 +236,8 @@ def test_planner_only_stages_under_bf16_store_the_frozen_base_in_bf16(bf16_check
 
 
 def test_compiled_rollouts_train_as_eager_ones(checkpoint, tmp_path):
-    """Captured steps keep reading the weights the optimizer updates in place (step 2 sees step 1's update)."""
+    """Compiled steps keep reading the weights the optimizer updates in place (step 2 sees step 1's
+    update); on the CPU nothing is captured, tests/gpu/test_cuda.py checks the CUDA graphs."""
     GRPOTrainer(_grpo(checkpoint, tmp_path / "eager", steps=2, cache="dual")).train()
     GRPOTrainer(_grpo(checkpoint, tmp_path / "compiled", steps=2, cache="dual", compile_rollouts=True)).train()
     for eager, compiled in zip(read_metrics(tmp_path / "eager"), read_metrics(tmp_path / "compiled"), strict=True):

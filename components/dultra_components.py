@@ -46,14 +46,13 @@ def pretrain_base(base_model: str, config: str, train: Input[Dataset], steps: in
                   workspace: str, run_id: str, model: Output[Model]):
     """The base model: `tiny` is pretrained here (masked diffusion, CPU-sized); any other
     base_model is a checkpoint directory this step only points at."""
-    from components.steps import run_stage, workdir, write_reference
+    from components.steps import given, run_stage, workdir, write_reference
 
     if base_model != "tiny":
         write_reference(model.path, base_model)
         model.metadata.update(stage="import", base_model=base_model)
         return
-    overrides = {"data": train.path, **({"steps": steps} if steps > 0 else {}),
-                 **({"gen_length": gen_length} if gen_length > 0 else {})}
+    overrides = {"data": train.path, **given(steps=steps, gen_length=gen_length)}
     write_reference(model.path, run_stage("pretrain", config, overrides, workdir(workspace, run_id)))
     model.metadata.update(stage="pretrain", base_model="tiny")
 
@@ -62,11 +61,17 @@ def pretrain_base(base_model: str, config: str, train: Input[Dataset], steps: in
 def warmstart_planner(config: str, base: Input[Model], train: Input[Dataset], steps: int, gen_length: int,
                       block_length: int, gpus_per_node: int, workspace: str, run_id: str, model: Output[Model]):
     """Planner warm start: the head imitates the Fast-dLLM factor rule (base frozen)."""
-    from components.steps import Launcher, checkpoint_dir, run_stage, workdir, write_reference
+    from components.steps import (
+        Launcher,
+        checkpoint_dir,
+        given,
+        run_stage,
+        workdir,
+        write_reference,
+    )
 
     overrides = {"model": checkpoint_dir(base.path), "data": train.path,
-                 **({"steps": steps} if steps > 0 else {}), **({"gen_length": gen_length} if gen_length > 0 else {}),
-                 **({"block_length": block_length} if block_length > 0 else {})}
+                 **given(steps=steps, gen_length=gen_length, block_length=block_length)}
     work = workdir(workspace, run_id)
     write_reference(model.path, run_stage("warmstart", config, overrides, work, Launcher(gpus_per_node=gpus_per_node)))
     model.metadata.update(stage="warmstart")
@@ -81,37 +86,35 @@ def train_grpo(config: str, planner: Input[Model], train: Input[Dataset], task: 
                model: Output[Model], metrics: Output[Metrics]) -> str:
     """GRPO of model and planner; resumes from its last checkpoint when the step is retried.
     Returns the trained checkpoint's directory."""
-    import json
     from pathlib import Path
 
-    from components.steps import Launcher, checkpoint_dir, run_stage, workdir, write_reference
-    from dultra.data import task_kind
+    from components.steps import (
+        Launcher,
+        checkpoint_dir,
+        grpo_overrides,
+        last_metrics,
+        run_stage,
+        workdir,
+        write_reference,
+    )
 
-    kind = task_kind(task)
-    overrides = {"model": checkpoint_dir(planner.path), "data": train.path}
-    for key, value in (("steps", steps), ("group_size", group_size), ("gen_length", gen_length),
-                       ("block_length", block_length), ("optim.lr", learning_rate)):
-        if value > 0:
-            overrides[key] = value
-    for name, value in (("correct", reward_correct), ("format", reward_format),
-                        ("distill", reward_distill), ("steps", reward_steps)):
-        if value >= 0:  # negative: keep the config's weight
-            overrides[f"rewards.{kind}.{name}"] = value
-    if teacher:
-        overrides["teacher"] = teacher
-    if sandbox_url:
-        overrides["sandbox_url"] = sandbox_url
+    overrides = grpo_overrides(
+        task, checkpoint_dir(planner.path), train.path,
+        numbers={"steps": steps, "group_size": group_size, "gen_length": gen_length, "block_length": block_length,
+                 "optim.lr": learning_rate},
+        rewards={"correct": reward_correct, "format": reward_format, "distill": reward_distill,
+                 "steps": reward_steps},
+        texts={"teacher": teacher, "sandbox_url": sandbox_url})
     work = workdir(workspace, run_id)
     launcher = Launcher(nodes=nodes, gpus_per_node=gpus_per_node, accelerate_config=accelerate_config,
                         trainjob={"image": trainjob_image, "run_id": run_id, "cpu": cpu_per_node,
                                   "memory": memory_per_node} if nodes > 1 else None)
     final = run_stage("train", config, overrides, work, launcher)
     write_reference(model.path, final)
-    rows = [json.loads(line) for line in (Path(work) / "train" / "metrics.jsonl").read_text().splitlines()]
-    for key in ("reward/total", "accuracy", "nfe", "tpf"):
-        if rows and rows[-1].get(key) is not None:
-            metrics.log_metric(f"last_step/{key}", float(rows[-1][key]))
-    model.metadata.update(stage="grpo", steps=len(rows))
+    last, steps_logged = last_metrics(Path(work) / "train")
+    for key, value in last.items():
+        metrics.log_metric(f"last_step/{key}", value)
+    model.metadata.update(stage="grpo", steps=steps_logged)
     return str(final.resolve())
 
 

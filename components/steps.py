@@ -143,6 +143,33 @@ def run_stage(stage: str, config: str, overrides: dict[str, Any], workdir: str,
     return Path(workdir) / stage / "final"
 
 
+def given(**settings: int | float | str) -> dict[str, Any]:
+    """The pipeline parameters that were set: a number <= 0 or an empty text keeps the config's value."""
+    return {key: value for key, value in settings.items()
+            if (value > 0 if isinstance(value, int | float) else bool(value))}
+
+
+def grpo_overrides(task: str, model: str, data: str, numbers: dict[str, float], rewards: dict[str, float],
+                   texts: dict[str, str]) -> dict[str, Any]:
+    """The `dultra train` settings a GRPO step sets: numbers > 0 (steps, group_size, ...,
+    optim.lr), reward weights >= 0 (negative keeps the config's) for the task's kind, and
+    non-empty texts (teacher, sandbox_url)."""
+    from dultra.data import task_kind
+
+    kind = task_kind(task)
+    return {"model": model, "data": data, **given(**numbers),
+            **{f"rewards.{kind}.{name}": w for name, w in rewards.items() if w >= 0}, **given(**texts)}
+
+
+def last_metrics(stage_dir: str | Path, keys: tuple[str, ...] = ("reward/total", "accuracy", "nfe", "tpf")
+                 ) -> tuple[dict[str, float], int]:
+    """({key: value} of a training stage's last logged step, steps logged) from its metrics.jsonl."""
+    path = Path(stage_dir) / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    last = rows[-1] if rows else {}
+    return {k: float(last[k]) for k in keys if last.get(k) is not None}, len(rows)
+
+
 def decode_lengths(config: str, gen_length: int, block_length: int) -> tuple[int, int]:
     """gen/block length for evaluation: the given ones, else those GRPO trained with."""
     from dultra.configio import load_config

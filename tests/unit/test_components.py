@@ -11,6 +11,9 @@ from components.steps import (
     check_workspace,
     checkpoint_dir,
     decode_lengths,
+    given,
+    grpo_overrides,
+    last_metrics,
     prepare_data,
     resolve_config,
     workdir,
@@ -86,3 +89,19 @@ def test_one_node_launches_its_gpus_with_the_chosen_accelerate_config(config, fl
         assert args.config_file is None
     with pytest.raises(FileNotFoundError, match="configs/accelerate/nope.yaml not found"):
         Launcher(gpus_per_node=4, accelerate_config="configs/accelerate/nope.yaml").local_command(["train"])
+
+
+def test_grpo_overrides_set_only_the_parameters_given():
+    overrides = grpo_overrides(
+        "humaneval", "/ckpt", "/train.jsonl",
+        numbers={"steps": 0, "group_size": 8, "gen_length": -1, "optim.lr": 1e-6},
+        rewards={"correct": -1.0, "format": 0.0, "steps": 0.05}, texts={"teacher": "", "sandbox_url": "http://s"})
+    assert overrides == {"model": "/ckpt", "data": "/train.jsonl", "group_size": 8, "optim.lr": 1e-6,
+                         "rewards.code.format": 0.0, "rewards.code.steps": 0.05, "sandbox_url": "http://s"}
+    assert given(steps=0, gen_length=16, teacher="") == {"gen_length": 16}
+
+
+def test_last_metrics_reads_the_stage_log(tmp_path):
+    assert last_metrics(tmp_path) == ({}, 0)  # no log yet
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "nfe": 9.0}\n{"step": 2, "nfe": 7.5, "accuracy": 0.5}\n')
+    assert last_metrics(tmp_path) == ({"accuracy": 0.5, "nfe": 7.5}, 2)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from transformers.utils import logging as hf_logging
 
@@ -61,11 +63,22 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     chosen.error(f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else ""))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, Kubernetes stopping a pod), raised where the program is, as Ctrl-C is:
+    clean-up runs (partial downloads removed, a training run says where it stopped)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse(parser, argv)
     if not sys.stderr.isatty():  # keep logs and captured stderr free of progress-bar redraws
         hf_logging.disable_progress_bar()
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         return args.run(args) or 0
     except DultraError as err:
@@ -77,9 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         # An unwritable --output-dir, a file where a directory belongs, ...: one line.
         print(f"dultra: error: {err.strerror or err}: {err.filename}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("dultra: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("dultra: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

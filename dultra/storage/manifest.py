@@ -104,9 +104,20 @@ def check_path(path: str) -> str:
 
 
 def is_checkpoint(directory: Path) -> bool:
-    """A loadable model directory: config.json and safetensors weights (one file or an index of shards)."""
-    weights = any(directory.glob("*.safetensors")) or any(directory.glob("*.safetensors.index.json"))
-    return directory.is_dir() and (directory / "config.json").is_file() and weights
+    """A loadable model directory: config.json and safetensors weights (one file, or an index
+    whose every shard is there)."""
+    if not directory.is_dir() or not (directory / "config.json").is_file():
+        return False
+    indexes = list(directory.glob("*.safetensors.index.json"))
+    return all(_shards_present(index) for index in indexes) and any(directory.glob("*.safetensors"))
+
+
+def _shards_present(index: Path) -> bool:
+    try:
+        shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(shards) and all((index.parent / shard).is_file() for shard in shards)
 
 
 def check_checkpoint(directory: Path) -> None:
@@ -118,7 +129,7 @@ def check_checkpoint(directory: Path) -> None:
     hint = f" (a training run's model is its final/: did you mean {directory / 'final'}?)" \
         if is_checkpoint(directory / "final") else ""
     raise NotACheckpoint(f"{directory} is not a checkpoint directory: it needs config.json and *.safetensors "
-                         f"weights{hint}")
+                         f"weights (every shard a *.safetensors.index.json names){hint}")
 
 
 def sha256_file(path: Path) -> str:

@@ -83,8 +83,13 @@ def publish(
     with translate_errors(f"publishing to {base.uri()}", base.bucket):
         client.head_bucket(Bucket=base.bucket)
         listed = client.list_objects_v2(Bucket=base.bucket, Prefix=run.key() + "/", MaxKeys=1)
-    if listed.get("KeyCount", 0):
+        finished = listed.get("KeyCount", 0) and client.list_objects_v2(
+            Bucket=base.bucket, Prefix=run.key(MANIFEST_NAME), MaxKeys=1).get("KeyCount", 0)
+    if finished:
         raise RunExists(f"{run.uri()}/ already exists; runs are immutable (choose another --run-id)")
+    if listed.get("KeyCount", 0):
+        raise RunExists(f"{run.uri()}/ holds an unfinished publish (no {MANIFEST_NAME}: killed, or still "
+                        "running): delete that prefix, or choose another --run-id")
 
     transfer = options.transfer_config()
     with ByteProgress(manifest.total_bytes, f"publish {run_id}", options.progress) as progress:

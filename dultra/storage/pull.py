@@ -6,7 +6,9 @@
 Refused, with nothing written to DIR: a run without manifest.json (partial), objects
 missing from or not listed in the manifest, any size or sha256 mismatch, a manifest that
 is not the one `latest` recorded. Files land in a temporary directory next to DIR and are
-renamed into place only after all of them verified, so DIR is either untouched or complete.
+renamed into place only after all of them verified, so DIR is either untouched or complete
+(an empty existing DIR, such as `.` or a volume's mount point, is filled in place from a
+staging dir inside it).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +62,9 @@ def pull(
     force: replace a non-empty `dest` (only once the new copy has verified).
     """
     source = uri if isinstance(uri, PullSource) else parse_pull_uri(uri)
-    dest = Path(dest)
+    dest = Path(os.path.abspath(dest))  # `.` has a name and a parent (symlinks stay as given)
     check_destination(dest, force)
+    warn_leftovers(dest)
     options = options or S3Options()
     client = client or make_client(options)
     base = source.base
@@ -81,12 +85,18 @@ def pull(
     manifest = read_manifest(client, run, objects, expected_manifest_sha)
     check_listing(run, manifest, objects)
 
+    # An empty DIR (the current directory, a volume's mount point) is filled where it is, from a
+    # staging dir inside it: same filesystem, and DIR itself is neither removed nor replaced.
+    in_place = dest.is_dir() and not dest.is_symlink() and not any(dest.iterdir())
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest if in_place else dest.parent))
     try:
         download_verified(client, run, manifest, staging, options)
         staging.chmod(0o755)  # mkdtemp makes it 0700; DIR should read like any other directory
-        install(staging, dest, force)
+        if in_place:
+            fill(staging, dest)
+        else:
+            install(staging, dest, force)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return PullResult(run_id=run_id, run_uri=run.uri() + "/", directory=dest, manifest=manifest)
@@ -96,11 +106,23 @@ def check_destination(dest: Path, force: bool) -> None:
     """DestinationNotEmpty unless `dest` is absent, an empty directory, or (force) a checkpoint to replace."""
     if not (dest.exists() or dest.is_symlink()) or (dest.is_dir() and not any(dest.iterdir())):
         return
-    if not force:
-        raise DestinationNotEmpty(f"{dest} exists and is not an empty directory (use --force to replace it)")
+    if not dest.is_dir() or dest.is_symlink():
+        raise DestinationNotEmpty(f"{dest} is a file, not a directory: choose another destination")
     if not is_checkpoint(dest):  # --force on a mistyped path (a home directory) must not delete it
-        raise DestinationNotEmpty(f"{dest} is not a checkpoint directory (config.json and *.safetensors), so "
-                                  "--force does not replace it: remove it yourself or choose another directory")
+        raise DestinationNotEmpty(f"{dest} holds files but no checkpoint (config.json and *.safetensors), so it "
+                                  "is not replaced, --force or not: remove it yourself or choose another directory")
+    if not force:
+        raise DestinationNotEmpty(f"{dest} holds a checkpoint: --force replaces it (whole: files the run does "
+                                  "not have go too), or choose another directory")
+
+
+def warn_leftovers(dest: Path) -> None:
+    """Say so when pulls killed outright (SIGKILL) left their staging dirs beside or in `dest`."""
+    places = [dest.parent] + ([dest] if dest.is_dir() and not dest.is_symlink() else [])
+    left = [p for place in places for p in place.glob(f".{dest.name}.pull-*") if p.is_dir()]
+    if left:
+        print(f"dultra: note: {len(left)} unfinished pull(s) left {', '.join(map(str, left[:3]))}: remove them "
+              "when no pull is running", file=sys.stderr)
 
 
 def list_run(client, run: S3Location) -> dict[str, int]:
@@ -173,6 +195,16 @@ def verify_file(path: Path, entry: FileEntry, where: str) -> None:
     if digest != entry.sha256:
         raise ChecksumMismatch(f"{where}: sha256 {digest[:12]}... differs from the manifest's "
                                f"{entry.sha256[:12]}...; the object was modified or corrupted")
+
+
+def fill(staging: Path, dest: Path) -> None:
+    """Move the verified files from `staging` (inside the empty `dest`) up into `dest`."""
+    if others := [p.name for p in dest.iterdir() if p != staging]:
+        raise DestinationNotEmpty(f"{dest} gained {', '.join(others[:3])} while pulling: pull again into an "
+                                  "empty directory")
+    for entry in staging.iterdir():
+        os.rename(entry, dest / entry.name)
+    staging.rmdir()
 
 
 def install(staging: Path, dest: Path, force: bool) -> None:

@@ -67,7 +67,11 @@ def make_client(options: S3Options | None = None):
     )
     with translate_errors("creating the S3 client"):
         session = boto3.session.Session(profile_name=options.profile)
-        return session.client("s3", endpoint_url=options.endpoint_url, config=config)
+        try:
+            return session.client("s3", endpoint_url=options.endpoint_url, config=config)
+        except ValueError as err:  # "Invalid endpoint: host:port", from the flag or AWS_ENDPOINT_URL
+            raise StorageError(f"creating the S3 client: {err}; an endpoint URL starts with http:// or "
+                               "https:// (--endpoint-url, AWS_ENDPOINT_URL)") from None
 
 
 def error_code(err: ClientError) -> str:
@@ -111,7 +115,8 @@ def translate(err: Exception, doing: str, bucket: str | None = None) -> StorageE
     if isinstance(err, ClientError):
         code, status = error_code(err), http_status(err)
         if code == "NoSuchBucket" or (err.operation_name == "HeadBucket" and status == 404):
-            return BucketNotFound(f"{doing}: bucket {bucket!r} does not exist")
+            return BucketNotFound(f"{doing}: bucket {bucket!r} does not exist (or the endpoint is not the S3 "
+                                  "server that holds it: check --endpoint-url / AWS_ENDPOINT_URL)")
         if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return AccessDenied(f"{doing}: access denied ({code or status}); check the credentials "
                                 "and the bucket policy")

@@ -19,7 +19,9 @@ from dultra.model import LLaDAModelLM
 from dultra.storage import (
     DestinationNotEmpty,
     NotACheckpoint,
+    RunExists,
     S3Options,
+    StorageError,
     publish,
     pull,
     read_pointer,
@@ -110,9 +112,11 @@ def test_pull_force_replaces_only_a_checkpoint(tiny_checkpoint_dir, s3_bucket, s
     (home / "notes").mkdir(parents=True)
     (home / "notes" / "todo.txt").write_text("mine")
     (tmp_path / "file").write_text("mine")
-    for dest in (home, tmp_path / "file"):
-        with pytest.raises(DestinationNotEmpty, match="not a checkpoint directory.*--force does not replace it"):
-            pull(uri, dest, force=True, options=s3_options)
+    for dest, message in ((home, "holds files but no checkpoint .* is not replaced, --force or not"),
+                          (tmp_path / "file", "is a file, not a directory")):
+        for force in (True, False):  # the message never suggests a --force that would be refused
+            with pytest.raises(DestinationNotEmpty, match=message):
+                pull(uri, dest, force=force, options=s3_options)
     assert (home / "notes" / "todo.txt").read_text() == "mine" and (tmp_path / "file").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "home"]  # no staging debris
 
@@ -127,13 +131,44 @@ def test_publish_refuses_what_is_not_a_checkpoint(tiny_checkpoint_dir, s3_bucket
     with pytest.raises(NotACheckpoint, match=f"did you mean {run_dir / 'final'}"):
         publish(run_dir, uri, options=s3_options)
     (run_dir / "final" / "config.json").unlink()
-    with pytest.raises(NotACheckpoint, match="needs config.json and \\*.safetensors weights$"):
+    with pytest.raises(NotACheckpoint, match="needs config.json and \\*.safetensors weights \\(every shard"):
         publish(run_dir / "final", uri, options=s3_options)
+    sharded = tmp_path / "sharded"  # an index naming a shard that is not there: nothing could load it
+    sharded.mkdir()
+    shutil.copy(tiny_checkpoint_dir / "config.json", sharded)
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a.weight": "model-00001-of-00002.safetensors", "b.weight": "model-00002-of-00002.safetensors"}}))
+    shutil.copy(tiny_checkpoint_dir / "model.safetensors", sharded / "model-00001-of-00002.safetensors")
+    with pytest.raises(NotACheckpoint):
+        publish(sharded, uri, options=s3_options)
     with pytest.raises(NotACheckpoint, match="no checkpoint directory"):
         publish(tmp_path / "missing", uri, options=s3_options)
     assert read_pointer(s3_client, S3Location(s3_bucket, "m"))[0].run_id == "good"
     keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="m/runs/")["Contents"]}
     assert {k.split("/")[2] for k in keys} == {"good"}
+
+
+def test_pull_into_the_current_directory_fills_it_in_place(tiny_checkpoint_dir, s3_bucket, s3_options, tmp_path,
+                                                           monkeypatch):
+    uri = f"s3://{s3_bucket}/m"
+    publish(tiny_checkpoint_dir, uri, options=s3_options)
+    here = tmp_path / "here"
+    here.mkdir()
+    inode = here.stat().st_ino
+    monkeypatch.chdir(here)
+    pull(uri, ".", options=s3_options)
+    assert same_files(tiny_checkpoint_dir, here) and here.stat().st_ino == inode  # not removed and replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]  # no staging left beside it
+
+
+def test_an_unfinished_publish_and_a_bad_endpoint_are_named(tiny_checkpoint_dir, s3_bucket, s3_options,
+                                                           s3_client, tmp_path):
+    uri = f"s3://{s3_bucket}/m"
+    s3_client.put_object(Bucket=s3_bucket, Key="m/runs/killed/model.safetensors", Body=b"half")
+    with pytest.raises(RunExists, match="holds an unfinished publish \\(no manifest.json"):
+        publish(tiny_checkpoint_dir, uri, run_id="killed", options=s3_options)
+    with pytest.raises(StorageError, match="Invalid endpoint: 127.0.0.1:9; an endpoint URL starts with http://"):
+        pull(uri, tmp_path / "out", options=S3Options(endpoint_url="127.0.0.1:9"))
 
 
 def test_multipart_transfers(tiny_checkpoint_dir, s3_bucket, s3_options, s3_client, tmp_path):

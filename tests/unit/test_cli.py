@@ -184,3 +184,24 @@ def test_a_file_as_a_training_output_dir_is_named(capsys, tmp_path):
     (tmp_path / "typo.yaml").write_text("x")
     assert main(["pretrain", "--output-dir", str(tmp_path / "typo.yaml"), "--steps", "1"]) == 2
     assert f"output_dir {tmp_path / 'typo.yaml'} is a file, not a directory" in capsys.readouterr().err
+
+
+def test_sigterm_stops_a_command_like_ctrl_c_with_its_clean_up(tmp_path):
+    """`kill` and Kubernetes stop with SIGTERM: one line and exit 143, not a silent death."""
+    import signal
+    import socket
+
+    with socket.socket() as silent:  # an endpoint that accepts connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}
+        proc = subprocess.Popen([sys.executable, "-m", "dultra.cli", "pull", "s3://bucket/m", str(tmp_path / "out"),
+                                 "--endpoint-url", f"http://127.0.0.1:{silent.getsockname()[1]}"],
+                                stderr=subprocess.PIPE, text=True, env=env)
+        silent.settimeout(120)
+        connection, _ = silent.accept()  # the pull is now waiting for an answer
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        connection.close()
+    assert proc.returncode == 143 and err.strip().endswith("dultra: terminated"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing half-made left behind

@@ -31,3 +31,17 @@ def test_other_ranks_print_nothing(capsys):
     for _ in progress(range(3), desc="grpo", total=3, enabled=False):
         pass
     assert capsys.readouterr().err == ""
+
+
+def test_transfers_print_byte_lines_off_a_terminal_and_nothing_when_disabled(capsys):
+    from dultra.storage.progress import ByteProgress, GiB
+
+    with ByteProgress(2 * GiB, "pull run-1", interval_s=0.0) as progress:  # pytest's stderr is no terminal
+        progress(GiB // 2)
+        progress(GiB // 2)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("pull run-1: 0.50 of 2.00 GiB (25%), ") and lines[0].endswith(" MiB/s")
+    assert lines[-1].startswith("pull run-1: 1.00 of 2.00 GiB (50%)") and len(lines) == 3  # and the last, on close
+    with ByteProgress(GiB, "pull run-2", enabled=False, interval_s=0.0) as progress:
+        progress(GiB)
+    assert capsys.readouterr().err == ""

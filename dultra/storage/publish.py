@@ -29,7 +29,7 @@ from dultra.storage.manifest import (
     scan_directory,
     utc_now,
 )
-from dultra.storage.pointer import Pointer, lost_race, move_latest
+from dultra.storage.pointer import Pointer, lost_race, move_latest, read_pointer
 from dultra.storage.progress import ByteProgress
 from dultra.storage.s3 import S3Options, make_client, translate_errors
 from dultra.storage.uri import (
@@ -90,6 +90,7 @@ def publish(
     if listed.get("KeyCount", 0):
         raise RunExists(f"{run.uri()}/ holds an unfinished publish (no {MANIFEST_NAME}: killed, or still "
                         "running): delete that prefix, or choose another --run-id")
+    read_pointer(client, base)  # an unreadable `latest` fails now, not after the whole upload
 
     transfer = options.transfer_config()
     with ByteProgress(manifest.total_bytes, f"publish {run_id}", options.progress) as progress:

@@ -148,3 +148,12 @@ def test_a_run_is_committed_once(published, tiny_checkpoint_dir, s3_options, s3_
         publish(tiny_checkpoint_dir, f"s3://{bucket}/m", run_id="same", options=s3_options, client=racing)
     assert s3_client.get_object(Bucket=bucket, Key="m/runs/same/manifest.json")["Body"].read() == b"{}"
     assert s3_client.get_object(Bucket=bucket, Key="m/latest")["ETag"] == before
+
+
+def test_an_unreadable_latest_fails_a_publish_before_its_upload(published, tiny_checkpoint_dir, s3_options,
+                                                                s3_client):
+    bucket, _ = published
+    s3_client.put_object(Bucket=bucket, Key="m/latest", Body=b"r1\n")  # hand-edited: not the JSON pointer
+    with pytest.raises(IntegrityError, match="latest is not a valid pointer"):
+        publish(tiny_checkpoint_dir, f"s3://{bucket}/m", run_id="r2", options=s3_options)
+    assert s3_client.list_objects_v2(Bucket=bucket, Prefix="m/runs/r2/")["KeyCount"] == 0  # nothing uploaded

@@ -63,8 +63,8 @@ def pull(
     """
     source = uri if isinstance(uri, PullSource) else parse_pull_uri(uri)
     dest = Path(os.path.abspath(dest))  # `.` has a name and a parent (symlinks stay as given)
-    check_destination(dest, force)
     warn_leftovers(dest)
+    check_destination(dest, force)
     options = options or S3Options()
     client = client or make_client(options)
     base = source.base

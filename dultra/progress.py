@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from tqdm.auto import tqdm
 
@@ -30,13 +30,16 @@ def progress(iterable: Iterable | None = None, *, desc: str, total: int, initial
 
 
 class LogProgress:
-    """The part of tqdm's interface dultra uses, as `desc: n/total (pct) unit, postfix` lines on stderr."""
+    """The part of tqdm's interface dultra uses, as `desc: n/total (pct) unit, postfix` lines on stderr.
+
+    describe(n, total, seconds) -> the line after `desc: `, for counts that read better otherwise (bytes).
+    """
 
     def __init__(self, iterable: Iterable | None, *, desc: str, total: int, initial: int = 0, unit: str = "it",
-                 interval_s: float = LOG_INTERVAL_S):
+                 interval_s: float = LOG_INTERVAL_S, describe: Callable[[float, float, float], str] | None = None):
         self.iterable, self.desc, self.total, self.unit = iterable, desc, total, unit
         self.n = self._start = initial
-        self.interval_s, self.postfix = interval_s, ""
+        self.interval_s, self.postfix, self.describe = interval_s, "", describe
         self._began = self._printed = time.monotonic()
         self._closed = False
 
@@ -71,6 +74,9 @@ class LogProgress:
 
     def _print(self) -> None:
         self._printed = now = time.monotonic()
+        if self.describe is not None:
+            print(f"{self.desc}: {self.describe(self.n, self.total, now - self._began)}", file=sys.stderr, flush=True)
+            return
         done = self.n - self._start
         rate = f", {(now - self._began) / done:.2f} s/{self.unit}" if done else ""
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""

@@ -14,8 +14,8 @@ import time
 import torch
 
 from dultra.decoding import DecodeConfig, generate, parse_strategy
-from dultra.decoding.generate import check_settings
-from dultra.model.loading import load, resolve, trained_lengths
+from dultra.decoding.generate import check_settings, lengths_for
+from dultra.model.loading import load, resolve
 from dultra.model.tokenizer import encode_prompts
 
 STRATEGIES = (
@@ -43,9 +43,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = resolve(args.model)
-    trained = trained_lengths(path) if args.gen_length is None and args.block_length is None else None
-    gen, block = trained or (64 if args.gen_length is None else args.gen_length,
-                             16 if args.block_length is None else args.block_length)
+    gen, block, trained = lengths_for(path, args.gen_length, args.block_length, defaults=(64, 16))
     config = DecodeConfig(gen_length=gen, block_length=block, seed=0)
     strategies = [parse_strategy(spec.format(gen=gen)) for spec in STRATEGIES]
     for strategy in strategies:  # before the table starts

@@ -114,14 +114,16 @@ class DecodeOutput:
         return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
 
-def lengths_for(model: str | Path, gen_length: int | None, block_length: int | None) -> tuple[int, int, bool]:
+def lengths_for(model: str | Path, gen_length: int | None, block_length: int | None,
+                defaults: tuple[int, int] = (DecodeConfig.gen_length, DecodeConfig.block_length)
+                ) -> tuple[int, int, bool]:
     """(gen_length, block_length, trained): with both unset (None), those a local checkpoint was
     trained with by dultra (its planner only ever saw them; trained=True); else the unset one
-    takes DecodeConfig's default."""
+    takes its `defaults` value (DecodeConfig's)."""
     if gen_length is None and block_length is None and (lengths := trained_lengths(model)):
         return (*lengths, True)
-    return (DecodeConfig.gen_length if gen_length is None else gen_length,
-            DecodeConfig.block_length if block_length is None else block_length, False)
+    return (defaults[0] if gen_length is None else gen_length, defaults[1] if block_length is None else block_length,
+            False)
 
 
 def check_settings(config: DecodeConfig, strategy: Strategy) -> None:

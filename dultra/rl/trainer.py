@@ -42,9 +42,7 @@ from dultra.decoding.trajectory import replay_forwards, replay_steps
 from dultra.errors import ConfigError
 from dultra.model.loading import load, resolve, stop_token_ids, untrained_planner
 from dultra.rewards import RewardConfig, RewardScorer, load_teacher
-from dultra.rl.checkpoint import (
-    start_point,
-)
+from dultra.rl.checkpoint import start_point
 from dultra.rl.data import ExampleStream
 from dultra.rl.grpo import group_advantages, kl_penalty, loss_coefficients, sequence_log_ratio
 from dultra.rl.loop import run_steps

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 
 from tqdm import tqdm
 
-from dultra.progress import LOG_INTERVAL_S
+from dultra.progress import LOG_INTERVAL_S, LogProgress
 
 GiB = 1 << 30
+
+
+def _bytes(done: float, total: float, seconds: float) -> str:
+    pct = f" ({100 * done / total:.0f}%)" if total else ""
+    return f"{done / GiB:.2f} of {total / GiB:.2f} GiB{pct}, {done / max(seconds, 1e-9) / (1 << 20):.0f} MiB/s"
 
 
 class ByteProgress:
@@ -21,35 +25,19 @@ class ByteProgress:
     """
 
     def __init__(self, total: int, desc: str, enabled: bool | None = None, interval_s: float = LOG_INTERVAL_S):
-        self.total, self.desc, self.interval_s = total, desc, interval_s
-        self.done = 0
-        self._lines = enabled is None and not sys.stderr.isatty()
-        self._bar = None if self._lines else tqdm(
-            total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-            disable=enabled is False, leave=False)
+        if enabled is None and not sys.stderr.isatty():
+            self._bar = LogProgress(None, desc=desc, total=total, unit="B", interval_s=interval_s, describe=_bytes)
+        else:
+            self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                             disable=enabled is False, leave=False)
         self._lock = threading.Lock()
-        self._began = self._printed = time.monotonic()
 
     def __call__(self, n: int) -> None:
         with self._lock:
-            self.done += n
-            if self._bar is not None:
-                self._bar.update(n)
-            elif time.monotonic() - self._printed >= self.interval_s:
-                self._line()
-
-    def _line(self) -> None:
-        self._printed = now = time.monotonic()
-        rate = self.done / max(now - self._began, 1e-9) / (1 << 20)
-        pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-        print(f"{self.desc}: {self.done / GiB:.2f} of {self.total / GiB:.2f} GiB{pct}, {rate:.0f} MiB/s",
-              file=sys.stderr, flush=True)
+            self._bar.update(n)
 
     def __enter__(self) -> ByteProgress:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        elif self.done:
-            self._line()
+        self._bar.close()

@@ -1,12 +1,14 @@
-"""`dultra publish` and `dultra pull`: checkpoints to and from S3 (or an S3-compatible server).
+"""`dultra publish`, `dultra runs` and `dultra pull`: checkpoints to and from S3 (or an S3-compatible server).
 
     dultra publish ./ckpt s3://bucket/dultra/llada-math --metrics metrics.json --base-model GSAI-ML/LLaDA-8B-Instruct
+    dultra runs s3://bucket/dultra/llada-math                           # what was published there
     dultra pull s3://bucket/dultra/llada-math ./ckpt                    # the run `latest` names
     dultra pull s3://bucket/dultra/llada-math/runs/20250131T120000Z-a1b2c3 ./ckpt --force
 
 Credentials, region and endpoint come from the standard AWS environment and config
 (AWS_ENDPOINT_URL, AWS_PROFILE, ~/.aws/config, instance roles); --endpoint-url and
---profile override them. The run URI (publish) or directory (pull) is printed on stdout.
+--profile override them. The run URI (publish), the table of runs (runs) or the directory
+(pull) is printed on stdout.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from pathlib import Path
 
 import yaml
 
-from dultra.storage import S3Options, publish, pull
+from dultra.storage import RunInfo, S3Options, list_runs, publish, pull
 from dultra.storage.errors import StorageError
+from dultra.storage.progress import GiB
 from dultra.storage.s3 import MiB
+from dultra.storage.uri import MANIFEST_NAME, RUNS_DIR
 
 
 def register(subparsers) -> None:
@@ -34,6 +38,14 @@ def register(subparsers) -> None:
     p.add_argument("--base-model", default=None, help="the model this checkpoint was trained from")
     _add_s3_arguments(p)
     p.set_defaults(run=run_publish)
+
+    p = subparsers.add_parser("runs", help="list the runs published under a prefix, newest first",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("uri", help="base prefix, s3://bucket/prefix (as given to publish)")
+    p.add_argument("--json", action="store_true", help="one JSON object per run, a line each")
+    p.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL, the profile's, or AWS)")
+    p.add_argument("--profile", default=None, help="AWS profile (default: AWS_PROFILE or the default chain)")
+    p.set_defaults(run=run_runs)
 
     p = subparsers.add_parser("pull", help="download and verify a published checkpoint",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,3 +104,46 @@ def run_pull(args: argparse.Namespace) -> int:
           f"metrics {json.dumps(m.metrics) if m.metrics else '-'}", file=sys.stderr)
     print(result.directory)
     return 0
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    runs = list_runs(args.uri, options=S3Options(endpoint_url=args.endpoint_url, profile=args.profile))
+    if not runs:
+        print(f"no runs published under {args.uri.rstrip('/')}/{RUNS_DIR}/", file=sys.stderr)
+    elif args.json:
+        for run in runs:
+            print(json.dumps(_run_record(run), sort_keys=True))
+    else:
+        print(_runs_table(runs))
+    return 0
+
+
+def _run_record(run: RunInfo) -> dict:
+    m = run.manifest
+    return {"run_id": run.run_id, "uri": run.uri, "status": run.status, "latest": run.latest,
+            "problem": run.problem, "created": m and m.created, "files": m and len(m.files),
+            "total_bytes": m and m.total_bytes, "base_model": m and m.base_model,
+            "git_commit": m and m.git_commit, "metrics": m and m.metrics}
+
+
+def _runs_table(runs: list[RunInfo]) -> str:
+    rows = [("RUN", "STATUS", "PUBLISHED", "SIZE", "BASE MODEL", "DETAILS")]
+    for run in runs:
+        status = f"{run.status}, latest" if run.latest else run.status
+        if (m := run.manifest) is None:
+            detail = run.problem or f"no {MANIFEST_NAME}: killed, or still publishing"
+            rows.append((run.run_id, status, "-", "-", "-", detail))
+        else:
+            rows.append((run.run_id, status, m.created, _size(m.total_bytes), m.base_model or "-",
+                         " ".join(f"{k}={_value(v)}" for k, v in (m.metrics or {}).items()) or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
+                     for row in rows)
+
+
+def _size(n: int) -> str:
+    return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / MiB:.1f} MiB"
+
+
+def _value(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else json.dumps(v) if isinstance(v, dict | list) else str(v)

@@ -37,7 +37,7 @@ from dultra.storage.uri import (
     S3Location,
     check_run_id,
     new_run_id,
-    parse_publish_uri,
+    parse_base_uri,
 )
 
 
@@ -71,7 +71,7 @@ def publish(
     """
     root = Path(checkpoint_dir)
     check_checkpoint(root)  # before `latest` could come to name something no one can load
-    base = uri if isinstance(uri, S3Location) else parse_publish_uri(uri)
+    base = uri if isinstance(uri, S3Location) else parse_base_uri(uri)
     run_id = check_run_id(run_id or new_run_id())
     run = base.run(run_id)
     options = options or S3Options()

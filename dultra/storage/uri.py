@@ -68,11 +68,11 @@ def parse_s3_uri(text: str) -> S3Location:
     return S3Location(bucket, prefix)
 
 
-def parse_publish_uri(text: str) -> S3Location:
-    """The base to publish under; naming a run or the pointer is a mistake, not a base."""
+def parse_base_uri(text: str, command: str = "publish") -> S3Location:
+    """The base to publish under (or list); naming a run or the pointer is a mistake, not a base."""
     source = parse_pull_uri(text)
     if source.run_id is not None or source.base != parse_s3_uri(text):
-        raise InvalidURI(f"{text!r}: publish takes the base prefix (s3://bucket/prefix), "
+        raise InvalidURI(f"{text!r}: {command} takes the base prefix (s3://bucket/prefix), "
                          "not its `latest` or a `runs/<id>`")
     return source.base
 

@@ -10,7 +10,7 @@ from dultra.storage.uri import (
     S3Location,
     check_run_id,
     new_run_id,
-    parse_publish_uri,
+    parse_base_uri,
     parse_pull_uri,
     parse_s3_uri,
 )
@@ -58,10 +58,10 @@ def test_parse_pull_uri(text, expected):
 
 
 def test_publish_uri_must_be_a_base():
-    assert parse_publish_uri("s3://bkt/m/") == S3Location("bkt", "m")
+    assert parse_base_uri("s3://bkt/m/") == S3Location("bkt", "m")
     for text in ("s3://bkt/m/latest", "s3://bkt/m/runs/r1"):
         with pytest.raises(InvalidURI, match="base prefix"):
-            parse_publish_uri(text)
+            parse_base_uri(text)
 
 
 @pytest.mark.parametrize("run_id", ["", "a/b", "..", ".hidden", "-x", "a b", "x" * 129, "é"])

@@ -11,12 +11,14 @@ import hashlib
 import json
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dultra.storage.errors import IntegrityError, NotACheckpoint, StorageError
+from dultra.storage.progress import ByteProgress
 from dultra.storage.uri import MANIFEST_NAME, check_run_id
 
 SCHEMA_VERSION = 1
@@ -132,30 +134,35 @@ def check_checkpoint(directory: Path) -> None:
                          f"weights (every shard a *.safetensors.index.json names){hint}")
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    """The file's sha256; `progress(n)` after each n bytes read."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
+            if progress is not None:
+                progress(len(chunk))
     return digest.hexdigest()
 
 
-def scan_directory(root: Path) -> tuple[FileEntry, ...]:
+def scan_directory(root: Path, progress: bool | None = False) -> tuple[FileEntry, ...]:
     """Size and sha256 of every regular file under `root`, sorted by relative path.
 
     Symlinks, to files or to directories, are followed (a checkpoint may link to a shared
     tokenizer); a link back into a directory it is inside is refused (it would publish
     forever), as is anything that is neither a file nor a directory (sockets, fifos).
+    progress: as S3Options.progress (hashing 16 GB takes a while on a network volume).
     """
-    entries = []
+    files = []
     for path in sorted(_walk(root, ())):
         rel = path.relative_to(root).as_posix()
         if not path.is_file():
             raise StorageError(f"{path} is not a regular file; a checkpoint holds only files")
         if rel == MANIFEST_NAME:
             raise StorageError(f"{path}: {MANIFEST_NAME} is reserved for the run's manifest; rename it")
-        entries.append(FileEntry(path=check_path(rel), size=path.stat().st_size, sha256=sha256_file(path)))
-    return tuple(entries)
+        files.append((path, check_path(rel), path.stat().st_size))
+    with ByteProgress(sum(size for *_, size in files), "hash", progress) as bar:
+        return tuple(FileEntry(path=rel, size=size, sha256=sha256_file(path, bar)) for path, rel, size in files)
 
 
 def _walk(directory: Path, inside: tuple[Path, ...]):

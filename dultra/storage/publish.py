@@ -75,10 +75,6 @@ def publish(
     run_id = check_run_id(run_id or new_run_id())
     run = base.run(run_id)
     options = options or S3Options()
-    files = scan_directory(root)
-    manifest = Manifest(run_id=run_id, created=utc_now(), files=files, config=config, metrics=metrics,
-                        base_model=base_model, git_commit=git_commit or detect_git_commit())
-
     client = client or make_client(options)
     with translate_errors(f"publishing to {base.uri()}", base.bucket):
         client.head_bucket(Bucket=base.bucket)
@@ -92,6 +88,9 @@ def publish(
                         "running): delete that prefix, or choose another --run-id")
     read_pointer(client, base)  # an unreadable `latest` fails now, not after the whole upload
 
+    files = scan_directory(root, options.progress)  # after the checks above: hashing 16 GB takes a while
+    manifest = Manifest(run_id=run_id, created=utc_now(), files=files, config=config, metrics=metrics,
+                        base_model=base_model, git_commit=git_commit or detect_git_commit())
     transfer = options.transfer_config()
     with ByteProgress(manifest.total_bytes, f"publish {run_id}", options.progress) as progress:
         for entry in files:

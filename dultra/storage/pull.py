@@ -176,6 +176,7 @@ def check_listing(run: S3Location, manifest: Manifest, objects: dict[str, int]) 
 
 
 def download_verified(client, run: S3Location, manifest: Manifest, staging: Path, options: S3Options) -> None:
+    """Every file into `staging`, then every file checked against the manifest (a bar each)."""
     transfer = options.transfer_config()
     with ByteProgress(manifest.total_bytes, f"pull {manifest.run_id}", options.progress) as progress:
         for entry in manifest.files:
@@ -184,14 +185,16 @@ def download_verified(client, run: S3Location, manifest: Manifest, staging: Path
             with translate_errors(f"downloading {run.uri(entry.path)}", run.bucket):
                 client.download_file(run.bucket, run.key(entry.path), str(target), Config=transfer,
                                      Callback=progress)
-            verify_file(target, entry, run.uri(entry.path))
+    with ByteProgress(manifest.total_bytes, "verify", options.progress) as progress:
+        for entry in manifest.files:
+            verify_file(staging / entry.path, entry, run.uri(entry.path), progress)
 
 
-def verify_file(path: Path, entry: FileEntry, where: str) -> None:
+def verify_file(path: Path, entry: FileEntry, where: str, progress: ByteProgress | None = None) -> None:
     size = path.stat().st_size
     if size != entry.size:
         raise ChecksumMismatch(f"{where}: downloaded {size} bytes; the manifest says {entry.size}")
-    digest = sha256_file(path)
+    digest = sha256_file(path, progress)
     if digest != entry.sha256:
         raise ChecksumMismatch(f"{where}: sha256 {digest[:12]}... differs from the manifest's "
                                f"{entry.sha256[:12]}...; the object was modified or corrupted")

@@ -7,6 +7,7 @@ explicit `endpoint_url` or `profile` overrides them.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     PartialCredentialsError,
     ProfileNotFound,
+    ReadTimeoutError,
 )
 
 from dultra.storage.errors import (
@@ -44,6 +46,9 @@ class S3Options:
     part_size: int = 64 * MiB  # files larger than this move in parts of this size (S3 minimum 5 MiB)
     max_concurrency: int = 8  # parallel part transfers per file
     progress: bool | None = None  # byte progress bar on stderr; None: only when stderr is a terminal
+    connect_timeout_s: float = 10.0  # per attempt, to open a connection
+    read_timeout_s: float = 60.0  # per attempt, the longest silence of the server once a request is sent
+    max_attempts: int = 5  # per request, the first included; each retry says so on stderr
 
     def transfer_config(self) -> TransferConfig:
         return TransferConfig(multipart_threshold=self.part_size, multipart_chunksize=self.part_size,
@@ -51,7 +56,8 @@ class S3Options:
 
 
 def make_client(options: S3Options | None = None):
-    """A boto3 S3 client with explicit timeouts and standard retries.
+    """A boto3 S3 client with explicit timeouts and standard retries, each retry noted on stderr
+    (a server that never answers would otherwise cost max_attempts x read_timeout_s in silence).
 
     Checksums are sent and validated only when an operation requires them: boto3 >= 1.36
     otherwise adds CRC headers that several S3-compatible servers reject. Integrity does
@@ -61,17 +67,38 @@ def make_client(options: S3Options | None = None):
     config = Config(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        connect_timeout=10,
-        read_timeout=60,
-        retries={"mode": "standard", "max_attempts": 5},
+        connect_timeout=options.connect_timeout_s,
+        read_timeout=options.read_timeout_s,
+        retries={"mode": "standard", "max_attempts": options.max_attempts},
     )
     with translate_errors("creating the S3 client"):
         session = boto3.session.Session(profile_name=options.profile)
         try:
-            return session.client("s3", endpoint_url=options.endpoint_url, config=config)
+            client = session.client("s3", endpoint_url=options.endpoint_url, config=config)
         except ValueError as err:  # "Invalid endpoint: host:port", from the flag or AWS_ENDPOINT_URL
             raise StorageError(f"creating the S3 client: {err}; an endpoint URL starts with http:// or "
                                "https:// (--endpoint-url, AWS_ENDPOINT_URL)") from None
+    client.meta.events.register("needs-retry.s3", retry_note(client.meta.endpoint_url, options.max_attempts))
+    return client
+
+
+def retry_note(endpoint_url: str, max_attempts: int):
+    """A `needs-retry` hook that only observes: one stderr line per failed attempt boto3 retries
+    (no answer, or a 5xx / 429 answer); boto3's own handler still decides."""
+
+    def note(attempts: int, caught_exception=None, response=None, operation=None, **_) -> None:
+        if attempts >= max_attempts:
+            return
+        if caught_exception is not None:
+            why = f"did not answer ({type(caught_exception).__name__})"
+        elif response is not None and (response[0].status_code >= 500 or response[0].status_code == 429):
+            why = f"answered {response[0].status_code}"
+        else:
+            return
+        print(f"dultra: note: {endpoint_url} {why} to {operation.name}; retrying, attempt {attempts + 1} "
+              f"of {max_attempts}", file=sys.stderr, flush=True)
+
+    return note
 
 
 def error_code(err: ClientError) -> str:
@@ -112,6 +139,10 @@ def translate(err: Exception, doing: str, bucket: str | None = None) -> StorageE
     if isinstance(err, EndpointConnectionError):
         return EndpointUnreachable(f"{doing}: cannot reach {err.kwargs.get('endpoint_url', 'the endpoint')}; "
                                    "check --endpoint-url / AWS_ENDPOINT_URL")
+    if isinstance(err, ReadTimeoutError):
+        return EndpointUnreachable(f"{doing}: {err.kwargs.get('endpoint_url', 'the endpoint')} accepted the "
+                                   "connection but never answered; check --endpoint-url / AWS_ENDPOINT_URL "
+                                   "(is it an S3 server?)")
     if isinstance(err, ClientError):
         code, status = error_code(err), http_status(err)
         if code == "NoSuchBucket" or (err.operation_name == "HeadBucket" and status == 404):

@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import shutil
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ from dultra.cli import main
 from dultra.model import LLaDAModelLM
 from dultra.storage import (
     DestinationNotEmpty,
+    EndpointUnreachable,
     NotACheckpoint,
     RunExists,
     S3Options,
@@ -171,6 +175,42 @@ def test_an_unfinished_publish_and_a_bad_endpoint_are_named(tiny_checkpoint_dir,
         pull(uri, tmp_path / "out", options=S3Options(endpoint_url="127.0.0.1:9"))
 
 
+def test_a_server_that_never_answers_is_retried_aloud_then_named(tiny_checkpoint_dir, s3_env, tmp_path, capsys):
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # never accepts: the kernel's backlog connects
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        options = S3Options(endpoint_url=endpoint, read_timeout_s=0.3, max_attempts=3, progress=False)
+        with pytest.raises(EndpointUnreachable, match=f"{endpoint}.* accepted the connection but never answered"):
+            pull("s3://bucket/m", tmp_path / "out", options=options)
+    notes = capsys.readouterr().err.splitlines()
+    assert notes == [f"dultra: note: {endpoint} did not answer (ReadTimeoutError) to HeadBucket; retrying, "
+                     f"attempt {n} of 3" for n in (2, 3)]
+
+
+class Unavailable(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint that is overloaded: 503 SlowDown to everything."""
+
+    def do_HEAD(self):
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_server_errors_are_retried_aloud(s3_env, tmp_path, capsys):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(StorageError, match="S3 answered 503"):
+            pull("s3://bucket/m", tmp_path / "out", options=S3Options(endpoint_url=endpoint, max_attempts=2))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert capsys.readouterr().err == f"dultra: note: {endpoint} answered 503 to HeadBucket; retrying, attempt 2 of 2\n"
+
+
 def test_multipart_transfers(tiny_checkpoint_dir, s3_bucket, s3_options, s3_client, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(tiny_checkpoint_dir, src)
@@ -201,6 +241,16 @@ def test_cli_round_trip_with_aws_endpoint_env(tiny_checkpoint_dir, s3_bucket, mo
     assert captured.out.strip() == str(tmp_path / "out")
     assert "pulled run cli-1" in captured.err and '"accuracy": 0.5' in captured.err
     assert same_files(tiny_checkpoint_dir, tmp_path / "out")
+
+
+def test_hashing_and_verifying_show_progress_too(tiny_checkpoint_dir, s3_bucket, moto_endpoint, s3_env, tmp_path,
+                                                 capsys):
+    """Off a terminal each phase ends with its line (and prints one every 30 s while it lasts)."""
+    uri, endpoint = f"s3://{s3_bucket}/m", ["--endpoint-url", moto_endpoint]
+    assert main(["publish", str(tiny_checkpoint_dir), uri, "--run-id", "r1", *endpoint]) == 0
+    assert main(["pull", uri, str(tmp_path / "out"), *endpoint]) == 0
+    phases = [line.split(":")[0] for line in capsys.readouterr().err.splitlines() if " GiB (100%), " in line]
+    assert phases == ["hash", "publish r1", "pull r1", "verify"]
 
 
 def test_endpoint_flag_overrides_environment(tiny_checkpoint_dir, s3_bucket, moto_endpoint, s3_env, monkeypatch,

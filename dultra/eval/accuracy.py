@@ -85,7 +85,12 @@ class EvalResult:
 
     @property
     def mean_tpf(self) -> float:
-        return sum(self.tpf) / len(self.tpf)
+        return tokens_per_forward(self.records)
+
+
+def tokens_per_forward(records: Sequence[SampleRecord]) -> float:
+    """TPF of a set of samples: their tokens over their forward passes (report.TPF_RULE)."""
+    return sum(r.tokens for r in records) / max(sum(r.nfe for r in records), 1)
 
 
 @torch.no_grad()

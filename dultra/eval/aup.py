@@ -23,8 +23,10 @@ def accuracy_weight(y: float, y_max: float) -> float:
 
 
 def kept_points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """(tpf, accuracy %) sorted by tpf, without points more than 5 below the first's accuracy."""
-    ordered = sorted(points)
+    """(tpf, accuracy %) sorted by tpf, without points more than 5 below the first's accuracy.
+    Of points with the same tpf the most accurate comes first: it sets the floor, a worse one
+    at no more parallelism must not lower it."""
+    ordered = sorted(points, key=lambda p: (p[0], -p[1]))
     if not ordered:
         return []
     floor = ordered[0][1] - 5.0

@@ -15,10 +15,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from dultra.eval.accuracy import SampleRecord
+from dultra.eval.accuracy import SampleRecord, tokens_per_forward
 from dultra.eval.aup import aup
 
-TPF_RULE = "TPF = tokens before the first EOS / NFE, per sample, averaged over samples"
+# Ratio of the means, as the reference's parse_and_get_acc.py: a mean of per-sample ratios would let
+# short answers decoded in one or two passes inflate TPF (and AUP, nearly linear in it).
+TPF_RULE = "TPF = tokens before the first EOS / NFE, both summed over samples (mean tokens / mean NFE)"
 NFE_RULE = "NFE = model forward passes in which the sample still had masks (every step reveals >= 1 token)"
 
 
@@ -38,7 +40,7 @@ def summarize(records: Sequence[SampleRecord]) -> list[dict]:
             "unscored": len(recs) - len(scored),
             "accuracy": 100.0 * sum(r.correct for r in scored) / len(scored) if scored else float("nan"),
             "nfe": sum(r.nfe for r in recs) / len(recs),
-            "tpf": sum(r.tokens / max(r.nfe, 1) for r in recs) / len(recs),
+            "tpf": tokens_per_forward(recs),
             "tokens_per_s": sum(r.tokens for r in recs) / seconds if seconds > 0 else float("nan"),
             "latency_s": seconds / len(recs),
             "batch_size": max(r.batch_size for r in recs),
@@ -46,10 +48,11 @@ def summarize(records: Sequence[SampleRecord]) -> list[dict]:
     return rows
 
 
-def method_aup(rows: Sequence[dict]) -> dict[str, dict]:
-    """AUP of each method over its settings, with y_max the best accuracy of any setting."""
+def method_aup(rows: Sequence[dict], y_max: float | None = None) -> dict[str, dict]:
+    """AUP of each method over its settings. y_max: the best accuracy of any method on the task,
+    from other runs too (AUPs are comparable only under the same y_max); at least this run's best."""
     finite = [r["accuracy"] for r in rows if r["accuracy"] == r["accuracy"]]
-    y_max = max(finite, default=0.0)
+    y_max = max(finite + [y_max or 0.0], default=0.0)
     methods: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
         if r["accuracy"] == r["accuracy"]:

@@ -65,6 +65,9 @@ class EvalConfig:
     output_dir: str = doc("runs/eval", "where samples.jsonl and the report go (a rerun resumes there)")
     sandbox_url: str | None = doc(None, "sandbox service for code tasks (none: in-process workers)")
     max_unscored_fraction: float = doc(0.05, "fail when more samples than this cannot be scored")
+    aup_y_max: float | None = doc(None, "AUP's y_max, the best accuracy (%) of any method on the task: give "
+                                        "another run's (a baseline model's) to compare AUPs across runs (none: "
+                                        "the best of this run; a better one of this run still wins)")
     device: str | None = doc(None, "torch device (none: cuda if available)")
 
 
@@ -118,7 +121,7 @@ def metadata(cfg: EvalConfig, path: Path, tokenizer, examples: list[Example], de
 
 
 # Settings that change how a run goes, not what it measures: a resumed run may change them.
-RESUMABLE = ("batch_size", "warmup", "output_dir", "sandbox_url", "max_unscored_fraction")
+RESUMABLE = ("batch_size", "warmup", "output_dir", "sandbox_url", "max_unscored_fraction", "aup_y_max")
 
 
 def _resume(out: Path, settings: dict) -> list[SampleRecord]:
@@ -159,6 +162,8 @@ def check_config(cfg: EvalConfig) -> None:
         raise ConfigError(f"limit must be >= 0 (0: all), got {cfg.limit}")
     if not 0 <= cfg.max_unscored_fraction <= 1:
         raise ConfigError(f"max_unscored_fraction must be in [0, 1], got {cfg.max_unscored_fraction}")
+    if cfg.aup_y_max is not None and not 1 < cfg.aup_y_max <= 100:
+        raise ConfigError(f"aup_y_max is an accuracy in % (77.7, not 0.777), got {cfg.aup_y_max}")
     if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
         raise ConfigError(f"output_dir {cfg.output_dir} is a file, not a directory")
     if cfg.device is not None:
@@ -233,7 +238,7 @@ def _evaluate(cfg: EvalConfig, specs: list, decode: DecodeConfig, examples: list
     spec_order = {s.spec(): i for i, s in enumerate(specs)}
     records.sort(key=lambda r: (spec_order[r.strategy], order[r.id]))
     rows = summarize(records)
-    methods = method_aup(rows)
+    methods = method_aup(rows, cfg.aup_y_max)
     paths = write_report(out, rows, methods, meta)
     worst = max(r["unscored"] / r["samples"] for r in rows)
     if worst > cfg.max_unscored_fraction:

@@ -231,6 +231,7 @@ def test_an_unreachable_sandbox_fails_before_any_decoding(ckpt, tmp_path):
     (dict(device="bogus"), ConfigError, "not a torch device"),
     (dict(output_dir="FILE"), ConfigError, "is a file, not a directory"),
     (dict(examples="EMPTY"), DataError, "no examples to evaluate"),
+    (dict(aup_y_max=0.78), ConfigError, "aup_y_max is an accuracy in % \\(77.7, not 0.777\\)"),
 ])
 def test_bad_settings_are_one_line_errors_before_loading(ckpt, tmp_path, change, error, message):
     (tmp_path / "file").write_text("x")

@@ -5,17 +5,26 @@
     extract_code("Here:\\n```python\\ndef f(): ...\\n```")   -> "def f(): ..."
 
 Rule for math (the rewards rely on it): the argument of the **last** `\\boxed{...}` wins;
-without a complete box, the text after the **last** `####` up to the end of its line;
-otherwise there is no answer. Nothing else (last number in the text, "The answer is")
-counts, so that the format reward and the correctness reward agree.
+without a complete box, the text after the **last** `####` up to the end of its line
+(markdown bold stripped); otherwise there is no answer. Nothing else (last number in the
+text, "The answer is") counts, so that the format reward and the correctness reward agree.
+`leading_number` reads "72 dollars" as 72 for the correctness reward.
+
+Rule for code: read as the reference's evaluation reads it (`extract_code`), so that pass@1
+compares with its figures; the format reward asks for more, a closed block (`has_code_block`).
 """
 
 from __future__ import annotations
 
 import re
+import textwrap
 
 _BOXED = re.compile(r"\\boxed\s*\{")
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|```)", re.DOTALL)
+_OPEN_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[^\n]*\n")
+# A number followed only by words ("72 dollars", "5 hours."), bare or as `\text{...}`.
+_NUMBER_THEN_WORDS = r"\\?\$?(-?\d[\d,]*(?:\.\d+)?)(?:\s+[A-Za-z][A-Za-z ]*)?\.?"
+_PLAIN_NUMBER = re.compile(rf"\\text\{{{_NUMBER_THEN_WORDS}\}}|{_NUMBER_THEN_WORDS}")
 
 
 def extract_boxed(text: str) -> str | None:
@@ -39,7 +48,7 @@ def extract_hash(text: str) -> str | None:
     head, sep, tail = text.rpartition("####")
     if not sep:
         return None
-    answer = tail.strip().split("\n", 1)[0].strip()
+    answer = tail.strip().split("\n", 1)[0].strip().strip("*").strip()  # `#### **72**`, `**#### 72**`
     return answer or None
 
 
@@ -49,17 +58,44 @@ def extract_answer(text: str) -> str | None:
     return boxed if boxed else extract_hash(text)
 
 
-def extract_code(text: str) -> str | None:
-    """Body of the first closed ```python block (any closed ``` block if none is python).
+def leading_number(answer: str) -> str | None:
+    """"72 dollars", "\\text{5 hours}", "$18." -> the number; None unless the answer is a number
+    followed only by words (so "3\\sqrt{2}", "2, 3" or "x = 5" stay as they are)."""
+    match = _PLAIN_NUMBER.fullmatch(answer.strip())
+    return match and (match.group(1) or match.group(2))
 
-    Returns None when the completion has no closed code block: code that ran out of tokens
-    inside its fence is not executed.
+
+def closed_blocks(text: str) -> list[str]:
+    """Bodies of the non-empty closed ``` blocks, python ones first (each group in order)."""
+    blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text) if body.strip()]
+    python = [body for lang, body in blocks if lang in ("python", "py", "python3")]
+    return python + [body for lang, body in blocks if lang not in ("python", "py", "python3")]
+
+
+def has_code_block(text: str) -> bool:
+    """The completion put its program in a closed ``` block (what the format reward asks)."""
+    return bool(closed_blocks(text))
+
+
+def extract_code(text: str) -> str | None:
+    """The program of a completion, dedented: the first closed ```python block (else any
+    closed block); else, when a fence is never closed (EOS inside it), all that follows it;
+    else, with no fence at all, the whole text. None when that is empty. This is how the
+    reference's evaluation reads programs (code that ran out of tokens fails its tests).
     """
-    blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
-    for lang, body in blocks:
-        if lang in ("python", "py", "python3") and body.strip():
-            return body
-    for _, body in blocks:
-        if body.strip():
-            return body
-    return None
+    if blocks := closed_blocks(text):
+        return _dedent(blocks[0])
+    fences = text.count("```")
+    if fences % 2 == 0:  # none at all, or every block closed and empty
+        body = "" if fences else text
+    else:
+        opens = list(_OPEN_FENCE.finditer(text))
+        body = text[opens[-1].end():] if opens else ""
+    return _dedent(body) if body.strip() else None
+
+
+def _dedent(code: str) -> str:
+    """Without the indentation every line shares (a fence inside a list item); unchanged when
+    none is shared, since textwrap.dedent also blanks whitespace-only lines (in docstrings too)."""
+    lines = [line for line in code.splitlines() if line.strip()]
+    return textwrap.dedent(code) if lines and all(line[0] in " \t" for line in lines) else code

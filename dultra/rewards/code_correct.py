@@ -3,8 +3,9 @@
     reward = CodeReward(runner=sandbox_client)           # anything with run_tests(code, tests)
     reward(completions, tests=[ex.tests, ...], code_prefix=[ex.code_prefix, ...])
 
-The program is `code_prefix` followed by the completion's first closed ```python block
-(dultra.data.answers.extract_code). No block: 0.0 without calling the runner. The runner
+The program is `code_prefix` followed by the completion's program: its first closed
+```python block, else what follows an unclosed fence, else its whole text
+(dultra.data.answers.extract_code). An empty one: 0.0 without calling the runner. The runner
 raising SandboxUnavailable: None, so the sample is dropped from its group instead of
 being punished for an infrastructure failure. Identical programs for the same tests (a
 GRPO group at low temperature repeats itself) are run once.

@@ -3,15 +3,16 @@
     format_reward(["x \\\\boxed{3}", "```python\\nf = 1\\n```"], kind=["math", "code"])  -> [1.0, 1.0]
 
 math: 1.0 if the completion has a final answer by the rule of dultra.data.answers (a
-complete \\boxed{...} or a non-empty `#### ...` line). code: 1.0 if it has a closed
-``` code block. Otherwise 0.0. Never None: the format can always be judged.
+complete \\boxed{...} or a non-empty `#### ...` line). code: 1.0 if it has a non-empty
+closed ``` code block (more than the correctness reward needs to find a program).
+Otherwise 0.0. Never None: the format can always be judged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dultra.data.answers import extract_answer, extract_code
+from dultra.data.answers import extract_answer, has_code_block
 
 
 def per_completion(value: str | Sequence[str], n: int, name: str) -> list[str]:
@@ -32,7 +33,7 @@ def format_reward(
         if k == "math":
             out.append(1.0 if extract_answer(text) is not None else 0.0)
         elif k == "code":
-            out.append(1.0 if extract_code(text) is not None else 0.0)
+            out.append(1.0 if has_code_block(text) else 0.0)
         else:
             raise ValueError(f"unknown task kind {k!r} (expected 'math' or 'code')")
     return out

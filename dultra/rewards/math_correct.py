@@ -3,7 +3,8 @@
     math_correct_reward(["... #### 16", "\\\\boxed{15}"], answer=["16", "16"])  -> [1.0, 0.0]
 
 The completion's answer is the last \\boxed{...}, else the text after the last `####`
-(dultra.data.answers); a trailing period is dropped ("#### 16." reads as 16). A
+(dultra.data.answers); a trailing period is dropped ("#### 16." reads as 16), and a number
+followed only by words also counts as the number ("72 dollars", \\text{5 hours}). A
 completion without either scores 0.0. Both sides are parsed by math-verify as the
 argument of a \\boxed{}, so GSM8K integers ("1,000" = "1000"), MATH500 LaTeX
 (\\frac{1}{2} = 0.5 = 1/2, \\left( 3, \\frac{\\pi}{2} \\right), 10\\%, \\text{(C)}) and
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 
 from math_verify import parse, verify
 
-from dultra.data.answers import extract_answer
+from dultra.data.answers import extract_answer, leading_number
 
 
 def _timeouts() -> dict[str, dict[str, int | None]]:
@@ -31,6 +32,11 @@ def _timeouts() -> dict[str, dict[str, int | None]]:
 def parse_answer(answer: str) -> list:
     """math-verify's parse of a bare answer ("16", "\\\\frac{1}{2}"); [] if unparseable."""
     return parse(f"\\boxed{{{answer}}}", **_timeouts()["parse"])
+
+
+def _matches(gold: list, answer: str) -> bool:
+    pred = parse_answer(answer)
+    return bool(pred) and verify(gold, pred, **_timeouts()["verify"])
 
 
 def math_correct_reward(
@@ -60,6 +66,7 @@ def math_correct_reward(
             out.append(0.0)
             continue
         found = found[:-1] if found.endswith(".") else found
-        pred = parse_answer(found) if found else []
-        out.append(1.0 if pred and verify(gold, pred, **_timeouts()["verify"]) else 0.0)
+        # "72 dollars" is 72 to a GSM8K grader; math-verify knows some units ("5 hours") but not all.
+        tries = dict.fromkeys(filter(None, (found, leading_number(found))))
+        out.append(1.0 if any(_matches(gold, candidate) for candidate in tries) else 0.0)
     return out

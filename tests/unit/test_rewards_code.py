@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dultra.data import load_task
+from dultra.data import extract_code, load_task
 from dultra.data.code_tasks import fenced
 from dultra.rewards import CodeReward, CodeRunner
 from tests.data_helpers import APPS_ROWS, MBPP_ROWS, write_jsonl
@@ -67,16 +67,27 @@ def test_apps_stdin_and_call_based(tmp_path):
     assert score(runner, [io, io, call, call], [io.solution, wrong_io, call.solution, as_class]) == [1.0, 0.0, 1.0, 1.0]
 
 
-def test_no_code_block_scores_zero_without_running(humaneval):
+def test_no_program_scores_zero_without_running(humaneval):
     runner = SubprocessRunner()
-    assert score(runner, humaneval[:2], ["I cannot do that.", "```python\ndef f():"]) == [0.0, 0.0]
+    assert score(runner, humaneval[:3], ["", "```python\n\n```", "```python\n   "]) == [0.0, 0.0, 0.0]
     assert runner.calls == 0
+
+
+def test_programs_are_read_as_the_reference_evaluation_reads_them(humaneval):
+    """Not fenced, fenced but never closed (EOS inside the fence), fenced inside an indented list item."""
+    ex = humaneval[4]
+    body = ex.solution.split("```python\n", 1)[1].split("```", 1)[0]
+    indented = "1. Here:\n" + "".join(f"   {line}\n" for line in f"```python\n{body}```".splitlines())
+    texts = [body, f"Sure.\n```python\n{body}", indented, "I cannot do that."]
+    runner = SubprocessRunner()
+    assert score(runner, [ex] * 4, texts) == [1.0, 1.0, 1.0, 0.0]
+    assert runner.calls == len({extract_code(t) for t in texts})  # prose is run too (and fails)
 
 
 def test_identical_programs_run_once(humaneval):
     runner = SubprocessRunner()
     group = [humaneval[4]] * 4
-    assert score(runner, group, [group[0].solution] * 3 + ["no code"]) == [1.0, 1.0, 1.0, 0.0]
+    assert score(runner, group, [group[0].solution] * 3 + [""]) == [1.0, 1.0, 1.0, 0.0]
     assert runner.calls == 1
 
 

@@ -50,6 +50,10 @@ def test_gsm8k_wrong_and_malformed_score_zero(gsm8k):
     ("\\text{(C)}", "\\boxed{C}"),
     ("x^2+7x+10", "\\boxed{(x+2)(x+5)}"),
     ("-3", "The result is \\boxed{ -3 }"),
+    ("18", "\\boxed{18 dollars}"),                              # a number and words: the number
+    ("5", "\\boxed{\\text{5 hours}}"),
+    ("72", "#### **72**"),                                   # markdown bold
+    ("72", "**#### 72 dollars.**"),
 ])
 def test_equivalent_forms_are_correct(reference, completion):
     assert math_correct_reward([completion], answer=[reference]) == [1.0]
@@ -59,7 +63,9 @@ def test_equivalent_forms_are_correct(reference, completion):
     ("\\frac{14}{3}", "\\boxed{4.67}"),
     ("\\left( 3, \\frac{\\pi}{2} \\right)", "\\boxed{(\\pi/2, 3)}"),
     ("x^2+7x+10", "\\boxed{(x+2)(x+6)}"),
-    ("18", "\\boxed{18 dollars}"),
+    ("18", "\\boxed{19 dollars}"),
+    ("3", "\\boxed{3\\sqrt{2}}"),    # a number and more is not the number
+    ("2", "#### 2, 3"),
 ])
 def test_different_values_are_wrong(reference, completion):
     assert math_correct_reward([completion], answer=[reference]) == [0.0]
@@ -84,7 +90,9 @@ def test_extraction_rules():
     assert extract_answer("\\boxed{3}\n#### 4") == "3"  # a box beats ####
     assert extract_code("text\n```python\nx = 1\n```\n```python\nx = 2\n```") == "x = 1"
     assert extract_code("```\nprint(1)\n```") == "print(1)"
-    assert extract_code("```python\ndef f():\n    return 1") is None  # ran out of tokens
+    assert extract_code("```python\ndef f():\n    return 1") == "def f():\n    return 1"  # EOS in the fence
+    assert extract_code("  ```python\n  x = 1\n  ```") == "x = 1"  # dedented
+    assert extract_code("x = 1") == "x = 1" and extract_code("```python\n```") is None
 
 
 def test_format_reward_for_code_and_bad_kinds():

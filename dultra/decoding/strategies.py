@@ -47,7 +47,8 @@ class BlockView:
 
     @property
     def entropy(self) -> torch.Tensor:
-        """(B, N) entropy of the token distribution (nats)."""
+        """(B, N) entropy of the token distribution (nats), untempered like `confidence`: the
+        EB-sampler's usual setting is greedy (temperature 0), where the two agree."""
         return torch.special.entr(self.logits.softmax(dim=-1)).sum(dim=-1)
 
     @property

@@ -114,7 +114,7 @@ def test_scorer_with_the_sandbox_down():
     no_distill = RewardConfig(code=RewardWeights(correct=3.0, distill=0.0),
                               max_unscorable_fraction=0.5)
     scorer = RewardScorer(no_distill, code_runner=DownRunner())
-    completions = [code_ex[0].solution, "no code", code_ex[1].solution, "no code"]
+    completions = [code_ex[0].solution, "", code_ex[1].solution, ""]  # "": no program at all
     batch = scorer.score(completions, steps=[1, 1, 1, 1], group_size=2, **fields)
     # Code that would have run is unscorable; code that never reached the runner scores 0.
     assert batch.keep == [False, True, False, True] and batch.total[1] == pytest.approx(-0.002)

@@ -44,7 +44,7 @@ from dultra.decoding.step import (
     model_config,
 )
 from dultra.decoding.strategies import BlockView, Strategy, parse_strategy
-from dultra.decoding.trajectory import Trajectory, step_log_prob
+from dultra.decoding.trajectory import Recorder, Trajectory
 from dultra.errors import ConfigError
 from dultra.model import LLaDAConfig
 from dultra.model.kv_cache import KVCache, fresh_columns
@@ -260,10 +260,7 @@ def generate(
     block_step = torch.zeros(B, dtype=torch.long, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     nfe = torch.zeros(B, dtype=torch.long, device=dev)
-    unmask_step = torch.full((B, G), -1, dtype=torch.long, device=dev) if config.record else None
-    log_probs: list[torch.Tensor] = []
-    taken: list[torch.Tensor] = []
-    trunks: list[torch.Tensor] = []
+    recorder = Recorder(B, G, P, dev, config.record_trunk) if config.record else None
     refreshes: list[int] = []
 
     step_fn = captured_steps(model) if config.compile else decode_step
@@ -293,15 +290,9 @@ def generate(
         view = BlockView(candidates, logq_x0, planner, block_step, logits, G // N, generator)
         revealed = strategy.select(view)
         x.scatter_(1, index, torch.where(revealed, x0, block))
-        active = candidates.any(dim=1)
-        nfe += active.long()
-        if unmask_step is not None:
-            current = unmask_step.gather(1, index - P)
-            unmask_step.scatter_(1, index - P, torch.where(revealed, step, current))
-            log_probs.append(step_log_prob(planner, logq_x0, revealed, candidates & ~revealed))
-            taken.append(active)
-            if config.record_trunk:
-                trunks.append(trunk.clone())  # captured steps overwrite their outputs
+        nfe += candidates.any(dim=1).long()
+        if recorder is not None:
+            recorder.add(step, index, revealed, candidates, planner, logq_x0, trunk)
 
         block_finished = ~(x.gather(1, index) == mask_id).any(dim=1)
         if cache is not None:  # rows wait for each other, so one refresh serves the whole batch
@@ -330,14 +321,8 @@ def generate(
             cache_start = min(cache_start + N, P + G - N)
 
     completion = x[:, P:]
-    trajectory = None
-    if unmask_step is not None:
-        trajectory = Trajectory(
-            prompt_ids=input_ids, prompt_mask=prompt_mask, completion=completion,
-            unmask_step=unmask_step, taken=torch.stack(taken, dim=1), log_probs=torch.stack(log_probs, dim=1),
-            block_length=N, uses_planner=strategy.uses_planner, cache=config.cache, refreshes=tuple(refreshes),
-            trunk=torch.stack(trunks, dim=1) if trunks else None,
-        )
+    trajectory = None if recorder is None else recorder.trajectory(
+        input_ids, prompt_mask, completion, N, strategy.uses_planner, config.cache, tuple(refreshes))
     # Tokens before the first EOS; a decode cut by max_steps leaves masks, which are none.
     before_eos = torch.arange(G, device=dev) < first_eos(completion, eos_ids)[:, None]
     lengths = (before_eos & (completion != mask_id)).sum(dim=1)

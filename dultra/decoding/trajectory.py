@@ -104,6 +104,37 @@ class Trajectory:
         return self.cache == "none" or self.trunk is not None
 
 
+class Recorder:
+    """What `generate` records at each step to build its Trajectory (DecodeConfig.record)."""
+
+    def __init__(self, batch: int, gen_length: int, prompt_len: int, device, with_trunk: bool):
+        self.unmask_step = torch.full((batch, gen_length), -1, dtype=torch.long, device=device)
+        self.prompt_len, self.with_trunk = prompt_len, with_trunk
+        self.log_probs: list[torch.Tensor] = []
+        self.taken: list[torch.Tensor] = []
+        self.trunks: list[torch.Tensor] = []
+
+    def add(self, step: int, index: torch.Tensor, revealed: torch.Tensor, candidates: torch.Tensor,
+            planner_logits: torch.Tensor | None, logq_x0: torch.Tensor, trunk: torch.Tensor) -> None:
+        """One step: index (B, N) block columns of the sequence; revealed, candidates (B, N)."""
+        columns = index - self.prompt_len
+        current = self.unmask_step.gather(1, columns)
+        self.unmask_step.scatter_(1, columns, torch.where(revealed, step, current))
+        self.log_probs.append(step_log_prob(planner_logits, logq_x0, revealed, candidates & ~revealed))
+        self.taken.append(candidates.any(dim=1))
+        if self.with_trunk:
+            self.trunks.append(trunk.clone())  # captured steps overwrite their outputs
+
+    def trajectory(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion: torch.Tensor,
+                   block_length: int, uses_planner: bool, cache: str, refreshes: tuple[int, ...]) -> Trajectory:
+        return Trajectory(
+            prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion=completion, unmask_step=self.unmask_step,
+            taken=torch.stack(self.taken, dim=1), log_probs=torch.stack(self.log_probs, dim=1),
+            block_length=block_length, uses_planner=uses_planner, cache=cache, refreshes=refreshes,
+            trunk=torch.stack(self.trunks, dim=1) if self.trunks else None,
+        )
+
+
 def step_log_prob(
     planner_logits: torch.Tensor | None,
     logq_x0: torch.Tensor,

@@ -43,8 +43,7 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("uri", help="base prefix, s3://bucket/prefix (as given to publish)")
     p.add_argument("--json", action="store_true", help="one JSON object per run, a line each")
-    p.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL, the profile's, or AWS)")
-    p.add_argument("--profile", default=None, help="AWS profile (default: AWS_PROFILE or the default chain)")
+    _add_endpoint_arguments(p)
     p.set_defaults(run=run_runs)
 
     p = subparsers.add_parser("pull", help="download and verify a published checkpoint",
@@ -57,9 +56,13 @@ def register(subparsers) -> None:
     p.set_defaults(run=run_pull)
 
 
-def _add_s3_arguments(p: argparse.ArgumentParser) -> None:
+def _add_endpoint_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: AWS_ENDPOINT_URL, the profile's, or AWS)")
     p.add_argument("--profile", default=None, help="AWS profile (default: AWS_PROFILE or the default chain)")
+
+
+def _add_s3_arguments(p: argparse.ArgumentParser) -> None:
+    _add_endpoint_arguments(p)
     p.add_argument("--part-size-mb", type=int, default=64,
                    help="multipart part size and threshold in MiB (default 64; S3 minimum 5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown on a terminal)")

@@ -67,10 +67,6 @@ class EvalResult:
         return [r.nfe for r in self.records]
 
     @property
-    def tpf(self) -> list[float]:
-        return [r.tokens / max(r.nfe, 1) for r in self.records]
-
-    @property
     def completions(self) -> list[str]:
         return [r.completion for r in self.records]
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from botocore.exceptions import ClientError
-
-from dultra.storage.errors import InvalidURI, StorageError
+from dultra.storage.errors import IncompleteRun, IntegrityError, InvalidURI
 from dultra.storage.manifest import Manifest
 from dultra.storage.pointer import read_pointer
-from dultra.storage.s3 import S3Options, is_not_found, make_client, translate_errors
-from dultra.storage.uri import MANIFEST_NAME, RUNS_DIR, S3Location, check_run_id, parse_base_uri
+from dultra.storage.pull import read_manifest
+from dultra.storage.s3 import S3Options, make_client, translate_errors
+from dultra.storage.uri import RUNS_DIR, S3Location, check_run_id, parse_base_uri
 
 COMPLETE, UNFINISHED, INVALID, MISSING = "complete", "unfinished", "invalid", "missing"
 
@@ -67,18 +66,9 @@ def _inspect(client, base: S3Location, name: str, latest: bool) -> RunInfo:
         run = base.run(check_run_id(name))
     except InvalidURI as err:
         return RunInfo(name, base.uri(RUNS_DIR, name) + "/", INVALID, latest, problem=str(err))
-    where = run.uri(MANIFEST_NAME)
-    with translate_errors(f"reading {where}", base.bucket):
-        try:
-            raw = client.get_object(Bucket=run.bucket, Key=run.key(MANIFEST_NAME))["Body"].read()
-        except ClientError as err:
-            if not is_not_found(err):
-                raise
-            return RunInfo(name, run.uri() + "/", UNFINISHED, latest)
     try:
-        manifest = Manifest.from_json(raw, where)
-    except StorageError as err:  # a newer schema, or not a manifest at all
+        return RunInfo(name, run.uri() + "/", COMPLETE, latest, manifest=read_manifest(client, run))
+    except IncompleteRun:
+        return RunInfo(name, run.uri() + "/", UNFINISHED, latest)
+    except IntegrityError as err:
         return RunInfo(name, run.uri() + "/", INVALID, latest, problem=str(err))
-    if manifest.run_id != name:
-        return RunInfo(name, run.uri() + "/", INVALID, latest, problem=f"{where} belongs to run {manifest.run_id!r}")
-    return RunInfo(name, run.uri() + "/", COMPLETE, latest, manifest=manifest)

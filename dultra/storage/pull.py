@@ -82,7 +82,7 @@ def pull(
     run = base.run(run_id)
 
     objects = list_run(client, run)
-    manifest = read_manifest(client, run, objects, expected_manifest_sha)
+    manifest = read_manifest(client, run, expected_manifest_sha)
     check_listing(run, manifest, objects)
 
     # An empty DIR (the current directory, a volume's mount point) is filled where it is, from a
@@ -140,17 +140,17 @@ def list_run(client, run: S3Location) -> dict[str, int]:
     return objects
 
 
-def read_manifest(client, run: S3Location, objects: dict[str, int], expected_sha256: str | None) -> Manifest:
+def read_manifest(client, run: S3Location, expected_sha256: str | None = None) -> Manifest:
+    """The run's manifest, checked against `expected_sha256` (what `latest` recorded) when given.
+    IncompleteRun without one; IntegrityError when it is malformed or another run's."""
     where = run.uri(MANIFEST_NAME)
-    if MANIFEST_NAME not in objects:
-        raise IncompleteRun(f"{run.uri()}/ has no {MANIFEST_NAME}: its publish did not finish "
-                            "(killed, or still running); refusing a partial checkpoint")
     with translate_errors(f"reading {where}", run.bucket):
         try:
             raw = client.get_object(Bucket=run.bucket, Key=run.key(MANIFEST_NAME))["Body"].read()
         except ClientError as err:
-            if is_not_found(err):  # deleted since the listing
-                raise IncompleteRun(f"{where} disappeared while pulling") from None
+            if is_not_found(err):
+                raise IncompleteRun(f"{run.uri()}/ has no {MANIFEST_NAME}: its publish did not finish "
+                                    "(killed, or still running); refusing a partial checkpoint") from None
             raise
     if expected_sha256 is not None and hashlib.sha256(raw).hexdigest() != expected_sha256:
         raise IntegrityError(f"{where} is not the manifest `latest` recorded (sha256 differs): "

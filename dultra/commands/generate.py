@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--block-length", type=int, default=None,
                    help="semi-autoregressive block size (default: as dultra trained the checkpoint, else 32)")
     p.add_argument("--threshold", type=float, help="threshold: confidence tau (default 0.9)")
-    p.add_argument("--factor", type=float, help="planner / factor: parallelism factor (default 1.0)")
+    p.add_argument("--factor", type=float, help="planner / planner-sample / factor: parallelism factor (default 1.0)")
     p.add_argument("--steps", type=int, help="low-confidence: total steps (default gen_length)")
     p.add_argument("--gamma", type=float, help="entropy: entropy budget per step (default 0.1)")
     p.add_argument("--temperature", type=float, default=0.0, help="token sampling temperature (default 0: argmax)")
@@ -74,7 +74,7 @@ def device_arg(name: str) -> str:
 
 # Each strategy's own option, and the strategies it applies to.
 STRATEGY_OPTIONS = {
-    "threshold": ("threshold",), "factor": ("planner", "factor"), "steps": ("low-confidence",), "gamma": ("entropy",),
+    "threshold": ("threshold",), "factor": ("planner", "planner-sample", "factor"), "steps": ("low-confidence",), "gamma": ("entropy",),
 }
 
 
@@ -84,7 +84,7 @@ def strategy_from_args(args: argparse.Namespace) -> Strategy:
         if getattr(args, option) is not None and args.strategy not in strategies:
             print(f"dultra: note: --{option} applies to --strategy {' / '.join(strategies)}; ignored",
                   file=sys.stderr)
-    settings = {"planner": {"factor": args.factor}, "threshold": {"tau": args.threshold},
+    settings = {"planner": {"factor": args.factor}, "planner-sample": {"factor": args.factor}, "threshold": {"tau": args.threshold},
                 "factor": {"factor": args.factor}, "entropy": {"gamma": args.gamma},
                 "low-confidence": {"steps": args.gen_length if args.steps is None else args.steps}}
     given = {k: v for k, v in settings.get(args.strategy, {}).items() if v is not None}  # else the strategy's default

@@ -93,12 +93,16 @@ def planner_greedy_rule(prob: torch.Tensor, candidates: torch.Tensor, factor: fl
     return select_top_k(prob, candidates, k)
 
 
-def planner_sample_rule(prob: torch.Tensor, candidates: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """dUltra rollouts: independent Bernoulli(p) per candidate; if none fires, the argmax p.
+def planner_sample_rule(
+    prob: torch.Tensor, candidates: torch.Tensor, uniform: torch.Tensor, factor: float = 1.0
+) -> torch.Tensor:
+    """dUltra rollouts: independent Bernoulli(min(1, factor * p)) per candidate; if none
+    fires, the argmax p. factor 1 is the policy GRPO trains; dUltra's sampled evaluations
+    scale it like the greedy rule's.
 
     uniform: (B, N) draws from U[0, 1).
     """
-    return ensure_one(candidates & (uniform < prob), prob, candidates)
+    return ensure_one(candidates & (uniform < prob * factor), prob, candidates)
 
 
 def schedule_count(block_step: torch.Tensor, block_length: int, steps_per_block: int) -> torch.Tensor:

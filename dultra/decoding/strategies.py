@@ -107,15 +107,21 @@ class PlannerGreedy(Strategy):
 
 @dataclass(frozen=True)
 class PlannerSample(Strategy):
-    """dUltra RL rollouts: each position revealed independently with the planner's p."""
+    """dUltra RL rollouts: each position revealed independently with probability
+    min(1, factor * p) of the planner's p. A recorded trajectory's log pi is always the
+    factor-1 policy's, the one GRPO trains."""
 
+    factor: float = 1.0
     name: ClassVar[str] = "planner-sample"
     uses_planner: ClassVar[bool] = True
 
     def select(self, view: BlockView) -> torch.Tensor:
         c = view.candidates
         uniform = torch.rand(c.shape, device=c.device, generator=view.generator)
-        return rules.planner_sample_rule(view.planner_prob, c, uniform)
+        return rules.planner_sample_rule(view.planner_prob, c, uniform, self.factor)
+
+    def check(self) -> None:
+        _positive("factor", self.factor)
 
 
 @dataclass(frozen=True)

@@ -67,10 +67,18 @@ def test_an_option_of_another_strategy_is_noted_and_its_own_is_used(capsys):
     _, default = _generate(capsys, "--strategy", "threshold")
     _, noted = _generate(capsys, "--strategy", "threshold", "--gamma", "0.5", "--factor", "3")
     assert json.loads(noted.out) | {"seconds": 0} == json.loads(default.out) | {"seconds": 0}
-    assert noted.err.splitlines() == ["dultra: note: --factor applies to --strategy planner / factor; ignored",
+    assert noted.err.splitlines() == ["dultra: note: --factor applies to --strategy planner / planner-sample / factor; ignored",
                                       "dultra: note: --gamma applies to --strategy entropy; ignored"]
     _, own = _generate(capsys, "--strategy", "threshold", "--threshold", "0.0")
     assert json.loads(own.out)["strategy"] == "threshold:tau=0.0" and not own.err
+
+
+def test_planner_sample_takes_the_factor(capsys):
+    _, plain = _generate(capsys, "--strategy", "planner-sample")
+    _, scaled = _generate(capsys, "--strategy", "planner-sample", "--factor", "1000")
+    assert json.loads(plain.out)["strategy"] == "planner-sample:factor=1.0" and json.loads(plain.out)["nfe"] > 4
+    assert json.loads(scaled.out)["strategy"] == "planner-sample:factor=1000.0"
+    assert json.loads(scaled.out)["nfe"] == 4  # min(1, 1000 p) = 1: each block of 8 in one step
 
 
 def test_chat_template_changes_the_prompt(capsys):

@@ -95,10 +95,10 @@ def ref_planner_greedy(p, cand, factor):
     return torch.stack(out)
 
 
-def ref_planner_sample(p, cand, u):
+def ref_planner_sample(p, cand, u, factor=1.0):
     out = []
     for s, c, uu in zip(p.tolist(), cand.tolist(), u.tolist()):
-        chosen = [i for i in range(len(s)) if c[i] and uu[i] < s[i]]
+        chosen = [i for i in range(len(s)) if c[i] and uu[i] < min(1.0, factor * s[i])]
         order = _ranked(s, c)
         out.append(_as_mask(chosen or order[:1], len(s)))
     return torch.stack(out)
@@ -172,10 +172,11 @@ def test_planner_greedy_with_a_huge_factor_reveals_every_candidate():
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_planner_sample_matches_reference(seed):
+@pytest.mark.parametrize("factor", [0.3, 1.0, 5.0])
+def test_planner_sample_matches_reference(seed, factor):
     p, c, g = _rows(seed)
     u = torch.rand(p.shape, generator=g)
-    assert torch.equal(rules.planner_sample_rule(p, c, u), ref_planner_sample(p, c, u))
+    assert torch.equal(rules.planner_sample_rule(p, c, u, factor), ref_planner_sample(p, c, u, factor))
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -17,7 +17,9 @@ forward pass, each is a one-step lookup the tiny model learns in minutes; unmask
 once, every value must be computed from the prompt alone: the tiny default's base gets 56%
 right in about one forward pass (threshold tau=0.3) against 94% one token per step
 (benchmarks/results/grpo_tiny.md). Accuracy falls as a strategy unmasks more tokens per
-step: the trade-off a planner has to learn. The defaults (four single-digit operations,
+step: the trade-off a planner has to learn. That holds for the part-trained base of
+configs/tiny.yaml only: the values are prefix sums, which a well-trained base computes in
+one pass (benchmarks/results/tiny_pretrain_lr.md). The defaults (four single-digit operations,
 fixed prompt layout) keep the task within reach of the tiny model on one CPU; the knobs
 widen it for bigger models. The code task adds a self-check: the program's own assert must
 hold, which again needs the chain evaluated in order.

@@ -72,22 +72,26 @@ def device_arg(name: str) -> str:
     return name
 
 
-# Each strategy's own option, and the strategies it applies to.
+# Each strategy option: the setting it gives, and the strategies that have that setting.
 STRATEGY_OPTIONS = {
-    "threshold": ("threshold",), "factor": ("planner", "planner-sample", "factor"), "steps": ("low-confidence",), "gamma": ("entropy",),
+    "threshold": ("tau", ("threshold",)), "factor": ("factor", ("planner", "planner-sample", "factor")),
+    "steps": ("steps", ("low-confidence",)), "gamma": ("gamma", ("entropy",)),
 }
 
 
 def strategy_from_args(args: argparse.Namespace) -> Strategy:
     """The strategy with its option or its default; an option of another strategy is noted as ignored."""
-    for option, strategies in STRATEGY_OPTIONS.items():
-        if getattr(args, option) is not None and args.strategy not in strategies:
+    given = {}  # unset: the strategy's default
+    for option, (setting, strategies) in STRATEGY_OPTIONS.items():
+        if (value := getattr(args, option)) is None:
+            continue
+        if args.strategy in strategies:
+            given[setting] = value
+        else:
             print(f"dultra: note: --{option} applies to --strategy {' / '.join(strategies)}; ignored",
                   file=sys.stderr)
-    settings = {"planner": {"factor": args.factor}, "planner-sample": {"factor": args.factor}, "threshold": {"tau": args.threshold},
-                "factor": {"factor": args.factor}, "entropy": {"gamma": args.gamma},
-                "low-confidence": {"steps": args.gen_length if args.steps is None else args.steps}}
-    given = {k: v for k, v in settings.get(args.strategy, {}).items() if v is not None}  # else the strategy's default
+    if args.strategy == "low-confidence":
+        given.setdefault("steps", args.gen_length)  # one token per step
     return STRATEGIES[args.strategy](**given)
 
 

@@ -24,6 +24,11 @@ fixed prompt layout) keep the task within reach of the tiny model on one CPU; th
 widen it for bigger models. The code task adds a self-check: the program's own assert must
 hold, which again needs the chain evaluated in order.
 
+`ops="|"` chains distances instead: "Compute ||||7 - 6| - 6| - 4| - 6|." -> "1, 5 and 1
+and 5". Each value folds the previous one, so no sum over the prompt gives it: a base
+trained at lr 0.001 gets 97.8% one token per step and 88.2% in one pass
+(benchmarks/results/tiny_pretrain_lr.md).
+
 `joiners` draws the word between two running values, each gap on its own (one token each,
 so the values keep their positions). Several equally right words model the free choices
 of a real completion: the model's confidence there stays near 1/len(joiners), so a
@@ -59,7 +64,7 @@ class SyntheticConfig:
 
     min_steps: int = 4  # fewest operations in a problem
     max_steps: int = 4  # most operations in a problem (equal: every prompt has the same layout)
-    ops: str = "+-"  # operations to draw from; "*" multiplies by one digit (2..9)
+    ops: str = "+-"  # operations to draw from; "*" multiplies by one digit (2..9), "|" takes |x - b|
     max_start: int = 9  # math: first number drawn from 0..max_start
     max_operand: int = 9  # math: +/- operands drawn from 1..max_operand
     max_value: int = 9  # math: every running value stays in 0..max_value
@@ -71,8 +76,8 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.min_steps <= self.max_steps:
             raise ConfigError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
-        if not self.ops or set(self.ops) - set("+-*"):
-            raise ConfigError(f"ops must be a non-empty subset of '+-*', got {self.ops!r}")
+        if not self.ops or set(self.ops) - set("+-*|"):
+            raise ConfigError(f"ops must be a non-empty subset of '+-*|', got {self.ops!r}")
         if not 0 < self.heldout_percent < 100:
             raise ConfigError(f"heldout_percent must be in 1..99, got {self.heldout_percent}")
         if not self.joiners or any("#" in j or "\n" in j for j in self.joiners):
@@ -88,13 +93,16 @@ def split_of(prompt: str, heldout_percent: int) -> str:
 
 
 def apply(op: str, a: int, b: int) -> int:
-    return a + b if op == "+" else a - b if op == "-" else a * b
+    return a + b if op == "+" else a - b if op == "-" else a * b if op == "*" else abs(a - b)
 
 
 def render(start: str, steps: list[tuple[str, int]]) -> str:
     """Left-to-right chain as an expression: parentheses only where precedence needs them."""
     expr, low = start, False  # low: the expression's top operator is + or -
     for op, b in steps:
+        if op == "|":  # the bars group like parentheses
+            expr, low = f"|{expr} - {b}|", False
+            continue
         if op == "*" and low:
             expr = f"({expr})"
         expr, low = f"{expr} {op} {b}", op in "+-"
@@ -104,8 +112,10 @@ def render(start: str, steps: list[tuple[str, int]]) -> str:
 def _math_step(rng: random.Random, value: int, cfg: SyntheticConfig) -> tuple[str, int]:
     """One operation that keeps the result in 0..max_value (only feasible ops are drawn)."""
     feasible = [op for op in cfg.ops if (op == "+" and value < cfg.max_value) or (op == "-" and value > 0)
-                or (op == "*" and 2 * value <= cfg.max_value)]
+                or (op == "*" and 2 * value <= cfg.max_value) or op == "|"]
     op = rng.choice(feasible)
+    if op == "|":  # |value - b| <= max(value, b)
+        return op, rng.randint(1, min(cfg.max_operand, cfg.max_value))
     if op == "+":
         return op, rng.randint(1, min(cfg.max_operand, cfg.max_value - value))
     if op == "-":
@@ -142,7 +152,8 @@ def code_example(rng: random.Random, cfg: SyntheticConfig) -> Example:
         return x
 
     inputs = rng.sample(range(cfg.code_max_input + 1), 4)
-    body = [f"    x = x {op} {b}" for op, b in steps[:-1]] + [f"    return x {steps[-1][0]} {steps[-1][1]}"]
+    lines = [f"abs(x - {b})" if op == "|" else f"x {op} {b}" for op, b in steps]
+    body = [f"    x = {line}" for line in lines[:-1]] + [f"    return {lines[-1]}"]
     program = "def f(x):\n" + "\n".join(body) + f"\n\nassert f({inputs[0]}) == {f(inputs[0])}"
     return Example(
         id="", task="synthetic-code", kind="code",

@@ -67,6 +67,31 @@ def test_multiplication_gets_explicit_precedence():
         assert len(re.split(JOINERS, ex.solution)) == ex.meta["steps"]
 
 
+def test_distance_chains_fold_every_value_and_keep_one_layout():
+    examples = generate("synthetic-math", "train", n=500, config=SyntheticConfig(ops="|"))
+    for ex in examples:
+        start, *operands = re.findall(r"\d", ex.prompt)
+        assert ex.prompt == "Compute ||||{} - {}| - {}| - {}| - {}|.".format(start, *operands)
+        values = re.split(JOINERS, ex.solution.split("\n#### ")[0].rstrip("."))
+        prev = int(start)
+        for b, value in zip(operands, values, strict=True):
+            prev = abs(prev - int(b))
+            assert prev == int(value), ex
+        assert ex.answer == values[-1]
+    assert {ex.answer for ex in examples} == {str(v) for v in range(10)}
+
+
+def test_distance_mixes_with_the_other_operations():
+    cfg = SyntheticConfig(min_steps=2, max_steps=4, ops="+-*|")
+    for ex in generate("synthetic-math", "train", n=300, config=cfg):
+        # Bars group like parentheses: a closing bar follows a digit, an opening one never does.
+        expr = re.sub(r"(\d)\|", r"\1)", ex.prompt.removeprefix("Compute ").rstrip(".")).replace("|", "abs(")
+        assert eval(expr) == int(ex.answer), ex.prompt
+    examples = generate("synthetic-code", "test", n=6, config=SyntheticConfig(ops="+|"))
+    assert any("abs(x - " in e.solution for e in examples)
+    assert CodeReward(SubprocessRunner())([e.solution for e in examples], tests=[e.tests for e in examples]) == [1.0] * 6
+
+
 def test_joiners_are_free_choices_that_leave_the_problems_alone(tiny_tokenizer):
     fixed = generate("synthetic-math", "train", n=600, config=SyntheticConfig(joiners=(",",)))
     examples = generate("synthetic-math", "train", n=600)  # the default: (",", " then", " and")

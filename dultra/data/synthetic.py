@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import operator
 import random
 from dataclasses import dataclass
 from functools import partial
@@ -56,6 +57,7 @@ from dultra.errors import ConfigError, DataError
 
 TASKS = ("synthetic-math", "synthetic-code")
 SPLITS = ("train", "test")
+OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "|": lambda a, b: abs(a - b)}  # op -> (a, b) -> result
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,8 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.min_steps <= self.max_steps:
             raise ConfigError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
-        if not self.ops or set(self.ops) - set("+-*|"):
-            raise ConfigError(f"ops must be a non-empty subset of '+-*|', got {self.ops!r}")
+        if not self.ops or set(self.ops) - set(OPS):
+            raise ConfigError(f"ops must be a non-empty subset of {''.join(OPS)!r}, got {self.ops!r}")
         if not 0 < self.heldout_percent < 100:
             raise ConfigError(f"heldout_percent must be in 1..99, got {self.heldout_percent}")
         if not self.joiners or any("#" in j or "\n" in j for j in self.joiners):
@@ -90,10 +92,6 @@ def split_of(prompt: str, heldout_percent: int) -> str:
     """'test' for a fixed `heldout_percent`% of prompts (by a stable hash), else 'train'."""
     bucket = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big") % 100
     return "test" if bucket < heldout_percent else "train"
-
-
-def apply(op: str, a: int, b: int) -> int:
-    return a + b if op == "+" else a - b if op == "-" else a * b if op == "*" else abs(a - b)
 
 
 def render(start: str, steps: list[tuple[str, int]]) -> str:
@@ -129,7 +127,7 @@ def math_example(rng: random.Random, cfg: SyntheticConfig, joiner_rng: random.Ra
     steps, values = [], []
     for _ in range(rng.randint(cfg.min_steps, cfg.max_steps)):
         op, b = _math_step(rng, value, cfg)
-        value = apply(op, value, b)
+        value = OPS[op](value, b)
         steps.append((op, b))
         values.append(str(value))
     prompt = f"Compute {render(str(start), steps)}."
@@ -148,7 +146,7 @@ def code_example(rng: random.Random, cfg: SyntheticConfig) -> Example:
 
     def f(x: int) -> int:
         for op, b in steps:
-            x = apply(op, x, b)
+            x = OPS[op](x, b)
         return x
 
     inputs = rng.sample(range(cfg.code_max_input + 1), 4)

@@ -1,6 +1,6 @@
 """The `dultra` command.
 
-    dultra generate --model tiny --prompt "Compute 6 - 4 + 1 + 5 - 8." --strategy planner --json
+    dultra generate --model tiny --prompt "Compute ||||5 - 3| - 9| - 4| - 7|." --strategy planner --json
     dultra compare
 
 Each subcommand lives in its own module under `dultra/commands/` and registers itself

@@ -87,7 +87,7 @@ def show_results(args: argparse.Namespace, endpoint: str, seconds: float) -> Non
         print(f"{name:<26}{row['accuracy']:>11.1f}{row['nfe']:>10.1f}{row['tpf']:>8.2f}")
     report = next((args.workdir / "workspace" / "runs").iterdir()) / "eval" / "report.html"
     print(f"report with the accuracy-vs-NFE plot: {report}")
-    cmd = ["generate", "--model", str(pulled), "--prompt", "Compute 6 - 4 + 1 + 5 - 8.", "--strategy", "planner",
+    cmd = ["generate", "--model", str(pulled), "--prompt", "Compute ||||5 - 3| - 9| - 4| - 7|.", "--strategy", "planner",
            "--gen-length", str(args.gen_length), "--block-length", str(args.block_length), "--json"]
     print("\n$ dultra " + shlex.join(cmd))
     dultra(cmd)

@@ -1,6 +1,6 @@
 """`dultra compare`: decode one prompt under every strategy; print each one's completion, NFE and TPF.
 
-    dultra compare --model tiny --prompt "Compute 6 - 4 + 1 + 5 - 8." --gen-length 64 --block-length 16
+    dultra compare --model tiny --prompt "Compute ||||5 - 3| - 9| - 4| - 7|." --gen-length 64 --block-length 16
     dultra compare --model ./LLaDA-8B-Instruct --prompt "..." --gen-length 256 --block-length 32 --device cuda
 
 A quick look at a checkpoint; `make demo` runs the whole pipeline.
@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("compare", help="decode one prompt under every strategy", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny", help="`tiny`, a checkpoint directory or a Hub id")
-    p.add_argument("--prompt", default="Compute 6 - 4 + 1 + 5 - 8.", help="the user message")
+    p.add_argument("--prompt", default="Compute ||||5 - 3| - 9| - 4| - 7|.", help="the user message")
     p.add_argument("--gen-length", type=int, help="completion length (default: as a dultra-trained checkpoint "
                                                   "was trained, else 64)")
     p.add_argument("--block-length", type=int, help="block size (default: as --gen-length says, else 16)")

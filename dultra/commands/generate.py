@@ -1,6 +1,6 @@
 """`dultra generate`: decode one prompt with any strategy and report NFE / TPF.
 
-    dultra generate --model tiny --prompt "Compute 6 - 4 + 1 + 5 - 8." --strategy threshold --threshold 0.9 --json
+    dultra generate --model tiny --prompt "Compute ||||5 - 3| - 9| - 4| - 7|." --strategy threshold --threshold 0.9 --json
     dultra generate --model ./LLaDA-8B-Instruct --prompt "..." --strategy planner --factor 1.0
 """
 

@@ -4,38 +4,35 @@ r"""Synthetic tasks of the tiny default: multi-step arithmetic and tiny Python f
     train = generate("synthetic-math", "train", n=10000, seed=0)
     held_out = generate("synthetic-code", "test", n=500)
 
-synthetic-math    prompt  "Compute 6 - 4 + 1 + 5 - 8."
-                  target  "2 then 3, 8 and 0.\n#### 0"   (the running value after each operation)
-synthetic-code    prompt  "Write f(x) = (x + 3) * 2 - 5. Check f(7)."
-                  target  "```python\ndef f(x):\n    x = x + 3\n    x = x * 2\n    return x - 5
-                           \n\nassert f(7) == 15\n```"
+synthetic-math    prompt  "Compute ||||7 - 6| - 6| - 4| - 6|."
+                  target  "1, 5 and 1 and 5.\n#### 5"   (the running value after each operation)
+synthetic-code    prompt  "Write f(x) = x + 3 - 5 + 12 - 1. Check f(7)."
+                  target  "```python\ndef f(x):\n    x = x + 3\n    x = x - 5\n    x = x + 12
+                           \n    return x - 1\n\nassert f(7) == 16\n```"
                   tests   the function at the checked input and at three others
 
 Why this shape: each running value is the previous one combined with the next operation
 of the prompt, so the values form a chain of dependent tokens. Decoded one value per
 forward pass, each is a one-step lookup the tiny model learns in minutes; unmasked all at
-once, every value must be computed from the prompt alone: the tiny default's base gets 56%
-right in about one forward pass (threshold tau=0.3) against 94% one token per step
-(benchmarks/results/grpo_tiny.md). Accuracy falls as a strategy unmasks more tokens per
-step: the trade-off a planner has to learn. That holds for the part-trained base of
-configs/tiny.yaml only: the values are prefix sums, which a well-trained base computes in
-one pass (benchmarks/results/tiny_pretrain_lr.md). The defaults (four single-digit operations,
-fixed prompt layout) keep the task within reach of the tiny model on one CPU; the knobs
-widen it for bigger models. The code task adds a self-check: the program's own assert must
-hold, which again needs the chain evaluated in order.
-
-`ops="|"` chains distances instead: "Compute ||||7 - 6| - 6| - 4| - 6|." -> "1, 5 and 1
-and 5". Each value folds the previous one, so no sum over the prompt gives it: a tiny base
-with two layers gets 99.8% one value per step and 30% in one pass (the four-layer one still
-folds four times in one pass: 88-97%; benchmarks/results/tiny_pretrain_lr.md).
+once, every value must be computed from the prompt alone. A distance |v - b| folds the
+number line, so a chain of them is no sum over the prompt: configs/tiny.yaml's two-layer
+base gets 99.7-100% one value per step and 30% in one pass
+(benchmarks/results/tiny_pretrain_lr.md). Accuracy falls as a strategy unmasks more tokens
+per step: the trade-off a planner has to learn. `ops="+-"` gives sums instead (and "*"
+products), which a well-trained base computes in one pass: there is no trade-off then,
+except on a part-trained base. Code keeps sums by default: abs(x - b) lines would not fit
+its 64 tokens. The defaults (four operations, fixed prompt layout) keep the task within
+reach of the tiny model on one CPU; the knobs widen it for bigger models. The code task
+adds a self-check: the program's own assert must hold, which again needs the chain
+evaluated in order.
 
 `joiners` draws the word between two running values, each gap on its own (one token each,
 so the values keep their positions). Several equally right words model the free choices
 of a real completion: the model's confidence there stays near 1/len(joiners), so a
 confidence rule spends a step on each while a learned planner need not. `joiners=(",",)`
 gives the fixed-comma task of the earlier results. The free words slow the tiny base's
-learning of the chain: configs/tiny.yaml pretrains 5000 steps, where the fixed comma needed
-1500 (benchmarks/results/tiny_depth.md).
+learning of the chain: on sums, 5000 steps where the fixed comma needed 1500
+(benchmarks/results/tiny_depth.md).
 
 Determinism and splits: the same (task, split, n, seed, config) always gives the same
 examples. A problem's split is a hash of its prompt (10% held out by default), so train
@@ -58,6 +55,8 @@ from dultra.errors import ConfigError, DataError
 TASKS = ("synthetic-math", "synthetic-code")
 SPLITS = ("train", "test")
 OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "|": lambda a, b: abs(a - b)}  # op -> (a, b) -> result
+# Code keeps sums: abs(x - b) lines would push its targets past 64 tokens.
+DEFAULT_OPS = {"synthetic-math": "|", "synthetic-code": "+-"}
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,9 @@ class SyntheticConfig:
 
     min_steps: int = 4  # fewest operations in a problem
     max_steps: int = 4  # most operations in a problem (equal: every prompt has the same layout)
-    ops: str = "+-"  # operations to draw from; "*" multiplies by one digit (2..9), "|" takes |x - b|
+    # Operations to draw from: "|" takes |x - b|, "+" and "-" add and subtract, "*" multiplies
+    # by 2..9. None: the task's default (DEFAULT_OPS).
+    ops: str | None = None
     max_start: int = 9  # math: first number drawn from 0..max_start
     max_operand: int = 9  # math: +, - and | operands drawn from 1..max_operand
     max_value: int = 9  # math: every running value stays in 0..max_value
@@ -78,7 +79,7 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.min_steps <= self.max_steps:
             raise ConfigError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
-        if not self.ops or set(self.ops) - set(OPS):
+        if self.ops is not None and (not self.ops or set(self.ops) - set(OPS)):
             raise ConfigError(f"ops must be a non-empty subset of {''.join(OPS)!r}, got {self.ops!r}")
         if not 0 < self.heldout_percent < 100:
             raise ConfigError(f"heldout_percent must be in 1..99, got {self.heldout_percent}")
@@ -168,9 +169,11 @@ def generate(
 
     Ids are "<task>/<12 hex of the prompt's hash>", stable across runs and sizes.
     """
-    cfg = config or SyntheticConfig()
     if task not in TASKS:
         raise ConfigError(f"unknown synthetic task {task!r} (expected one of {TASKS})")
+    cfg = config or SyntheticConfig()
+    if cfg.ops is None:
+        cfg = dataclasses.replace(cfg, ops=DEFAULT_OPS[task])
     if split not in SPLITS:
         raise ConfigError(f"synthetic tasks have splits {SPLITS}, not {split!r}")
     # A string seed is hashed with SHA-512 by `random`, so it is the same on every machine.

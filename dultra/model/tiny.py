@@ -1,6 +1,6 @@
 """The embedded default: a tiny LLaDA + planner head and its tokenizer, built offline.
 
-    dultra generate --model tiny --prompt "Compute 6 - 4 + 1 + 5 - 8."
+    dultra generate --model tiny --prompt "Compute ||||5 - 3| - 9| - 4| - 7|."
     dultra pretrain --config configs/tiny.yaml --model tiny:n_layers=6   # a deeper variant
 
 `tiny_checkpoint()` builds the checkpoint once (seeded, so every machine gets the same

@@ -184,7 +184,7 @@ def test_compare_decodes_a_trained_checkpoint_at_its_lengths(capsys, tmp_path):
                                                        "config": {"gen_length": 16, "block_length": 8}}))
     assert main(["compare", "--model", str(trained), "--device", "cpu", "--dtype", "float32"]) == 0
     out = capsys.readouterr().out
-    assert "cpu), prompt 'Compute 6 - 4 + 1 + 5 - 8.', gen 16, block 8 (as trained)" in out
+    assert "cpu), prompt 'Compute ||||5 - 3| - 9| - 4| - 7|.', gen 16, block 8 (as trained)" in out
     assert "low-confidence:steps=16" in out and len(out.splitlines()) == 3 + 8  # header, blank, titles, 8 rows
 
 

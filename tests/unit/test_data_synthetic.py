@@ -41,8 +41,8 @@ def test_about_the_asked_share_is_held_out():
         assert abs(held - percent / 100) < 0.03
 
 
-def test_math_targets_are_running_values():
-    examples = generate("synthetic-math", "train", n=500)
+def test_sum_targets_are_running_values():
+    examples = generate("synthetic-math", "train", n=500, config=SyntheticConfig(ops="+-"))
     for ex in examples:
         start, *ops = re.findall(r"[-+*]? ?\d+", ex.prompt)
         body, answer = ex.solution.split("\n#### ")
@@ -67,8 +67,9 @@ def test_multiplication_gets_explicit_precedence():
         assert len(re.split(JOINERS, ex.solution)) == ex.meta["steps"]
 
 
-def test_distance_chains_fold_every_value_and_keep_one_layout():
-    examples = generate("synthetic-math", "train", n=500, config=SyntheticConfig(ops="|"))
+def test_default_math_chains_distances_that_fold_every_value_in_one_layout():
+    examples = generate("synthetic-math", "train", n=500)
+    assert examples == generate("synthetic-math", "train", n=500, config=SyntheticConfig(ops="|"))
     for ex in examples:
         start, *operands = re.findall(r"\d", ex.prompt)
         assert ex.prompt == "Compute ||||{} - {}| - {}| - {}| - {}|.".format(start, *operands)
@@ -120,6 +121,7 @@ def test_math_answers_are_verified_by_the_reward():
 
 def test_code_targets_pass_their_tests():
     examples = generate("synthetic-code", "test", n=6)
+    assert examples == generate("synthetic-code", "test", n=6, config=SyntheticConfig(ops="+-"))  # its default
     reward = CodeReward(SubprocessRunner())
     tests = [e.tests for e in examples]
     assert reward([e.solution for e in examples], tests=tests) == [1.0] * 6

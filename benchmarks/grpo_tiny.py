@@ -185,10 +185,9 @@ def markdown(rows: list[Row], targets: dict[str, object], meta: dict[str, object
     lines += [f"| {r.model} | `{r.strategy}` | {r.accuracy:.1%} ± {ci95(r.accuracy, n):.1%} | {r.nfe:.2f} | "
               f"{r.tpf:.2f} |" for r in rows]
     vt, vw = targets["vs_threshold"], targets["vs_warm_start"]
-    correct = {(r.model, r.strategy): round(r.accuracy * n) for r in rows}  # problems solved, exact
-    grpo, best, warm = (correct[m, s] for m, s in (("grpo", targets["planner"]),
-                                                    ("base", targets["best_threshold"]),
-                                                    ("warm-start", targets["planner"])))
+    solved = {(r.model, r.strategy): round(r.accuracy * n) for r in rows}  # exact, where percentages round
+    grpo, warm = solved["grpo", targets["planner"]], solved["warm-start", targets["planner"]]
+    best = solved["base", targets["best_threshold"]]
     lines += [
         "",
         f"- Target 1 (GRPO `{targets['planner']}`, its factor chosen on {meta['val_size']} validation problems, "

@@ -8,7 +8,7 @@ Rule for math (the rewards rely on it): the argument of the **last** `\\boxed{..
 without a complete box, the text after the **last** `####` up to the end of its line
 (markdown bold stripped); otherwise there is no answer. Nothing else (last number in the
 text, "The answer is") counts, so that the format reward and the correctness reward agree.
-`leading_number` reads "72 dollars" as 72 for the correctness reward.
+`plain_number` reads "72 dollars" as 72 for the correctness reward.
 
 Rule for code: read as the reference's evaluation reads it (`extract_code`), so that pass@1
 compares with its figures; the format reward asks for more, a closed block (`has_code_block`).
@@ -22,9 +22,11 @@ import textwrap
 _BOXED = re.compile(r"\\boxed\s*\{")
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|```)", re.DOTALL)
 _OPEN_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[^\n]*\n")
-# A number followed only by words ("72 dollars", "5 hours."), bare or as `\text{...}`.
-_NUMBER_THEN_WORDS = r"\\?\$?(-?\d[\d,]*(?:\.\d+)?)(?:\s+[A-Za-z][A-Za-z ]*)?\.?"
-_PLAIN_NUMBER = re.compile(rf"\\text\{{{_NUMBER_THEN_WORDS}\}}|{_NUMBER_THEN_WORDS}")
+NUMBER = r"[+-]?\d+(?:,\d{3})*(?:\.\d+)?"  # "72", "-1,000.5"
+# A number as graders read one: "$18.", "25%", "(25)", "x = 25", "72 dollars", bare or as
+# `\text{...}`. An expression around it ("7 - 2", "|5|", "3 = 5", "2, 3") does not match.
+_DRESSED = rf"(?:[A-Za-z]\s*=\s*)?\(?\\?\$?\s*({NUMBER})\s*\\?%?\)?(?:\s+[A-Za-z][A-Za-z ]*)?\.?"
+_PLAIN_NUMBER = re.compile(rf"\\text\{{{_DRESSED}\}}|{_DRESSED}")
 
 
 def extract_boxed(text: str) -> str | None:
@@ -58,11 +60,11 @@ def extract_answer(text: str) -> str | None:
     return boxed if boxed else extract_hash(text)
 
 
-def leading_number(answer: str) -> str | None:
-    """"72 dollars", "\\text{5 hours}", "$18." -> the number; None unless the answer is a number
-    followed only by words (so "3\\sqrt{2}", "2, 3" or "x = 5" stay as they are)."""
+def plain_number(answer: str) -> str | None:
+    """"72 dollars", "\\text{5 hours}", "$18.", "25%", "x = 25" -> the number; None unless the
+    answer is one number so dressed (so "3\\sqrt{2}", "2, 3" or "7 - 2" give None)."""
     match = _PLAIN_NUMBER.fullmatch(answer.strip())
-    return match and (match.group(1) or match.group(2))
+    return match and (match.group(1) or match.group(2)).lstrip("+")
 
 
 def closed_blocks(text: str) -> list[str]:

@@ -5,7 +5,9 @@
 The completion's answer is the last \\boxed{...}, else the text after the last `####`
 (dultra.data.answers); a trailing period is dropped ("#### 16." reads as 16), and a number
 followed only by words also counts as the number ("72 dollars", \\text{5 hours}). A
-completion without either scores 0.0. Both sides are parsed by math-verify as the
+completion without either scores 0.0. A reference that is a number (GSM8K, the synthetic
+tasks) takes only a number, as GSM8K graders do: math-verify would evaluate "7 - 2" or a
+copy of the prompt, so a policy could score without computing the last steps. Both sides are parsed by math-verify as the
 argument of a \\boxed{}, so GSM8K integers ("1,000" = "1000"), MATH500 LaTeX
 (\\frac{1}{2} = 0.5 = 1/2, \\left( 3, \\frac{\\pi}{2} \\right), 10\\%, \\text{(C)}) and
 plain expressions compare by value. A reference answer that math-verify cannot parse gives
@@ -14,12 +16,13 @@ None (the sample cannot be scored) rather than a misleading 0.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 
 from math_verify import parse, verify
 
-from dultra.data.answers import extract_answer, leading_number
+from dultra.data.answers import NUMBER, extract_answer, plain_number
 
 
 def _timeouts() -> dict[str, dict[str, int | None]]:
@@ -57,7 +60,9 @@ def math_correct_reward(
         if ref is None or not str(ref).strip():
             out.append(None)
             continue
-        gold = gold_cache.setdefault(ref, parse_answer(str(ref)))
+        if ref not in gold_cache:
+            gold_cache[ref] = parse_answer(str(ref))
+        gold = gold_cache[ref]
         if not gold:
             out.append(None)
             continue
@@ -67,6 +72,10 @@ def math_correct_reward(
             continue
         found = found[:-1] if found.endswith(".") else found
         # "72 dollars" is 72 to a GSM8K grader; math-verify knows some units ("5 hours") but not all.
-        tries = dict.fromkeys(filter(None, (found, leading_number(found))))
+        number = plain_number(found)
+        if re.fullmatch(NUMBER, str(ref).strip()):
+            tries = [number] if number else []
+        else:
+            tries = dict.fromkeys(filter(None, (found, number)))
         out.append(1.0 if any(_matches(gold, candidate) for candidate in tries) else 0.0)
     return out

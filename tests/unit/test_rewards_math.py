@@ -54,6 +54,9 @@ def test_gsm8k_wrong_and_malformed_score_zero(gsm8k):
     ("5", "\\boxed{\\text{5 hours}}"),
     ("72", "#### **72**"),                                   # markdown bold
     ("72", "**#### 72 dollars.**"),
+    ("25", "#### 25%"),                                      # a number as graders read one
+    ("25", "\\boxed{x = 25}"),
+    ("25", "#### (+25)"),
 ])
 def test_equivalent_forms_are_correct(reference, completion):
     assert math_correct_reward([completion], answer=[reference]) == [1.0]
@@ -66,6 +69,12 @@ def test_equivalent_forms_are_correct(reference, completion):
     ("18", "\\boxed{19 dollars}"),
     ("3", "\\boxed{3\\sqrt{2}}"),    # a number and more is not the number
     ("2", "#### 2, 3"),
+    # A number reference takes only a number: math-verify would evaluate these to it.
+    ("5", "#### 7 - 2"),
+    ("5", "#### ||||7 - 6| - 6| - 4| - 6|"),                 # the synthetic prompt, copied
+    ("5", "#### |5|"),
+    ("5", "#### 3 = 5"),
+    ("25", "\\boxed{\\frac{50}{2}}"),
 ])
 def test_different_values_are_wrong(reference, completion):
     assert math_correct_reward([completion], answer=[reference]) == [0.0]

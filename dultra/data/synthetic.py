@@ -111,7 +111,10 @@ def render(start: str, steps: list[tuple[str, int]]) -> str:
 def _math_step(rng: random.Random, value: int, cfg: SyntheticConfig) -> tuple[str, int]:
     """One operation that keeps the result in 0..max_value (only feasible ops are drawn)."""
     feasible = [op for op in cfg.ops if (op == "+" and value < cfg.max_value) or (op == "-" and value > 0)
-                or (op == "*" and 2 * value <= cfg.max_value) or op == "|"]
+                or (op == "*" and 2 * max(value, 1) <= cfg.max_value) or op == "|"]
+    if not feasible:
+        raise ConfigError(f"synthetic-math: no operation in ops={cfg.ops!r} keeps {value} within "
+                          f"0..{cfg.max_value}; add '|', or both '+' and '-'")
     op = rng.choice(feasible)
     if op == "|":  # |value - b| <= max(value, b)
         return op, rng.randint(1, min(cfg.max_operand, cfg.max_value))

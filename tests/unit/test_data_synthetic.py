@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
 
 from dultra.data import SyntheticConfig, encode_examples, generate, load_task, render_prompts
-from dultra.data.synthetic import split_of
+from dultra.data.synthetic import math_example, split_of
 from dultra.errors import ConfigError, DataError
 from dultra.rewards import CodeReward, format_reward, math_correct_reward
 from tests.reward_helpers import SubprocessRunner
@@ -148,6 +149,10 @@ def test_load_task_generates_and_config_is_checked():
         load_task("synthetic-math", "validation", limit=3)
     with pytest.raises(ConfigError, match="ops must be"):
         SyntheticConfig(ops="/")
+    with pytest.raises(ConfigError, match=r"no operation in ops='\*' keeps \d+ within 0..9"):
+        generate("synthetic-math", "train", n=50, config=SyntheticConfig(ops="*"))
+    one = SyntheticConfig(ops="*|", max_start=1, max_value=1)  # "*" cannot keep 0 or 1 within 0..1
+    assert {math_example(random.Random(s), one, random.Random(s)).answer for s in range(20)} == {"0", "1"}
     with pytest.raises(ConfigError, match="joiners must be"):
         SyntheticConfig(joiners=("\n####",))
     tiny_space = SyntheticConfig(min_steps=1, max_steps=1, ops="+", max_start=2, max_operand=2)

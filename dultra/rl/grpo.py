@@ -45,6 +45,15 @@ def group_advantages(
     return adv
 
 
+def zero_spread(rewards: torch.Tensor, keep: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(N,) rewards and keep flags -> (N / group_size,) bool: the group's kept rewards are all equal
+    (so all its advantages are 0; a group with fewer than two kept samples counts too)."""
+    k = keep.view(-1, group_size).float()
+    r = torch.where(keep, rewards.float(), 0.0).view(-1, group_size)
+    mean = r.sum(dim=1, keepdim=True) / k.sum(dim=1, keepdim=True).clamp(min=1)
+    return ((r - mean) * k).abs().sum(dim=1) == 0
+
+
 def sequence_log_ratio(log_probs: torch.Tensor, old_log_probs: torch.Tensor) -> torch.Tensor:
     """(N, S) per-step log pi now and at rollout -> (N,) log of the sequence-level ratio."""
     return (log_probs - old_log_probs).sum(dim=1)
@@ -69,7 +78,9 @@ def loss_coefficients(
     """
     ratio = log_ratio.exp()
     clipped = ((ratio > 1 + eps_high) & (advantages > 0)) | ((ratio < 1 - eps_low) & (advantages < 0))
-    return torch.where(clipped, torch.zeros_like(ratio), ratio * advantages), clipped
+    # A = 0 contributes nothing even where exp overflowed (inf * 0 would be NaN).
+    zero = clipped | (advantages == 0)
+    return torch.where(zero, torch.zeros_like(ratio), ratio * advantages), clipped
 
 
 def kl_penalty(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:

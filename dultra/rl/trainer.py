@@ -44,7 +44,13 @@ from dultra.model.loading import load, resolve, stop_token_ids, untrained_planne
 from dultra.rewards import RewardConfig, RewardScorer, load_teacher
 from dultra.rl.checkpoint import start_point
 from dultra.rl.data import ExampleStream
-from dultra.rl.grpo import group_advantages, kl_penalty, loss_coefficients, sequence_log_ratio
+from dultra.rl.grpo import (
+    group_advantages,
+    kl_penalty,
+    loss_coefficients,
+    sequence_log_ratio,
+    zero_spread,
+)
 from dultra.rl.loop import run_steps
 from dultra.rl.rollout import Rollout, rollout, score
 from dultra.rl.supervised import (
@@ -318,27 +324,24 @@ class GRPOTrainer:
         """Means over all processes of what one rollout batch did."""
         out = roll.output
         G = self.cfg.group_size
-        kept_rewards = torch.where(keep, rewards, torch.nan).view(-1, G)
-        zero_std = (kept_rewards.nan_to_num(0).std(dim=1) == 0).float()
+        zero_std = zero_spread(rewards, keep, G).float()
         local = {
             "reward/total": rewards[keep].sum(), "nfe": out.nfe.float().sum(), "tpf": out.tpf.sum(),
             "completion_length": out.lengths.float().sum(), "frac_reward_zero_std": zero_std.sum(),
             "kept": keep.float().sum(),
         }
-        for name, values in scored.components.items():
-            local[f"reward/{name}"] = torch.tensor(sum(v for v in values if v is not None))
-        counts = {"frac_reward_zero_std": float(len(zero_std)), "kept": float(len(keep))}
-        totals = self.acc.reduce(torch.stack([v.float().cpu() for v in local.values()]).to(self.acc.device), "sum")
-        n_kept = self.acc.reduce(torch.tensor(float(keep.sum()), device=self.acc.device), "sum").clamp(min=1)
-        n_all = float(len(keep) * self.acc.num_processes)
-        metrics = {}
-        for (name, _), total in zip(local.items(), totals.tolist()):
-            if name in counts:
-                metrics[name] = total / (counts[name] * self.acc.num_processes)
-            elif name.startswith("reward/"):
-                metrics[name] = total / n_kept.item()
-            else:
-                metrics[name] = total / n_all
+        counts = {"reward/total": keep.float().sum(), "frac_reward_zero_std": torch.tensor(float(len(zero_std))),
+                  "kept": torch.tensor(float(len(keep)))}
+        for name, values in scored.components.items():  # each over the kept samples it scored
+            scored_kept = [v for v, kept in zip(values, keep.tolist()) if kept and v is not None]
+            local[f"reward/{name}"] = torch.tensor(float(sum(scored_kept)))
+            counts[f"reward/{name}"] = torch.tensor(float(len(scored_kept)))
+        numerators = [v.float().cpu() for v in local.values()]
+        denominators = [counts[name].float().cpu() if name in counts else torch.tensor(float(len(keep)))
+                        for name in local]
+        totals = self.acc.reduce(torch.stack(numerators + denominators).to(self.acc.device), "sum").tolist()
+        metrics = {name: num / den if den else float("nan")
+                   for name, num, den in zip(local, totals[:len(local)], totals[len(local):])}
         metrics["accuracy"] = metrics.pop("reward/correct", float("nan"))
         return metrics
 

@@ -13,6 +13,7 @@ from dultra.rl.grpo import (
     kl_penalty,
     loss_coefficients,
     sequence_log_ratio,
+    zero_spread,
 )
 
 
@@ -79,6 +80,21 @@ def test_on_policy_ratio_is_one_and_never_clipped():
     adv = torch.randn(8)
     coef, clipped = loss_coefficients(log_ratio, adv, 0.2, 1.0)
     assert torch.equal(coef, adv) and not clipped.any()
+
+
+def test_zero_advantage_gives_zero_coefficient_even_past_overflow():
+    coef, clipped = loss_coefficients(torch.tensor([100.0, 0.0]), torch.tensor([0.0, 0.0]), 0.2, 1.0)
+    assert torch.equal(coef, torch.zeros(2)) and not clipped.any()  # exp(100) * 0 was NaN
+
+
+def test_zero_spread_counts_only_kept_rewards():
+    rewards = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 5.0, 3.0, 3.0, 3.0, 4.0, 9.0, 8.0])
+    keep = torch.tensor([1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0]).bool()
+    # The dropped 0 leaves group 0 flat; group 3 has one kept sample.
+    assert zero_spread(rewards, keep, 3).tolist() == [True, False, True, True]
+    assert zero_spread(rewards, torch.ones(12, dtype=torch.bool), 3).tolist() == [False, False, True, False]
+    assert torch.equal(zero_spread(rewards, keep, 3).repeat_interleave(3) & keep,
+                       (group_advantages(rewards, keep, 3) == 0) & keep)
 
 
 def test_kl_penalty_is_the_k3_estimator():

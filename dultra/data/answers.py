@@ -23,10 +23,14 @@ _BOXED = re.compile(r"\\boxed\s*\{")
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|```)", re.DOTALL)
 _OPEN_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[^\n]*\n")
 NUMBER = r"[+-]?\d+(?:,\d{3})*(?:\.\d+)?"  # "72", "-1,000.5"
-# A number as graders read one: "$18.", "25%", "(25)", "x = 25", "72 dollars", bare or as
-# `\text{...}`. An expression around it ("7 - 2", "|5|", "3 = 5", "2, 3") does not match.
-_DRESSED = rf"(?:[A-Za-z]\s*=\s*)?\(?\\?\$?\s*({NUMBER})\s*\\?%?\)?(?:\s+[A-Za-z][A-Za-z ]*)?\.?"
-_PLAIN_NUMBER = re.compile(rf"\\text\{{{_DRESSED}\}}|{_DRESSED}")
+# A number as graders read one, once LaTeX dressing is gone ("\text{5 hours}", "30^\circ",
+# "\$1.25", "25\%", "1,\!000"): "(25)", "x = 25", "72 dollars", "12 inches^2". An expression
+# around it ("7 - 2", "|5|", "3 = 5", "2, 3", "5x") does not match.
+_UNWRAP = re.compile(r"\\(?:text|mbox|mathrm|textbf|mathbf)\s*\{([^{}]*)\}")
+_DRESSING = re.compile(r"\\[!,;: ]|\^\s*\{?\s*\\circ\s*\}?|\\?[$%]")
+_PLAIN_NUMBER = re.compile(
+    rf"(?:[A-Za-z]\s*=\s*)?\(?\s*({NUMBER}|[+-]?\.\d+)\s*\)?(?:\s+[A-Za-z][A-Za-z .]*(?:\^\{{?\d\}}?)?)?\.?"
+)
 
 
 def extract_boxed(text: str) -> str | None:
@@ -61,10 +65,11 @@ def extract_answer(text: str) -> str | None:
 
 
 def plain_number(answer: str) -> str | None:
-    """"72 dollars", "\\text{5 hours}", "$18.", "25%", "x = 25" -> the number; None unless the
-    answer is one number so dressed (so "3\\sqrt{2}", "2, 3" or "7 - 2" give None)."""
-    match = _PLAIN_NUMBER.fullmatch(answer.strip())
-    return match and (match.group(1) or match.group(2)).lstrip("+")
+    """"72 dollars", "\\text{5 hours}", "$18.", "25%", "30^\\circ", "x = 25" -> the number; None
+    unless the answer is one number so dressed (so "3\\sqrt{2}", "2, 3" or "7 - 2" give None)."""
+    bare = _DRESSING.sub("", _UNWRAP.sub(r" \1 ", answer))
+    match = _PLAIN_NUMBER.fullmatch(bare.strip())
+    return match and match.group(1).lstrip("+")
 
 
 def closed_blocks(text: str) -> list[str]:

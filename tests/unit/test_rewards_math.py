@@ -57,6 +57,10 @@ def test_gsm8k_wrong_and_malformed_score_zero(gsm8k):
     ("25", "#### 25%"),                                      # a number as graders read one
     ("25", "\\boxed{x = 25}"),
     ("25", "#### (+25)"),
+    ("30", "\\boxed{30^\\circ}"),                              # MATH's dressing of a number
+    ("1000", "\\boxed{1,\\!000}"),
+    ("5", "\\boxed{5\\,\\text{cm}}"),
+    ("1.25", "\\boxed{\\$1.25}"),
 ])
 def test_equivalent_forms_are_correct(reference, completion):
     assert math_correct_reward([completion], answer=[reference]) == [1.0]
@@ -75,6 +79,8 @@ def test_equivalent_forms_are_correct(reference, completion):
     ("5", "#### |5|"),
     ("5", "#### 3 = 5"),
     ("25", "\\boxed{\\frac{50}{2}}"),
+    ("25", "\\boxed{25^2}"),
+    ("5", "#### 5x"),
 ])
 def test_different_values_are_wrong(reference, completion):
     assert math_correct_reward([completion], answer=[reference]) == [0.0]

@@ -332,10 +332,8 @@ class GRPOTrainer:
         }
         counts = {"reward/total": keep.float().sum(), "frac_reward_zero_std": torch.tensor(float(len(zero_std))),
                   "kept": torch.tensor(float(len(keep)))}
-        for name, values in scored.components.items():  # each over the kept samples it scored
-            scored_kept = [v for v, kept in zip(values, keep.tolist()) if kept and v is not None]
-            local[f"reward/{name}"] = torch.tensor(float(sum(scored_kept)))
-            counts[f"reward/{name}"] = torch.tensor(float(len(scored_kept)))
+        for name, (total, n) in kept_component_sums(scored.components, keep.tolist()).items():
+            local[f"reward/{name}"], counts[f"reward/{name}"] = torch.tensor(total), torch.tensor(float(n))
         numerators = [v.float().cpu() for v in local.values()]
         denominators = [counts[name].float().cpu() if name in counts else torch.tensor(float(len(keep)))
                         for name in local]
@@ -344,6 +342,19 @@ class GRPOTrainer:
                    for name, num, den in zip(local, totals[:len(local)], totals[len(local):])}
         metrics["accuracy"] = metrics.pop("reward/correct", float("nan"))
         return metrics
+
+
+def kept_component_sums(components: dict[str, list[float | None]], keep: list[bool]) -> dict[str, tuple[float, int]]:
+    """Per reward component, the sum and number of its values on the kept samples it scored.
+
+    A sample dropped because another component could not score it (a sandbox failure) counts
+    in neither, so the mean of each component stays within its range.
+    """
+    out = {}
+    for name, values in components.items():
+        kept = [v for v, k in zip(values, keep) if k and v is not None]
+        out[name] = (float(sum(kept)), len(kept))
+    return out
 
 
 def train(cfg: TrainConfig) -> Path:

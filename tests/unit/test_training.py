@@ -28,7 +28,7 @@ from dultra.rl.logger import MetricsLogger, read_metrics
 from dultra.rl.pretrain import PretrainConfig, masked_diffusion_loss, pretrain
 from dultra.rl.rollout import rollout
 from dultra.rl.supervised import OptimConfig
-from dultra.rl.trainer import GRPOTrainer, OffPolicyError, TrainConfig
+from dultra.rl.trainer import GRPOTrainer, OffPolicyError, TrainConfig, kept_component_sums
 from dultra.rl.warmstart import WarmstartConfig, random_states, warmstart, warmstart_loss
 from tests.helpers import MASK, free_port, save_small_checkpoint, small_model
 
@@ -512,3 +512,11 @@ def test_a_frozen_planner_gets_no_step_reward_unless_one_is_set(checkpoint, tmp_
     explicit = RewardConfig(math=RewardWeights(distill=0.0, steps=0.3))
     kept = GRPOTrainer(_grpo(checkpoint, tmp_path / "c", rewards=explicit, train_planner=False))
     assert kept.cfg.rewards.math.steps == 0.3 and kept.scorer.config.math.steps == 0.3
+
+
+def test_reward_component_means_skip_dropped_samples():
+    # Sample 1's sandbox failed (correct None): it was dropped, so its format 1.0 does not count.
+    components = {"correct": [1.0, None, 0.0, 1.0], "format": [1.0, 1.0, 0.0, 1.0], "distill": [None] * 4}
+    sums = kept_component_sums(components, [True, False, True, True])
+    assert sums == {"correct": (2.0, 3), "format": (2.0, 3), "distill": (0.0, 0)}
+    assert all(total <= n for total, n in sums.values())  # a mean of 0/1 scores stays within [0, 1]

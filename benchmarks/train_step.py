@@ -45,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+# The GPU machine runs these scripts from a copied tree where dultra is not installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.decode_speed import build, sync  # noqa: E402

@@ -20,6 +20,7 @@ from typing import ClassVar
 
 import torch
 
+# The GPU machine runs these scripts from a copied tree where dultra is not installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dultra.data.mixture import load_examples  # noqa: E402

@@ -19,14 +19,14 @@ from dultra.storage.manifest import Manifest
 from dultra.storage.pointer import read_pointer
 from dultra.storage.pull import read_manifest
 from dultra.storage.s3 import S3Options, make_client, translate_errors
-from dultra.storage.uri import RUNS_DIR, S3Location, check_run_id, parse_base_uri
+from dultra.storage.uri import POINTER_NAME, RUNS_DIR, S3Location, check_run_id, parse_base_uri
 
 COMPLETE, UNFINISHED, INVALID, MISSING = "complete", "unfinished", "invalid", "missing"
 
 
 @dataclass(frozen=True)
 class RunInfo:
-    """One entry of `runs/` under a base prefix."""
+    """One entry of `runs/` under a base prefix, or a `latest` that does not parse (run_id `latest`, INVALID)."""
 
     run_id: str  # the directory name under runs/
     uri: str  # s3://bucket/prefix/runs/<id>/, pullable as is when complete
@@ -51,13 +51,20 @@ def list_runs(uri: str | S3Location, *, options: S3Options | None = None, client
                  for page in client.get_paginator("list_objects_v2").paginate(
                      Bucket=base.bucket, Prefix=prefix, Delimiter="/")
                  for p in page.get("CommonPrefixes", [])]
-    pointer = read_pointer(client, base)
+    try:
+        pointer = read_pointer(client, base)
+    except IntegrityError as err:  # still list the runs: their ids are how to pull one now
+        pointer, broken = None, RunInfo(POINTER_NAME, base.uri(POINTER_NAME), INVALID, False, problem=str(err))
+    else:
+        broken = None
     latest = pointer[0].run_id if pointer else None
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         runs = list(pool.map(lambda name: _inspect(client, base, name, name == latest), names))
     if latest is not None and latest not in names:
         runs.append(RunInfo(latest, base.run(latest).uri() + "/", MISSING, True,
                             problem="`latest` names it, but its objects are gone"))
+    if broken:
+        runs.append(broken)
     return sorted(runs, key=lambda r: (r.manifest.created if r.manifest else "~", r.run_id), reverse=True)
 
 

@@ -56,6 +56,17 @@ def test_latest_naming_a_deleted_run_is_reported(tiny_checkpoint_dir, s3_bucket,
     assert (run.run_id, run.status, run.latest) == ("gone", MISSING, True)
 
 
+def test_unreadable_latest_is_reported_and_the_runs_still_listed(tiny_checkpoint_dir, s3_bucket, s3_options,
+                                                                 s3_client):
+    uri = f"s3://{s3_bucket}/m"
+    publish(tiny_checkpoint_dir, uri, run_id="kept", options=s3_options)
+    s3_client.put_object(Bucket=s3_bucket, Key="m/latest", Body=b"garbage")
+    pointer, run = list_runs(uri, options=s3_options)
+    assert (run.run_id, run.status, run.latest) == ("kept", COMPLETE, False)
+    assert (pointer.run_id, pointer.status, pointer.uri) == ("latest", INVALID, f"s3://{s3_bucket}/m/latest")
+    assert "not a valid pointer" in pointer.problem
+
+
 def test_cli_table_and_json(tiny_checkpoint_dir, s3_bucket, s3_options, s3_client, capsys):
     uri = f"s3://{s3_bucket}/cli"
     publish(tiny_checkpoint_dir, uri, run_id="r1", metrics={"accuracy": 0.123456, "nfe": 4}, base_model="tiny",

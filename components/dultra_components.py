@@ -28,14 +28,15 @@ def component(fn):
 
 
 @component
-def prepare_data(task: str, train_size: int, eval_size: int, data_path: str, workspace: str,
-                 train: Output[Dataset], test: Output[Dataset]):
+def prepare_data(task: str, train_size: int, eval_size: int, data_path: str, workspace: str, s3_destination: str,
+                 s3_endpoint_url: str, train: Output[Dataset], test: Output[Dataset]):
     """Training and held-out examples of `task` as JSONL (data_path: local files instead of the Hub);
-    fails first thing when the workspace is not writable."""
-    from components.steps import check_workspace
+    fails first thing when the workspace is not writable or the S3 destination is malformed."""
+    from components.steps import check_destination, check_workspace
     from components.steps import prepare_data as run
 
     check_workspace(workspace)
+    check_destination(s3_destination, s3_endpoint_url)
     sizes = run(task, train_size, eval_size, data_path, train.path, test.path)
     train.metadata.update(task=task, examples=sizes["train"])
     test.metadata.update(task=task, examples=sizes["test"])

@@ -90,6 +90,25 @@ def check_workspace(workspace: str) -> None:
             "(README, Deploy on Kubeflow, step 3)") from None
 
 
+def check_destination(destination: str, endpoint_url: str) -> None:
+    """Fail in the first step, not after GRPO, on an S3 destination or endpoint that cannot work.
+
+    Only the form is checked: this step has no credentials (only publishing sees the Secret).
+    """
+    from dultra.storage import S3Options, StorageError, make_client
+    from dultra.storage.uri import parse_base_uri
+
+    try:
+        parse_base_uri(destination)
+    except StorageError as err:
+        raise ValueError(f"pipeline parameter s3_destination: {err}") from None
+    try:
+        if endpoint_url:
+            make_client(S3Options(endpoint_url=endpoint_url))
+    except StorageError as err:
+        raise ValueError(f"pipeline parameter s3_endpoint_url: {err}") from None
+
+
 def write_reference(artifact_dir: str, checkpoint: str | Path) -> None:
     """Make a Model artifact point at a checkpoint on the workspace volume, or at a Hub id.
 

@@ -87,6 +87,7 @@ def build_pipeline(workspace: str = WORKSPACE_MOUNT):
 
     @dsl.pipeline(name="dultra", description="Train a dUltra unmasking planner with GRPO, evaluate it, publish to S3.")
     def dultra_pipeline(
+        s3_destination: str,  # required: no default bucket is the user's
         base_model: str = "tiny",
         task: str = "synthetic-math",
         config: str = "configs/tiny.yaml",
@@ -112,13 +113,13 @@ def build_pipeline(workspace: str = WORKSPACE_MOUNT):
         memory_per_node: str = "",
         accelerate_config: str = "",
         eval_strategies: str = "threshold:tau=0.9;threshold:tau=0.7;planner:factor=1.0;planner:factor=1.5",
-        s3_destination: str = "s3://dultra-checkpoints/tiny",
         s3_endpoint_url: str = "",
         trainer_image: str = TRAINER_IMAGE,
     ):
         """dUltra training pipeline.
 
         Args:
+            s3_destination: where checkpoints are published, s3://bucket/prefix (runs/<id>/ and a latest pointer go under it); checked in the first step.
             base_model: `tiny` trains the embedded default from scratch; otherwise a base checkpoint: a directory on the workspace volume (an official LLaDA or dUltra checkpoint) or a Hugging Face Hub id such as GSAI-ML/LLaDA-8B-Instruct (owner/name[@revision]).
             task: training and evaluation task: synthetic-math, synthetic-code, gsm8k, math500, humaneval, mbpp or apps.
             config: training config file in the trainer image (configs/tiny.yaml, configs/llada-8b-math.yaml, configs/llada-8b-code.yaml).
@@ -144,13 +145,13 @@ def build_pipeline(workspace: str = WORKSPACE_MOUNT):
             memory_per_node: memory request of each TrainJob node when nodes > 1, e.g. 512Gi (empty: the runtime's).
             accelerate_config: how GRPO spreads over several GPUs, an accelerate config in the trainer image: empty for data parallel (a planner-only run, or a model that fits one GPU), configs/accelerate/fsdp.yaml to shard the full model over all GPUs, configs/accelerate/hsdp.yaml to shard it within each node and replicate across nodes (the faster choice for full LLaDA-8B training on several nodes).
             eval_strategies: semicolon-separated decoding strategies to evaluate, e.g. planner:factor=1.0;threshold:tau=0.9.
-            s3_destination: where checkpoints are published (s3://bucket/prefix; runs/<id>/ and a latest pointer go under it).
             s3_endpoint_url: S3-compatible endpoint (empty: AWS, or AWS_ENDPOINT_URL).
             trainer_image: image of the TrainJob's nodes when nodes > 1 (default: the image the steps run, set when compiling).
         """
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         data = _on_cluster(prepare_data(task=task, train_size=train_size, eval_size=eval_size, data_path=data_path,
-                                        workspace=workspace), "2", "8Gi", workspace)
+                                        workspace=workspace, s3_destination=s3_destination,
+                                        s3_endpoint_url=s3_endpoint_url), "2", "8Gi", workspace)
         train_set, test_set = data.outputs["train"], data.outputs["test"]
         base = _on_cluster(pretrain_base(base_model=base_model, config=config, train=train_set, steps=pretrain_steps,
                                          gen_length=gen_length, workspace=workspace, run_id=run_id),

@@ -93,12 +93,19 @@ def check_pipeline_file(path: Path) -> dict:
 
 
 def check_parameters(spec: dict, parameters: dict, path: Path) -> None:
-    """A --param the pipeline does not have would fail every scheduled run, nights later: refuse it now."""
-    known = set(((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {})
+    """A --param the pipeline does not have, or a missing one it requires, would fail every
+    scheduled run, nights later: refuse it now."""
+    definitions = ((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
+    known = set(definitions)
     for name in sorted(set(parameters) - known):
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean {close[0]}?" if close else f"it has: {', '.join(sorted(known)) or 'none'}"
         raise ScheduleSettingsError(f"--param {name}: the pipeline in {path} has no such parameter ({hint})")
+    required = sorted(name for name, d in definitions.items()
+                      if not d.get("isOptional") and "defaultValue" not in d and name not in parameters)
+    if required:
+        raise ScheduleSettingsError(f"the pipeline in {path} requires " + ", ".join(
+            f"--param {name}=..." for name in required))
 
 
 def resolve_pipeline(client: KfpClient, source: PipelineSource,

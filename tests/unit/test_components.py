@@ -8,6 +8,7 @@ from accelerate.commands.launch import launch_command_parser
 
 from components.steps import (
     Launcher,
+    check_destination,
     check_workspace,
     checkpoint_dir,
     decode_lengths,
@@ -60,6 +61,19 @@ def test_an_unwritable_workspace_fails_in_one_clear_line(tmp_path):
                                               r".*README, Deploy on Kubeflow, step 3") as err:
         check_workspace(str(tmp_path / "file" / "ws"))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("destination", "endpoint", "error"), [
+    ("", "", r"s3_destination: '' is not an S3 URI"),
+    ("bucket/prefix", "", r"s3_destination: 'bucket/prefix' is not an S3 URI"),
+    ("s3://bucket/prefix/latest", "", r"s3_destination: .* takes the base prefix"),
+    ("s3://bucket/prefix", "minio.kubeflow:9000", r"s3_endpoint_url: .*Invalid endpoint: minio.kubeflow:9000"),
+])
+def test_a_malformed_s3_destination_fails_the_first_step(destination, endpoint, error):
+    check_destination("s3://bucket/prefix", "")
+    check_destination("s3://bucket/prefix", "http://minio.kubeflow:9000")
+    with pytest.raises(ValueError, match=f"^pipeline parameter {error}"):
+        check_destination(destination, endpoint)
 
 
 def test_config_paths_resolve_from_the_checkout(tmp_path, monkeypatch):

@@ -41,8 +41,10 @@ def test_every_parameter_round_trips_with_default_and_description():
     assert set(inputs) == set(signature.parameters)
     kinds = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE"}
     raw = _docs()[0]["root"]["inputDefinitions"]["parameters"]
+    required = [name for name, d in raw.items() if not d.get("isOptional")]
+    assert required == ["s3_destination"]  # the UI asks for it: no default bucket is the user's
     for name, param in signature.parameters.items():
-        assert inputs[name].default == param.default, name
+        assert inputs[name].default == (None if name in required else param.default), name
         assert raw[name]["parameterType"] == kinds[param.annotation], name
         assert len(raw[name].get("description", "")) > 15, f"{name} has no description in the UI"
 

@@ -177,3 +177,5 @@ def test_params_are_checked_against_the_compiled_dultra_pipeline():
     check_parameters(spec, {"task": "gsm8k", "grpo_steps": 200, "nodes": 2, "s3_destination": "s3://b/p"}, path)
     with pytest.raises(ScheduleSettingsError, match="--param grpo_step: .* no such parameter \\(did you mean grpo_steps\\?\\)"):
         check_parameters(spec, {"grpo_step": 200}, path)
+    with pytest.raises(ScheduleSettingsError, match="requires --param s3_destination=...$"):
+        check_parameters(spec, {"task": "gsm8k"}, path)

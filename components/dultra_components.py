@@ -147,12 +147,16 @@ def evaluate(config: str, checkpoint: str, test: Input[Dataset], task: str, stra
 
 @component
 def publish_checkpoint(checkpoint: str, evaluation: str, destination: str, endpoint_url: str,
-                       base_model: str, task: str) -> str:
-    """Upload the trained checkpoint to S3 (immutable run prefix, manifest, `latest`); returns its URI."""
+                       base_model: str, task: str, workspace: str, run_id: str) -> str:
+    """Upload the trained checkpoint to S3 (immutable run prefix, manifest, `latest`); returns its URI.
+    Then the run's resumable checkpoints leave the workspace volume (its finals stay)."""
     import json
 
-    from components.steps import publish
+    from components.steps import prune_resume_state, publish, workdir
 
     rows = json.loads(evaluation)
     metrics = {row["strategy"]: {k: row[k] for k in ("accuracy", "nfe", "tpf", "tokens_per_s")} for row in rows}
-    return publish(checkpoint, destination, endpoint_url, metrics, base_model, {"task": task})
+    uri = publish(checkpoint, destination, endpoint_url, metrics, base_model, {"task": task})
+    freed = prune_resume_state(workdir(workspace, run_id))
+    print(f"published {uri}; removed the run's resumable checkpoints ({freed / 2**30:.1f} GiB) from the workspace")
+    return uri

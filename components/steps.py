@@ -219,3 +219,20 @@ def publish(model_dir: str, destination: str, endpoint_url: str, metrics: dict, 
                         git_commit=os.environ.get("DULTRA_GIT_COMMIT") or None,  # baked into the trainer image
                         options=S3Options(endpoint_url=endpoint_url or None))
     return result.run_uri
+
+
+def prune_resume_state(workdir: str | Path) -> int:
+    """Delete a published run's resumable checkpoints (model + optimizer state, kept so that a
+    retried step resumes): once the run is published they only fill the workspace volume,
+    hundreds of GB a run at 8B. The finals the Model artifacts point at, the metrics and the
+    evaluation stay. Returns the bytes freed."""
+    from dultra.rl.checkpoint import checkpoint_root
+
+    freed, work = 0, Path(workdir)
+    for stage in sorted(p for p in work.iterdir() if p.is_dir()) if work.is_dir() else ():
+        root = checkpoint_root(stage)
+        if root.is_dir():
+            freed += sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+            shutil.rmtree(root)
+    return freed
+

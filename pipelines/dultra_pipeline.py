@@ -183,7 +183,8 @@ def build_pipeline(workspace: str = WORKSPACE_MOUNT):
             on_cpu = _on_cluster(evaluate(**evaluation), "4", "32Gi", workspace, sandbox=True)
         rows = dsl.OneOf(on_gpu.outputs["Output"], on_cpu.outputs["Output"])
         publish = _on_cluster(publish_checkpoint(checkpoint=checkpoint, evaluation=rows, destination=s3_destination,
-                                                 endpoint_url=s3_endpoint_url, base_model=base_model, task=task),
+                                                 endpoint_url=s3_endpoint_url, base_model=base_model, task=task,
+                                                 workspace=workspace, run_id=run_id),
                               "2", "8Gi", workspace)
         kubernetes.use_secret_as_env(publish, secret_name=S3_SECRET, secret_key_to_env={
             "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})

@@ -37,5 +37,7 @@ def test_demo_runs_the_pipeline_end_to_end(tmp_path):
     trained, _ = load(next((tmp_path / "workspace" / "runs").iterdir()) / "train" / "final")
     for name, tensor in trained.state_dict().items():
         assert torch.equal(tensor, model.state_dict()[name]), name
-    stages = sorted(p.name for p in next((tmp_path / "workspace" / "runs").iterdir()).iterdir())
-    assert stages == ["eval", "pretrain", "train", "warmstart"]
+    run = next((tmp_path / "workspace" / "runs").iterdir())
+    assert sorted(p.name for p in run.iterdir()) == ["eval", "pretrain", "train", "warmstart"]
+    # Once published, the resumable checkpoints leave the workspace; the finals stay.
+    assert not list(run.glob("*/checkpoints")) and len(list(run.glob("*/final"))) == 3

@@ -16,6 +16,7 @@ from components.steps import (
     grpo_overrides,
     last_metrics,
     prepare_data,
+    prune_resume_state,
     resolve_config,
     workdir,
     write_reference,
@@ -119,3 +120,16 @@ def test_last_metrics_reads_the_stage_log(tmp_path):
     assert last_metrics(tmp_path) == ({}, 0)  # no log yet
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "nfe": 9.0}\n{"step": 2, "nfe": 7.5, "accuracy": 0.5}\n')
     assert last_metrics(tmp_path) == ({"accuracy": 0.5, "nfe": 7.5}, 2)
+
+
+def test_publishing_prunes_only_the_resumable_checkpoints(tmp_path):
+    for path, size in [("train/checkpoints/step-00000002/optimizer.bin", 300), ("train/checkpoints/step-2/x", 20),
+                       ("pretrain/checkpoints/step-00000010/model.safetensors", 100),
+                       ("train/final/model.safetensors", 50), ("train/metrics.jsonl", 5), ("eval/report.json", 7)]:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"x" * size)
+    assert prune_resume_state(tmp_path) == 420
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert left == ["eval/report.json", "train/final/model.safetensors", "train/metrics.jsonl"]
+    assert prune_resume_state(tmp_path) == 0 and prune_resume_state(tmp_path / "absent") == 0
+

@@ -19,6 +19,7 @@ import threading
 from transformers.utils import logging as hf_logging
 
 from dultra.errors import DultraError
+from dultra.signals import Terminated, raise_terminated
 
 # Subcommand modules, in the order `dultra --help` lists them.
 COMMANDS = (
@@ -63,21 +64,12 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     chosen.error(f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else ""))
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (`kill`, Kubernetes stopping a pod), raised where the program is, as Ctrl-C is:
-    clean-up runs (partial downloads removed, a training run says where it stopped)."""
-
-
-def _terminate(signum, frame) -> None:
-    raise Terminated
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse(parser, argv)
     if not sys.stderr.isatty():  # keep logs and captured stderr free of progress-bar redraws
         hf_logging.disable_progress_bar()
-    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+    previous = signal.signal(signal.SIGTERM, raise_terminated) if threading.current_thread() is threading.main_thread() \
         else None
     try:
         return args.run(args) or 0

@@ -3,7 +3,8 @@
     final = run_steps(accelerator, "pretrain", "pretrain", cfg, stream, config, checkpoint,
                       step_fn, shown, model, tokenizer)
 
-step_fn(step) -> metrics runs one step; shown(metrics) -> what the progress bar shows.
+step_fn(step) -> metrics runs one step; shown(metrics) -> what the progress bar shows. A Ctrl-C
+or SIGTERM during a step lets it finish, saves a checkpoint, then interrupts (dultra.signals).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dultra.rl.checkpoint import (
 )
 from dultra.rl.data import ExampleStream
 from dultra.rl.logger import MetricsLogger
+from dultra.signals import graceful_stop, stop_exception
 
 
 def run_steps(accelerator: Accelerator, name: str, stage: str, cfg, stream: ExampleStream, config: dict,
@@ -42,13 +44,18 @@ def run_steps(accelerator: Accelerator, name: str, stage: str, cfg, stream: Exam
     accelerator.print(f"{name}: config {config}")
     bar = progress(range(start, cfg.steps), desc=stage, total=cfg.steps, initial=start, unit="step",
                    enabled=accelerator.is_local_main_process)
-    with stopped_by_user(accelerator, name, cfg.output_dir, bar):
+    with stopped_by_user(accelerator, name, cfg.output_dir, bar), \
+            graceful_stop(name, announce=accelerator.is_main_process) as stop:
         for step in bar:
             metrics = step_fn(step)
             logger.log(step + 1, metrics)
             bar.set_postfix(**shown(metrics))
-            if checkpoint_due(step + 1, cfg.save_every, cfg.steps):
+            stopping = stop.agreed(accelerator)  # Ctrl-C or SIGTERM during the step: keep it, then stop
+            if stopping or checkpoint_due(step + 1, cfg.save_every, cfg.steps):
                 save_checkpoint(accelerator, cfg.output_dir, step + 1, {"data": stream.state(), "config": config})
+            if stopping:
+                bar.update(1)  # this step is done and saved
+                raise stop_exception(stopping)
     logger.close()
     return save_final(accelerator, model, tokenizer, cfg.output_dir,
                       {"stage": stage, "steps": cfg.steps, "config": config})

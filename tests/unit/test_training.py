@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
 from dataclasses import replace
 
 import pytest
@@ -30,6 +32,7 @@ from dultra.rl.rollout import rollout
 from dultra.rl.supervised import OptimConfig
 from dultra.rl.trainer import GRPOTrainer, OffPolicyError, TrainConfig, kept_component_sums
 from dultra.rl.warmstart import WarmstartConfig, random_states, warmstart, warmstart_loss
+from dultra.signals import Terminated, raise_terminated
 from tests.helpers import MASK, free_port, save_small_checkpoint, small_model
 
 NO_TEACHER = RewardConfig(math=RewardWeights(distill=0.0, steps=0.1))  # steps: the frozen-planner case still has a reward spread
@@ -107,6 +110,59 @@ def test_grpo_resume_matches_an_uninterrupted_run(checkpoint, tmp_path, capsys):
         assert {k: v for k, v in a.items() if not k.startswith("seconds")} == \
                {k: v for k, v in b.items() if not k.startswith("seconds")}
     assert _changed(load_model(tmp_path / "straight" / "final").state_dict(), tmp_path / "resumed" / "final") == set()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_a_step_finishes_it_saves_it_and_the_resume_matches(checkpoint, tmp_path, capsys, signum):
+    # No periodic checkpoints (save_every=0): all a stop keeps is what it saves itself.
+    GRPOTrainer(_grpo(checkpoint, tmp_path / "straight", steps=4)).train()
+    cfg = _grpo(checkpoint, tmp_path / "resumed", steps=4)
+    trainer = GRPOTrainer(cfg)
+    real = trainer.train_step
+
+    def signalled_in_step_2(step):
+        if step == 1:
+            os.kill(os.getpid(), signum)  # as Kubernetes preempting the pod, or Ctrl-C
+        return real(step)
+
+    trainer.train_step = signalled_in_step_2
+    previous = signal.signal(signal.SIGTERM, raise_terminated)  # as `dultra train` runs
+    try:
+        with pytest.raises(Terminated if signum == signal.SIGTERM else KeyboardInterrupt):
+            trainer.train()
+        # The handlers are given back.
+        assert signal.getsignal(signal.SIGTERM) is raise_terminated
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    said = capsys.readouterr()
+    assert "train: stopping after this step, with a checkpoint" in said.err
+    assert f"train: interrupted after step 2; the newest checkpoint is {tmp_path / 'resumed' / 'checkpoints'}" \
+           "/step-00000002 (step 2)" in said.out
+    GRPOTrainer(replace(cfg, resume=True)).train()
+    straight, resumed = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    for a, b in zip(straight, resumed, strict=True):
+        assert {k: v for k, v in a.items() if not k.startswith("seconds")} == \
+               {k: v for k, v in b.items() if not k.startswith("seconds")}
+    assert _changed(load_model(tmp_path / "straight" / "final").state_dict(), tmp_path / "resumed" / "final") == set()
+
+
+def test_a_second_signal_stops_at_once_without_a_checkpoint(checkpoint, tmp_path, capsys):
+    trainer = GRPOTrainer(_grpo(checkpoint, tmp_path, steps=4))
+    real = trainer.train_step
+
+    def interrupted_twice_in_step_2(step):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(step)
+
+    trainer.train_step = interrupted_twice_in_step_2
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert "interrupted after step 1; no checkpoint was saved" in capsys.readouterr().out
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
 
 
 def test_resuming_a_finished_run_does_nothing_and_changed_settings_are_refused(checkpoint, tmp_path, capsys):

@@ -11,14 +11,15 @@ temporary name, then renamed), so a run killed mid-save resumes from the previou
 A fresh run (no resume) refuses an output_dir that holds checkpoints: rotation would delete
 its own first checkpoints before the old run's, and a later resume would pick the old run's.
 It refuses a finished run's final/ too, which it would overwrite. A resumed run continues
-only with the settings it was saved with (RESUMABLE ones aside); resuming a run that
-finished with these very settings does nothing.
+only with the settings it was saved with (RESUMABLE ones aside) and never past its `steps`;
+resuming a run of the same stage that finished with these very settings does nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int,
     final = root / f"step-{step:08d}"
     tmp = root / f".tmp-step-{step:08d}"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in root.glob(".tmp-step-*"):  # this step's, or one a killed save left
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
@@ -74,21 +76,27 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
-def start_point(accelerator: Accelerator, name: str, output_dir: str | Path, resume: bool,
+def start_point(accelerator: Accelerator, name: str, stage: str, output_dir: str | Path, resume: bool,
                 config: dict[str, Any]) -> tuple[Path | None, Path | None]:
-    """(finished, checkpoint) of a run with `config`: OUTPUT_DIR/final when resuming a run that
-    finished with these very settings (nothing to train), else the checkpoint to continue from
-    (None: start afresh). Refusals as in resume_checkpoint."""
+    """(finished, checkpoint) of a `stage` run with `config`: OUTPUT_DIR/final when resuming a
+    run of that stage that finished with these very settings (nothing to train), else the
+    checkpoint to continue from (None: start afresh). Refusals as in resume_checkpoint; an
+    output_dir that cannot be written fails here, before any model is loaded."""
     final = Path(output_dir) / FINAL
     done = training_record(final)
-    if resume and done and not changed_settings(done.get("config", {}), config, RESUMABLE) \
-            and done.get("steps") == config.get("steps"):
+    if resume and done and done.get("stage") == stage and done.get("steps") == config.get("steps") \
+            and not changed_settings(done.get("config", {}), config, RESUMABLE):
         accelerator.print(f"{name}: {final} already holds this run's model ({config.get('steps')} steps): "
                           "nothing to resume")
         return final, None
     checkpoint = resume_checkpoint(output_dir, resume, config)
     if resume and checkpoint is None:
         accelerator.print(f"{name}: no checkpoint in {output_dir}: starting afresh")
+    if accelerator.is_main_process:
+        probe = Path(output_dir) / f".write-test-{os.getpid()}"
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
     return None, checkpoint
 
 
@@ -110,10 +118,13 @@ def resume_checkpoint(output_dir: str | Path, resume: bool, config: dict[str, An
                 raise ConfigError(f"{final} holds a finished run's model (with other settings or steps) and no "
                                   "checkpoint is kept to continue it: choose another output_dir to train again")
             return None
-        saved = json.loads((latest / STATE_FILE).read_text()).get("config", {})
-        if changed := changed_settings(saved, config, RESUMABLE):
+        state = json.loads((latest / STATE_FILE).read_text())
+        if changed := changed_settings(state.get("config", {}), config, RESUMABLE):
             raise ConfigError(f"{latest} was saved with other settings ({', '.join(changed)}); a resumed run "
                               "continues with its own: drop these flags, or choose another output_dir to start afresh")
+        if config.get("steps") is not None and state["step"] > config["steps"]:
+            raise ConfigError(f"{latest} is at step {state['step']}, past steps={config['steps']}: a resume extends a "
+                              f"run, never shortens it; pass steps >= {state['step']}, or choose another output_dir")
         return latest
     earlier = sorted(p for p in checkpoint_root(output_dir).glob("step-*") if p.is_dir())
     if earlier:
@@ -148,7 +159,14 @@ def load_checkpoint(accelerator: Accelerator, directory: Path) -> dict[str, Any]
     if (directory / "scheduler.bin").exists() and not (directory / "custom_checkpoint_0.pkl").exists():
         raise CheckpointError(f"{directory} was saved by an older dultra whose LR schedule advanced once per process "
                               "and update; it cannot be resumed: start afresh in another output_dir")
-    accelerator.load_state(str(directory))
+    try:
+        accelerator.load_state(str(directory))
+    except RuntimeError as err:
+        if "loading state_dict" not in str(err):  # e.g. out of memory: not the user's checkpoint
+            raise
+        said = " ".join(str(err).split())  # "Error(s) in loading state_dict for ...: Missing key(s) ...": another model
+        raise CheckpointError(f"{directory} does not fit this run's model ({said[:300]}): resume with the model it was "
+                              "saved with, or choose another output_dir to start afresh") from None
     return json.loads((directory / STATE_FILE).read_text())
 
 

@@ -2,11 +2,12 @@
 
     stream = ExampleStream(examples, batch_size=4, seed=0, rank=0, world=1)
     batch = stream.next()            # list[Example]
-    state = stream.state()           # {"epoch": e, "index": i, "size": n}: saved in checkpoints
+    state = stream.state()           # {"epoch", "index", "size", "fingerprint"}: saved in checkpoints
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import torch
@@ -20,7 +21,7 @@ class ExampleStream:
     """Endless, seeded, epoch-shuffled batches; each process takes its own slice of a batch.
 
     The order depends only on (seed, epoch), so `load_state` resumes exactly where a
-    checkpoint left off, over the same examples (a different number of them is a DataError).
+    checkpoint left off, over the same examples (other examples are a DataError).
     batch_size is the number of examples per process and step.
     """
 
@@ -33,6 +34,11 @@ class ExampleStream:
         self.rank, self.world = rank, world
         self.epoch, self.index = 0, 0
         self._order = self._permutation()
+        # The examples' ids and prompts, in order: a checkpoint resumes only over these.
+        digest = hashlib.sha256()
+        for ex in self.examples:
+            digest.update(f"{ex.id}\0{ex.prompt}\0".encode())
+        self.fingerprint = digest.hexdigest()[:16]
 
     def _permutation(self) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
@@ -49,15 +55,18 @@ class ExampleStream:
             self.index += 1
         return picked[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
 
-    def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "index": self.index, "size": len(self.examples)}
+    def state(self) -> dict[str, int | str]:
+        return {"epoch": self.epoch, "index": self.index, "size": len(self.examples), "fingerprint": self.fingerprint}
 
-    def load_state(self, state: dict[str, int]) -> None:
+    def load_state(self, state: dict[str, int | str]) -> None:
         epoch, index, size = int(state["epoch"]), int(state["index"]), state.get("size")  # older: no size
         if (size is not None and int(size) != len(self.examples)) or index > len(self.examples):
             had = f"{size} examples" if size is not None else f"at least {index}"
             raise DataError(f"the training set changed since the checkpoint (it had {had}, now {len(self.examples)}): "
                             "resume with the same tasks, data and train_size")
+        if state.get("fingerprint", self.fingerprint) != self.fingerprint:  # older: no fingerprint
+            raise DataError(f"the training set changed since the checkpoint (other examples, {len(self.examples)} as "
+                            "before): resume with the same tasks, data and train_size")
         self.epoch, self.index = epoch, index
         self._order = self._permutation()
 

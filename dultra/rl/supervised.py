@@ -132,7 +132,7 @@ def run_supervised(
     """
     output_dir = Path(cfg.output_dir)
     config = config_dict(cfg)
-    done, ckpt = start_point(accelerator, name, output_dir, cfg.resume, config)
+    done, ckpt = start_point(accelerator, name, name, output_dir, cfg.resume, config)
     if done is not None:
         return done
     examples = load_examples(cfg.tasks, cfg.data, "train", cfg.train_size)

@@ -150,7 +150,7 @@ class GRPOTrainer:
             raise ConfigError("compile_rollouts captures the full weights at fixed addresses; FSDP shards them")
         self.config = config_dict(cfg)
         # Settings that cannot work fail here, before minutes of model loading and rollouts.
-        self.finished, self.resume_from = start_point(acc, "train", cfg.output_dir, cfg.resume, self.config)
+        self.finished, self.resume_from = start_point(acc, "train", "grpo", cfg.output_dir, cfg.resume, self.config)
         if self.finished is not None:  # train() has nothing to do: nothing to load
             return
         examples = load_examples(cfg.tasks, cfg.data, "train", cfg.train_size)

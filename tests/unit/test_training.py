@@ -188,10 +188,43 @@ def test_resuming_a_finished_run_does_nothing_and_changed_settings_are_refused(c
     assert f"train: resumed from {checkpoints / 'step-00000002'} at step 2" in capsys.readouterr().out
     assert [r["step"] for r in read_metrics(tmp_path / "extended")] == [1, 2, 3]
     assert json.loads((tmp_path / "extended" / "final" / "dultra_training.json").read_text())["steps"] == 3
+    # A resume never shortens a run: the 3-step model would be recorded as 2 steps.
+    with pytest.raises(ConfigError, match=r"step-00000003 is at step 3, past steps=2: .* pass steps >= 3"):
+        GRPOTrainer(replace(extended, resume=True, steps=2))
     unsaved = replace(cfg, save_every=0, output_dir=str(tmp_path / "unsaved"))
     GRPOTrainer(unsaved).train()
     with pytest.raises(ConfigError, match="no checkpoint is kept to continue it"):  # extending needs one
         GRPOTrainer(replace(unsaved, resume=True, steps=3))
+    # Another stage's finished model with the same settings is not this run's.
+    record = tmp_path / "unsaved" / "final" / "dultra_training.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "stage": "warmstart"}))
+    with pytest.raises(ConfigError, match="holds a finished run's model"):
+        GRPOTrainer(replace(unsaved, resume=True))
+
+
+def test_a_save_removes_what_a_killed_save_left(checkpoint, tmp_path):
+    cfg = _grpo(checkpoint, tmp_path, steps=2, save_every=1)
+    stale = tmp_path / "checkpoints" / ".tmp-step-00000007" / "model.safetensors"  # a save killed at step 7
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half")
+    GRPOTrainer(cfg).train()  # a fresh run: a temporary is no checkpoint
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
+
+
+def test_resuming_with_another_architecture_is_one_clear_error(tmp_path):
+    cfg = PretrainConfig(model="tiny:n_layers=1", tasks="synthetic-math", train_size=40, output_dir=str(tmp_path),
+                         steps=1, batch_size=4, gen_length=16, save_every=1)
+    pretrain(cfg)
+    with pytest.raises(CheckpointError, match=r"step-00000001 does not fit this run's model \(Error\(s\) in loading "
+                                              r"state_dict .*Missing key.*resume with the model it was saved with"):
+        pretrain(replace(cfg, model="tiny:n_layers=2", resume=True, steps=2))
+
+
+def test_an_output_dir_that_cannot_be_written_fails_before_the_model_loads(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError) as err:  # not the CheckpointError loading the absent model would raise
+        GRPOTrainer(_grpo(tmp_path / "absent-model", tmp_path / "file" / "out"))
+    assert err.value.filename is not None and str(tmp_path / "file") in str(err.value.filename)
 
 
 def test_kl_penalty_and_several_iterations_run(checkpoint, tmp_path):
@@ -536,6 +569,13 @@ def test_resuming_on_a_changed_training_set_is_a_data_error():
     legacy = {"epoch": 0, "index": 8}  # saved before the size was
     with pytest.raises(DataError, match="it had at least 8, now 6"):
         ExampleStream(examples[:6], 4).load_state(legacy)
+    others = generate("synthetic-math", "test", n=10)  # another split: as many examples, other ones
+    with pytest.raises(DataError, match="training set changed since the checkpoint \\(other examples, 10 as before"):
+        ExampleStream(others, 4).load_state(state)
+    reordered = [examples[1], examples[0], *examples[2:]]
+    with pytest.raises(DataError, match="other examples"):
+        ExampleStream(reordered, 4).load_state(state)
+    ExampleStream(others, 4).load_state({k: v for k, v in state.items() if k != "fingerprint"})  # saved before it
     resumed = ExampleStream(examples, 4)
     resumed.load_state(state)
     assert resumed.next() == stream.next()

@@ -9,13 +9,14 @@ A quick look at a checkpoint; `make demo` runs the whole pipeline.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
 
 from dultra.decoding import DecodeConfig, generate, parse_strategy
 from dultra.decoding.generate import check_settings, lengths_for
-from dultra.model.loading import load, resolve
+from dultra.model.loading import load, read_config, resolve
 from dultra.model.tokenizer import encode_prompts
 
 STRATEGIES = (
@@ -33,7 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--prompt", default="Compute ||||5 - 3| - 9| - 4| - 7|.", help="the user message")
     p.add_argument("--gen-length", type=int, help="completion length (default: as a dultra-trained checkpoint "
                                                   "was trained, else 64)")
-    p.add_argument("--block-length", type=int, help="block size (default: as --gen-length says, else 16)")
+    p.add_argument("--block-length", type=int, help="block size (default: as a dultra-trained checkpoint "
+                                                    "was trained, else 16)")
     p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default: cuda when there is a GPU)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
@@ -43,17 +45,20 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = resolve(args.model)
-    gen, block, trained = lengths_for(path, args.gen_length, args.block_length, defaults=(64, 16))
+    gen, block, note = lengths_for(path, args.gen_length, args.block_length, defaults=(64, 16))
     config = DecodeConfig(gen_length=gen, block_length=block, seed=0)
     strategies = [parse_strategy(spec.format(gen=gen)) for spec in STRATEGIES]
     for strategy in strategies:  # before the table starts
         check_settings(config, strategy)
+    if not read_config(path).has_planner:  # a base model (LLaDA-8B-Instruct): the planner rows need a head
+        strategies = [s for s in strategies if not s.uses_planner]
+        print(f"dultra: {args.model} has no planner head: its strategies are left out", file=sys.stderr)
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if args.device.startswith("cuda") else
                                                            torch.float32)
     model, tokenizer = load(path, dtype=dtype, device=args.device)
     ids, mask = (t.to(args.device) for t in encode_prompts(tokenizer, [args.prompt]))
     print(f"{args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {args.device}), "
-          f"prompt {args.prompt!r}, gen {gen}, block {block}{' (as trained)' if trained else ''}\n")
+          f"prompt {args.prompt!r}, gen {gen}, block {block}{f' ({note})' if note else ''}\n")
     print(f"{'strategy':<26}{'NFE':>5}{'TPF':>7}{'ms':>8}  completion")
     for strategy in strategies:
         start = time.perf_counter()

@@ -97,10 +97,9 @@ def strategy_from_args(args: argparse.Namespace) -> Strategy:
 
 def decode_lengths(path, args: argparse.Namespace) -> None:
     """Unset --gen-length / --block-length filled in (lengths_for)."""
-    args.gen_length, args.block_length, trained = lengths_for(path, args.gen_length, args.block_length)
-    if trained:
-        print(f"dultra: gen_length {args.gen_length}, block_length {args.block_length}, as {path} was trained",
-              file=sys.stderr)
+    args.gen_length, args.block_length, note = lengths_for(path, args.gen_length, args.block_length)
+    if note:
+        print(f"dultra: {note}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -116,14 +116,19 @@ class DecodeOutput:
 
 def lengths_for(model: str | Path, gen_length: int | None, block_length: int | None,
                 defaults: tuple[int, int] = (DecodeConfig.gen_length, DecodeConfig.block_length)
-                ) -> tuple[int, int, bool]:
-    """(gen_length, block_length, trained): with both unset (None), those a local checkpoint was
-    trained with by dultra (its planner only ever saw them; trained=True); else the unset one
-    takes its `defaults` value (DecodeConfig's)."""
-    if gen_length is None and block_length is None and (lengths := trained_lengths(model)):
-        return (*lengths, True)
-    return (defaults[0] if gen_length is None else gen_length, defaults[1] if block_length is None else block_length,
-            False)
+                ) -> tuple[int, int, str | None]:
+    """(gen_length, block_length, note): each unset (None) length is the one a local checkpoint
+    was trained with by dultra (its planner only ever saw those), else its `defaults` value
+    (DecodeConfig's). note says which lengths came from the training record (None: none)."""
+    trained = trained_lengths(model)
+    if trained is None:
+        return (defaults[0] if gen_length is None else gen_length,
+                defaults[1] if block_length is None else block_length, None)
+    filled = [f"{name} {value}" for name, given, value in
+              (("gen_length", gen_length, trained[0]), ("block_length", block_length, trained[1])) if given is None]
+    note = f"{' and '.join(filled)} as {model} was trained" if filled else None
+    return (trained[0] if gen_length is None else gen_length, trained[1] if block_length is None else block_length,
+            note)
 
 
 def check_settings(config: DecodeConfig, strategy: Strategy) -> None:

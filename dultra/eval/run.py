@@ -30,7 +30,7 @@ from dultra.errors import ConfigError, DataError, DultraError
 from dultra.eval.accuracy import SampleRecord, evaluate
 from dultra.eval.report import method_aup, summarize, write_report
 from dultra.model.device import check_device
-from dultra.model.loading import load, resolve, stop_token_ids, untrained_planner
+from dultra.model.loading import load, read_config, resolve, stop_token_ids, untrained_planner
 from dultra.progress import progress
 
 
@@ -51,9 +51,10 @@ class EvalConfig:
     strategies: str = doc("planner:factor=1.0,planner:factor=1.5,threshold:tau=0.9,threshold:tau=0.7,"
                           "low-confidence:steps={gen},entropy:gamma=0.1",
                           "comma- or semicolon-separated strategy settings; {gen} stands for gen_length")
-    gen_length: int | None = doc(None, "completion length (none: with block_length unset too, what a "
-                                       "dultra-trained checkpoint was trained with, else 256)")
-    block_length: int | None = doc(None, "semi-autoregressive block length (none: as gen_length says, else 32)")
+    gen_length: int | None = doc(None, "completion length (none: what a dultra-trained checkpoint was trained "
+                                       "with, else 256)")
+    block_length: int | None = doc(None, "semi-autoregressive block length (none: what a dultra-trained checkpoint "
+                                         "was trained with, else 32)")
     batch_size: int = doc(16, "prompts decoded together (greedy results do not depend on it: a resumed run may "
                               "change it)")
     warmup: bool = doc(True, "decode the first batch once, untimed, before measuring: the first strategy's speed "
@@ -172,9 +173,9 @@ def check_config(cfg: EvalConfig) -> None:
 
 def with_lengths(cfg: EvalConfig) -> EvalConfig:
     """Unset lengths filled in (lengths_for): a dultra-trained checkpoint's own, else the defaults."""
-    gen, block, trained = lengths_for(cfg.model, cfg.gen_length, cfg.block_length)
-    if trained:
-        print(f"eval: gen_length {gen}, block_length {block}, as {cfg.model} was trained", file=sys.stderr)
+    gen, block, note = lengths_for(cfg.model, cfg.gen_length, cfg.block_length)
+    if note:
+        print(f"eval: {note}", file=sys.stderr)
     return dataclasses.replace(cfg, gen_length=gen, block_length=block)
 
 
@@ -209,6 +210,10 @@ def _evaluate(cfg: EvalConfig, specs: list, decode: DecodeConfig, examples: list
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     path = resolve(cfg.model)
+    if any(s.uses_planner for s in specs) and not read_config(path).has_planner:  # before minutes of loading
+        raise ConfigError(f"{cfg.model} has no planner head, so it cannot decode "
+                          f"{', '.join(s.spec() for s in specs if s.uses_planner)}: pass --strategies without "
+                          "planner strategies (e.g. threshold:tau=0.9,factor:factor=1.0)")
     if any(s.uses_planner for s in specs) and untrained_planner(path):
         print(f"eval: warning: the planner head of {path} is untrained (a pretraining checkpoint)", file=sys.stderr)
     model, tokenizer = load(path, dtype=dtype, device=device)

@@ -161,9 +161,12 @@ def test_a_checkpoint_trained_by_dultra_decodes_at_its_lengths_and_an_untrained_
     assert main(["generate", "--model", str(trained), "--prompt", "hi", "--json"]) == 0
     out = capsys.readouterr()
     assert (json.loads(out.out)["gen_length"], json.loads(out.out)["block_length"]) == (16, 8)
-    assert f"gen_length 16, block_length 8, as {trained} was trained" in out.err and "warning" not in out.err
+    assert f"gen_length 16 and block_length 8 as {trained} was trained" in out.err and "warning" not in out.err
     assert main(["generate", "--model", str(trained), "--prompt", "hi", "--json", "--gen-length", "32"]) == 0
-    assert json.loads(capsys.readouterr().out)["block_length"] == 32  # one length given: the defaults for the rest
+    out = capsys.readouterr()  # one length given: the other as trained, since the planner saw only it
+    assert json.loads(out.out)["block_length"] == 8 and f"dultra: block_length 8 as {trained} was trained" in out.err
+    assert main(["generate", "--model", str(trained), "--prompt", "hi", "--json", "--block-length", "4"]) == 0
+    assert json.loads(capsys.readouterr().out)["gen_length"] == 16
     (trained / TRAINING_RECORD).write_text(json.dumps({"stage": "pretrain", "steps": 2, "config": {"gen_length": 16}}))
     assert main(["generate", "--model", str(trained), "--prompt", "hi", "--json"]) == 0
     out = capsys.readouterr()
@@ -184,8 +187,24 @@ def test_compare_decodes_a_trained_checkpoint_at_its_lengths(capsys, tmp_path):
                                                        "config": {"gen_length": 16, "block_length": 8}}))
     assert main(["compare", "--model", str(trained), "--device", "cpu", "--dtype", "float32"]) == 0
     out = capsys.readouterr().out
-    assert "cpu), prompt 'Compute ||||5 - 3| - 9| - 4| - 7|.', gen 16, block 8 (as trained)" in out
+    assert "cpu), prompt 'Compute ||||5 - 3| - 9| - 4| - 7|.', gen 16, block 8 " \
+           f"(gen_length 16 and block_length 8 as {trained} was trained)" in out
     assert "low-confidence:steps=16" in out and len(out.splitlines()) == 3 + 8  # header, blank, titles, 8 rows
+
+
+def test_a_base_model_without_a_planner_head_is_compared_on_the_other_strategies(capsys, tmp_path, tiny_tokenizer):
+    base = save_small_checkpoint(tmp_path / "base", tiny_tokenizer, num_head_layers=0)  # as LLaDA-8B-Instruct
+    assert main(["compare", "--model", str(base), "--gen-length", "16", "--block-length", "8"]) == 0
+    out = capsys.readouterr()
+    assert f"{base} has no planner head: its strategies are left out" in out.err
+    rows = [line.split()[0] for line in out.out.splitlines()[3:]]
+    assert rows == ["threshold:tau=0.9", "threshold:tau=0.5", "factor:factor=1.0", "low-confidence:steps=16",
+                    "entropy:gamma=0.1"]
+    code = main(["eval", "--model", str(base), "--task", "synthetic-math", "--limit", "2", "--gen-length", "16",
+                 "--block-length", "8", "--output-dir", str(tmp_path / "eval")])  # default strategies: planner too
+    err = capsys.readouterr().err
+    assert code == 2 and "has no planner head, so it cannot decode planner:factor=" in err
+    assert "pass --strategies without planner strategies" in err
 
 
 def test_a_file_as_a_training_output_dir_is_named(capsys, tmp_path):

@@ -121,9 +121,12 @@ def test_a_dultra_trained_checkpoint_is_evaluated_at_its_trained_lengths(ckpt, t
     result = run_evaluation(_eval_cfg(trained, tmp_path / "a", **unset))
     assert result["metadata"]["settings"]["gen_length"] == 16 and result["metadata"]["settings"]["block_length"] == 4
     assert [r["strategy"] for r in result["rows"]] == ["low-confidence:steps=16"]
-    assert f"eval: gen_length 16, block_length 4, as {trained} was trained" in capsys.readouterr().err
+    assert f"eval: gen_length 16 and block_length 4 as {trained} was trained" in capsys.readouterr().err
     one_given = with_lengths(_eval_cfg(trained, tmp_path, gen_length=None, block_length=8))
-    assert (one_given.gen_length, one_given.block_length) == (256, 8)
+    assert (one_given.gen_length, one_given.block_length) == (16, 8)
+    assert f"eval: gen_length 16 as {trained} was trained" in capsys.readouterr().err
+    both_given = with_lengths(_eval_cfg(trained, tmp_path, gen_length=32, block_length=8))
+    assert (both_given.gen_length, both_given.block_length) == (32, 8) and not capsys.readouterr().err
     no_record = with_lengths(_eval_cfg(ckpt, tmp_path, gen_length=None, block_length=None))
     assert (no_record.gen_length, no_record.block_length) == (256, 32)
 

@@ -156,8 +156,20 @@ def _describe(problems: dict[str, list[str]]) -> str:
     return "; ".join(parts)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def check_tokenizer_files(path: Path, whose: str) -> None:
+    """A directory without any tokenizer file: say so, rather than what transformers then guesses
+    (that sentencepiece is missing)."""
+    if path.is_dir() and not any((path / name).exists() for name in TOKENIZER_FILES):
+        raise CheckpointError(f"{whose} {path} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}): "
+                              "save the tokenizer with the model")
+
+
 def load_tokenizer(model: str | Path, mask_token_id: int) -> PreTrainedTokenizerBase:
     path = resolve(model)
+    check_tokenizer_files(path, "the checkpoint")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:
@@ -183,6 +195,11 @@ def stop_token_ids(path: str | Path, tokenizer: PreTrainedTokenizerBase, config:
         ids.add(tokenizer.eos_token_id)
     gen = resolve(path) / "generation_config.json"
     if gen.exists():
-        eos = json.loads(gen.read_text()).get("eos_token_id")
-        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        try:
+            eos = json.loads(gen.read_text()).get("eos_token_id")
+            ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        except (ValueError, AttributeError, TypeError) as err:  # not JSON, not an object, not ids
+            raise CheckpointError(f"{gen} is not a valid generation config ({type(err).__name__}: {err})") from None
+        if not all(isinstance(i, int) for i in ids):
+            raise CheckpointError(f"{gen}: eos_token_id must be a token id or a list of them, got {eos!r}")
     return tuple(sorted(ids))

@@ -56,14 +56,26 @@ def load_teacher(
     device: str | torch.device | None = None, batch_size: int = 8,
 ) -> Teacher:
     """A Hugging Face causal LM and its tokenizer, from the Hub or a local directory."""
+    from dultra.model.hub import hub_checkpoint, is_hub_id
+    from dultra.model.loading import check_tokenizer_files
+
+    path = Path(name_or_path).expanduser()
+    if not path.exists():  # a Hub id: downloaded with the Hub look-up's deadline and one-line errors
+        if not is_hub_id(str(name_or_path)):
+            raise CheckpointError(f"the teacher {name_or_path} is neither a directory nor a Hub id (owner/name)")
+        path = hub_checkpoint(str(name_or_path))
+    check_tokenizer_files(path, "the teacher")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError) as err:
         raise CheckpointError(
             f"the teacher {name_or_path} has no loadable tokenizer (it is needed to re-tokenize "
             f"completions): {err}"
         ) from None
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as err:  # no weights, an unknown architecture
+        raise CheckpointError(f"the teacher {name_or_path} cannot be loaded as a causal LM: {err}") from None
     if device is not None:
         model = model.to(device)
     return Teacher(model.eval(), tokenizer, batch_size=batch_size)

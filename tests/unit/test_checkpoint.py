@@ -177,6 +177,28 @@ def test_broken_checkpoints_are_one_line_errors(tmp_path, damage, message):
         load_model(tmp_path)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("{bad", "is not a valid generation config (JSONDecodeError"),
+    ("[1, 2]", "is not a valid generation config (AttributeError"),
+    ('{"eos_token_id": "</s>"}', "eos_token_id must be a token id or a list of them, got '</s>'"),
+])
+def test_a_broken_generation_config_is_one_line_error(tiny_tokenizer, tmp_path, text, message):
+    from dultra.model.loading import stop_token_ids
+
+    model = small_model(vocab_size=len(tiny_tokenizer), embedding_size=len(tiny_tokenizer))
+    model.save_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").write_text(text)
+    with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        stop_token_ids(tmp_path, tiny_tokenizer, model.config)
+
+
+def test_a_checkpoint_without_tokenizer_files_says_so(tmp_path):
+    small_model().save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match=r"the checkpoint .* has no tokenizer files \(tokenizer.json, "
+                                              r"tokenizer_config.json\): save the tokenizer with the model"):
+        load_tokenizer(tmp_path, small_model().config.mask_token_id)
+
+
 def test_a_list_of_eos_ids_makes_each_a_stop_id_and_the_first_the_fill(tmp_path):
     from dultra.decoding import DecodeConfig, Threshold, generate
     from tests.helpers import EOS, MASK

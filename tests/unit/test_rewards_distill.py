@@ -89,8 +89,13 @@ def test_teacher_without_tokenizer_is_refused(tmp_path, tiny_tokenizer):
     with pytest.raises(ConfigError, match="teacher has no tokenizer"):
         Teacher(model, None)
     model.save_pretrained(tmp_path / "no-tokenizer")
-    with pytest.raises(CheckpointError, match="no loadable tokenizer"):
+    with pytest.raises(CheckpointError, match="the teacher .*no-tokenizer has no tokenizer files"):
         load_teacher(tmp_path / "no-tokenizer", dtype=torch.float32)
+    with pytest.raises(CheckpointError, match="the teacher nonexist is neither a directory nor a Hub id"):
+        load_teacher("nonexist")
+    tiny_tokenizer.save_pretrained(tmp_path / "no-weights")
+    with pytest.raises(CheckpointError, match="the teacher .*no-weights cannot be loaded as a causal LM"):
+        load_teacher(tmp_path / "no-weights", dtype=torch.float32)
     model.save_pretrained(tmp_path / "full")
     tiny_tokenizer.save_pretrained(tmp_path / "full")
     loaded = load_teacher(tmp_path / "full", dtype=torch.float32)

@@ -73,8 +73,15 @@ def _flag_type(base: Any):
     if base is bool:
         return _parse_bool, "BOOL"
     if typing.get_origin(base) is tuple:
-        return (lambda text: tuple(float(x) for x in text.split(","))), "X,Y"
+        return _parse_pair, "X,Y"
     return {int: (int, "N"), float: (float, "X")}.get(base, (str, "VALUE"))
+
+
+def _parse_pair(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, such as 0.9,0.99; got {text!r}") from None
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -161,7 +168,7 @@ def load_config(
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(f"config file {path} {'is a directory' if path.is_dir() else 'does not exist'}")
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as err:

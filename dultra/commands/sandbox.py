@@ -94,6 +94,8 @@ def _read(path: str | None, what: str) -> str | None:
         return Path(path).read_text()
     except OSError as err:
         raise SandboxCommandError(f"cannot read {what} {path}: {err.strerror}") from err
+    except UnicodeDecodeError:
+        raise SandboxCommandError(f"{what} {path} is not UTF-8 text: give the Python source") from None
 
 
 def run_file(args: argparse.Namespace) -> int:

@@ -107,8 +107,8 @@ def _client(args: argparse.Namespace) -> KfpClient:
     host = args.host or os.environ.get(HOST_ENV)
     if not host:
         raise ScheduleSettingsError(f"give --host (the KFP API URL) or set {HOST_ENV}")
-    if args.timeout <= 0:
-        raise ScheduleSettingsError(f"--timeout {args.timeout:g}: must be positive")
+    if not 0 < args.timeout < float("inf"):
+        raise ScheduleSettingsError(f"--timeout {args.timeout:g}: must be a positive number of seconds")
     auth = KfpAuth.resolve(token=args.token, token_file=args.token_file, cookie=args.cookie)
     config = ClientConfig(read_timeout_s=args.timeout, connect_timeout_s=min(10.0, args.timeout))
     return KfpClient(host, auth=auth, config=config)

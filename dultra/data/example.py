@@ -140,11 +140,15 @@ def read_examples(path: str | Path) -> list[Example]:
         raise DataError(f"no examples file at {path}")
     out = []
     with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(Example.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, DataError) as err:
-                raise DataError(f"{path}:{n}: {err}") from None
+        try:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    out.append(Example.from_dict(json.loads(line)))
+                except (json.JSONDecodeError, DataError) as err:
+                    raise DataError(f"{path}:{n}: {err}") from None
+        except UnicodeDecodeError:  # a Parquet file, say
+            raise DataError(f"{path} is not text: expected a JSONL file of examples (as `prepare_data` writes); "
+                            "a dataset's own files go to --data with its --task") from None
     return out

@@ -44,7 +44,12 @@ class RewardConfig:
         return dataclasses.replace(self, math=self.math.resolve(train_planner), code=self.code.resolve(train_planner))
 
     def check(self, kinds: Iterable[str], has_teacher: bool) -> None:
-        """Fail before training when a task kind of the data weights a reward without its model."""
+        """Fail before training when a weight is negative (it would reward wrong answers or slow
+        decoding) or when a task kind of the data weights a reward without its model."""
+        for kind in ("math", "code"):
+            for name, value in dataclasses.asdict(getattr(self, kind)).items():
+                if value is not None and not 0 <= value < float("inf"):
+                    raise ConfigError(f"rewards.{kind}.{name} must be a number >= 0 (0 turns it off), got {value}")
         for kind in sorted(set(kinds)):
             weight = getattr(self, kind).distill
             if weight != 0 and not has_teacher:

@@ -76,6 +76,18 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
+def read_state(directory: Path) -> dict[str, Any]:
+    """A checkpoint's trainer_state.json ({"step", "data", "config"})."""
+    try:
+        state = json.loads((directory / STATE_FILE).read_text())
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise ValueError("no step number")
+    except ValueError as err:
+        raise CheckpointError(f"{directory / STATE_FILE} is damaged ({err}): remove {directory} to resume from "
+                              "the checkpoint before it") from None
+    return state
+
+
 def start_point(accelerator: Accelerator, name: str, stage: str, output_dir: str | Path, resume: bool,
                 config: dict[str, Any]) -> tuple[Path | None, Path | None]:
     """(finished, checkpoint) of a `stage` run with `config`: OUTPUT_DIR/final when resuming a
@@ -118,7 +130,7 @@ def resume_checkpoint(output_dir: str | Path, resume: bool, config: dict[str, An
                 raise ConfigError(f"{final} holds a finished run's model (with other settings or steps) and no "
                                   "checkpoint is kept to continue it: choose another output_dir to train again")
             return None
-        state = json.loads((latest / STATE_FILE).read_text())
+        state = read_state(latest)
         if changed := changed_settings(state.get("config", {}), config, RESUMABLE):
             raise ConfigError(f"{latest} was saved with other settings ({', '.join(changed)}); a resumed run "
                               "continues with its own: drop these flags, or choose another output_dir to start afresh")
@@ -148,7 +160,7 @@ def stopped_by_user(accelerator: Accelerator, name: str, output_dir: str | Path,
         if latest is None:
             where = "no checkpoint was saved (save_every), so a rerun starts afresh"
         else:
-            kept = json.loads((latest / STATE_FILE).read_text())["step"]
+            kept = read_state(latest)["step"]
             where = f"the newest checkpoint is {latest} (step {kept}): --resume true continues from it"
         accelerator.print(f"{name}: interrupted after step {bar.n}; {where}")
         raise
@@ -167,7 +179,7 @@ def load_checkpoint(accelerator: Accelerator, directory: Path) -> dict[str, Any]
         said = " ".join(str(err).split())  # "Error(s) in loading state_dict for ...: Missing key(s) ...": another model
         raise CheckpointError(f"{directory} does not fit this run's model ({said[:300]}): resume with the model it was "
                               "saved with, or choose another output_dir to start afresh") from None
-    return json.loads((directory / STATE_FILE).read_text())
+    return read_state(directory)
 
 
 def save_final(accelerator: Accelerator, model, tokenizer, output_dir: str | Path, record: dict[str, Any]) -> Path:

@@ -59,8 +59,10 @@ class OptimConfig:
             raise ConfigError(f"optim.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
 
 
-def check_run(steps: int, save_every: int, batch_size: int, batch_name: str = "batch_size") -> None:
-    """Clear errors, before anything loads, for a run length or batch that cannot train."""
+def check_run(steps: int, save_every: int, batch_size: int, train_size: int, batch_name: str = "batch_size") -> None:
+    """Clear errors, before anything loads, for a run length, batch or training set that cannot train."""
+    if train_size < 1:
+        raise ConfigError(f"train_size must be >= 1, got {train_size}")
     if steps < 1:  # 0 wrote an untrained model as the final one
         raise ConfigError(f"steps must be >= 1, got {steps}")
     if save_every < 0:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -113,11 +114,15 @@ class TrainConfig:
 
     def validate(self) -> None:
         check_lengths(self.gen_length, self.block_length)
-        check_run(self.steps, self.save_every, self.prompts_per_step, "prompts_per_step")
+        check_run(self.steps, self.save_every, self.prompts_per_step, self.train_size, "prompts_per_step")
         if not 0 <= self.beta < float("inf"):
             raise ConfigError(f"beta (the KL penalty's weight) must be >= 0, got {self.beta}")
         if self.num_iterations < 1:
             raise ConfigError(f"num_iterations must be >= 1, got {self.num_iterations}")
+        if not 0 <= self.onpolicy_tolerance < float("inf"):
+            raise ConfigError(f"onpolicy_tolerance must be a number >= 0, got {self.onpolicy_tolerance}")
+        if self.advantage_min_clip is not None and math.isnan(self.advantage_min_clip):
+            raise ConfigError("advantage_min_clip must be a number (leave it unset for no clip), got nan")
         if self.replay_batch_size < 0:
             raise ConfigError(f"replay_batch_size must be >= 0 (0: the whole batch), got {self.replay_batch_size}")
         if not 0 <= self.eps_low < 1 or self.eps_high < 0:  # the ratio's clip range [1 - eps_low, 1 + eps_high]

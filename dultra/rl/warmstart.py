@@ -107,7 +107,7 @@ def warmstart_loss(
 def warmstart(cfg: WarmstartConfig, accelerator: Accelerator | None = None):
     """Run the stage; returns the final checkpoint directory (base + trained head)."""
     check_lengths(cfg.gen_length, cfg.block_length)
-    check_run(cfg.steps, cfg.save_every, cfg.batch_size)
+    check_run(cfg.steps, cfg.save_every, cfg.batch_size, cfg.train_size)
     if not 0 < cfg.factor < float("inf"):  # the rule the head imitates; decoding refuses it too
         raise ConfigError(f"factor must be a finite number > 0, got {cfg.factor}")
     accelerator = accelerator or Accelerator()

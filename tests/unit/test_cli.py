@@ -111,6 +111,34 @@ def test_unknown_strategy_is_refused_by_the_parser(capsys):
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
+def test_a_malformed_pair_flag_says_what_it_expects(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--optim.betas", "a,b"])
+    assert exit_info.value.code == 2
+    assert "argument --optim.betas: expected numbers separated by commas, such as 0.9,0.99; got 'a,b'" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "--config", "{tmp}", "--strategies", "threshold:tau=0.9"], "config file {tmp} is a directory"),
+    (["eval", "--model", "tiny", "--task", "synthetic-math", "--limit", "2", "--gen-length", "16", "--block-length",
+      "16", "--strategies", "threshold:tau=0.9,threshold:tau=0.90", "--output-dir", "{tmp}/ev"],
+     "strategies given twice: threshold:tau=0.9 (the same settings, maybe written differently)"),
+    (["eval", "--model", "tiny", "--task", "synthetic-math", "--limit", "2", "--examples", "{tmp}/test.parquet",
+      "--gen-length", "16", "--block-length", "16", "--output-dir", "{tmp}/ev"],
+     "{tmp}/test.parquet is not text: expected a JSONL file of examples"),
+    (["train", "--model", "tiny", "--rewards.math.steps", "-1", "--output-dir", "{tmp}/t"],
+     "rewards.math.steps must be a number >= 0 (0 turns it off), got -1.0"),
+    (["schedule", "list", "--host", "http://127.0.0.1:9", "--timeout", "nan"],
+     "--timeout nan: must be a positive number of seconds"),
+])
+def test_more_user_mistakes_are_one_line_errors(capsys, tmp_path, argv, message):
+    (tmp_path / "test.parquet").write_bytes(b"PAR1\x88\x00\xff")
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dultra: error: ") and err.count("\n") == 1 and message.format(tmp=tmp_path) in err
+
+
 @pytest.mark.parametrize("argv, usage, message", [
     (["pretrain", "--group-size", "4"], "usage: dultra pretrain",
      "dultra pretrain: error: unrecognized arguments: --group-size 4 (--group-size is an option of dultra train)"),

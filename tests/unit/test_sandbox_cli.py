@@ -37,6 +37,12 @@ def test_missing_file_is_one_line_and_exit_2(tmp_path, capsys):
     assert err.startswith("dultra: error: cannot read program") and err.count("\n") == 1
 
 
+def test_a_binary_program_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "prog.pyc").write_bytes(b"\x88\x00\xff compiled")
+    assert main(["sandbox", "run", str(tmp_path / "prog.pyc")]) == 2
+    assert f"dultra: error: program {tmp_path / 'prog.pyc'} is not UTF-8 text" in capsys.readouterr().err
+
+
 def test_bad_timeout_is_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "sol.py").write_text("x = 1\n")
     assert main(["sandbox", "run", str(tmp_path / "sol.py"), "--timeout", "1e9"]) == 2

@@ -459,6 +459,9 @@ def test_an_unreachable_sandbox_fails_before_training(checkpoint, tmp_path):
     ({"save_every": -1}, "save_every must be >= 0"),
     ({"prompts_per_step": 0}, "prompts_per_step must be >= 1, got 0"),
     ({"beta": -1.0}, "beta .* must be >= 0"),
+    ({"train_size": -5}, "train_size must be >= 1, got -5"),  # said "limit must be >= 0"
+    ({"onpolicy_tolerance": -1.0}, "onpolicy_tolerance must be a number >= 0"),  # failed after the first rollout
+    ({"advantage_min_clip": float("nan")}, "advantage_min_clip must be a number"),  # was silently no clip
 ])
 def test_settings_the_trainer_refuses(checkpoint, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -516,6 +519,14 @@ def _earlier_run(out):
     step.mkdir(parents=True)
     (step / "trainer_state.json").write_text('{"step": 100, "data": {}}')
     return step
+
+
+@pytest.mark.parametrize("text", ["{bad", "[]", '{"data": {}}'])
+def test_a_damaged_trainer_state_is_one_clear_error(tmp_path, text):
+    step = _earlier_run(tmp_path)
+    (step / "trainer_state.json").write_text(text)
+    with pytest.raises(CheckpointError, match=r"step-00000100/trainer_state.json is damaged .* remove "):
+        GRPOTrainer(_grpo(tmp_path / "not-loaded", tmp_path, resume=True))
 
 
 def test_a_fresh_run_refuses_an_output_dir_with_checkpoints(checkpoint, tmp_path):

@@ -235,4 +235,3 @@ def prune_resume_state(workdir: str | Path) -> int:
             freed += sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
             shutil.rmtree(root)
     return freed
-

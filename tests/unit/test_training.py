@@ -353,9 +353,21 @@ def test_cache_settings_the_trainer_refuses(checkpoint, tmp_path, overrides, mes
         _grpo(checkpoint, tmp_path, **overrides).validate()
 
 
-def test_replay_that_disagrees_with_the_rollout_stops_the_run(checkpoint, tmp_path):
-    with pytest.raises(OffPolicyError):
-        GRPOTrainer(_grpo(checkpoint, tmp_path, steps=1, onpolicy_tolerance=-1.0)).train()
+def test_replay_that_disagrees_with_the_rollout_stops_the_run(checkpoint, tmp_path, monkeypatch):
+    import dultra.rl.trainer as trainer_module
+
+    sample = trainer_module.rollout
+
+    def then_weights_change(policy, *args, **kwargs):
+        out = sample(policy, *args, **kwargs)
+        with torch.no_grad():  # the replayed policy is no longer the one that sampled
+            for p in policy.parameters():
+                p.add_(0.5)
+        return out
+
+    monkeypatch.setattr(trainer_module, "rollout", then_weights_change)
+    with pytest.raises(OffPolicyError, match="differs from the rollout by .* > onpolicy_tolerance 0.001"):
+        GRPOTrainer(_grpo(checkpoint, tmp_path, steps=1)).train()
 
 
 def test_grpo_needs_a_planner_head(tmp_path, tiny_tokenizer):

@@ -86,6 +86,16 @@ def test_planner_lr_applies_to_the_head_only(checkpoint, tmp_path):
     assert {g["lr"] for g in trainer.optimizer.param_groups} == {1e-3}
 
 
+def _assert_same_run(straight, resumed, steps):
+    """An interrupted and resumed run logged the uninterrupted one's metrics and ended with its weights."""
+    a_rows, b_rows = read_metrics(straight), read_metrics(resumed)
+    assert [r["step"] for r in b_rows] == list(range(1, steps + 1))
+    for a, b in zip(a_rows, b_rows, strict=True):
+        assert {k: v for k, v in a.items() if not k.startswith("seconds")} == \
+               {k: v for k, v in b.items() if not k.startswith("seconds")}
+    assert _changed(load_model(straight / "final").state_dict(), resumed / "final") == set()
+
+
 def test_grpo_resume_matches_an_uninterrupted_run(checkpoint, tmp_path, capsys):
     GRPOTrainer(_grpo(checkpoint, tmp_path / "straight", steps=4)).train()
     cfg = _grpo(checkpoint, tmp_path / "resumed", steps=4, save_every=2)
@@ -104,12 +114,7 @@ def test_grpo_resume_matches_an_uninterrupted_run(checkpoint, tmp_path, capsys):
     assert f"train: interrupted after step 3; the newest checkpoint is {tmp_path / 'resumed' / 'checkpoints'}" \
            "/step-00000002 (step 2): --resume true continues from it" in said
     GRPOTrainer(replace(cfg, resume=True)).train()  # as a fresh process would, with --resume
-    straight, resumed = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
-    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
-    for a, b in zip(straight, resumed, strict=True):
-        assert {k: v for k, v in a.items() if not k.startswith("seconds")} == \
-               {k: v for k, v in b.items() if not k.startswith("seconds")}
-    assert _changed(load_model(tmp_path / "straight" / "final").state_dict(), tmp_path / "resumed" / "final") == set()
+    _assert_same_run(tmp_path / "straight", tmp_path / "resumed", steps=4)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -140,12 +145,7 @@ def test_a_signal_during_a_step_finishes_it_saves_it_and_the_resume_matches(chec
     assert f"train: interrupted after step 2; the newest checkpoint is {tmp_path / 'resumed' / 'checkpoints'}" \
            "/step-00000002 (step 2)" in said.out
     GRPOTrainer(replace(cfg, resume=True)).train()
-    straight, resumed = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
-    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
-    for a, b in zip(straight, resumed, strict=True):
-        assert {k: v for k, v in a.items() if not k.startswith("seconds")} == \
-               {k: v for k, v in b.items() if not k.startswith("seconds")}
-    assert _changed(load_model(tmp_path / "straight" / "final").state_dict(), tmp_path / "resumed" / "final") == set()
+    _assert_same_run(tmp_path / "straight", tmp_path / "resumed", steps=4)
 
 
 def test_a_second_signal_stops_at_once_without_a_checkpoint(checkpoint, tmp_path, capsys):

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,9 +150,9 @@ def resume_checkpoint(output_dir: str | Path, resume: bool, config: dict[str, An
 
 
 @contextlib.contextmanager
-def stopped_by_user(accelerator: Accelerator, name: str, output_dir: str | Path, bar):
-    """On Ctrl-C in the training loop: how far it got (`bar.n` steps done), the newest
-    checkpoint and how to go on; then the interrupt goes on up."""
+def stopped_by_user(accelerator: Accelerator, name: str, output_dir: str | Path, bar, done: Callable[[], int]):
+    """On Ctrl-C in the training loop: how far it got (done() steps), the newest checkpoint
+    and how to go on; then the interrupt goes on up."""
     try:
         yield
     except KeyboardInterrupt:
@@ -162,7 +163,7 @@ def stopped_by_user(accelerator: Accelerator, name: str, output_dir: str | Path,
         else:
             kept = read_state(latest)["step"]
             where = f"the newest checkpoint is {latest} (step {kept}): --resume true continues from it"
-        accelerator.print(f"{name}: interrupted after step {bar.n}; {where}")
+        accelerator.print(f"{name}: interrupted after step {done()}; {where}")
         raise
 
 

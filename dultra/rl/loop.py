@@ -44,18 +44,23 @@ def run_steps(accelerator: Accelerator, name: str, stage: str, cfg, stream: Exam
     accelerator.print(f"{name}: config {config}")
     bar = progress(range(start, cfg.steps), desc=stage, total=cfg.steps, initial=start, unit="step",
                    enabled=accelerator.is_local_main_process)
-    with stopped_by_user(accelerator, name, cfg.output_dir, bar), \
+    done = start
+    with stopped_by_user(accelerator, name, cfg.output_dir, bar, lambda: done), \
             graceful_stop(name, announce=accelerator.is_main_process) as stop:
         for step in bar:
             metrics = step_fn(step)
-            logger.log(step + 1, metrics)
+            done = step + 1
+            logger.log(done, metrics)
             bar.set_postfix(**shown(metrics))
-            stopping = stop.agreed(accelerator)  # Ctrl-C or SIGTERM during the step: keep it, then stop
-            if stopping or checkpoint_due(step + 1, cfg.save_every, cfg.steps):
-                save_checkpoint(accelerator, cfg.output_dir, step + 1, {"data": stream.state(), "config": config})
+            # Ctrl-C or SIGTERM during the step: keep it, then stop. After the last step the run
+            # finishes instead (its final model is all a resume would write).
+            stopping = done < cfg.steps and stop.agreed(accelerator)  # the signal's number, or 0
+            if stopping or checkpoint_due(done, cfg.save_every, cfg.steps):
+                save_checkpoint(accelerator, cfg.output_dir, done, {"data": stream.state(), "config": config})
+                # A signal during the save stops here too, not a step later.
+                stopping = stopping or (done < cfg.steps and stop.agreed(accelerator))
             if stopping:
-                bar.update(1)  # this step is done and saved
                 raise stop_exception(stopping)
-    logger.close()
-    return save_final(accelerator, model, tokenizer, cfg.output_dir,
-                      {"stage": stage, "steps": cfg.steps, "config": config})
+        logger.close()
+        return save_final(accelerator, model, tokenizer, cfg.output_dir,
+                          {"stage": stage, "steps": cfg.steps, "config": config})

@@ -119,7 +119,7 @@ class TrainConfig:
             raise ConfigError(f"beta (the KL penalty's weight) must be >= 0, got {self.beta}")
         if self.num_iterations < 1:
             raise ConfigError(f"num_iterations must be >= 1, got {self.num_iterations}")
-        if not 0 <= self.onpolicy_tolerance < float("inf"):
+        if not self.onpolicy_tolerance >= 0:  # inf: no check
             raise ConfigError(f"onpolicy_tolerance must be a number >= 0, got {self.onpolicy_tolerance}")
         if self.advantage_min_clip is not None and math.isnan(self.advantage_min_clip):
             raise ConfigError("advantage_min_clip must be a number (leave it unset for no clip), got nan")

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 from dataclasses import replace
 
 import pytest
@@ -117,12 +118,14 @@ def test_grpo_resume_matches_an_uninterrupted_run(checkpoint, tmp_path, capsys):
     _assert_same_run(tmp_path / "straight", tmp_path / "resumed", steps=4)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_during_a_step_finishes_it_saves_it_and_the_resume_matches(checkpoint, tmp_path, capsys, signum):
+@pytest.mark.parametrize("signum, tty", [(signal.SIGTERM, False), (signal.SIGINT, True)])  # tty: a tqdm bar
+def test_a_signal_during_a_step_finishes_it_saves_it_and_the_resume_matches(checkpoint, tmp_path, capsys, monkeypatch,
+                                                                             signum, tty):
     # No periodic checkpoints (save_every=0): all a stop keeps is what it saves itself.
     GRPOTrainer(_grpo(checkpoint, tmp_path / "straight", steps=4)).train()
     cfg = _grpo(checkpoint, tmp_path / "resumed", steps=4)
     trainer = GRPOTrainer(cfg)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
     real = trainer.train_step
 
     def signalled_in_step_2(step):
@@ -146,6 +149,21 @@ def test_a_signal_during_a_step_finishes_it_saves_it_and_the_resume_matches(chec
            "/step-00000002 (step 2)" in said.out
     GRPOTrainer(replace(cfg, resume=True)).train()
     _assert_same_run(tmp_path / "straight", tmp_path / "resumed", steps=4)
+
+
+def test_a_signal_in_the_last_step_lets_the_run_finish(checkpoint, tmp_path, capsys):
+    trainer = GRPOTrainer(_grpo(checkpoint, tmp_path, steps=2))
+    real = trainer.train_step
+
+    def interrupted_in_the_last_step(step):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(step)
+
+    trainer.train_step = interrupted_in_the_last_step
+    final = trainer.train()  # no interrupt: only the final model was left to save
+    assert json.loads((final / "dultra_training.json").read_text())["steps"] == 2
+    assert not (tmp_path / "checkpoints").exists() and "interrupted" not in capsys.readouterr().out
 
 
 def test_a_second_signal_stops_at_once_without_a_checkpoint(checkpoint, tmp_path, capsys):

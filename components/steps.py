@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,11 +157,27 @@ def run_stage(stage: str, config: str, overrides: dict[str, Any], workdir: str,
                                   accelerate_config=launcher.accelerate_config, recreate_failed=True,
                                   **(launcher.trainjob or {})))
     elif launcher.gpus_per_node > 1:
-        subprocess.run(launcher.local_command([stage, "--config", str(config_path), *to_flags(settings)]), check=True)
+        run_forwarding_sigterm(launcher.local_command([stage, "--config", str(config_path), *to_flags(settings)]))
     else:
         config_cls, entry = training_stage(stage)
         entry(load_config(config_cls, config_path, section=stage, overrides=settings))
     return Path(workdir) / stage / "final"
+
+
+def run_forwarding_sigterm(command: list[str]) -> None:
+    """Run `command`, passing on a SIGTERM this step gets (Kubernetes stopping the pod) so that
+    its training processes save a checkpoint before they stop. Ctrl-C reaches them already,
+    through the terminal's process group: forwarding it too would count as a second Ctrl-C."""
+    child = subprocess.Popen(command)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum)) \
+        if threading.current_thread() is threading.main_thread() else None
+    try:
+        code = child.wait()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if code:
+        raise subprocess.CalledProcessError(code, command)
 
 
 def given(**settings: int | float | str) -> dict[str, Any]:

@@ -64,6 +64,9 @@ def load_teacher(
         if not is_hub_id(str(name_or_path)):
             raise CheckpointError(f"the teacher {name_or_path} is neither a directory nor a Hub id (owner/name)")
         path = hub_checkpoint(str(name_or_path))
+        if not any(path.glob("*.safetensors")):  # hub_checkpoint fetches no pickled weights
+            raise CheckpointError(f"the teacher {name_or_path} has no safetensors weights on the Hub (pickled .bin "
+                                  "files are not downloaded): give a local directory, or a repository with safetensors")
     check_tokenizer_files(path, "the teacher")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)

@@ -193,3 +193,20 @@ def test_a_mistyped_local_path_is_not_looked_up_on_the_hub(hub, tiny_dir, tmp_pa
 ])
 def test_what_counts_as_a_hub_id(name, hub_id):
     assert is_hub_id(name) is hub_id
+
+
+def test_a_hub_teacher_with_only_pickled_weights_is_refused_in_one_line(tiny_dir, tmp_path):
+    files = {p.name: p.read_bytes() for p in tiny_dir.iterdir() if p.is_file() and p.suffix != ".safetensors"}
+    files["pytorch_model.bin"] = b"a pickle loading must never fetch"
+    server = MiniHub(files)
+    try:
+        env = os.environ | {"HF_ENDPOINT": server.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
+        code = (f"from dultra.rewards import load_teacher\n"
+                f"try:\n    load_teacher({REPO!r})\nexcept Exception as err:\n    print(type(err).__name__, err)\n")
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.stdout.startswith(f"CheckpointError the teacher {REPO} has no safetensors weights on the Hub"), \
+        run.stdout + run.stderr
+    assert not any(p.endswith("pytorch_model.bin") for p in server.requests)

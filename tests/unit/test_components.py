@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
 import pytest
 import yaml
 from accelerate.commands.launch import launch_command_parser
@@ -18,6 +25,7 @@ from components.steps import (
     prepare_data,
     prune_resume_state,
     resolve_config,
+    run_forwarding_sigterm,
     workdir,
     write_reference,
 )
@@ -132,4 +140,26 @@ def test_publishing_prunes_only_the_resumable_checkpoints(tmp_path):
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert left == ["eval/report.json", "train/final/model.safetensors", "train/metrics.jsonl"]
     assert prune_resume_state(tmp_path) == 0 and prune_resume_state(tmp_path / "absent") == 0
+
+
+def test_a_multi_gpu_step_passes_sigterm_on_to_its_launcher(tmp_path):
+    child = (f"import pathlib, signal, sys, time\n"
+             f"def save(signum, frame):\n"
+             f"    pathlib.Path({str(tmp_path / 'saved')!r}).write_text(str(signum)); sys.exit(143)\n"
+             f"signal.signal(signal.SIGTERM, save)\n"
+             f"pathlib.Path({str(tmp_path / 'ready')!r}).write_text('')\n"
+             f"time.sleep(60)\n")
+
+    def terminate_when_ready():  # as Kubernetes stopping the step's pod
+        while not (tmp_path / "ready").exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_when_ready, daemon=True).start()
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        run_forwarding_sigterm([sys.executable, "-c", child])
+    assert err.value.returncode == 143 and (tmp_path / "saved").read_text() == str(int(signal.SIGTERM))
+    assert signal.getsignal(signal.SIGTERM) is previous
+    run_forwarding_sigterm([sys.executable, "-c", "pass"])  # a step that succeeds raises nothing
 

@@ -118,6 +118,20 @@ def test_grpo_resume_matches_an_uninterrupted_run(checkpoint, tmp_path, capsys):
     _assert_same_run(tmp_path / "straight", tmp_path / "resumed", steps=4)
 
 
+def _signalled(trainer, in_step: int, *signals: int) -> None:
+    """Send `signals` to this process while `trainer` runs step `in_step` (0-based), as
+    Kubernetes preempting the pod or Ctrl-C would."""
+    real = trainer.train_step
+
+    def step_fn(step):
+        if step == in_step:
+            for signum in signals:
+                os.kill(os.getpid(), signum)
+        return real(step)
+
+    trainer.train_step = step_fn
+
+
 @pytest.mark.parametrize("signum, tty", [(signal.SIGTERM, False), (signal.SIGINT, True)])  # tty: a tqdm bar
 def test_a_signal_during_a_step_finishes_it_saves_it_and_the_resume_matches(checkpoint, tmp_path, capsys, monkeypatch,
                                                                              signum, tty):
@@ -126,14 +140,7 @@ def test_a_signal_during_a_step_finishes_it_saves_it_and_the_resume_matches(chec
     cfg = _grpo(checkpoint, tmp_path / "resumed", steps=4)
     trainer = GRPOTrainer(cfg)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
-    real = trainer.train_step
-
-    def signalled_in_step_2(step):
-        if step == 1:
-            os.kill(os.getpid(), signum)  # as Kubernetes preempting the pod, or Ctrl-C
-        return real(step)
-
-    trainer.train_step = signalled_in_step_2
+    _signalled(trainer, 1, signum)
     previous = signal.signal(signal.SIGTERM, raise_terminated)  # as `dultra train` runs
     try:
         with pytest.raises(Terminated if signum == signal.SIGTERM else KeyboardInterrupt):
@@ -153,14 +160,7 @@ def test_a_signal_during_a_step_finishes_it_saves_it_and_the_resume_matches(chec
 
 def test_a_signal_in_the_last_step_lets_the_run_finish(checkpoint, tmp_path, capsys):
     trainer = GRPOTrainer(_grpo(checkpoint, tmp_path, steps=2))
-    real = trainer.train_step
-
-    def interrupted_in_the_last_step(step):
-        if step == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(step)
-
-    trainer.train_step = interrupted_in_the_last_step
+    _signalled(trainer, 1, signal.SIGINT)
     final = trainer.train()  # no interrupt: only the final model was left to save
     assert json.loads((final / "dultra_training.json").read_text())["steps"] == 2
     assert not (tmp_path / "checkpoints").exists() and "interrupted" not in capsys.readouterr().out
@@ -168,15 +168,7 @@ def test_a_signal_in_the_last_step_lets_the_run_finish(checkpoint, tmp_path, cap
 
 def test_a_second_signal_stops_at_once_without_a_checkpoint(checkpoint, tmp_path, capsys):
     trainer = GRPOTrainer(_grpo(checkpoint, tmp_path, steps=4))
-    real = trainer.train_step
-
-    def interrupted_twice_in_step_2(step):
-        if step == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(step)
-
-    trainer.train_step = interrupted_twice_in_step_2
+    _signalled(trainer, 1, signal.SIGINT, signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     assert "interrupted after step 1; no checkpoint was saved" in capsys.readouterr().out

@@ -246,9 +246,8 @@ def prune_resume_state(workdir: str | Path) -> int:
     evaluation stay. Returns the bytes freed."""
     from dultra.rl.checkpoint import checkpoint_root
 
-    freed, work = 0, Path(workdir)
-    for stage in sorted(p for p in work.iterdir() if p.is_dir()) if work.is_dir() else ():
-        root = checkpoint_root(stage)
+    freed = 0
+    for root in (checkpoint_root(stage) for stage in Path(workdir).glob("*")):
         if root.is_dir():
             freed += sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
             shutil.rmtree(root)

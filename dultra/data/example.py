@@ -138,17 +138,17 @@ def read_examples(path: str | Path) -> list[Example]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no examples file at {path}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:  # a Parquet file, say
+        raise DataError(f"{path} is not text: expected a JSONL file of examples (as `prepare_data` writes); "
+                        "a dataset's own files go to --data with its --task") from None
     out = []
-    with path.open(encoding="utf-8") as f:
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    out.append(Example.from_dict(json.loads(line)))
-                except (json.JSONDecodeError, DataError) as err:
-                    raise DataError(f"{path}:{n}: {err}") from None
-        except UnicodeDecodeError:  # a Parquet file, say
-            raise DataError(f"{path} is not text: expected a JSONL file of examples (as `prepare_data` writes); "
-                            "a dataset's own files go to --data with its --task") from None
+            out.append(Example.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, DataError) as err:
+            raise DataError(f"{path}:{n}: {err}") from None
     return out

@@ -121,14 +121,11 @@ def lengths_for(model: str | Path, gen_length: int | None, block_length: int | N
     was trained with by dultra (its planner only ever saw those), else its `defaults` value
     (DecodeConfig's). note says which lengths came from the training record (None: none)."""
     trained = trained_lengths(model)
-    if trained is None:
-        return (defaults[0] if gen_length is None else gen_length,
-                defaults[1] if block_length is None else block_length, None)
+    gen, block = trained or defaults
     filled = [f"{name} {value}" for name, given, value in
-              (("gen_length", gen_length, trained[0]), ("block_length", block_length, trained[1])) if given is None]
-    note = f"{' and '.join(filled)} as {model} was trained" if filled else None
-    return (trained[0] if gen_length is None else gen_length, trained[1] if block_length is None else block_length,
-            note)
+              (("gen_length", gen_length, gen), ("block_length", block_length, block)) if given is None]
+    note = f"{' and '.join(filled)} as {model} was trained" if trained and filled else None
+    return (gen if gen_length is None else gen_length, block if block_length is None else block_length, note)
 
 
 def check_settings(config: DecodeConfig, strategy: Strategy) -> None:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import platform
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,7 +187,7 @@ def run_evaluation(cfg: EvalConfig) -> dict:
     specs = [parse_strategy(s) for s in split_strategies(cfg.strategies, cfg.gen_length)]
     if not specs:
         raise ConfigError("no strategies to evaluate")
-    if repeated := sorted({s.spec() for s in specs if [t.spec() for t in specs].count(s.spec()) > 1}):
+    if repeated := sorted(spec for spec, n in Counter(s.spec() for s in specs).items() if n > 1):
         raise ConfigError(f"strategies given twice: {', '.join(repeated)} (the same settings, maybe written "
                           "differently): each is evaluated once")
     decode = DecodeConfig(gen_length=cfg.gen_length, block_length=cfg.block_length, seed=cfg.seed, cache=cfg.cache,

@@ -51,12 +51,11 @@ def list_runs(uri: str | S3Location, *, options: S3Options | None = None, client
                  for page in client.get_paginator("list_objects_v2").paginate(
                      Bucket=base.bucket, Prefix=prefix, Delimiter="/")
                  for p in page.get("CommonPrefixes", [])]
+    pointer, broken = None, None
     try:
         pointer = read_pointer(client, base)
     except IntegrityError as err:  # still list the runs: their ids are how to pull one now
-        pointer, broken = None, RunInfo(POINTER_NAME, base.uri(POINTER_NAME), INVALID, False, problem=str(err))
-    else:
-        broken = None
+        broken = RunInfo(POINTER_NAME, base.uri(POINTER_NAME), INVALID, False, problem=str(err))
     latest = pointer[0].run_id if pointer else None
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         runs = list(pool.map(lambda name: _inspect(client, base, name, name == latest), names))

@@ -16,6 +16,7 @@ compares with its figures; the format reward asks for more, a closed block (`has
 
 from __future__ import annotations
 
+import math
 import re
 import textwrap
 
@@ -24,12 +25,18 @@ _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|```)
 _OPEN_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[^\n]*\n")
 NUMBER = r"[+-]?\d+(?:,\d{3})*(?:\.\d+)?"  # "72", "-1,000.5"
 # A number as graders read one, once LaTeX dressing is gone ("\text{5 hours}", "30^\circ",
-# "\$1.25", "25\%", "1,\!000"): "(25)", "x = 25", "72 dollars", "12 inches^2". An expression
-# around it ("7 - 2", "|5|", "3 = 5", "2, 3", "5x") does not match.
+# "\$1.25", "25\%", "1,\!000", "18~\mathrm{km/h}"): "(25)", "x = 25", "- 5", "72 dollars",
+# "12 inches^2", and a fraction in lowest terms ("\frac{3}{2}", "\frac54", "-1/2"). An
+# expression around it ("7 - 2", "|5|", "3 = 5", "2, 3", "5x", "2^{10}", "\frac{50}{2}") does
+# not match: it leaves work undone.
 _UNWRAP = re.compile(r"\\(?:text|mbox|mathrm|textbf|mathbf)\s*\{([^{}]*)\}")
-_DRESSING = re.compile(r"\\[!,;: ]|\^\s*\{?\s*\\circ\s*\}?|\\?[$%]")
+_DRESSING = re.compile(r"\\[!,;: ]|~|\^\s*\{?\s*\\circ\s*\}?|\\?[$%]")
+_UNSIGNED = r"\d+(?:,\d{3})*(?:\.\d+)?|\.\d+"  # NUMBER without its sign, or ".5"
+_FRACTION = (r"\\[dt]?frac\s*(?:\{\s*(?P<num>\d+)\s*\}|(?P<num1>\d))\s*(?:\{\s*(?P<den>\d+)\s*\}|(?P<den1>\d))"
+             r"|(?P<num2>\d+)\s*/\s*(?P<den2>\d+)")
 _PLAIN_NUMBER = re.compile(
-    rf"(?:[A-Za-z]\s*=\s*)?\(?\s*({NUMBER}|[+-]?\.\d+)\s*\)?(?:\s+[A-Za-z][A-Za-z .]*(?:\^\{{?\d\}}?)?)?\.?"
+    rf"(?:[A-Za-z]\s*=\s*)?\(?\s*(?P<sign>[+-]?)\s*(?:(?P<number>{_UNSIGNED})|{_FRACTION})\s*\)?"
+    r"(?:\s+[A-Za-z][A-Za-z ./]*(?:\^\{?\d\}?)?)?\.?"
 )
 
 
@@ -65,11 +72,19 @@ def extract_answer(text: str) -> str | None:
 
 
 def plain_number(answer: str) -> str | None:
-    """"72 dollars", "\\text{5 hours}", "$18.", "25%", "30^\\circ", "x = 25" -> the number; None
-    unless the answer is one number so dressed (so "3\\sqrt{2}", "2, 3" or "7 - 2" give None)."""
+    """"72 dollars", "\\text{5 hours}", "$18.", "25%", "30^\\circ", "x = 25" -> the number, and
+    "\\frac{3}{2}" -> "3/2"; None unless the answer is one number so dressed (so "3\\sqrt{2}",
+    "2, 3", "7 - 2" or "\\frac{50}{2}" give None)."""
     bare = _DRESSING.sub("", _UNWRAP.sub(r" \1 ", answer))
     match = _PLAIN_NUMBER.fullmatch(bare.strip())
-    return match and match.group(1).lstrip("+")
+    if not match:
+        return None
+    found = match.groupdict()
+    sign = "-" if found["sign"] == "-" else ""
+    if found["number"]:
+        return sign + found["number"]
+    num, den = (int(next(filter(None, (found[k + s] for s in ("", "1", "2"))))) for k in ("num", "den"))
+    return f"{sign}{num}/{den}" if den > 1 and math.gcd(num, den) == 1 else None
 
 
 def closed_blocks(text: str) -> list[str]:

@@ -6,9 +6,10 @@ The completion's answer is the last \\boxed{...}, else the text after the last `
 (dultra.data.answers); a trailing period is dropped ("#### 16." reads as 16), and a number
 followed only by words also counts as the number ("72 dollars", \\text{5 hours}). A
 completion without either scores 0.0. A reference that is a number (GSM8K, the synthetic
-tasks) takes only a number, as GSM8K graders do: math-verify would evaluate "7 - 2" or a
-copy of the prompt, so a policy could score without computing the last steps
-(`plain_number` says what counts). Both sides are parsed by math-verify as the
+tasks) takes only a number, or a fraction in lowest terms ("\\frac{3}{2}" for 1.5), as
+GSM8K graders do: math-verify would evaluate "7 - 2", "\\frac{50}{2}" or a copy of the
+prompt, so a policy could score without computing the last steps (`plain_number` says what
+counts). Both sides are parsed by math-verify as the
 argument of a \\boxed{}, so GSM8K integers ("1,000" = "1000"), MATH500 LaTeX
 (\\frac{1}{2} = 0.5 = 1/2, \\left( 3, \\frac{\\pi}{2} \\right), 10\\%, \\text{(C)}) and
 plain expressions (against a reference that is not a number) compare by value. A reference answer that math-verify cannot parse gives

@@ -61,6 +61,13 @@ def test_gsm8k_wrong_and_malformed_score_zero(gsm8k):
     ("1000", "\\boxed{1,\\!000}"),
     ("5", "\\boxed{5\\,\\text{cm}}"),
     ("1.25", "\\boxed{\\$1.25}"),
+    ("-5", "\\boxed{- 5}"),
+    ("18", "\\boxed{18 \\text{ km/h}}"),
+    ("18", "\\boxed{18 \\mathrm{~cm}}"),
+    ("1.5", "\\boxed{\\frac{3}{2}}"),                          # a fraction in lowest terms is a number
+    ("1.25", "\\boxed{\\frac54}"),
+    ("-0.5", "\\boxed{-\\dfrac{1}{2}}"),
+    ("0.5", "#### 1/2 cup"),
 ])
 def test_equivalent_forms_are_correct(reference, completion):
     assert math_correct_reward([completion], answer=[reference]) == [1.0]
@@ -78,7 +85,11 @@ def test_equivalent_forms_are_correct(reference, completion):
     ("5", "#### ||||7 - 6| - 6| - 4| - 6|"),                 # the synthetic prompt, copied
     ("5", "#### |5|"),
     ("5", "#### 3 = 5"),
-    ("25", "\\boxed{\\frac{50}{2}}"),
+    ("25", "\\boxed{\\frac{50}{2}}"),                          # a fraction left to simplify
+    ("25", "#### 50/2"),
+    ("2", "\\boxed{\\frac{2}{1}}"),
+    ("1024", "\\boxed{2^{10}}"),
+    ("0.5", "\\boxed{\\frac{1}{3}}"),
     ("25", "\\boxed{25^2}"),
     ("5", "#### 5x"),
 ])

@@ -11,7 +11,7 @@ import base64
 import html
 import io
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,17 +22,33 @@ from dultra.eval.aup import aup
 # short answers decoded in one or two passes inflate TPF (and AUP, nearly linear in it).
 TPF_RULE = "TPF = tokens before the first EOS / NFE, both summed over samples (mean tokens / mean NFE)"
 NFE_RULE = "NFE = model forward passes in which the sample still had masks (every step reveals >= 1 token)"
+# With a KV cache a block's first step is a full forward that refreshes the cache and decodes; later steps
+# recompute the block (dual) or the block and what follows (prefix): each is one NFE (dultra.md section 7).
+CACHE_RULE = {"prefix": "; with the prefix cache a block's first step (a full forward that refreshes the "
+                        "cache) and each partial forward over the block and what follows count one each",
+              "dual": "; with the dual cache a block's first step (a full forward that refreshes the "
+                      "cache) and each partial forward over the block count one each"}
+
+
+def nfe_rule(cache: str = "none") -> str:
+    """How this run counts NFE, cache refreshes included."""
+    return NFE_RULE + CACHE_RULE.get(cache, "")
 
 
 def summarize(records: Sequence[SampleRecord]) -> list[dict]:
-    """One row per strategy, in first-seen order: accuracy (%), NFE, TPF, speed, counts."""
+    """One row per strategy, in first-seen order: accuracy (%), NFE, TPF, speed, counts. Speed
+    (tokens/s, latency) is that of the samples decoded at `batch_size` (`timed_samples` of them)."""
     by_strategy: dict[str, list[SampleRecord]] = defaultdict(list)
     for r in records:
         by_strategy[r.strategy].append(r)
     rows = []
     for strategy, recs in by_strategy.items():
         scored = [r for r in recs if r.correct is not None]
-        seconds = sum(r.latency_s for r in recs)
+        # A resumed run may have changed --batch-size: speed comes from the most common one's samples.
+        sizes = Counter(r.batch_size for r in recs)
+        batch_size = max(sizes, key=lambda b: (sizes[b], b))
+        timed = [r for r in recs if r.batch_size == batch_size]
+        seconds = sum(r.latency_s for r in timed)
         rows.append({
             "strategy": strategy,
             "method": strategy.split(":", 1)[0],
@@ -41,9 +57,10 @@ def summarize(records: Sequence[SampleRecord]) -> list[dict]:
             "accuracy": 100.0 * sum(r.correct for r in scored) / len(scored) if scored else float("nan"),
             "nfe": sum(r.nfe for r in recs) / len(recs),
             "tpf": tokens_per_forward(recs),
-            "tokens_per_s": sum(r.tokens for r in recs) / seconds if seconds > 0 else float("nan"),
-            "latency_s": seconds / len(recs),
-            "batch_size": max(r.batch_size for r in recs),
+            "tokens_per_s": sum(r.tokens for r in timed) / seconds if seconds > 0 else float("nan"),
+            "latency_s": seconds / len(timed),
+            "batch_size": batch_size,
+            "timed_samples": len(timed),
         })
     return rows
 
@@ -153,7 +170,8 @@ def render_html(rows: Sequence[dict], methods: dict[str, dict], metadata: dict, 
         "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
         f"</head><body><h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
-        f"<p>{html.escape(NFE_RULE)}. {html.escape(TPF_RULE)}. Accuracy in % of scored samples.</p>"
+        f"<p>{html.escape(nfe_rule(metadata.get('settings', {}).get('cache', 'none')))}. {html.escape(TPF_RULE)}. "
+        "Accuracy in % of scored samples; speed over the samples decoded at batch_size.</p>"
         f"<h3>AUP per method</h3><table><tr><th>method</th><th>AUP</th></tr>{aups}</table>"
         f"<img alt='accuracy vs NFE' src='data:image/png;base64,{image}'>"
         f"<h3>Reproduce</h3><pre>{html.escape(json.dumps(metadata, indent=2))}</pre></body></html>"
@@ -167,7 +185,8 @@ def write_report(out_dir: str | Path, rows: list[dict], methods: dict, metadata:
     png = pareto_png(rows, f"{metadata.get('task', '')}: accuracy vs NFE")
     paths = {"json": out / "report.json", "png": out / "pareto.png", "html": out / "report.html"}
     paths["json"].write_text(json.dumps({"metadata": metadata, "strategies": rows, "methods": methods,
-                                         "rules": {"nfe": NFE_RULE, "tpf": TPF_RULE}}, indent=2))
+                                         "rules": {"nfe": nfe_rule(metadata.get("settings", {}).get("cache", "none")),
+                                                   "tpf": TPF_RULE}}, indent=2))
     paths["png"].write_bytes(png)
     paths["html"].write_text(render_html(rows, methods, metadata, png))
     return paths

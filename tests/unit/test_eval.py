@@ -14,8 +14,8 @@ from dultra.decoding import DecodeConfig, PlannerGreedy, Threshold
 from dultra.decoding.graphs import captured_steps
 from dultra.errors import ConfigError, DataError
 from dultra.eval import evaluate
-from dultra.eval.accuracy import COMPILED_PROMPT_MULTIPLE, _compiled_width, _scores
-from dultra.eval.report import pareto_figure
+from dultra.eval.accuracy import COMPILED_PROMPT_MULTIPLE, SampleRecord, _compiled_width, _scores
+from dultra.eval.report import nfe_rule, pareto_figure, summarize
 from dultra.eval.run import EvalConfig, EvalError, run_evaluation, split_strategies, with_lengths
 from dultra.model.loading import TRAINING_RECORD, load
 from dultra.rewards import SandboxUnavailable
@@ -97,7 +97,7 @@ def test_interrupted_run_resumes_from_its_samples(ckpt, tmp_path, monkeypatch):
     monkeypatch.setattr(run_module, "evaluate", lambda m, t, todo, *a, **k: decoded.append(len(todo)) or real(m, t, todo, *a, **k))
     resumed = run_evaluation(_eval_cfg(ckpt, tmp_path / "resumed", batch_size=3))  # batch size may change
     assert decoded == [3, 6]  # an untimed warm-up batch, then only the unfinished strategy
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "latency_s", "batch_size")}  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "latency_s", "batch_size", "timed_samples")}  # noqa: E731
                           for r in rows]
     assert strip(resumed["rows"]) == strip(whole["rows"])
     assert [r["batch_size"] for r in resumed["rows"]] == [4, 3]
@@ -163,6 +163,27 @@ def test_report_files_are_readable(ckpt, tmp_path):
     assert sampled["metadata"]["greedy"] is False  # planner-sample draws the positions it reveals
     records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert len(records) == 12 and {"id", "completion", "extracted", "correct", "nfe"} <= set(records[0])
+
+
+def test_speed_comes_from_one_batch_size_when_a_resumed_run_changed_it():
+    def record(i, batch_size, latency):
+        return SampleRecord(strategy="threshold:tau=0.9", id=str(i), completion="", extracted=None, reference="1",
+                            score=1.0, correct=True, nfe=2, tokens=10, latency_s=latency, batch_size=batch_size)
+
+    # 3 samples decoded in batches of 3 (0.1 s each), 3 of 1 after a resume (0.5 s each), 1 left over.
+    recs = [record(i, 3, 0.1) for i in range(3)] + [record(i, 1, 0.5) for i in range(3, 6)] + [record(6, 1, 0.5)]
+    (row,) = summarize(recs)
+    assert (row["batch_size"], row["timed_samples"], row["samples"]) == (1, 4, 7)
+    assert row["tokens_per_s"] == pytest.approx(20.0) and row["latency_s"] == pytest.approx(0.5)
+    assert row["nfe"] == 2 and row["accuracy"] == 100.0  # quality counts every sample
+
+
+def test_the_report_says_how_a_cache_counts_forward_passes(ckpt, tmp_path):
+    assert "refreshes" not in nfe_rule("none") and "block and what follows" in nfe_rule("prefix")
+    run_evaluation(_eval_cfg(ckpt, tmp_path, limit=2, strategies="threshold:tau=0.5", cache="dual", warmup=False))
+    rule = json.loads((tmp_path / "report.json").read_text())["rules"]["nfe"]
+    assert rule == nfe_rule("dual") and "dual cache" in rule
+    assert "dual cache" in (tmp_path / "report.html").read_text()
 
 
 def test_real_gsm8k_answers_are_judged_and_malformed_ones_are_wrong():

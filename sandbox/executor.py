@@ -17,6 +17,7 @@ import resource
 import secrets
 import select
 import signal
+import socket
 import sys
 import time
 
@@ -135,6 +136,8 @@ class Executor:
             result = self._run(request, total, start)
         except OSError as err:  # the worker could not set up or watch the run
             result = protocol.sandbox_error(f"executor: {err}", total)
+        except Exception as err:  # a bug of ours: this request is unscored, the worker lives on
+            result = protocol.sandbox_error(f"executor: {type(err).__name__}: {err}", total)
         result["duration_ms"] = round((time.monotonic() - start) * 1000, 3)
         return result
 
@@ -163,7 +166,7 @@ class Executor:
         workdir = self._workdir()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        rep_r, rep_w = os.pipe()
+        rep_r, rep_w = _report_channel()
         stdin_data = request.get("stdin")
         if stdin_data is not None:
             in_r, in_w = os.pipe()
@@ -288,7 +291,7 @@ class _Watch:
             return
         buffer += chunk
         if len(buffer) > self.cap:
-            # The report pipe is capped too: flooding it must not grow the worker.
+            # The report channel is capped too: flooding it must not grow the worker.
             self.killed_for = "output_exceeded"
 
     def _feed(self, poller) -> None:
@@ -379,7 +382,7 @@ class _Watch:
                 return res("runtime_error", "killed by SIGKILL (e.g. the kernel's OOM killer)")
             if sig == signal.SIGXFSZ:
                 return res("runtime_error", "file size limit")
-            return res("runtime_error", f"killed by signal {signal.Signals(sig).name}")
+            return res("runtime_error", f"killed by signal {_signal_name(sig)}")
         code = os.WEXITSTATUS(status)
         if self.request.get("tests") is not None:
             return res("failed", f"the program exited (status {code}) before its tests completed")
@@ -394,6 +397,25 @@ class _Watch:
         if protocol.output_digest(bytes(self.out).decode("utf-8", "replace")) == expected:
             return res("passed", n=1)
         return res("failed", "stdout differs from expected_stdout", n=0)
+
+
+def _signal_name(sig: int) -> str:
+    """"SIGSEGV"; a real-time signal (SIGRTMIN..SIGRTMAX) has no name, only its number."""
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)
+
+
+def _report_channel() -> tuple[int, int]:
+    """(worker's end, run's end) of the harness's report channel: a socket pair that carries
+    data one way only. Not a pipe: a run may reopen its fd 3 through /proc/self/fd, and a
+    reopened pipe gives the read end, where the harness's lines (and their token) pass. A
+    socket cannot be reopened that way, and its run end cannot receive."""
+    worker, run = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    worker.shutdown(socket.SHUT_WR)
+    run.shutdown(socket.SHUT_RD)
+    return worker.detach(), run.detach()
 
 
 def _parse_reports(raw: bytes, token: str) -> list[dict]:

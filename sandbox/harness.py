@@ -3,7 +3,7 @@
     (not run directly: `sandbox.executor` calls `run_harness` in the forked child)
 
 The verdict never comes from the program's stdout or exit code alone. The harness writes
-progress lines `<token><json>` to a private pipe: `loaded` after the solution's top level,
+progress lines `<token><json>` to a private one-way socket (fd 3) that it cannot read back: `loaded` after the solution's top level,
 `test` after each test snippet, `done` with the status at the end. The worker only
 believes lines carrying the per-execution token, and only calls a run `passed` when every
 test reported in, so `print("passed")`, `exit(0)` or `os._exit(0)` before the asserts
@@ -35,7 +35,7 @@ import sys
 import traceback
 from typing import NoReturn
 
-# Exit code of a harness whose report pipe was taken away from it.
+# Exit code of a harness whose report channel was taken away from it.
 _REPORT_LOST = 3
 
 

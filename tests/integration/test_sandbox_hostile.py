@@ -341,7 +341,7 @@ def test_reading_proc_of_other_processes(service):
 
 
 def test_inherited_file_descriptors(service):
-    # Only stdin/stdout/stderr and the harness's report pipe: nothing of the worker's.
+    # Only stdin/stdout/stderr and the harness's report channel: nothing of the worker's.
     _check(service, {"passed"}, """
         import os
         def is_open(fd):
@@ -352,6 +352,24 @@ def test_inherited_file_descriptors(service):
                 return False
         extra = [fd for fd in range(3, 1024) if is_open(fd)]
     """, tests=["assert extra == [3]"])
+
+
+def test_reading_the_report_channel(service):
+    # Reopened through /proc, a pipe's fd 3 gave its read end in 'process' mode: a run could
+    # take the harness's lines, token included, and forge a pass.
+    result = _check(service, {"failed"}, _WRONG + """
+import os
+try:
+    os.close(os.open("/proc/self/fd/3", os.O_RDONLY | os.O_NONBLOCK))
+    print("reopened")
+except OSError:
+    print("refused")
+try:
+    print("received", os.read(3, 100))
+except OSError:
+    print("cannot receive")
+""", tests=["assert add(1, 2) == 3"])
+    assert result["stdout"].split("\n")[:2] == ["refused", "received b''"], result
 
 
 def test_ptrace_the_worker(service):
@@ -439,6 +457,13 @@ _WRONG = "def add(a, b):\n    return a - b\n"
 def test_crash_with_ctypes(service):
     result = _check(service, {"runtime_error"}, "import ctypes\nctypes.string_at(0)\n")
     assert "SIGSEGV" in result["detail"]
+
+
+def test_killed_by_a_real_time_signal(service):
+    # It has no name in signal.Signals: judging it must not crash the worker (that unscored the run).
+    result = _check(service, {"runtime_error"}, "import os\nos.kill(os.getpid(), 40)\n",
+                    tests=["assert True"])
+    assert result["detail"] == "killed by signal 40"
 
 
 def test_recursion_error(service):

@@ -3,8 +3,9 @@
     (not run directly: `sandbox.executor` calls `run_harness` in the forked child)
 
 The verdict never comes from the program's stdout or exit code alone. The harness writes
-progress lines `<token><json>` to a private one-way socket (fd 3) that it cannot read back: `loaded` after the solution's top level,
-`test` after each test snippet, `done` with the status at the end. The worker only
+progress lines `<token><json>` to a private one-way socket (fd 3, which the run cannot read
+back): `loaded` after the solution's top level, `test` after each test snippet, `done` with
+the status at the end. The worker only
 believes lines carrying the per-execution token, and only calls a run `passed` when every
 test reported in, so `print("passed")`, `exit(0)` or `os._exit(0)` before the asserts
 cannot pass. Everything the harness calls after the solution starts (exec, compile, the

@@ -148,7 +148,14 @@ class WorkerPool:
         """Run a normalized request (see `sandbox.protocol.normalize`) on the next idle worker."""
         with self._lock:
             self._queued += 1
-        return self._threads.submit(self._run, request)
+        future = self._threads.submit(self._run, request)
+        future.add_done_callback(self._dequeue_if_cancelled)  # the server cancels what nobody awaits
+        return future
+
+    def _dequeue_if_cancelled(self, future: concurrent.futures.Future) -> None:
+        if future.cancelled():
+            with self._lock:
+                self._queued -= 1
 
     def run(self, request: dict) -> dict:
         return self.submit(request).result()

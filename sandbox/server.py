@@ -21,6 +21,8 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -31,6 +33,7 @@ from sandbox.metrics import CONTENT_TYPE, Metrics
 from sandbox.pool import WorkerPool
 
 log = logging.getLogger("sandbox")
+T = TypeVar("T")
 
 
 def create_app(config: SandboxConfig, pool: WorkerPool | None = None) -> FastAPI:
@@ -70,7 +73,8 @@ def create_app(config: SandboxConfig, pool: WorkerPool | None = None) -> FastAPI
             request = protocol.normalize(body, config)
         except protocol.RequestError as err:
             return _error(422, str(err))
-        return JSONResponse(await execute(request))
+        result = await _unless_disconnected(http, execute(request))
+        return _GONE if result is None else JSONResponse(result)
 
     @app.post("/v1/run_batch")
     async def run_batch(http: Request):
@@ -93,7 +97,8 @@ def create_app(config: SandboxConfig, pool: WorkerPool | None = None) -> FastAPI
         async def capped(request: dict) -> dict:
             return budget.take(await execute(request))
 
-        return JSONResponse({"results": await asyncio.gather(*(capped(r) for r in requests))})
+        results = await _unless_disconnected(http, asyncio.gather(*(capped(r) for r in requests)))
+        return _GONE if results is None else JSONResponse({"results": results})
 
     @app.get("/healthz")
     async def healthz():
@@ -111,6 +116,26 @@ def create_app(config: SandboxConfig, pool: WorkerPool | None = None) -> FastAPI
         return Response(state["metrics"].render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+# How often a waiting request checks that its client is still there.
+_DISCONNECT_POLL_S = 0.5
+# Sent to nobody: the client left (nginx's 499 "client closed request").
+_GONE = Response(status_code=499)
+
+
+async def _unless_disconnected(http: Request, work: Awaitable[T]) -> T | None:
+    """What `work` returns, or None once the client has disconnected. Then `work` is cancelled,
+    and with it the runs still queued: a client that timed out and retries must not leave
+    its abandoned batch in front of the retry (runs already executing finish)."""
+    task = asyncio.ensure_future(work)
+    while not (await asyncio.wait({task}, timeout=_DISCONNECT_POLL_S))[0]:
+        if await http.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return None
+    return task.result()
 
 
 async def _json(http: Request, limit: int):

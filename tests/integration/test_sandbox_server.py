@@ -167,6 +167,20 @@ def test_client_against_the_server(service):
         assert [r.status for r in results] == ["passed"] * 10
 
 
+def test_a_client_that_gives_up_takes_its_queued_runs_with_it(service):
+    # 12 runs asleep until the idle limit (2.5 s) on 4 workers: 3 waves, 7.5 s. The client waits 1 s.
+    sleepers = [{"code": "import time\ntime.sleep(100)\n", "timeout_s": 0.5} for _ in range(12)]
+    with SandboxClient(service.url, ClientConfig(read_timeout_s=1.0, retries=0)) as client:
+        with pytest.raises(SandboxUnavailable, match="ReadTimeout"):
+            client.run_batch(sleepers)
+    gave_up = time.monotonic()
+    while (stats := httpx.get(f"{service.url}/readyz").json())["queue_depth"] or stats["busy"]:
+        # Only the first wave finishes; the queued runs go (they kept the workers busy until 7.5 s).
+        assert time.monotonic() - gave_up < 3.5, stats
+        time.sleep(0.1)
+    assert run(service.url, code=ADD, tests=["assert add(1, 2) == 3"])["status"] == "passed"
+
+
 def test_client_gives_up_on_a_dead_address():
     config = ClientConfig(retries=1, backoff_s=0.0, connect_timeout_s=0.5)
     with SandboxClient(f"http://127.0.0.1:{free_port()}", config) as client:

@@ -7,12 +7,14 @@ The program is `code_prefix` followed by the completion's program: its first clo
 ```python block, else what follows an unclosed fence, else its whole text
 (dultra.data.answers.extract_code). An empty one: 0.0 without calling the runner. The runner
 raising SandboxUnavailable: None, so the sample is dropped from its group instead of
-being punished for an infrastructure failure. Identical programs for the same tests (a
+being punished for an infrastructure failure; so is a test the runner refuses to run
+(TestsRefused: a stdin over the service's size limit), with a warning. Identical programs for the same tests (a
 GRPO group at low temperature repeats itself) are run once.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from typing import Any
 
 from dultra.data.answers import extract_code
 from dultra.data.example import CodeTest
-from dultra.rewards.runner import CodeRunner, SandboxUnavailable
+from dultra.rewards.runner import CodeRunner, SandboxUnavailable, TestsRefused
 
 Tests = tuple[CodeTest, ...]
 
@@ -34,6 +36,9 @@ def _fraction(runner: CodeRunner, program: str, tests: Tests) -> float | None:
     try:
         passed, total = runner.run_tests(program, tests)
     except SandboxUnavailable:
+        return None
+    except TestsRefused as err:
+        warnings.warn(f"code reward: a sample cannot be scored: {err}", stacklevel=2)
         return None
     if total != len(tests) or not 0 <= passed <= total:
         raise ValueError(f"runner returned ({passed}, {total}) for {len(tests)} tests")

@@ -32,6 +32,7 @@ import httpx
 
 from dultra.errors import DultraError
 from dultra.rewards.runner import SandboxUnavailable as RunnerUnavailable
+from dultra.rewards.runner import TestsRefused
 
 
 class SandboxError(DultraError):
@@ -44,8 +45,9 @@ class SandboxUnavailable(SandboxError, RunnerUnavailable):
     A `dultra.rewards.runner.SandboxUnavailable`, so the code reward scores None, not 0."""
 
 
-class SandboxRequestError(SandboxError, ValueError):
-    """The service refused the request as malformed (HTTP 4xx): fix the request."""
+class SandboxRequestError(SandboxError, TestsRefused):
+    """The service refused the request as malformed (HTTP 4xx): fix the request. A
+    `dultra.rewards.runner.TestsRefused`, so the code reward scores None (with a warning)."""
 
 
 @dataclass(frozen=True)

@@ -217,6 +217,9 @@ def test_code_reward_scores_through_the_service(service):
     with SandboxClient(service.url) as client:
         scores = CodeReward(runner=client)([good, half, cheat], tests=[tests] * 3)
     assert scores == [1.0, 2 / 3, 0.0]  # exiting early passes no assert test, prints nothing
+    huge = (CodeTest("io", stdin="1\n" * 600_000, stdout="ready\n"),)  # 1.2 MB: the service refuses it
+    with SandboxClient(service.url) as client, pytest.warns(UserWarning, match="stdin is larger than"):
+        assert CodeReward(runner=client)([good, good], tests=[huge, tests]) == [None, 1.0]
 
 
 def test_threaded_programs_fit_the_memory_limit(service):

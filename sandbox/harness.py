@@ -21,9 +21,11 @@ modules (`math.isclose = ...`) are the program's semantics, and the tests see th
 Limit: the solution runs in the harness's interpreter. A program that deliberately walks
 its own stack frames or heap (sys._getframe, gc, ctypes) can find the token and forge a
 report, or read the assert tests that follow it; that is reward hacking inside one address
-space, which no in-process harness stops. I/O runs cannot be forged this way: the expected
-output never enters the process (the worker holds only its digest, `sandbox.protocol.seal`)
-and the worker compares the program's stdout with it.
+space, which no in-process harness stops. Likewise an assert compares the program's own
+objects: a returned value whose `__eq__` always says True passes `assert f(2) == 4`. I/O
+runs resist both: the expected output never enters the process (the worker holds only its
+digest, `sandbox.protocol.seal`) and the worker compares the program's stdout, as text,
+with it. Where a policy might learn such tricks, prefer I/O tests.
 """
 
 from __future__ import annotations

@@ -3,10 +3,14 @@
     from dultra.data.prompts import encode_examples
     input_ids, attention_mask = encode_examples(tokenizer, examples)   # left-padded (B, P)
 
-The benchmark tasks follow the dUltra reference's "non-thinking" setup: a system message
-asks for step-by-step reasoning with the final answer in \\boxed{} (math) or for the
-solution in one ```python block (code), and the user message is the problem. The
-synthetic tasks of the tiny default send no system message (their prompts must stay short).
+The benchmark tasks take the shape of the dUltra reference's "non-thinking" setup, in our
+own words: a system message asks for step-by-step reasoning with the final answer in
+\\boxed{} (math) or for the solution in one ```python block (code), and the user message is
+the problem. The reference's evaluation words its prompts differently (and puts the math
+instructions in the user turn), so its figures are reproduced only with its prompts: write
+them into an examples file (`Example.system` / `Example.prompt`, one JSON object a line) and
+pass `dultra eval --examples FILE`. The synthetic tasks of the tiny default send no system
+message (their prompts must stay short).
 """
 
 from __future__ import annotations

@@ -161,6 +161,10 @@ class GRPOTrainer:
         examples = load_examples(cfg.tasks, cfg.data, "train", cfg.train_size)
         kinds = sorted({ex.kind for ex in examples})
         cfg.rewards.check(set(kinds), has_teacher=cfg.teacher is not None)
+        if cfg.teacher is not None and all(getattr(cfg.rewards, kind).distill for kind in kinds) and len(kinds) > 1:
+            acc.print(f"train: warning: one teacher ({cfg.teacher}) scores the distill reward of every task kind "
+                      f"({', '.join(kinds)}); dultra.md uses a math teacher for math and a coder for code: train "
+                      "each kind on its own, or set --rewards.<kind>.distill 0 for the kinds it does not know")
         if rewards != given:
             weights = " / ".join(f"{getattr(rewards, kind).steps} ({kind})" for kind in kinds)
             acc.print(f"train: steps reward weight {weights}, the planner {'trains' if cfg.train_planner else 'is frozen'}")

@@ -590,6 +590,15 @@ def test_a_task_kind_weighting_distill_without_a_teacher_fails_before_loading(tm
         GRPOTrainer(cfg)
 
 
+def test_one_teacher_for_math_and_code_is_named_before_loading(tmp_path, capsys):
+    for tasks, warned in (("synthetic-math,synthetic-code", True), ("synthetic-math", False)):
+        cfg = _grpo(tmp_path / "not-loaded", tmp_path / tasks, tasks=tasks, teacher="./qwen-math", rewards=RewardConfig())
+        with pytest.raises(CheckpointError, match="no checkpoint directory"):  # the model, after the warning
+            GRPOTrainer(cfg)
+        said = "one teacher (./qwen-math) scores the distill reward of every task kind (code, math)"
+        assert (said in capsys.readouterr().out) == warned
+
+
 def test_resuming_on_a_changed_training_set_is_a_data_error():
     examples = generate("synthetic-math", "train", n=10)
     stream = ExampleStream(examples, batch_size=4)

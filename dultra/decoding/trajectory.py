@@ -148,13 +148,16 @@ def step_log_prob(
     model log-prob of the revealed tokens. revealed / kept: (B, N) bool, the block's masks
     revealed this step / left masked. Returns (B,):
         sum_revealed [log p + log q(x0)] + sum_kept log(1 - p)
-    using log p = logsigmoid(z), log(1 - p) = logsigmoid(-z) for accuracy near 0 and 1.
+    using log p = logsigmoid(z), log(1 - p) = logsigmoid(-z) for accuracy near 0 and 1, in
+    float32 at least (bf16 inputs are upcast: a bf16 sum over a block is off by ~0.1).
     """
-    zero = torch.zeros((), dtype=logq_x0.dtype, device=logq_x0.device)
-    total = torch.where(revealed, logq_x0, zero).sum(dim=1)
+    dtype = torch.promote_types(logq_x0.dtype, torch.float32)  # at least float32 sums
+    zero = torch.zeros((), dtype=dtype, device=logq_x0.device)
+    total = torch.where(revealed, logq_x0.to(dtype), zero).sum(dim=1)
     if planner_logits is not None:
-        total = total + torch.where(revealed, F.logsigmoid(planner_logits), zero).sum(dim=1)
-        total = total + torch.where(kept, F.logsigmoid(-planner_logits), zero).sum(dim=1)
+        z = planner_logits.to(torch.promote_types(planner_logits.dtype, dtype))
+        total = total + torch.where(revealed, F.logsigmoid(z), zero).sum(dim=1)
+        total = total + torch.where(kept, F.logsigmoid(-z), zero).sum(dim=1)
     return total
 
 

@@ -273,9 +273,11 @@ class LLaDAModelLM(PreTrainedModel):
             c = _gather_rows(c, query_index)
         f = self.norm_out_2(f, c)
         w, b = self.mask_linear.weight, self.mask_linear.bias
-        # (..., D) @ (D,): a new tensor, not a squeezed view (FSDP2 warns on a view output,
-        # since an in-place change to it would skip its backward all-gather).
-        return f.float() @ w.float()[0] + b.float()[0]
+        # A product and a sum, which autocast leaves in float32 (a matmul it would run in bf16:
+        # off by ~0.03 at |z| ~ 8; dultra.md section 2, the reference's prob.float()). A new
+        # tensor, not a squeezed view (FSDP2 warns on a view output, since an in-place change
+        # to it would skip its backward all-gather).
+        return (f.float() * w.float()[0]).sum(-1) + b.float()[0]
 
     def forward(
         self,

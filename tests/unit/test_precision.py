@@ -58,3 +58,25 @@ def test_weights_the_dtype_would_round_and_trained_weights_stay():
     store_frozen_linears(rounded, torch.bfloat16)
     assert all(w.dtype == torch.float32 for w in _base_linears(rounded))
     assert any(p.dtype == torch.bfloat16 for p in rounded.planner_parameters())
+
+
+def test_planner_logits_and_log_pi_stay_float32_under_autocast():
+    from dultra.decoding.trajectory import step_log_prob
+
+    model = small_model()
+    x = torch.randint(0, 60, (3, 12), generator=torch.Generator().manual_seed(0))
+    x[:, 6:] = MASK
+    seen = {}
+    model.norm_out_2.register_forward_hook(lambda _m, _i, out: seen.update(f=out.detach()))
+    _, planner, _ = _forward(model, x)
+    w, b = model.mask_linear.weight.detach(), model.mask_linear.bias.detach()
+    assert planner.dtype == torch.float32
+    assert torch.allclose(planner, seen["f"].float() @ w[0] + b[0], rtol=0, atol=1e-5)  # bf16: off by ~1e-2
+    z = torch.randn(2, 64, generator=torch.Generator().manual_seed(1)) * 8
+    logq = -torch.rand(2, 64, generator=torch.Generator().manual_seed(2)) * 5
+    revealed = torch.rand(2, 64, generator=torch.Generator().manual_seed(3)) < 0.3
+    exact = step_log_prob(z.double(), logq.double(), revealed, ~revealed)
+    low = step_log_prob(z.bfloat16(), logq.bfloat16(), revealed, ~revealed)
+    assert low.dtype == torch.float32 and exact.dtype == torch.float64
+    # Only the inputs' rounding is left (0.09 here), not a bf16 running sum's (0.9 and 1.8).
+    assert torch.allclose(low.double(), exact, rtol=0, atol=0.25), (low, exact)

@@ -8,8 +8,8 @@ The program is `code_prefix` followed by the completion's program: its first clo
 (dultra.data.answers.extract_code). An empty one: 0.0 without calling the runner. The runner
 raising SandboxUnavailable: None, so the sample is dropped from its group instead of
 being punished for an infrastructure failure; so is a test the runner refuses to run
-(TestsRefused: a stdin over the service's size limit), with a warning. Identical programs for the same tests (a
-GRPO group at low temperature repeats itself) are run once.
+(TestsRefused: a stdin over the service's size limit), with a warning. Identical programs
+for the same tests (a GRPO group at low temperature repeats itself) are run once.
 """
 
 from __future__ import annotations

@@ -35,7 +35,9 @@ def group_advantages(
     k = keep.view(-1, group_size).float()
     n = k.sum(dim=1, keepdim=True).clamp(min=1)
     mean = r.sum(dim=1, keepdim=True) / n
-    adv = (r - mean) * k
+    # Equal rewards give exactly 0, not the float32 rounding of their mean (~1e-7, which
+    # would replay every row of a group that carries no signal).
+    adv = torch.where(zero_spread(rewards, keep, group_size)[:, None], 0.0, (r - mean) * k)
     if scale_by_std:
         var = ((r - mean) ** 2 * k).sum(dim=1, keepdim=True) / (n - 1).clamp(min=1)
         adv = adv / (var.sqrt() + eps)
@@ -48,10 +50,11 @@ def group_advantages(
 def zero_spread(rewards: torch.Tensor, keep: torch.Tensor, group_size: int) -> torch.Tensor:
     """(N,) rewards and keep flags -> (N / group_size,) bool: the group's kept rewards are all equal
     (so all its advantages are 0; a group with fewer than two kept samples counts too)."""
-    k = keep.view(-1, group_size).float()
-    r = torch.where(keep, rewards.float(), 0.0).view(-1, group_size)
-    mean = r.sum(dim=1, keepdim=True) / k.sum(dim=1, keepdim=True).clamp(min=1)
-    return ((r - mean) * k).abs().sum(dim=1) == 0
+    k = keep.view(-1, group_size)
+    r = rewards.float().view(-1, group_size)
+    highest = torch.where(k, r, -torch.inf).amax(dim=1)
+    lowest = torch.where(k, r, torch.inf).amin(dim=1)
+    return highest <= lowest
 
 
 def sequence_log_ratio(log_probs: torch.Tensor, old_log_probs: torch.Tensor) -> torch.Tensor:

@@ -51,6 +51,14 @@ def test_equal_rewards_give_zero_advantage():
     adv = group_advantages(torch.tensor([1.0, 1.0, 1.0, 0.0, 2.0, 1.0]), torch.ones(6, dtype=torch.bool), 3, True)
     assert torch.equal(adv[:3], torch.zeros(3))
     assert adv[3] < 0 < adv[4]
+    # 1.97 twelve times: its float32 mean is one rounding step off (A ~ 1e-7 per row before).
+    # A dropped sample of another value leaves the group equal.
+    same = torch.tensor([1.97] * 12 + [0.3])
+    keep = torch.tensor([True] * 12 + [False])
+    for scale in (False, True):
+        assert torch.equal(group_advantages(same, keep, 13, scale), torch.zeros(13))
+    assert zero_spread(same, keep, 13).tolist() == [True]
+    assert zero_spread(same, torch.ones(13, dtype=torch.bool), 13).tolist() == [False]
 
 
 def test_coefficients_give_the_gradient_of_the_clipped_sequence_loss():

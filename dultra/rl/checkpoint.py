@@ -174,6 +174,12 @@ def load_checkpoint(accelerator: Accelerator, directory: Path) -> dict[str, Any]
                               "and update; it cannot be resumed: start afresh in another output_dir")
     try:
         accelerator.load_state(str(directory))
+    except ValueError as err:
+        if "parameter group" not in str(err):
+            raise
+        raise CheckpointError(f"{directory} holds optimizer state for other parameter groups than this run's ({err}); "
+                              "dultra before 2026-12-07 also decayed biases and norm gains (CHANGES.md): start "
+                              "afresh in another output_dir") from None
     except RuntimeError as err:
         if "loading state_dict" not in str(err):  # e.g. out of memory: not the user's checkpoint
             raise

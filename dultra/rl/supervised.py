@@ -11,8 +11,9 @@ run refuses an output_dir that holds checkpoints (dultra.rl.checkpoint.start_poi
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,26 @@ def check_run(steps: int, save_every: int, batch_size: int, train_size: int, bat
         raise ConfigError(f"save_every must be >= 0 (0: only the final model), got {save_every}")
     if batch_size < 1:
         raise ConfigError(f"{batch_name} must be >= 1, got {batch_size}")
+
+
+# Parameters AdamW does not decay, by name, as the Hugging Face Trainer the reference trains
+# with: biases and norm gains (attn_norm, ff_norm, the planner's AdaLN biases). ln_f's name
+# matches none of these, so it is decayed there too.
+_NO_DECAY = re.compile(r"bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.)")
+
+
+def decay_groups(named_params: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float, **group) -> list[dict]:
+    """AdamW param groups of (name, parameter) pairs: `weight_decay` on weight matrices and
+    embeddings, none on biases and norm gains (one group when weight_decay is 0, the layout
+    of checkpoints saved before this split). `group` (e.g. lr=...) goes into each; empty
+    groups are left out."""
+    named = list(named_params)
+    if weight_decay == 0:
+        groups = [{"params": [p for _, p in named], "weight_decay": 0.0}]
+    else:
+        groups = [{"params": [p for n, p in named if not _NO_DECAY.search(n)], "weight_decay": weight_decay},
+                  {"params": [p for n, p in named if _NO_DECAY.search(n)], "weight_decay": 0.0}]
+    return [{**g, **group} for g in groups if g["params"]]
 
 
 def build_optimizer(params, cfg: OptimConfig, total_steps: int):
@@ -142,8 +163,9 @@ def run_supervised(
     eos = model.config.eos_token_id
     encode_targets(tokenizer, examples, cfg.gen_length, eos)  # fail before training if any is too long
     store_frozen_weights(model, accelerator, name)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler = build_optimizer(params, cfg.optim, cfg.steps)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    optimizer, scheduler = build_optimizer(decay_groups(named, cfg.optim.weight_decay), cfg.optim, cfg.steps)
     model, optimizer, scheduler = prepare(accelerator, model, optimizer, scheduler)
     model.train()
 

@@ -58,6 +58,7 @@ from dultra.rl.supervised import (
     OptimConfig,
     build_optimizer,
     check_run,
+    decay_groups,
     prepare,
     step_seed,
     store_frozen_weights,
@@ -184,13 +185,15 @@ class GRPOTrainer:
             acc.print(f"train: warning: {too_long}")
         store_frozen_weights(model, acc, "train")
         self.reference = copy.deepcopy(model).requires_grad_(False).to(acc.device) if cfg.beta > 0 else None
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in named]
         head = {id(p) for p in model.planner_parameters()}
-        groups = [{"params": [p for p in self.params if id(p) not in head]},
-                  {"params": [p for p in self.params if id(p) in head], "lr": cfg.optim.lr if cfg.planner_lr is None else cfg.planner_lr}]
+        decay, head_lr = cfg.optim.weight_decay, cfg.optim.lr if cfg.planner_lr is None else cfg.planner_lr
+        groups = (decay_groups(((n, p) for n, p in named if id(p) not in head), decay)
+                  + decay_groups(((n, p) for n, p in named if id(p) in head), decay, lr=head_lr))
         # The schedule counts optimizer updates: num_iterations of them per step.
         updates = cfg.steps * cfg.num_iterations
-        optimizer, scheduler = build_optimizer([g for g in groups if g["params"]], cfg.optim, updates)
+        optimizer, scheduler = build_optimizer(groups, cfg.optim, updates)
         self.model, self.optimizer, self.scheduler = prepare(acc, model, optimizer, scheduler)
         self.scorer = RewardScorer(cfg.rewards, code_runner=self._code_runner(), teacher=self._teacher())
 
@@ -267,6 +270,8 @@ class GRPOTrainer:
             rows = torch.zeros(1, dtype=torch.long, device=adv.device)
         size = cfg.replay_batch_size or len(rows)
         chunks = list(rows.split(size))
+        # Per sample and generated position. The reference's loss is twice this (each half of a
+        # device batch over the half's size, halves summed): the 8B configs halve grad_clip to match.
         norm = adv.numel() * cfg.gen_length
         subs = [traj.select(c) for c in chunks]
         with acc.autocast():  # the reference computes as the policy, whose forward accelerate wraps

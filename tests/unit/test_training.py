@@ -30,7 +30,7 @@ from dultra.rl.grpo import clipped_objective, kl_penalty, sequence_log_ratio
 from dultra.rl.logger import MetricsLogger, read_metrics
 from dultra.rl.pretrain import PretrainConfig, masked_diffusion_loss, pretrain
 from dultra.rl.rollout import rollout
-from dultra.rl.supervised import OptimConfig
+from dultra.rl.supervised import OptimConfig, decay_groups
 from dultra.rl.trainer import GRPOTrainer, OffPolicyError, TrainConfig, kept_component_sums
 from dultra.rl.warmstart import WarmstartConfig, random_states, warmstart, warmstart_loss
 from dultra.signals import Terminated, raise_terminated
@@ -549,6 +549,38 @@ def test_a_damaged_trainer_state_is_one_clear_error(tmp_path, text):
     (step / "trainer_state.json").write_text(text)
     with pytest.raises(CheckpointError, match=r"step-00000100/trainer_state.json is damaged .* remove "):
         GRPOTrainer(_grpo(tmp_path / "not-loaded", tmp_path, resume=True))
+
+
+def test_weight_decay_spares_biases_and_norm_gains_as_the_reference_trainer():
+    model = small_model()
+    groups = decay_groups(model.named_parameters(), 0.1, lr=1e-3)
+    name = {id(p): n for n, p in model.named_parameters()}
+    spared = sorted(name[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"])
+    assert spared and all(".bias" in n or "_norm." in n for n in spared)
+    assert {"model.transformer.blocks.0.attn_norm.weight", "mask_linear.bias"} <= set(spared)
+    decayed = {name[id(p)] for g in groups if g["weight_decay"] == 0.1 for p in g["params"]}
+    assert {"model.transformer.ln_f.weight", "model.transformer.wte.weight", "mask_linear.weight"} <= decayed
+    assert len(spared) + len(decayed) == len(name) and all(g["lr"] == 1e-3 for g in groups)
+    assert len(decay_groups(model.named_parameters(), 0.0)) == 1  # the layout of older checkpoints
+    opt = torch.optim.AdamW(groups)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt.step()
+    assert all(torch.equal(before[n], p) == (n in spared) for n, p in model.named_parameters())
+
+
+def test_optimizer_state_of_other_parameter_groups_is_a_clear_error(checkpoint, tmp_path, monkeypatch):
+    import dultra.rl.supervised as supervised
+
+    cfg = PretrainConfig(model=str(checkpoint), tasks="synthetic-math", train_size=40, output_dir=str(tmp_path),
+                         steps=1, batch_size=4, gen_length=48, optim=OptimConfig(weight_decay=0.1))
+    real = supervised.decay_groups
+    monkeypatch.setattr(supervised, "decay_groups", lambda named, decay: [{"params": [p for _, p in named]}])
+    pretrain(cfg)  # one group, as dultra before the split saved it
+    monkeypatch.setattr(supervised, "decay_groups", real)
+    with pytest.raises(CheckpointError, match="other parameter groups than this run's"):
+        pretrain(replace(cfg, steps=2, resume=True))
 
 
 def test_a_fresh_run_refuses_an_output_dir_with_checkpoints(checkpoint, tmp_path):

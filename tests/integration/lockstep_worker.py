@@ -145,7 +145,7 @@ def schedule(out_path: str, checkpoint: str) -> None:
     from dultra.rl.supervised import OptimConfig
     from dultra.rl.trainer import GRPOTrainer, TrainConfig
 
-    root, optim = Path(out_path).parent, OptimConfig(lr=1e-3, warmup_steps=4)
+    root, optim = Path(out_path).parent, OptimConfig(lr=1e-3, warmup_steps=4, weight_decay=0.1)  # 2 groups a part
     pretrain(PretrainConfig(model=checkpoint, tasks="synthetic-math", train_size=40, output_dir=str(root / "pretrain"),
                             steps=3, batch_size=2, gen_length=48, save_every=0, optim=optim))
     run = GRPOTrainer(TrainConfig(model=checkpoint, output_dir=str(root / "grpo"), steps=3, group_size=4, gen_length=16,

@@ -67,10 +67,7 @@ class Strategy:
         layout can use (check)."""
         for f in dataclasses.fields(self):
             value, kind = getattr(self, f.name), f.type  # annotations are strings (`from __future__`)
-            ok = isinstance(value, bool) if kind == "bool" else \
-                isinstance(value, int) and not isinstance(value, bool) if kind == "int" else \
-                isinstance(value, int | float) and not isinstance(value, bool)
-            if not ok:
+            if not _IS[kind](value):
                 raise ConfigError(f"strategy {self.name!r}: {f.name} must be {_KINDS[kind]}, got {value!r}")
         self.check()
 
@@ -194,7 +191,9 @@ class EntropyBounded(Strategy):
             raise ConfigError(f"entropy gamma must be >= 0, got {self.gamma}")
 
 
-_KINDS = {"bool": "true or false", "int": "an integer", "float": "a number"}
+_KINDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
+_IS = {"bool": lambda v: isinstance(v, bool), "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+       "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool), "str": lambda v: isinstance(v, str)}
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (PlannerGreedy, PlannerSample, Threshold, Factor, LowConfidence, EntropyBounded)

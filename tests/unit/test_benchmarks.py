@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.train_step import fit_largest_group
+from benchmarks.unmask_orders import ORDERS
+from tests.helpers import save_small_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--gen", "32", "--block", "16", "--prompt-len", "8"]
@@ -53,6 +55,14 @@ def test_train_step_caps_the_rollout_and_times_each_phase(tmp_path):
     for r in rows:
         assert r["rollout_steps"] <= 3 and r["replay_forwards"] >= 1
         assert r["optimizer_s"] > 0 and "optimizer_out_of_memory" not in r
+
+
+def test_unmask_orders_decodes_in_every_order(tmp_path, tiny_tokenizer):
+    ckpt = save_small_checkpoint(tmp_path / "m", tiny_tokenizer)
+    run = bench("benchmarks/unmask_orders.py", "--model", str(ckpt), "--eval-size", "3")
+    assert run.returncode == 0, run.stderr
+    rows = run.stdout.splitlines()[1:]
+    assert len(rows) == len(ORDERS) and all(re.search(r"\d+\.\d% +\d+\.\d\d$", r) for r in rows)
 
 
 def test_max_group_needs_a_gpu():

@@ -119,13 +119,16 @@ def lengths_for(model: str | Path, gen_length: int | None, block_length: int | N
                 ) -> tuple[int, int, str | None]:
     """(gen_length, block_length, note): each unset (None) length is the one a local checkpoint
     was trained with by dultra (its planner only ever saw those), else its `defaults` value
-    (DecodeConfig's). note says which lengths came from the training record (None: none)."""
+    (DecodeConfig's); a checkpoint trained without blocks (pretraining) decodes in one block.
+    note says which lengths came from the training record (None: none)."""
     trained = trained_lengths(model)
     gen, block = trained or defaults
+    gen = gen if gen_length is None else gen_length
+    block = (block or gen) if block_length is None else block_length
     filled = [f"{name} {value}" for name, given, value in
               (("gen_length", gen_length, gen), ("block_length", block_length, block)) if given is None]
     note = f"{' and '.join(filled)} as {model} was trained" if trained and filled else None
-    return (gen if gen_length is None else gen_length, block if block_length is None else block_length, note)
+    return gen, block, note
 
 
 def check_settings(config: DecodeConfig, strategy: Strategy) -> None:

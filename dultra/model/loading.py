@@ -56,13 +56,16 @@ def training_record(path: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def trained_lengths(model: str | Path) -> tuple[int, int] | None:
+def trained_lengths(model: str | Path) -> tuple[int, int | None] | None:
     """(gen_length, block_length) a local checkpoint was trained with by dultra: its planner
-    only ever saw those. None for other checkpoints (and without touching the network)."""
+    only ever saw those. block_length None: trained without blocks (pretraining masks the
+    whole completion). None for other checkpoints (and without touching the network)."""
     path = Path(model).expanduser()
     trained = training_record(path).get("config", {}) if path.is_dir() else {}
-    lengths = (trained.get("gen_length"), trained.get("block_length"))
-    return lengths if all(isinstance(n, int) and n > 0 for n in lengths) else None
+    gen, block = trained.get("gen_length"), trained.get("block_length")
+    if not (isinstance(gen, int) and gen > 0):
+        return None
+    return gen, block if isinstance(block, int) and block > 0 else None
 
 
 def untrained_planner(path: Path) -> bool:

@@ -198,7 +198,7 @@ def test_a_checkpoint_trained_by_dultra_decodes_at_its_lengths_and_an_untrained_
     (trained / TRAINING_RECORD).write_text(json.dumps({"stage": "pretrain", "steps": 2, "config": {"gen_length": 16}}))
     assert main(["generate", "--model", str(trained), "--prompt", "hi", "--json"]) == 0
     out = capsys.readouterr()
-    assert json.loads(out.out)["gen_length"] == 256
+    assert (json.loads(out.out)["gen_length"], json.loads(out.out)["block_length"]) == (16, 16)  # pretrained: one block
     assert f"warning: the planner head of {trained} is untrained" in out.err
 
 

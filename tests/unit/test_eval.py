@@ -129,6 +129,12 @@ def test_a_dultra_trained_checkpoint_is_evaluated_at_its_trained_lengths(ckpt, t
     assert (both_given.gen_length, both_given.block_length) == (32, 8) and not capsys.readouterr().err
     no_record = with_lengths(_eval_cfg(ckpt, tmp_path, gen_length=None, block_length=None))
     assert (no_record.gen_length, no_record.block_length) == (256, 32)
+    (trained / TRAINING_RECORD).write_text(json.dumps({"stage": "pretrain", "config": {"gen_length": 16}}))
+    pretrained = with_lengths(_eval_cfg(trained, tmp_path, gen_length=None, block_length=None))
+    assert (pretrained.gen_length, pretrained.block_length) == (16, 16)  # no blocks in pretraining: one
+    assert f"eval: gen_length 16 and block_length 16 as {trained} was trained" in capsys.readouterr().err
+    longer = with_lengths(_eval_cfg(trained, tmp_path, gen_length=32, block_length=None))
+    assert (longer.gen_length, longer.block_length) == (32, 32)
 
 
 def test_pareto_labels_of_close_settings_do_not_overlap():

@@ -1,7 +1,8 @@
 """`dultra schedule`: scheduled retraining as Kubeflow Pipelines recurring runs.
 
     dultra schedule create --host http://localhost:8080 --cron "0 0 3 * * *" \\
-        --pipeline-file pipelines/dultra_pipeline.yaml --param task=gsm8k --param grpo_steps=200
+        --pipeline-file pipelines/dultra_pipeline.yaml --param s3_destination=s3://my-bucket/dultra/gsm8k \\
+        --param task=gsm8k --param grpo_steps=200
     dultra schedule list --host http://localhost:8080
     dultra schedule delete --host http://localhost:8080 --name dultra-retraining
 

@@ -93,6 +93,16 @@ def forward_flops(cfg: LLaDAConfig, batch: int, length: int) -> float:
     return 2.0 * batch * length * per_token + batch * attention
 
 
+def weight_bytes_read(model: LLaDAModelLM, batch: int, length: int) -> int:
+    """Bytes of weights one bare forward reads: the base model's, but of the embedding only the
+    rows of its batch * length tokens (at most the whole table), and nothing of the planner head."""
+    head = {id(p) for p in model.planner_parameters()}
+    table = model.get_input_embeddings().weight
+    rows = min(table.shape[0], batch * length)
+    return rows * table[0].numel() * table.element_size() + sum(
+        p.numel() * p.element_size() for p in model.parameters() if id(p) not in head and p is not table)
+
+
 def gpu_floors(model: LLaDAModelLM, batch: int, length: int) -> dict:
     """Measured copy bandwidth and matmul throughput, and the bare forward's floors from them."""
     src = torch.empty(2 << 30, dtype=torch.uint8, device="cuda")
@@ -102,7 +112,7 @@ def gpu_floors(model: LLaDAModelLM, batch: int, length: int) -> dict:
     a = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
     mm = statistics.median(timed(lambda: a @ a, "cuda", 10))
     peak = 2 * 8192**3 / mm
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    weight_bytes = weight_bytes_read(model, batch, length)
     flops = forward_flops(model.config, batch, length)
     return {
         "copy_bandwidth_TBps": bandwidth / 1e12, "matmul_TFLOPs": peak / 1e12,

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Every GPU measurement the open issues still need, most needed first, in at most two device calls.
+# Every GPU measurement the open issues still need, most needed first, in two device calls.
 #
-#     bash benchmarks/gpu_session.sh                       # all steps, results under $OUT
-#     BUDGET_S=300 bash benchmarks/gpu_session.sh train-full gpu-tests    # just these
+#     bash benchmarks/gpu_session.sh gpu-tests decode-graphs decode-dual          # call 1 (~480 s)
+#     BUDGET_S=<budget_left_s - 40> bash benchmarks/gpu_session.sh train-planner train-full train-ablation
+#                                                                                 # call 2, at once
 #
+# Name kind nvidia-h100-x1 (the earlier figures are an H100's). Send call 2 as soon as call 1
+# returns: the machine stays warm only idle_release_s (30 s), and a fresh one does not start
+# with under 4 minutes left. Without step names every step runs, in the order below.
 # A lent GPU comes with minutes, not hours (15 of device time a session, machine start
 # included), and compiling the LLaDA-8B trunk takes 20-35 s per batch shape. Each step
 # gets what is left of one deadline (BUDGET_S seconds, default 560, inside the device
@@ -16,10 +20,12 @@
 # device tool brings back.
 #
 # Steps, in order (the issue item each measures):
-#   decode-graphs   2.7: every strategy at batch 1 with captured CUDA graphs (<= 1.05x bare)
-#   decode-dual     7.1, 7.2: dual-cache recorded rollout and planner, batch 12 then 1
-#                   (<= 0.5x bare; rollout ms/NFE against the reference's 195 ms)
 #   gpu-tests       pytest -m gpu tests/gpu: captured graphs and caches against eager on CUDA
+#                   (first: the hand-captured graphs the next steps time have not run on a GPU yet)
+#   decode-graphs   2.7: every strategy at batch 1 with captured CUDA graphs (<= 1.05x bare)
+#   decode-dual     7.1, 7.2: dual-cache recorded rollout, planner and threshold (about one
+#                   refresh a block: the cached step's own cost), batch 12 then 1
+#                   (<= 0.5x bare; rollout ms/NFE against the reference's 195 ms)
 #   train-planner   7.3: planner-only GRPO step with the compiled rollout, largest group
 #   train-full      7.3: full-model step with activation checkpointing (AdamW may not fit)
 #   train-ablation  7.3: planner, planner-fp32 and planner-rerun under the same flags: what
@@ -38,7 +44,7 @@ export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 deadline=$((SECONDS + ${BUDGET_S:-560}))
 steps=("$@")
-(( ${#steps[@]} )) || steps=(decode-graphs decode-dual gpu-tests train-planner train-full train-ablation)
+(( ${#steps[@]} )) || steps=(gpu-tests decode-graphs decode-dual train-planner train-full train-ablation)
 
 step() {  # step NAME MIN_SECONDS CAP_SECONDS COMMAND...: run COMMAND for at most CAP_SECONDS,
           # unless fewer than MIN_SECONDS are left
@@ -61,9 +67,9 @@ main() {
             decode-graphs) step "$s" 150 240 "$py" "${m8b[@]}" --batch 1 --max-steps 32 --warmup 1 --repeat 3 \
                 --out "$out/decode_speed_graphs.json" ;;
             decode-dual) step "$s" 200 300 "$py" "${m8b[@]}" --cache dual --batch 12 1 --max-steps 32 --warmup 1 \
-                --repeat 2 --strategies rollout planner:factor=1.0 --out "$out/decode_speed_dual.json" ;;
-            gpu-tests) step "$s" 60 150 "$py" -m pytest -m gpu tests/gpu -q -p no:cacheprovider ;;
-            train-planner) step "$s" 120 300 "$py" benchmarks/train_step.py --model llada-8b --compile --train planner \
+                --repeat 2 --strategies rollout planner:factor=1.0 threshold:tau=0.9 --out "$out/decode_speed_dual.json" ;;
+            gpu-tests) step "$s" 100 150 "$py" -m pytest -m gpu tests/gpu -v -p no:cacheprovider ;;
+            train-planner) step "$s" 180 300 "$py" benchmarks/train_step.py --model llada-8b --compile --train planner \
                 --max-group --out "$out/train_step_planner.json" ;;
             train-full) step "$s" 60 200 "$py" benchmarks/train_step.py --model llada-8b --train full --max-steps 8 \
                 --repeat 1 --out "$out/train_step_full.json" ;;

@@ -167,7 +167,8 @@ def load_inputs(results: Path = RESULTS) -> Inputs:
     train_file = results / "train_step_h100.json"
     if train_file.exists():
         rows = [r for r in json.loads(train_file.read_text())["rows"]
-                if r.get("cache", "none") == "none" and "out_of_memory" not in r]
+                if r.get("cache", "none") == "none" and not {"out_of_memory", "error"} & r.keys()]
+        rows.sort(key=lambda r: bool(r.get("compile")))  # a compiled row (the trainer's rollout) wins
         for r in rows:  # its packs are the whole group of 12, its weights stored as the trainer's
             inp.replay_x[r["train"]] = r["replay_s_per_forward"] * 1000 / inp.forward_ms
             if r["train"] == "planner" and r.get("compile"):  # the trainer's rollout, captured as rollout_ms is

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.decode_speed import weight_bytes_read
 from benchmarks.train_step import fit_largest_group
 from benchmarks.unmask_orders import ORDERS
-from tests.helpers import save_small_checkpoint
+from tests.helpers import save_small_checkpoint, small_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--gen", "32", "--block", "16", "--prompt-len", "8"]
@@ -63,6 +64,15 @@ def test_unmask_orders_decodes_in_every_order(tmp_path, tiny_tokenizer):
     assert run.returncode == 0, run.stderr
     rows = run.stdout.splitlines()[1:]
     assert len(rows) == len(ORDERS) and all(re.search(r"\d+\.\d% +\d+\.\d\d$", r) for r in rows)
+
+
+def test_the_memory_floor_counts_the_weights_a_bare_forward_reads():
+    model = small_model(vocab_size=100, embedding_size=100)
+    d, size = model.config.d_model, model.model.transformer.wte.weight.element_size()
+    base = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if n.startswith("model."))
+    table = 100 * d * size
+    assert weight_bytes_read(model, 2, 10) == base - table + 20 * d * size  # 20 rows, no planner head
+    assert weight_bytes_read(model, 20, 10) == base  # every row of the table
 
 
 def test_max_group_needs_a_gpu():

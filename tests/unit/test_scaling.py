@@ -51,7 +51,10 @@ def test_inputs_come_from_the_recorded_results_and_a_train_step_run_replaces_the
         shutil.copy(RESULTS / name, tmp_path / name)
     rows = [{"train": "planner", "cache": "none", "compile": True, "replay_s_per_forward": 0.02,
              "rollout_s_per_step": 0.13},
-            {"train": "full", "cache": "none", "out_of_memory": True}]
+            {"train": "planner", "cache": "none", "compile": False, "replay_s_per_forward": 0.05,
+             "rollout_s_per_step": 0.2},  # the ablation's eager row, recorded after: the compiled one wins
+            {"train": "full", "cache": "none", "out_of_memory": True},
+            {"train": "full", "cache": "none", "error": "RuntimeError: ...", "phase": "replay"}]
     (tmp_path / "train_step_h100.json").write_text(json.dumps({"rows": rows}))
     measured = load_inputs(tmp_path)
     assert measured.rollout_ms == pytest.approx(130.0)

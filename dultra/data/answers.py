@@ -30,10 +30,11 @@ NUMBER = r"[+-]?\d+(?:,\d{3})*(?:\.\d+)?"  # "72", "-1,000.5"
 # expression around it ("7 - 2", "|5|", "3 = 5", "2, 3", "5x", "2^{10}", "\frac{50}{2}") does
 # not match: it leaves work undone.
 _UNWRAP = re.compile(r"\\(?:text|mbox|mathrm|textbf|mathbf)\s*\{([^{}]*)\}")
-_DRESSING = re.compile(r"\\[!,;: ]|~|\^\s*\{?\s*\\circ\s*\}?|\\?[$%]")
+_DRESSING = re.compile(r"\\[!,;: ]|\^\s*\{?\s*\\circ\s*\}?|\\?[$%]")
 _UNSIGNED = r"\d+(?:,\d{3})*(?:\.\d+)?|\.\d+"  # NUMBER without its sign, or ".5"
-_FRACTION = (r"\\[dt]?frac\s*(?:\{\s*(?P<num>\d+)\s*\}|(?P<num1>\d))\s*(?:\{\s*(?P<den>\d+)\s*\}|(?P<den1>\d))"
-             r"|(?P<num2>\d+)\s*/\s*(?P<den2>\d+)")
+# \frac{3}{2}, \dfrac32, 3/2: numerator and denominator in groups num* / den*, at most 20 digits
+_FRACTION = (r"\\[dt]?frac\s*(?:\{\s*(?P<num>\d{1,20})\s*\}|(?P<num1>\d))"
+             r"\s*(?:\{\s*(?P<den>\d{1,20})\s*\}|(?P<den1>\d))|(?P<num2>\d{1,20})\s*/\s*(?P<den2>\d{1,20})")
 _PLAIN_NUMBER = re.compile(
     rf"(?:[A-Za-z]\s*=\s*)?\(?\s*(?P<sign>[+-]?)\s*(?:(?P<number>{_UNSIGNED})|{_FRACTION})\s*\)?"
     r"(?:\s+[A-Za-z][A-Za-z ./]*(?:\^\{?\d\}?)?)?\.?"
@@ -75,15 +76,14 @@ def plain_number(answer: str) -> str | None:
     """"72 dollars", "\\text{5 hours}", "$18.", "25%", "30^\\circ", "x = 25" -> the number, and
     "\\frac{3}{2}" -> "3/2"; None unless the answer is one number so dressed (so "3\\sqrt{2}",
     "2, 3", "7 - 2" or "\\frac{50}{2}" give None)."""
-    bare = _DRESSING.sub("", _UNWRAP.sub(r" \1 ", answer))
+    bare = _DRESSING.sub("", _UNWRAP.sub(r" \1 ", answer).replace("~", " "))  # ~: LaTeX's space
     match = _PLAIN_NUMBER.fullmatch(bare.strip())
     if not match:
         return None
-    found = match.groupdict()
-    sign = "-" if found["sign"] == "-" else ""
-    if found["number"]:
-        return sign + found["number"]
-    num, den = (int(next(filter(None, (found[k + s] for s in ("", "1", "2"))))) for k in ("num", "den"))
+    sign = "-" if match["sign"] == "-" else ""
+    if match["number"]:
+        return sign + match["number"]
+    num, den = (int(match[part] or match[part + "1"] or match[part + "2"]) for part in ("num", "den"))
     return f"{sign}{num}/{den}" if den > 1 and math.gcd(num, den) == 1 else None
 
 

@@ -90,6 +90,8 @@ def test_equivalent_forms_are_correct(reference, completion):
     ("2", "\\boxed{\\frac{2}{1}}"),
     ("1024", "\\boxed{2^{10}}"),
     ("0.5", "\\boxed{\\frac{1}{3}}"),
+    ("23", "#### 2~3"),                                         # ~ is a space, not nothing
+    ("5", "#### " + "1" * 5000 + "/3"),                          # no crash on a huge fraction
     ("25", "\\boxed{25^2}"),
     ("5", "#### 5x"),
 ])

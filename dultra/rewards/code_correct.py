@@ -38,7 +38,7 @@ def _fraction(runner: CodeRunner, program: str, tests: Tests) -> float | None:
     except SandboxUnavailable:
         return None
     except TestsRefused as err:
-        warnings.warn(f"code reward: a sample cannot be scored: {err}", stacklevel=2)
+        warnings.warn(f"code reward: a sample cannot be scored: {err}", stacklevel=1)
         return None
     if total != len(tests) or not 0 <= passed <= total:
         raise ValueError(f"runner returned ({passed}, {total}) for {len(tests)} tests")

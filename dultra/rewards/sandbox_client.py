@@ -45,9 +45,14 @@ class SandboxUnavailable(SandboxError, RunnerUnavailable):
     A `dultra.rewards.runner.SandboxUnavailable`, so the code reward scores None, not 0."""
 
 
-class SandboxRequestError(SandboxError, TestsRefused):
-    """The service refused the request as malformed (HTTP 4xx): fix the request. A
-    `dultra.rewards.runner.TestsRefused`, so the code reward scores None (with a warning)."""
+class SandboxRequestError(SandboxError, ValueError):
+    """The service refused the request as malformed (HTTP 4xx): fix the request."""
+
+
+class SandboxRequestTooLarge(SandboxRequestError, TestsRefused):
+    """The service refused a request over its size limits (HTTP 413, or a 422 naming a string
+    "larger than" its max): a `dultra.rewards.runner.TestsRefused`, so the code reward scores
+    that sample None, with a warning, and training goes on."""
 
 
 @dataclass(frozen=True)
@@ -229,7 +234,9 @@ class SandboxClient:
                 detail = response.json().get("detail", response.text)
             except ValueError:
                 detail = response.text
-            raise SandboxRequestError(f"sandbox refused the request ({response.status_code}): {detail}")
+            too_large = response.status_code == 413 or "is larger than" in str(detail)
+            raise (SandboxRequestTooLarge if too_large else SandboxRequestError)(
+                f"sandbox refused the request ({response.status_code}): {detail}")
         return response.json()
 
     def _with_retries(self, call, bad_result):

@@ -81,6 +81,22 @@ def test_client_errors_are_not_retried():
     assert len(calls) == 1
 
 
+def test_the_code_reward_skips_only_tests_too_large_to_send():
+    from dultra.data.example import CodeTest
+    from dultra.rewards.code_correct import CodeReward
+
+    def refuse(detail):
+        return lambda request: httpx.Response(422, json={"detail": detail})
+
+    tests = [(CodeTest("io", stdin="1", stdout="1"),)]
+    too_large = CodeReward(runner=client(refuse("requests[0]: stdin is larger than 1048576 bytes")))
+    with pytest.warns(UserWarning, match="cannot be scored: .*stdin is larger than"):
+        assert too_large(["```python\nprint(1)\n```"], tests=tests) == [None]
+    misconfigured = CodeReward(runner=client(refuse("requests[0]: timeout_s must be between 0.001 and 60")))
+    with pytest.raises(SandboxRequestError, match="timeout_s must be between"):  # a setting to fix: stop
+        misconfigured(["```python\nprint(1)\n```"], tests=tests)
+
+
 def test_program_failures_are_results_not_errors():
     def handler(request):
         return httpx.Response(200, json=ok("timeout"))

@@ -17,6 +17,7 @@ that goes wrong inside the service is a `sandbox_error` result.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -57,12 +58,23 @@ def create_app(config: SandboxConfig, pool: WorkerPool | None = None) -> FastAPI
     async def execute(request: dict) -> dict:
         start = time.monotonic()
         try:
-            result = await asyncio.wrap_future(state["pool"].submit(request))
-        except Exception as err:  # noqa: BLE001 - any failure here is the service's, not the program's
-            log.exception("execution failed in the service")
-            result = protocol.sandbox_error(f"service: {err}", protocol.total_of(request))
-        state["metrics"].observe(result, time.monotonic() - start)
-        return result
+            future = state["pool"].submit(request)
+        except Exception as err:  # noqa: BLE001 - e.g. a pool shutting down: the service's failure
+            future = concurrent.futures.Future()
+            future.set_exception(err)
+
+        def observe(done: concurrent.futures.Future) -> None:
+            if done.cancelled():  # it never ran: its client had gone
+                return
+            if done.exception() is not None:
+                log.error("execution failed in the service", exc_info=done.exception())
+            state["metrics"].observe(_outcome(done, request), time.monotonic() - start)
+
+        # Counted when the run ends, also when its client has gone and the await below is cancelled.
+        future.add_done_callback(observe)
+        with contextlib.suppress(Exception):
+            await asyncio.wrap_future(future)
+        return _outcome(future, request)
 
     @app.post("/v1/run")
     async def run(http: Request):
@@ -116,6 +128,12 @@ def create_app(config: SandboxConfig, pool: WorkerPool | None = None) -> FastAPI
         return Response(state["metrics"].render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def _outcome(future: concurrent.futures.Future, request: dict) -> dict:
+    """A finished run's result; an exception is the service's failure, not the program's."""
+    err = future.exception()
+    return future.result() if err is None else protocol.sandbox_error(f"service: {err}", protocol.total_of(request))
 
 
 # How often a waiting request checks that its client is still there.

@@ -23,6 +23,13 @@ pytestmark = pytest.mark.integration
 ADD = "def add(a, b):\n    return a + b\n"
 
 
+def _count(service, status: str) -> float:
+    """Executions the service has counted with this status (its /metrics)."""
+    metrics = httpx.get(f"{service.url}/metrics").text
+    line = next(x for x in metrics.splitlines() if x.startswith(f'sandbox_executions_total{{status="{status}"}}'))
+    return float(line.split()[-1])
+
+
 @pytest.fixture(scope="module")
 def service():
     yield from start_local("auto", workers=4)
@@ -121,14 +128,10 @@ def test_bodies_and_batch_outputs_are_bounded():
 
 
 def test_metrics_count_executions_by_status(service):
-    def count(text: str, status: str) -> float:
-        line = next(x for x in text.splitlines() if x.startswith(f'sandbox_executions_total{{status="{status}"}}'))
-        return float(line.split()[-1])
-
-    before = httpx.get(f"{service.url}/metrics").text
+    before = _count(service, "runtime_error")
     run(service.url, code="1 / 0")
+    assert _count(service, "runtime_error") == before + 1
     after = httpx.get(f"{service.url}/metrics").text
-    assert count(after, "runtime_error") == count(before, "runtime_error") + 1
     for name in ("sandbox_execution_seconds_bucket", "sandbox_queue_depth", "sandbox_workers_busy"):
         assert name in after
 
@@ -170,6 +173,7 @@ def test_client_against_the_server(service):
 def test_a_client_that_gives_up_takes_its_queued_runs_with_it(service):
     # 12 runs asleep until the idle limit (2.5 s) on 4 workers: 3 waves, 7.5 s. The client waits 1 s.
     sleepers = [{"code": "import time\ntime.sleep(100)\n", "timeout_s": 0.5} for _ in range(12)]
+    timeouts_before = _count(service, "timeout")
     with SandboxClient(service.url, ClientConfig(read_timeout_s=1.0, retries=0)) as client:
         with pytest.raises(SandboxUnavailable, match="ReadTimeout"):
             client.run_batch(sleepers)
@@ -178,7 +182,9 @@ def test_a_client_that_gives_up_takes_its_queued_runs_with_it(service):
         # Only the first wave finishes; the queued runs go (they kept the workers busy until 7.5 s).
         assert time.monotonic() - gave_up < 3.5, stats
         time.sleep(0.1)
+    assert _count(service, "timeout") - timeouts_before == 4  # the runs that ran are counted, client or not
     assert run(service.url, code=ADD, tests=["assert add(1, 2) == 3"])["status"] == "passed"
+
 
 
 def test_client_gives_up_on_a_dead_address():

@@ -67,7 +67,8 @@ main() {
             decode-graphs) step "$s" 150 240 "$py" "${m8b[@]}" --batch 1 --max-steps 32 --warmup 1 --repeat 3 \
                 --out "$out/decode_speed_graphs.json" ;;
             decode-dual) step "$s" 200 300 "$py" "${m8b[@]}" --cache dual --batch 12 1 --max-steps 32 --warmup 1 \
-                --repeat 2 --strategies rollout planner:factor=1.0 threshold:tau=0.9 --out "$out/decode_speed_dual.json" ;;
+                --repeat 2 --strategies rollout planner:factor=1.0 threshold:tau=0.9 \
+                --out "$out/decode_speed_dual.json" ;;
             gpu-tests) step "$s" 100 150 "$py" -m pytest -m gpu tests/gpu -v -p no:cacheprovider ;;
             train-planner) step "$s" 180 300 "$py" benchmarks/train_step.py --model llada-8b --compile --train planner \
                 --max-group --out "$out/train_step_planner.json" ;;

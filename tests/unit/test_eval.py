@@ -97,8 +97,8 @@ def test_interrupted_run_resumes_from_its_samples(ckpt, tmp_path, monkeypatch):
     monkeypatch.setattr(run_module, "evaluate", lambda m, t, todo, *a, **k: decoded.append(len(todo)) or real(m, t, todo, *a, **k))
     resumed = run_evaluation(_eval_cfg(ckpt, tmp_path / "resumed", batch_size=3))  # batch size may change
     assert decoded == [3, 6]  # an untimed warm-up batch, then only the unfinished strategy
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "latency_s", "batch_size", "timed_samples")}  # noqa: E731
-                          for r in rows]
+    speed = ("tokens_per_s", "latency_s", "batch_size", "timed_samples")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in speed} for r in rows]  # noqa: E731
     assert strip(resumed["rows"]) == strip(whole["rows"])
     assert [r["batch_size"] for r in resumed["rows"]] == [4, 3]
     run_evaluation(_eval_cfg(ckpt, tmp_path / "resumed"))

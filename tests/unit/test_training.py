@@ -624,7 +624,8 @@ def test_a_task_kind_weighting_distill_without_a_teacher_fails_before_loading(tm
 
 def test_one_teacher_for_math_and_code_is_named_before_loading(tmp_path, capsys):
     for tasks, warned in (("synthetic-math,synthetic-code", True), ("synthetic-math", False)):
-        cfg = _grpo(tmp_path / "not-loaded", tmp_path / tasks, tasks=tasks, teacher="./qwen-math", rewards=RewardConfig())
+        cfg = _grpo(tmp_path / "not-loaded", tmp_path / tasks, tasks=tasks, teacher="./qwen-math",
+                    rewards=RewardConfig())
         with pytest.raises(CheckpointError, match="no checkpoint directory"):  # the model, after the warning
             GRPOTrainer(cfg)
         said = "one teacher (./qwen-math) scores the distill reward of every task kind (code, math)"

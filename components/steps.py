@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,14 +167,11 @@ def run_forwarding_sigterm(command: list[str]) -> None:
     """Run `command`, passing on a SIGTERM this step gets (Kubernetes stopping the pod) so that
     its training processes save a checkpoint before they stop. Ctrl-C reaches them already,
     through the terminal's process group: forwarding it too would count as a second Ctrl-C."""
+    from dultra.signals import handling
+
     child = subprocess.Popen(command)
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum)) \
-        if threading.current_thread() is threading.main_thread() else None
-    try:
+    with handling((signal.SIGTERM,), lambda signum, frame: child.send_signal(signum)):
         code = child.wait()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     if code:
         raise subprocess.CalledProcessError(code, command)
 

@@ -14,12 +14,11 @@ import argparse
 import importlib
 import signal
 import sys
-import threading
 
 from transformers.utils import logging as hf_logging
 
 from dultra.errors import DultraError
-from dultra.signals import Terminated, raise_terminated
+from dultra.signals import Terminated, handling, raise_terminated
 
 # Subcommand modules, in the order `dultra --help` lists them.
 COMMANDS = (
@@ -69,10 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(parser, argv)
     if not sys.stderr.isatty():  # keep logs and captured stderr free of progress-bar redraws
         hf_logging.disable_progress_bar()
-    previous = signal.signal(signal.SIGTERM, raise_terminated) if threading.current_thread() is threading.main_thread() \
-        else None
     try:
-        return args.run(args) or 0
+        with handling((signal.SIGTERM,), raise_terminated):
+            return args.run(args) or 0
     except DultraError as err:
         print(f"dultra: error: {err}", file=sys.stderr)
         return 2
@@ -88,9 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dultra: interrupted", file=sys.stderr)
         return 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

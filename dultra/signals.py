@@ -65,16 +65,23 @@ class StopRequest:
 
 
 @contextlib.contextmanager
-def graceful_stop(name: str, announce: bool) -> Iterator[StopRequest]:
-    """Ctrl-C and SIGTERM only set the StopRequest while inside (in the main thread; elsewhere
-    signals cannot be handled and nothing changes); the previous handlers come back after."""
-    request = StopRequest(name, announce)
+def handling(signums: tuple[int, ...], handler) -> Iterator[None]:
+    """`handler` for these signals while inside, the previous handlers after. Only the main
+    thread may set handlers: elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
-        yield request
+        yield
         return
-    previous = {signum: signal.signal(signum, request.handle) for signum in STOP_SIGNALS}
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
     try:
-        yield request
+        yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def graceful_stop(name: str, announce: bool) -> Iterator[StopRequest]:
+    """Ctrl-C and SIGTERM only set the StopRequest while inside (see `handling`)."""
+    request = StopRequest(name, announce)
+    with handling(STOP_SIGNALS, request.handle):
+        yield request

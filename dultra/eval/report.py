@@ -23,16 +23,16 @@ from dultra.eval.aup import aup
 TPF_RULE = "TPF = tokens before the first EOS / NFE, both summed over samples (mean tokens / mean NFE)"
 NFE_RULE = "NFE = model forward passes in which the sample still had masks (every step reveals >= 1 token)"
 # With a KV cache a block's first step is a full forward that refreshes the cache and decodes; later steps
-# recompute the block (dual) or the block and what follows (prefix): each is one NFE (dultra.md section 7).
-CACHE_RULE = {"prefix": "; with the prefix cache a block's first step (a full forward that refreshes the "
-                        "cache) and each partial forward over the block and what follows count one each",
-              "dual": "; with the dual cache a block's first step (a full forward that refreshes the "
-                      "cache) and each partial forward over the block count one each"}
+# recompute only part of the sequence: each is one NFE (dultra.md section 7).
+RECOMPUTED = {"prefix": "the block and what follows", "dual": "the block"}
 
 
 def nfe_rule(cache: str = "none") -> str:
     """How this run counts NFE, cache refreshes included."""
-    return NFE_RULE + CACHE_RULE.get(cache, "")
+    if cache not in RECOMPUTED:
+        return NFE_RULE
+    return (f"{NFE_RULE}; with the {cache} cache a block's first step (a full forward that refreshes the cache) "
+            f"and each partial forward over {RECOMPUTED[cache]} count one each")
 
 
 def summarize(records: Sequence[SampleRecord]) -> list[dict]:
@@ -154,7 +154,7 @@ def pareto_png(rows: Sequence[dict], title: str) -> bytes:
     return buf.getvalue()
 
 
-def render_html(rows: Sequence[dict], methods: dict[str, dict], metadata: dict, png: bytes) -> str:
+def render_html(rows: Sequence[dict], methods: dict[str, dict], metadata: dict, png: bytes, rule: str) -> str:
     """A self-contained page: the table, AUP per method, the plot, and how to reproduce it."""
     cols = ("strategy", "accuracy", "nfe", "tpf", "tokens_per_s", "latency_s", "batch_size", "samples", "unscored")
     fmt = {"accuracy": "{:.1f}", "nfe": "{:.1f}", "tpf": "{:.2f}", "tokens_per_s": "{:.1f}", "latency_s": "{:.3f}"}
@@ -170,7 +170,7 @@ def render_html(rows: Sequence[dict], methods: dict[str, dict], metadata: dict, 
         "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
         f"</head><body><h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
-        f"<p>{html.escape(nfe_rule(metadata.get('settings', {}).get('cache', 'none')))}. {html.escape(TPF_RULE)}. "
+        f"<p>{html.escape(rule)}. {html.escape(TPF_RULE)}. "
         "Accuracy in % of scored samples; speed over the samples decoded at batch_size.</p>"
         f"<h3>AUP per method</h3><table><tr><th>method</th><th>AUP</th></tr>{aups}</table>"
         f"<img alt='accuracy vs NFE' src='data:image/png;base64,{image}'>"
@@ -183,10 +183,10 @@ def write_report(out_dir: str | Path, rows: list[dict], methods: dict, metadata:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png = pareto_png(rows, f"{metadata.get('task', '')}: accuracy vs NFE")
+    rule = nfe_rule(metadata.get("settings", {}).get("cache", "none"))
     paths = {"json": out / "report.json", "png": out / "pareto.png", "html": out / "report.html"}
     paths["json"].write_text(json.dumps({"metadata": metadata, "strategies": rows, "methods": methods,
-                                         "rules": {"nfe": nfe_rule(metadata.get("settings", {}).get("cache", "none")),
-                                                   "tpf": TPF_RULE}}, indent=2))
+                                         "rules": {"nfe": rule, "tpf": TPF_RULE}}, indent=2))
     paths["png"].write_bytes(png)
-    paths["html"].write_text(render_html(rows, methods, metadata, png))
+    paths["html"].write_text(render_html(rows, methods, metadata, png, rule))
     return paths

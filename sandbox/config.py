@@ -53,6 +53,10 @@ class SandboxConfig:
     tmpfs_mb: int = 64
     """Size of each worker's private tmpfs for working dirs ('namespaces' mode): bounds
     disk use by many small files."""
+    heartbeat_s: float = 10.0
+    """While a request's runs execute, its answer sends a space this often (JSON allows
+    leading whitespace), so a client's read timeout bounds the service's silence, not the
+    time a long batch takes."""
     max_batch: int = 4096
     """Most requests one /v1/run_batch call may carry."""
     max_code_bytes: int = 1 << 20
@@ -75,6 +79,8 @@ class SandboxConfig:
                      "max_request_bytes", "max_body_bytes", "max_batch_output_bytes"):
             if getattr(self, name) < (0 if name == "workers" else 1):
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        if not self.heartbeat_s > 0:
+            raise ValueError(f"heartbeat_s must be positive, not {self.heartbeat_s}")
         if not 0 < self.default_timeout_s <= self.max_timeout_s:
             raise ValueError("default_timeout_s must be in (0, max_timeout_s]")
 

@@ -12,6 +12,11 @@ GET  /metrics       Prometheus text
 Malformed requests get 422 with a one-line `detail` (400 for a body that is not JSON, 413
 for one over `max_body_bytes`); a batch is checked whole before any of it runs. Everything
 that goes wrong inside the service is a `sandbox_error` result.
+
+A run's answer is 200 and streams: while the runs execute it sends a space every
+`heartbeat_s` (JSON allows leading whitespace), then the JSON. A client's read timeout then
+measures the service's silence, not the length of its batch: a batch of slow programs
+behind other clients' batches can take many minutes, a hung service is silent.
 """
 
 from __future__ import annotations
@@ -23,10 +28,9 @@ import json
 import logging
 import time
 from collections.abc import Awaitable
-from typing import TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from sandbox import protocol
 from sandbox.config import SandboxConfig
@@ -34,7 +38,6 @@ from sandbox.metrics import CONTENT_TYPE, Metrics
 from sandbox.pool import WorkerPool
 
 log = logging.getLogger("sandbox")
-T = TypeVar("T")
 
 
 def create_app(config: SandboxConfig, pool: WorkerPool | None = None) -> FastAPI:
@@ -85,8 +88,7 @@ def create_app(config: SandboxConfig, pool: WorkerPool | None = None) -> FastAPI
             request = protocol.normalize(body, config)
         except protocol.RequestError as err:
             return _error(422, str(err))
-        result = await _unless_disconnected(http, execute(request))
-        return _GONE if result is None else JSONResponse(result)
+        return _answer(http, execute(request), config.heartbeat_s)
 
     @app.post("/v1/run_batch")
     async def run_batch(http: Request):
@@ -109,8 +111,10 @@ def create_app(config: SandboxConfig, pool: WorkerPool | None = None) -> FastAPI
         async def capped(request: dict) -> dict:
             return budget.take(await execute(request))
 
-        results = await _unless_disconnected(http, asyncio.gather(*(capped(r) for r in requests)))
-        return _GONE if results is None else JSONResponse({"results": results})
+        async def every() -> dict:
+            return {"results": await asyncio.gather(*(capped(r) for r in requests))}
+
+        return _answer(http, every(), config.heartbeat_s)
 
     @app.get("/healthz")
     async def healthz():
@@ -138,22 +142,30 @@ def _outcome(future: concurrent.futures.Future, request: dict) -> dict:
 
 # How often a waiting request checks that its client is still there.
 _DISCONNECT_POLL_S = 0.5
-# Sent to nobody: the client left (nginx's 499 "client closed request").
-_GONE = Response(status_code=499)
 
 
-async def _unless_disconnected(http: Request, work: Awaitable[T]) -> T | None:
-    """What `work` returns, or None once the client has disconnected. Then `work` is cancelled,
-    and with it the runs still queued: a client that timed out and retries must not leave
-    its abandoned batch in front of the retry (runs already executing finish)."""
+def _answer(http: Request, work: Awaitable[dict], heartbeat_s: float) -> StreamingResponse:
+    """200 with `work`'s result as JSON once it is done, after a space every `heartbeat_s`
+    while it runs. A client that disconnects takes `work` with it: its runs still queued are
+    cancelled, so a client that timed out and retries does not find its abandoned batch in
+    front of the retry (runs already executing finish)."""
     task = asyncio.ensure_future(work)
-    while not (await asyncio.wait({task}, timeout=_DISCONNECT_POLL_S))[0]:
-        if await http.is_disconnected():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            return None
-    return task.result()
+
+    async def body():
+        try:
+            spoke = time.monotonic()
+            tick = min(_DISCONNECT_POLL_S, heartbeat_s)
+            while not (await asyncio.wait({task}, timeout=tick))[0]:
+                if await http.is_disconnected():
+                    return
+                if time.monotonic() - spoke >= heartbeat_s:
+                    spoke = time.monotonic()
+                    yield b" "
+            yield json.dumps(task.result(), ensure_ascii=False, separators=(",", ":")).encode()
+        finally:
+            task.cancel()  # a no-op once done; else the client left, or the server stops
+
+    return StreamingResponse(body(), media_type="application/json")
 
 
 async def _json(http: Request, limit: int):

@@ -88,8 +88,10 @@ class ClientConfig:
 
     connect_timeout_s: float = 5.0
     """Seconds to open a connection."""
-    read_timeout_s: float = 300.0
-    """Seconds to wait for a response (a batch of slow programs takes a while)."""
+    read_timeout_s: float = 60.0
+    """Seconds of silence from the service before the attempt fails. While runs execute the
+    service sends a space every 10 s (its heartbeat_s), so a long batch never trips this;
+    a hung service or a lost connection does."""
     retries: int = 3
     """Extra attempts after an infrastructure error."""
     backoff_s: float = 0.25

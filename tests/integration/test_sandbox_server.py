@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,7 +34,7 @@ def _count(service, status: str) -> float:
 
 @pytest.fixture(scope="module")
 def service():
-    yield from start_local("auto", workers=4)
+    yield from start_local("auto", workers=4, heartbeat_s=0.3)
 
 
 def test_health_and_readiness(service):
@@ -170,13 +172,30 @@ def test_client_against_the_server(service):
         assert [r.status for r in results] == ["passed"] * 10
 
 
-def test_a_client_that_gives_up_takes_its_queued_runs_with_it(service):
-    # 12 runs asleep until the idle limit (2.5 s) on 4 workers: 3 waves, 7.5 s. The client waits 1 s.
-    sleepers = [{"code": "import time\ntime.sleep(100)\n", "timeout_s": 0.5} for _ in range(12)]
-    timeouts_before = _count(service, "timeout")
+def test_a_batch_longer_than_the_read_timeout_is_answered(service):
+    # 8 runs asleep 1.5 s on 4 workers: 3 s, against a 1 s read timeout. The service's
+    # heartbeat (a space every 0.3 s) keeps the connection alive; the JSON still parses.
+    sleepers = [{"code": "import time\ntime.sleep(1.5)\nprint('up')\n", "timeout_s": 0.5}] * 8
     with SandboxClient(service.url, ClientConfig(read_timeout_s=1.0, retries=0)) as client:
-        with pytest.raises(SandboxUnavailable, match="ReadTimeout"):
-            client.run_batch(sleepers)
+        start = time.monotonic()
+        assert [r.stdout for r in client.run_batch(sleepers)] == ["up\n"] * 8
+        assert time.monotonic() - start > 2.5  # it did outlast the read timeout
+        assert client.run("import time\ntime.sleep(1.5)", timeout_s=0.5).ok
+    response = httpx.post(f"{service.url}/v1/run", json={"code": "import time\ntime.sleep(1)"})
+    assert response.text.startswith("  ") and response.json()["status"] == "passed"
+
+
+def test_a_client_that_gives_up_takes_its_queued_runs_with_it(service):
+    # 12 runs asleep until the idle limit (2.5 s) on 4 workers: 3 waves, 7.5 s. The client
+    # sends the batch and hangs up after 1 s.
+    sleepers = [{"code": "import time\ntime.sleep(100)\n", "timeout_s": 0.5} for _ in range(12)]
+    body = json.dumps({"requests": sleepers}).encode()
+    timeouts_before = _count(service, "timeout")
+    host, port = service.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as conn:
+        conn.sendall(b"POST /v1/run_batch HTTP/1.1\r\nHost: sandbox\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(1.0)
     gave_up = time.monotonic()
     while (stats := httpx.get(f"{service.url}/readyz").json())["queue_depth"] or stats["busy"]:
         # Only the first wave finishes; the queued runs go (they kept the workers busy until 7.5 s).
@@ -185,6 +204,15 @@ def test_a_client_that_gives_up_takes_its_queued_runs_with_it(service):
     assert _count(service, "timeout") - timeouts_before == 4  # the runs that ran are counted, client or not
     assert run(service.url, code=ADD, tests=["assert add(1, 2) == 3"])["status"] == "passed"
 
+
+def test_client_gives_up_on_a_silent_service():
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with SandboxClient(url, ClientConfig(read_timeout_s=0.5, retries=1, backoff_s=0.0)) as client:
+            start = time.monotonic()
+            with pytest.raises(SandboxUnavailable, match="failed 2 times; last: ReadTimeout"):
+                client.run("x = 1")
+            assert time.monotonic() - start < 3
 
 
 def test_client_gives_up_on_a_dead_address():

@@ -110,7 +110,7 @@ def measure(args, train: str, group: int, repeat: int, cache: str, progress: dic
     if bf16 and train != "planner-fp32":
         store_frozen_linears(model, torch.bfloat16)
     if train == "full":
-        model.gradient_checkpointing_enable()
+        model.checkpoint_activations()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-7)
     vocab = model.config.mask_token_id if args.model != "tiny" else 20
     prompt = torch.randint(0, vocab, (group, args.prompt_len), generator=torch.Generator().manual_seed(0)).to(device)

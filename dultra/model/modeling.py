@@ -180,6 +180,13 @@ class LLaDAModelLM(PreTrainedModel):
         for p in self.planner_parameters():
             p.requires_grad_(planner)
 
+    def checkpoint_activations(self, on: bool = True) -> None:
+        """Recompute the trunk's block activations in the backward pass instead of keeping them.
+
+        Ours, as transformers deprecates `gradient_checkpointing_enable` for
+        `activation_checkpointing_enable`, which older versions lack."""
+        self.model.gradient_checkpointing = on
+
     def _blocks(self) -> list[LLaDABlock]:
         return [m for m in self.modules() if isinstance(m, LLaDABlock)]
 

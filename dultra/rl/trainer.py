@@ -179,7 +179,7 @@ class GRPOTrainer:
                       "GRPO then starts from a random unmasking policy; `dultra warmstart` first is the recipe")
         model.set_trainable(base=cfg.train_base, planner=cfg.train_planner)
         if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            model.checkpoint_activations()
         self.eos_ids = stop_token_ids(path, self.tokenizer, model.config)
         if too_long := solutions_too_long(self.tokenizer, examples, cfg.gen_length):
             acc.print(f"train: warning: {too_long}")

@@ -230,7 +230,6 @@ def publish(model_dir: str, destination: str, endpoint_url: str, metrics: dict, 
     from dultra.storage import publish as s3_publish
 
     result = s3_publish(model_dir, destination, metrics=metrics, base_model=base_model, config=config,
-                        git_commit=os.environ.get("DULTRA_GIT_COMMIT") or None,  # baked into the trainer image
                         options=S3Options(endpoint_url=endpoint_url or None))
     return result.run_uri
 

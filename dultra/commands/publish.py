@@ -14,6 +14,7 @@ Credentials, region and endpoint come from the standard AWS environment and conf
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 from pathlib import Path
@@ -84,7 +85,16 @@ def _read_mapping(path: Path | None, what: str) -> dict | None:
         raise StorageError(f"cannot read {what} file {path}: {err}") from None
     if not isinstance(data, dict):
         raise StorageError(f"{what} file {path} must hold a mapping (a JSON object), not {type(data).__name__}")
-    return data
+    try:  # YAML reads 2024-06-01 as a date: the manifest keeps its text
+        return json.loads(json.dumps(data, default=_iso_date))
+    except (TypeError, ValueError) as err:
+        raise StorageError(f"{what} file {path} holds a value JSON cannot: {err}") from None
+
+
+def _iso_date(value: object) -> str:
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} {value!r}")
 
 
 def run_publish(args: argparse.Namespace) -> int:

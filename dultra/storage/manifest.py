@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -182,13 +183,20 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def detect_git_commit(directory: Path | None = None) -> str | None:
-    """`git rev-parse HEAD` of the dultra source tree (an editable install or a checkout);
-    None where there is no git or no repository, e.g. in a container image."""
-    where = directory or Path(__file__).resolve().parent
+def detect_git_commit(source: Path = Path(__file__)) -> str | None:
+    """The commit of the dultra source that runs: `git rev-parse HEAD` where it runs from its
+    checkout (an editable install), else $DULTRA_GIT_COMMIT (baked into the trainer image,
+    which has no repository), else None. A repository that merely holds an installed copy
+    (a virtualenv inside some project) names the wrong code, so the file must be its own."""
+    baked = os.environ.get("DULTRA_GIT_COMMIT") or None
+    source = source.resolve()
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=source.parent,
+                             capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and len(commit) == 40 else None
+        return baked
+    lines = out.stdout.splitlines()
+    if out.returncode != 0 or len(lines) != 2 or len(lines[1]) != 40:
+        return baked
+    top, commit = Path(lines[0]), lines[1]
+    return commit if (top / "dultra" / "storage" / source.name).resolve() == source else baked

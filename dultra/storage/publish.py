@@ -15,13 +15,14 @@ a killed process stay billed until aborted: give the bucket a lifecycle rule
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dultra.storage.errors import RunExists
+from dultra.storage.errors import RunExists, StorageError
 from dultra.storage.manifest import (
     Manifest,
     check_checkpoint,
@@ -71,6 +72,11 @@ def publish(
     """
     root = Path(checkpoint_dir)
     check_checkpoint(root)  # before `latest` could come to name something no one can load
+    for name, value in (("config", config), ("metrics", metrics)):
+        try:  # now, not in the manifest written after the whole upload
+            json.dumps(value)
+        except (TypeError, ValueError) as err:
+            raise StorageError(f"the {name} cannot be written to the manifest as JSON: {err}") from None
     base = uri if isinstance(uri, S3Location) else parse_base_uri(uri)
     run_id = check_run_id(run_id or new_run_id())
     run = base.run(run_id)

@@ -8,7 +8,10 @@ missing from or not listed in the manifest, any size or sha256 mismatch, a manif
 is not the one `latest` recorded. Files land in a temporary directory next to DIR and are
 renamed into place only after all of them verified, so DIR is either untouched or complete
 (an empty existing DIR, such as `.` or a volume's mount point, is filled in place from a
-staging dir inside it).
+staging dir inside it). A DIR that is a symlink to a directory fills or replaces the target
+and keeps the link. `--force` on a mount point, which cannot be renamed, replaces its
+contents in place: verified first, as always, but a kill during that last swap can leave
+the old files in a `.DIR.old-*` dir inside it.
 """
 
 from __future__ import annotations
@@ -62,7 +65,9 @@ def pull(
     force: replace a non-empty `dest` (only once the new copy has verified).
     """
     source = uri if isinstance(uri, PullSource) else parse_pull_uri(uri)
-    dest = Path(os.path.abspath(dest))  # `.` has a name and a parent (symlinks stay as given)
+    dest = Path(os.path.abspath(dest))  # `.` has a name and a parent
+    if dest.is_symlink() and dest.is_dir():  # a link to a volume: fill the volume, keep the link
+        dest = Path(os.path.realpath(dest))
     warn_leftovers(dest)
     check_destination(dest, force)
     options = options or S3Options()
@@ -87,14 +92,15 @@ def pull(
 
     # An empty DIR (the current directory, a volume's mount point) is filled where it is, from a
     # staging dir inside it: same filesystem, and DIR itself is neither removed nor replaced.
-    in_place = dest.is_dir() and not dest.is_symlink() and not any(dest.iterdir())
+    # So is a mount point to replace: it cannot be renamed, and its parent is another filesystem.
+    in_place = dest.is_dir() and (not any(dest.iterdir()) or os.path.ismount(dest))
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest if in_place else dest.parent))
     try:
         download_verified(client, run, manifest, staging, options)
         staging.chmod(0o755)  # mkdtemp makes it 0700; DIR should read like any other directory
         if in_place:
-            fill(staging, dest)
+            fill(staging, dest, force)
         else:
             install(staging, dest, force)
     finally:
@@ -119,7 +125,8 @@ def check_destination(dest: Path, force: bool) -> None:
 def warn_leftovers(dest: Path) -> None:
     """Say so when pulls killed outright (SIGKILL) left their staging dirs beside or in `dest`."""
     places = [dest.parent] + ([dest] if dest.is_dir() and not dest.is_symlink() else [])
-    left = [p for place in places for p in place.glob(f".{dest.name}.pull-*") if p.is_dir()]
+    left = [p for place in places for kind in ("pull", "old") for p in place.glob(f".{dest.name}.{kind}-*")
+            if p.is_dir()]
     if left:
         print(f"dultra: note: {len(left)} unfinished pull(s) left {', '.join(map(str, left[:3]))}: remove them "
               "when no pull is running", file=sys.stderr)
@@ -200,14 +207,23 @@ def verify_file(path: Path, entry: FileEntry, where: str, progress: ByteProgress
                                f"{entry.sha256[:12]}...; the object was modified or corrupted")
 
 
-def fill(staging: Path, dest: Path) -> None:
-    """Move the verified files from `staging` (inside the empty `dest`) up into `dest`."""
-    if others := [p.name for p in dest.iterdir() if p != staging]:
-        raise DestinationNotEmpty(f"{dest} gained {', '.join(others[:3])} while pulling: pull again into an "
-                                  "empty directory")
+def fill(staging: Path, dest: Path, force: bool) -> None:
+    """Move the verified files from `staging` (inside `dest`) up into `dest`. Files already in
+    `dest` (a checkpoint, with force) first go into an `.old-*` dir beside `staging`, removed last."""
+    others = [p for p in dest.iterdir() if p != staging]
+    old = None
+    if others:
+        if not force or not is_checkpoint(dest):
+            raise DestinationNotEmpty(f"{dest} gained {', '.join(p.name for p in others[:3])} while pulling: "
+                                      "pull again into an empty directory")
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest))
+        for path in others:
+            os.rename(path, old / path.name)
     for entry in staging.iterdir():
         os.rename(entry, dest / entry.name)
     staging.rmdir()
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def install(staging: Path, dest: Path, force: bool) -> None:

@@ -128,9 +128,12 @@ def translate_errors(doing: str, bucket: str | None = None) -> Iterator[None]:
 
 
 def translate(err: Exception, doing: str, bucket: str | None = None) -> StorageError:
-    # s3transfer wraps the ClientError of a failed upload in S3UploadFailedError.
-    if isinstance(err, Boto3Error) and isinstance(err.__cause__, BotoCoreError | ClientError):
-        err = err.__cause__
+    # boto3 wraps the ClientError of a failed upload in S3UploadFailedError (raised inside its
+    # `except`, without `from`), and a download's last error in RetriesExceededError.
+    if isinstance(err, Boto3Error):
+        cause = getattr(err, "last_exception", None) or err.__cause__ or err.__context__
+        if isinstance(cause, BotoCoreError | ClientError):
+            err = cause
     if isinstance(err, NoCredentialsError | PartialCredentialsError):
         return NoCredentials(f"{doing}: no AWS credentials ({err}); set AWS_ACCESS_KEY_ID and "
                              "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or --profile")

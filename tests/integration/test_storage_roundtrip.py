@@ -11,15 +11,18 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
 from dultra.cli import main
 from dultra.model import LLaDAModelLM
 from dultra.storage import (
+    AccessDenied,
     DestinationNotEmpty,
     EndpointUnreachable,
     NotACheckpoint,
@@ -125,6 +128,48 @@ def test_pull_force_replaces_only_a_checkpoint(tiny_checkpoint_dir, s3_bucket, s
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "home"]  # no staging debris
 
 
+def test_pull_through_a_symlink_fills_its_target_and_keeps_the_link(tiny_checkpoint_dir, s3_bucket, s3_options,
+                                                                     tmp_path):
+    uri = f"s3://{s3_bucket}/m"
+    publish(tiny_checkpoint_dir, uri, options=s3_options)
+    (tmp_path / "volume").mkdir()
+    (tmp_path / "ckpt").symlink_to(tmp_path / "volume")
+    for force in (False, True):  # into the empty target, then replacing the checkpoint there
+        pull(uri, tmp_path / "ckpt", force=force, options=s3_options)
+        assert (tmp_path / "ckpt").is_symlink() and same_files(tiny_checkpoint_dir, tmp_path / "volume")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "volume"]
+
+
+def test_pull_force_replaces_a_mount_point_s_contents(tiny_checkpoint_dir, s3_bucket, s3_options, tmp_path):
+    """A volume's mount point cannot be renamed: its checkpoint is replaced in place (a pod's PVC)."""
+    uri = f"s3://{s3_bucket}/m"
+    publish(tiny_checkpoint_dir, uri, options=s3_options)
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(volume)], check=True)  # CI runs as root, as dockerd does
+    try:
+        pull(uri, volume, options=s3_options)
+        (volume / "stale.safetensors").write_bytes(b"from an older run")
+        pull(uri, volume, force=True, options=s3_options)
+        assert os.path.ismount(volume) and same_files(tiny_checkpoint_dir, volume)  # stale file and staging gone
+    finally:
+        subprocess.run(["umount", str(volume)], check=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["volume"]
+
+
+def test_publish_refuses_what_the_manifest_cannot_hold_before_uploading(tiny_checkpoint_dir, s3_bucket, s3_options,
+                                                                         s3_client, tmp_path, capsys):
+    with pytest.raises(StorageError, match="the metrics cannot be written to the manifest as JSON: Object of type ndarray"):
+        publish(tiny_checkpoint_dir, f"s3://{s3_bucket}/m", metrics={"loss": torch.tensor(0.5).numpy()},
+                options=s3_options)
+    assert s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="m/").get("KeyCount") == 0  # nothing uploaded
+    config = tmp_path / "train.yaml"
+    config.write_text("key: !!binary aGk=\n")
+    assert main(["publish", str(tiny_checkpoint_dir), f"s3://{s3_bucket}/m", "--config", str(config),
+                 "--endpoint-url", s3_options.endpoint_url]) == 2
+    assert f"--config file {config} holds a value JSON cannot: bytes b'hi'" in capsys.readouterr().err
+
+
 def test_publish_refuses_what_is_not_a_checkpoint(tiny_checkpoint_dir, s3_bucket, s3_options, s3_client, tmp_path):
     """`latest` must never name a run no one can load: a training output dir, weights without config."""
     uri = f"s3://{s3_bucket}/m"
@@ -211,6 +256,51 @@ def test_server_errors_are_retried_aloud(s3_env, tmp_path, capsys):
     assert capsys.readouterr().err == f"dultra: note: {endpoint} answered 503 to HeadBucket; retrying, attempt 2 of 2\n"
 
 
+class ReadOnly(http.server.BaseHTTPRequestHandler):
+    """In front of moto: a bucket whose policy denies writes (PUT answers 403 AccessDenied)."""
+
+    upstream = ""
+
+    def forward(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+        answer = httpx.request(self.command, self.upstream + self.path, headers=headers, content=body)
+        self.send_response(answer.status_code)
+        for key, value in answer.headers.items():
+            if key.lower() not in ("transfer-encoding", "connection", "content-encoding"):
+                self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(answer.content)
+
+    do_GET = do_HEAD = do_POST = do_DELETE = forward
+
+    def do_PUT(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        denied = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+        self.send_response(403)
+        self.send_header("Content-Length", str(len(denied)))
+        self.end_headers()
+        self.wfile.write(denied)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_refused_upload_is_access_denied(tiny_checkpoint_dir, s3_bucket, moto_endpoint, s3_env):
+    ReadOnly.upstream = moto_endpoint
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ReadOnly)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    options = S3Options(endpoint_url=f"http://127.0.0.1:{server.server_address[1]}", progress=False)
+    try:  # s3transfer re-raises the upload's ClientError without `from`: found through its context
+        with pytest.raises(AccessDenied, match="uploading .* to .*: access denied \\(AccessDenied\\); "
+                                               "check the credentials and the bucket policy"):
+            publish(tiny_checkpoint_dir, f"s3://{s3_bucket}/m", options=options)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_multipart_transfers(tiny_checkpoint_dir, s3_bucket, s3_options, s3_client, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(tiny_checkpoint_dir, src)
@@ -225,17 +315,19 @@ def test_multipart_transfers(tiny_checkpoint_dir, s3_bucket, s3_options, s3_clie
     assert same_files(src, tmp_path / "out")
 
 
-def test_cli_round_trip_with_aws_endpoint_env(tiny_checkpoint_dir, s3_bucket, moto_endpoint, s3_env, monkeypatch,
-                                             tmp_path, capsys):
+def test_cli_round_trip_with_aws_endpoint_env(tiny_checkpoint_dir, s3_bucket, moto_endpoint, s3_env, s3_client,
+                                             monkeypatch, tmp_path, capsys):
     """No --endpoint-url: the endpoint comes from AWS_ENDPOINT_URL, as for any AWS tool."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({"accuracy": 0.5}))
     config = tmp_path / "train.yaml"
-    config.write_text("lr: 1.0e-6\nsteps: 10\n")
+    config.write_text("lr: 1.0e-6\nsteps: 10\nsnapshot: 2024-06-01\n")  # YAML reads a date
     assert main(["publish", str(tiny_checkpoint_dir), f"s3://{s3_bucket}/cli", "--run-id", "cli-1",
                  "--metrics", str(metrics), "--config", str(config), "--base-model", "tiny", "--no-progress"]) == 0
     assert capsys.readouterr().out.strip() == f"s3://{s3_bucket}/cli/runs/cli-1/"
+    written = json.loads(s3_client.get_object(Bucket=s3_bucket, Key="cli/runs/cli-1/manifest.json")["Body"].read())
+    assert written["config"] == {"lr": 1e-6, "steps": 10, "snapshot": "2024-06-01"}
     assert main(["pull", f"s3://{s3_bucket}/cli", str(tmp_path / "out"), "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert captured.out.strip() == str(tmp_path / "out")

@@ -3,11 +3,19 @@
 import hashlib
 import json
 import os
+import subprocess
 
 import pytest
 
 from dultra.storage.errors import IntegrityError, StorageError
-from dultra.storage.manifest import SCHEMA_VERSION, FileEntry, Manifest, check_path, scan_directory
+from dultra.storage.manifest import (
+    SCHEMA_VERSION,
+    FileEntry,
+    Manifest,
+    check_path,
+    detect_git_commit,
+    scan_directory,
+)
 from dultra.storage.pointer import Pointer
 
 
@@ -106,3 +114,25 @@ def test_pointer_round_trip_and_validation():
                 json.dumps({**data, "manifest_sha256": "nothex"}).encode()):
         with pytest.raises(IntegrityError, match="not a valid pointer"):
             Pointer.from_json(raw, "latest")
+
+
+def test_git_commit_is_the_checkout_s_or_the_image_s(tmp_path, monkeypatch):
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True,
+                              text=True, env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                                              "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}).stdout.strip()
+
+    checkout, installed = tmp_path / "dultra/storage/manifest.py", tmp_path / ".venv/dultra/storage/manifest.py"
+    for path in (checkout, installed):
+        path.parent.mkdir(parents=True)
+        path.write_text("")
+    git("init", "-q")
+    git("add", "dultra")
+    git("commit", "-qm", "x")
+    head = git("rev-parse", "HEAD")
+    monkeypatch.setenv("DULTRA_GIT_COMMIT", "f" * 40)
+    assert detect_git_commit(checkout) == head  # an editable install runs its checkout's code
+    assert detect_git_commit(installed) == "f" * 40  # a copy inside another project: not that project's commit
+    monkeypatch.delenv("DULTRA_GIT_COMMIT")
+    assert detect_git_commit(installed) is None
+    assert detect_git_commit(tmp_path.parent / "elsewhere.py") is None  # no repository at all

@@ -43,6 +43,13 @@ def prepare_data(task: str, train_size: int, eval_size: int, data_path: str, wor
 
 
 @component
+def gpu_limit(gpus_per_node: int) -> str:
+    """The GPU steps' accelerator limit, as text: KFP's driver reads a limit that comes from a
+    parameter only when that parameter is a string, and silently sets none from a number."""
+    return str(gpus_per_node)
+
+
+@component
 def pretrain_base(base_model: str, config: str, train: Input[Dataset], steps: int, gen_length: int,
                   workspace: str, run_id: str, model: Output[Model]):
     """The base model: `tiny` is pretrained here (masked diffusion, CPU-sized); any other

@@ -164,13 +164,18 @@ def run_stage(stage: str, config: str, overrides: dict[str, Any], workdir: str,
 
 
 def run_forwarding_sigterm(command: list[str]) -> None:
-    """Run `command`, passing on a SIGTERM this step gets (Kubernetes stopping the pod) so that
-    its training processes save a checkpoint before they stop. Ctrl-C reaches them already,
-    through the terminal's process group: forwarding it too would count as a second Ctrl-C."""
+    """Run `command` in its own process group and pass on each SIGTERM (Kubernetes stopping the
+    pod) or SIGINT (Ctrl-C under kfp.local) this step gets, once, so its training processes save
+    a checkpoint before they stop. Its own group: Argo signals the step's whole group, which
+    would otherwise deliver every signal twice, and a second one means "stop at once".
+
+    In a Kubeflow pod this rarely saves: KFP's launcher, the step's parent, exits at SIGTERM
+    and the container ends about a second later. The last `save_every` checkpoint is what a
+    preempted step keeps (a TrainJob's nodes run `accelerate launch` directly, and do save)."""
     from dultra.signals import handling
 
-    child = subprocess.Popen(command)
-    with handling((signal.SIGTERM,), lambda signum, frame: child.send_signal(signum)):
+    child = subprocess.Popen(command, start_new_session=True)
+    with handling((signal.SIGTERM, signal.SIGINT), lambda signum, frame: child.send_signal(signum)):
         code = child.wait()
     if code:
         raise subprocess.CalledProcessError(code, command)

@@ -21,10 +21,12 @@ import sys
 from pathlib import Path
 
 from kfp import compiler, dsl, kubernetes
+from kfp.dsl.pipeline_channel import PipelineChannel
 
 from components.dultra_components import (
     TRAINER_IMAGE,
     evaluate,
+    gpu_limit,
     prepare_data,
     pretrain_base,
     publish_checkpoint,
@@ -56,14 +58,19 @@ def _on_cluster(task: dsl.PipelineTask, cpu: str, memory: str, workspace: str,
     return task
 
 
-def _gpus(task: dsl.PipelineTask, count) -> dsl.PipelineTask:
-    """`count` GPUs (a number or a pipeline parameter, 0 on CPU), the GPU nodes' taint tolerated,
-    and a memory-backed /dev/shm as on the TrainJob nodes (manifests/runtime).
+def _gpus(task: dsl.PipelineTask, count: int | PipelineChannel) -> dsl.PipelineTask:
+    """`count` GPUs (a number or the gpus_per_node parameter, 0 on CPU), the GPU nodes' taint
+    tolerated, and a memory-backed /dev/shm as on the TrainJob nodes (manifests/runtime).
 
-    The toleration is static: with a parameter count of 0 it only lets a CPU step use a GPU
-    node's spare CPU. Under dsl.If a parameter count must also be an input of the task: kfp
-    2.17 hands a branch only the parameters that its tasks' inputs use.
+    KFP's driver sets a limit from a parameter only when it is a string (from a number it sets
+    none, silently), so a parameter count goes through a gpu_limit task, made here, in the
+    branch of `task`: kfp 2.17 hands a dsl.If branch only what its own tasks take. The
+    toleration is static: with a count of 0 it only lets a CPU step use a GPU node's spare CPU.
     """
+    if isinstance(count, PipelineChannel):
+        limit = gpu_limit(gpus_per_node=count).set_cpu_request("100m").set_memory_request("256Mi")
+        count = limit.set_caching_options(False).output
+        task.after(limit)  # kfp 2.17 does not count a resource's channel as a dependency
     task.set_accelerator_type(GPU).set_accelerator_limit(count)
     kubernetes.add_toleration(task, **GPU_TOLERATION)
     kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=SHM_SIZE)

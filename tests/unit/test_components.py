@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -31,6 +32,8 @@ from components.steps import (
 )
 from dultra.data import read_examples
 from tests.data_helpers import GSM8K
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_prepare_data_writes_disjoint_splits(tmp_path):
@@ -162,4 +165,25 @@ def test_a_multi_gpu_step_passes_sigterm_on_to_its_launcher(tmp_path):
     assert err.value.returncode == 143 and (tmp_path / "saved").read_text() == str(int(signal.SIGTERM))
     assert signal.getsignal(signal.SIGTERM) is previous
     run_forwarding_sigterm([sys.executable, "-c", "pass"])  # a step that succeeds raises nothing
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_step_s_whole_process_group_reaches_the_launcher_once(tmp_path, signum):
+    """Argo's emissary signals the step's process group, the terminal Ctrl-C's: one stop, not two."""
+    child = (f"import pathlib, signal, sys, time\n"
+             f"got = []\n"
+             f"signal.signal({int(signum)}, lambda *_: got.append(1))\n"
+             f"pathlib.Path({str(tmp_path / 'ready')!r}).write_text('')\n"
+             f"while not got: time.sleep(0.05)\n"
+             f"time.sleep(1)\n"  # a second signal would arrive meanwhile
+             f"pathlib.Path({str(tmp_path / 'got')!r}).write_text(str(len(got)))\n")
+    step = ("import sys\nfrom components.steps import run_forwarding_sigterm\n"
+            f"run_forwarding_sigterm([sys.executable, '-c', {child!r}])\n")
+    proc = subprocess.Popen([sys.executable, "-c", step], cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "ready").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signum)
+    assert proc.wait(timeout=60) == 0 and (tmp_path / "got").read_text() == "1"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +57,7 @@ def _platform() -> dict:
 def test_every_step_mounts_the_workspace_and_only_publish_sees_s3_credentials():
     platform = _platform()
     executors = _docs()[0]["deploymentSpec"]["executors"]
-    assert set(platform) == set(executors)
+    assert set(platform) == {name for name in executors if "gpu-limit" not in name}  # that one only prints a number
     for name, spec in platform.items():
         assert spec["pvcMount"] == [{"constant": WORKSPACE_PVC, "mountPath": "/workspace",
                                      "pvcNameParameter": {"runtimeValue": {"constant": WORKSPACE_PVC}}}], name
@@ -83,7 +84,7 @@ def _container_tasks() -> dict[str, dict]:
             if executor:
                 found[name] = {"task": task, "executor": executor, "condition": conditions.get(owner, ""),
                                "resources": executors[executor]["container"]["resources"],
-                               "platform": platform[executor]}
+                               "platform": platform.get(executor, {})}
     return found
 
 
@@ -111,7 +112,7 @@ def test_multi_node_grpo_is_a_small_pod_without_gpus_and_one_node_grpo_trains_on
     assert set(watcher["platform"]) == {"pvcMount", "podMetadata"}  # no GPU toleration, /dev/shm, nor sandbox label
     assert "labels" not in watcher["platform"]["podMetadata"]
     assert trainer["resources"]["resourceCpuRequest"] == "8" and trainer["resources"]["resourceMemoryRequest"] == "64Gi"
-    assert trainer["resources"]["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus_per_node']}}"
+    assert trainer["resources"]["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpu-limit-2-Output']}}"
     key, value = SANDBOX_CLIENT_LABEL
     assert trainer["platform"]["podMetadata"]["labels"] == {key: value}
     for task in (watcher, trainer):  # a retry resumes from the checkpoint, or attaches to the TrainJob
@@ -137,13 +138,37 @@ def test_gpu_steps_tolerate_the_gpu_taint_and_get_a_memory_backed_shm():
     gpu_steps = {n for n, t in tasks.items() if "accelerator" in t["resources"]}
     assert gpu_steps == {"warmstart-planner", "train-grpo-2", "evaluate"}
     warm = tasks["warmstart-planner"]["resources"]["accelerator"]
-    assert warm["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus_per_node']}}"
+    assert warm["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpu-limit-Output']}}"
     for name, task in tasks.items():
         platform = task["platform"]
         assert platform.get("tolerations") == ([_overlay_toleration()] if name in gpu_steps else None), name
         shm = platform.get("emptyDirMounts")
         assert shm == ([{"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "16Gi", "volumeName": "dshm"}]
                        if name in gpu_steps else None), name
+
+
+def test_gpu_limits_from_parameters_are_strings_as_the_kfp_driver_needs():
+    """KFP's driver (backend/src/v2/driver, resolvePodSpecInputRuntimeParameter) reads a limit's
+    parameter as a string; from the int gpus_per_node it would set no GPU limit at all."""
+    spec, tasks = _docs()[0], _container_tasks()
+    placeholders = {}
+    for name, task in tasks.items():
+        count = task["resources"].get("accelerator", {}).get("resourceCount", "")
+        if found := re.fullmatch(r"\{\{\$\.inputs\.parameters\['(.+)'\]\}\}", count):
+            source = task["task"]["inputs"]["parameters"][found[1]]
+            if "taskOutputParameter" in source:  # another task's output: its declared type
+                producer = tasks[source["taskOutputParameter"]["producerTask"]]["task"]["componentRef"]["name"]
+                outputs = spec["components"][producer]["outputDefinitions"]["parameters"]
+                placeholders[name] = outputs[source["taskOutputParameter"]["outputParameterKey"]]["parameterType"]
+            else:  # a pipeline parameter
+                pipeline_inputs = spec["root"]["inputDefinitions"]["parameters"]
+                placeholders[name] = pipeline_inputs[found[1].removeprefix("pipelinechannel--")]["parameterType"]
+    assert placeholders == {"warmstart-planner": "STRING", "train-grpo-2": "STRING"}
+    for limit, user in (("gpu-limit", "warmstart-planner"), ("gpu-limit-2", "train-grpo-2")):  # in its user's branch
+        assert tasks[limit]["task"]["inputs"]["parameters"]["gpus_per_node"]["componentInputParameter"].endswith(
+            "gpus_per_node")
+        assert limit in tasks[user]["task"]["dependentTasks"]  # the driver reads the limit when the user starts
+    assert tasks["gpu-limit-2"]["condition"] == tasks["train-grpo-2"]["condition"] != ""
 
 
 def test_caching_is_off_and_the_label_goes_to_steps_that_call_the_sandbox():

@@ -237,17 +237,48 @@ def test_an_output_dir_that_cannot_be_written_fails_before_the_model_loads(tmp_p
     assert err.value.filename is not None and str(tmp_path / "file") in str(err.value.filename)
 
 
-def test_kl_penalty_and_several_iterations_run(checkpoint, tmp_path):
+def test_a_rollout_keeps_each_prompt_s_completions_together(checkpoint, tiny_tokenizer):
+    """Completion i answers examples[i // group_size]: the layout the rewards and advantages read."""
+    examples = generate("synthetic-math", "train", n=3)
+    assert len({e.prompt for e in examples}) == 3
+    decode = DecodeConfig(gen_length=8, block_length=8, temperature=1.0, record=True, seed=0)
+    out = rollout(load_model(checkpoint), tiny_tokenizer, examples, 2, decode, "cpu").output
+    prompts = out.sequences[:, : out.sequences.shape[1] - 8]
+    texts = tiny_tokenizer.batch_decode(prompts, skip_special_tokens=True)
+    assert [sum(e.prompt in text for e in examples) for text in texts] == [1] * 6
+    assert [next(i for i, e in enumerate(examples) if e.prompt in text) for text in texts] == [0, 0, 1, 1, 2, 2]
+
+
+def test_with_a_kl_term_every_scored_row_is_replayed(checkpoint, tmp_path):
     GRPOTrainer(_grpo(checkpoint, tmp_path, steps=1, beta=0.05, num_iterations=2, replay_batch_size=3)).train()
     row = read_metrics(tmp_path)[0]
-    assert 0.0 <= row["clip_fraction"] <= 1.0 and row["replayed_rows"] >= 1
+    assert row["replayed_rows"] == 8  # 2 prompts x 4, A = 0 rows included: they carry the KL term
+    assert math.isfinite(row["clip_fraction"]) and math.isfinite(row["grad_norm"])
+
+
+def test_the_advantage_settings_reach_the_advantages(checkpoint, tmp_path, monkeypatch):
+    import dultra.rl.trainer as trainer_module
+
+    calls = []
+    real = trainer_module.group_advantages
+
+    def spy(*args):
+        calls.append(args[2:])
+        return real(*args)
+
+    monkeypatch.setattr(trainer_module, "group_advantages", spy)
+    GRPOTrainer(_grpo(checkpoint, tmp_path, steps=1, scale_rewards=True, advantage_min_clip=0.0)).train()
+    assert calls == [(4, True, 0.0)]  # group_size, scale_by_std, min_clip
 
 
 class _RecordingSGD(torch.optim.SGD):
-    """Plain SGD that keeps the gradient of its last step, so a test sees what the trainer applied."""
+    """Plain SGD that keeps the gradient of each step and the weights it applied to, so a test
+    sees what the trainer applied."""
 
     def step(self, closure=None):
-        self.grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in self.param_groups[0]["params"]]
+        params = self.param_groups[0]["params"]
+        self.grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
+        self.history = [*getattr(self, "history", []), ([p.detach().clone() for p in params], self.grads)]
         return super().step(closure)
 
 
@@ -285,6 +316,30 @@ def test_grpo_update_is_the_gradient_of_the_clipped_objective_plus_kl(checkpoint
     with torch.no_grad():
         change = replay(model, traj).sum(dim=1) - before.sum(dim=1)
     assert change[0] > 0 and change[4] < 0  # A = +1 and A = -1
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)`")  # its optimizer is replaced
+def test_a_second_iteration_is_the_gradient_of_the_clipped_objective_off_policy(checkpoint, tmp_path):
+    """num_iterations = 2: the second update replays a moved policy, whose ratio to the rollout's clips some rows."""
+    cfg = _grpo(checkpoint, tmp_path, gen_length=16, num_iterations=2, replay_batch_size=3, eps_low=0.05,
+                eps_high=0.05, optim=OptimConfig(lr=1e-3, grad_clip=0.0))
+    trainer = GRPOTrainer(cfg)
+    model, params = trainer.model, trainer.params
+    decode = DecodeConfig(gen_length=16, block_length=8, temperature=1.0, record=True, seed=0, eos_ids=trainer.eos_ids)
+    traj = rollout(model, trainer.tokenizer, trainer.stream.next(), cfg.group_size, decode, "cpu").output.trajectory
+    adv = torch.tensor([1.0, -0.5, 0.3, 0.25, -1.0, 0.5, -0.7, -0.25])
+    trainer.optimizer = _RecordingSGD(params, lr=1.0)
+    out = trainer.update(traj, adv, torch.ones(8, dtype=torch.bool))
+    weights, grads = trainer.optimizer.history[1]
+    with torch.no_grad():
+        for p, w in zip(params, weights, strict=True):
+            p.copy_(w)
+    ratio = sequence_log_ratio(replay(model, traj), traj.log_probs)
+    loss = clipped_objective(ratio, adv, cfg.eps_low, cfg.eps_high).sum() / (adv.numel() * cfg.gen_length)
+    want = torch.autograd.grad(loss, params)
+    assert 0 < out["clip_fraction"] < 1, out  # both branches of the clip are exercised
+    for got, expected in zip(grads, want, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("cache", ["prefix", "dual"])

@@ -81,6 +81,15 @@ def test_extra_object_refused(published, s3_client, s3_options, tmp_path):
     assert_refused(f"s3://{bucket}/m", tmp_path / "out", s3_options, IntegrityError, "does not list: backdoor.py")
 
 
+def test_a_run_copied_under_another_id_refused(published, s3_client, s3_options, tmp_path):
+    """Its manifest names the run it was published as: a copy elsewhere is not that run."""
+    bucket, run = published
+    for obj in s3_client.list_objects_v2(Bucket=bucket, Prefix=run)["Contents"]:
+        s3_client.copy_object(Bucket=bucket, Key=obj["Key"].replace("/r1/", "/r2/"),
+                              CopySource={"Bucket": bucket, "Key": obj["Key"]})
+    assert_refused(f"s3://{bucket}/m/runs/r2", tmp_path / "out", s3_options, IntegrityError, "belongs to run 'r1'")
+
+
 def test_partial_run_without_manifest_refused(tiny_checkpoint_dir, s3_bucket, s3_client, s3_options, tmp_path):
     # What a publish killed before its manifest leaves: some files, no manifest.json.
     for name in ("config.json", "model.safetensors"):

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import threading
 from pathlib import Path
@@ -63,6 +64,7 @@ def test_publish_pull_from_pretrained(tiny_checkpoint_dir, s3_bucket, s3_options
     assert pulled.manifest.git_commit is None or re.fullmatch(r"[0-9a-f]{40}", pulled.manifest.git_commit)
     assert same_files(tiny_checkpoint_dir, tmp_path / "ckpt")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging directory left behind"
+    assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o755  # not mkdtemp's 0700: others may read it
 
     original = LLaDAModelLM.from_pretrained(tiny_checkpoint_dir).state_dict()
     loaded = LLaDAModelLM.from_pretrained(tmp_path / "ckpt").state_dict()

@@ -326,12 +326,15 @@ def test_sigterm_leaves_the_job_running_and_the_retried_step_attaches_to_it():
     with StandIn(phases, logs) as api:
         proc = subprocess.Popen([sys.executable, "-c", CHILD, api.url, json.dumps(asdict(spec))], cwd=REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONPATH": str(REPO)})
-        deadline = time.monotonic() + 60
-        while not any(len(p.written) > 3 for p in logs.values()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+                                env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
+        shown = []
+        for line in proc.stdout:  # the step follows the node's log: stop it once it has shown some
+            shown.append(line)
+            if "step 2" in line:
+                break
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
+        stdout = "".join(shown) + stdout
         assert proc.returncode == 1, stderr
         assert stderr.strip().splitlines()[-1] == (
             f"components.trainjob.TrainJobCancelled: step stopped; TrainJob dultra/{job} keeps running (a retry "

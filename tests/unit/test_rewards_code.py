@@ -71,6 +71,9 @@ def test_no_program_scores_zero_without_running(humaneval):
     runner = SubprocessRunner()
     assert score(runner, humaneval[:3], ["", "```python\n\n```", "```python\n   "]) == [0.0, 0.0, 0.0]
     assert runner.calls == 0
+    # A task without tests cannot score its program, right or wrong: None, not 0.
+    assert CodeReward(runner)([humaneval[0].solution, ""], tests=[[], []]) == [None, None]
+    assert runner.calls == 0
 
 
 def test_programs_are_read_as_the_reference_evaluation_reads_them(humaneval):

@@ -1,13 +1,17 @@
-"""The sandbox client's retry, error and batching rules, over an injected transport.
+"""The sandbox client's retry, error and batching rules, against a scripted HTTP server.
 
-The transport is httpx's MockTransport: it stands in for the network so each rule can be
-driven exactly (which response, which failure, how many calls); the client against a real
-server is covered in tests/integration/test_sandbox_server.py.
+Each test's handler (an httpx.Request in, an httpx.Response out, or `raise Drop` to close
+the connection unanswered) runs behind a real server on loopback, so the client's own
+transport, pool and timeouts are what is exercised, and each rule can be driven exactly
+(which response, which failure, how many calls). The real sandbox service is in
+tests/integration/test_sandbox_server.py.
 """
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 
 import httpx
 import pytest
@@ -24,16 +28,60 @@ from dultra.rewards.sandbox_client import (
 FAST = ClientConfig(retries=2, backoff_s=0.0, batch_size=3, max_concurrency=2)
 
 
+class Drop(Exception):
+    """Raised by a handler: the server closes the connection without an answer."""
+
+
+class _Scripted(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the service
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        request = httpx.Request("POST", f"http://sandbox.test{self.path}", content=body)
+        try:
+            response = self.server.handler(request)
+        except Drop:
+            self.close_connection = True
+            return
+        response.read()
+        self.send_response(response.status_code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(response.content)))
+        self.end_headers()
+        self.wfile.write(response.content)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def client():
+    """client(handler, config=FAST): a SandboxClient of a server on loopback that answers with handler."""
+    servers, clients = [], []
+
+    def make(handler, config: ClientConfig = FAST) -> SandboxClient:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
+        server.daemon_threads = True
+        server.handler = handler
+        threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+        servers.append(server)
+        clients.append(SandboxClient(f"http://127.0.0.1:{server.server_address[1]}", config))
+        return clients[-1]
+
+    yield make
+    for c in clients:
+        c.close()
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
 def ok(status: str = "passed", **extra) -> dict:
     return {"status": status, "passed": 1 if status == "passed" else 0, "total": 1, "stdout": "",
             "stderr": "", "duration_ms": 1.0, "detail": "", **extra}
 
 
-def client(handler) -> SandboxClient:
-    return SandboxClient("http://sandbox.test", FAST, transport=httpx.MockTransport(handler))
-
-
-def test_run_posts_the_request_and_parses_the_result():
+def test_run_posts_the_request_and_parses_the_result(client):
     seen = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -45,30 +93,31 @@ def test_run_posts_the_request_and_parses_the_result():
     assert seen == [("/v1/run", {"code": "def f(): pass", "tests": ["f()"], "timeout_s": 2})]
 
 
-def test_retries_server_errors_then_succeeds():
-    calls = []
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_retries_overload_and_server_errors_then_succeeds(client, status):
+    sent = []
 
     def handler(request):
-        calls.append(1)
-        return httpx.Response(503 if len(calls) < 3 else 200, json=ok())
+        sent.append((request.url.path, json.loads(request.content)))
+        return httpx.Response(status if len(sent) < 3 else 200, json=ok())
 
     assert client(handler).run("x = 1").ok
-    assert len(calls) == 3
+    assert sent == [("/v1/run", {"code": "x = 1"})] * 3  # the same request each time
 
 
-def test_gives_up_after_the_retries():
+def test_gives_up_after_the_retries(client):
     calls = []
 
     def handler(request):
         calls.append(1)
-        raise httpx.ConnectError("connection refused")
+        raise Drop
 
     with pytest.raises(SandboxUnavailable, match="failed 3 times"):
         client(handler).run("x = 1")
     assert len(calls) == 3
 
 
-def test_client_errors_are_not_retried():
+def test_client_errors_are_not_retried(client):
     calls = []
 
     def handler(request):
@@ -81,7 +130,7 @@ def test_client_errors_are_not_retried():
     assert len(calls) == 1
 
 
-def test_the_code_reward_skips_only_tests_too_large_to_send():
+def test_the_code_reward_skips_only_tests_too_large_to_send(client):
     from dultra.data.example import CodeTest
     from dultra.rewards.code_correct import CodeReward
 
@@ -97,23 +146,30 @@ def test_the_code_reward_skips_only_tests_too_large_to_send():
         misconfigured(["```python\nprint(1)\n```"], tests=tests)
 
 
-def test_program_failures_are_results_not_errors():
+def test_program_failures_are_results_not_errors(client):
+    sent = []
+
     def handler(request):
+        sent.append(json.loads(request.content))
         return httpx.Response(200, json=ok("timeout"))
 
     assert client(handler).run("while True: pass").status == "timeout"
+    assert sent == [{"code": "while True: pass"}]  # not retried
 
 
-def test_sandbox_error_results_are_retried():
+def test_sandbox_error_results_are_retried(client):
     answers = iter([ok("sandbox_error"), ok()])
+    sent = []
 
     def handler(request):
+        sent.append(json.loads(request.content))
         return httpx.Response(200, json=next(answers))
 
     assert client(handler).run("x = 1").ok
+    assert sent == [{"code": "x = 1"}] * 2
 
 
-def test_batches_are_chunked_in_order_and_only_failed_items_rerun():
+def test_batches_are_chunked_in_order_and_only_failed_items_rerun(client):
     bodies = []
     flaky = {"4"}
 
@@ -135,7 +191,7 @@ def test_batches_are_chunked_in_order_and_only_failed_items_rerun():
     assert sorted(bodies) == [["0", "1", "2"], ["3", "4", "5"], ["4"], ["6", "7"]]
 
 
-def test_batches_are_also_chunked_by_size():
+def test_batches_are_also_chunked_by_size(client):
     bodies = []
 
     def handler(request):
@@ -146,11 +202,11 @@ def test_batches_are_also_chunked_by_size():
     config = ClientConfig(retries=0, batch_size=3, batch_bytes=1000)
     sizes = [400, 400, 400, 50, 2000, 10, 10, 10, 10]
     requests = [{"code": "", "stdin": "x" * n, "expected_stdout": ""} for n in sizes]
-    SandboxClient("http://sandbox.test", config, transport=httpx.MockTransport(handler)).run_batch(requests)
+    client(handler, config).run_batch(requests)
     assert sorted(bodies) == sorted([[400, 400], [400, 50], [2000], [10, 10, 10], [10]])
 
 
-def test_concurrency_reaches_its_bound_and_never_passes_it():
+def test_concurrency_reaches_its_bound_and_never_passes_it(client):
     import threading
     import time
 
@@ -178,7 +234,7 @@ def test_concurrency_reaches_its_bound_and_never_passes_it():
     assert state["peak"] == FAST.max_concurrency
 
 
-def test_run_tests_is_the_code_rewards_runner():
+def test_run_tests_is_the_code_rewards_runner(client):
     from dultra.data.example import CodeTest
     from dultra.rewards.runner import CodeRunner
 
@@ -195,9 +251,13 @@ def test_run_tests_is_the_code_rewards_runner():
     assert runner.run_tests("def f(): return 1", tests) == (1, 2)
     assert sent == [{"code": "def f(): return 1", "tests": ["assert f() == 1"]},
                     {"code": "def f(): return 1", "stdin": "2\n", "expected_stdout": "4\n"}]
+    sent.clear()
+    limited = client(handler, ClientConfig(retries=0, test_timeout_s=2.5, test_memory_mb=256))
+    limited.run_tests("def f(): return 1", tests[:1])
+    assert sent == [{"code": "def f(): return 1", "tests": ["assert f() == 1"], "timeout_s": 2.5, "memory_mb": 256}]
 
 
-def test_run_tests_raises_the_runners_unavailable_on_sandbox_errors():
+def test_run_tests_raises_the_runners_unavailable_on_sandbox_errors(client):
     from dultra.data.example import CodeTest
     from dultra.rewards.runner import SandboxUnavailable as RunnerUnavailable
 

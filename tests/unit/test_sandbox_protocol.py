@@ -47,6 +47,11 @@ def test_defaults_are_filled_in():
     ({"code": "", "tests": ["é" * 501]}, "tests is larger than 1000 bytes"),
     ({"code": "", "stdin": "\ud800"}, "stdin is not valid Unicode text"),
     ({"code": "x" * 1000, "tests": ["y" * 1000, "z" * 501]}, "the request's text is larger than 2500 bytes"),
+    ({"code": "", "memory_mb": CONFIG.max_memory_mb + 1}, "memory_mb must be between"),  # it bounds RLIMIT_AS
+    ({"code": "", "memory_mb": 15}, "memory_mb must be between"),
+    ({"code": "", "stdin": "", "expected_stdout": "x" * 1001}, "expected_stdout is larger than 1000 bytes"),
+    ({"code": "x" * 1000, "stdin": "y" * 1000, "expected_stdout": "z" * 501},
+     "the request's text is larger than 2500 bytes"),
 ])
 def test_bad_requests_name_the_problem(raw, message):
     with pytest.raises(RequestError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -15,8 +15,6 @@ import importlib
 import signal
 import sys
 
-from transformers.utils import logging as hf_logging
-
 from dultra.errors import DultraError
 from dultra.signals import Terminated, handling, raise_terminated
 
@@ -64,9 +62,15 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports torch and transformers: seconds in which Ctrl-C is likely
+    except KeyboardInterrupt:
+        print("dultra: interrupted", file=sys.stderr)
+        return 130
     args = parse(parser, argv)
     if not sys.stderr.isatty():  # keep logs and captured stderr free of progress-bar redraws
+        from transformers.utils import logging as hf_logging
+
         hf_logging.disable_progress_bar()
     try:
         with handling((signal.SIGTERM,), raise_terminated):

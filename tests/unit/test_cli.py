@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -260,3 +262,15 @@ def test_sigterm_stops_a_command_like_ctrl_c_with_its_clean_up(tmp_path):
         connection.close()
     assert proc.returncode == 143 and err.strip().endswith("dultra: terminated"), err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing half-made left behind
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line():
+    """Importing torch and transformers takes seconds: Ctrl-C then is as clean as later."""
+    proc = subprocess.Popen([sys.executable, "-m", "dultra.cli", "generate", "--model", "tiny", "--prompt", "hi"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    maps = f"/proc/{proc.pid}/maps"
+    while proc.poll() is None and "libtorch" not in open(maps).read():  # torch is being imported
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err) == (130, "dultra: interrupted\n")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 
 import torch
 
 from dultra.decoding import DecodeConfig, generate, parse_strategy
 from dultra.decoding.generate import check_settings, lengths_for
-from dultra.model.loading import load, read_config, resolve
+from dultra.model.loading import load, read_config, resolve, stop_token_ids
 from dultra.model.tokenizer import encode_prompts
 
 STRATEGIES = (
@@ -46,7 +47,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     path = resolve(args.model)
     gen, block, note = lengths_for(path, args.gen_length, args.block_length, defaults=(64, 16))
-    config = DecodeConfig(gen_length=gen, block_length=block, seed=0)
+    config = DecodeConfig(gen_length=gen, block_length=block, seed=0)  # the stop tokens once the model loads
     strategies = [parse_strategy(spec.format(gen=gen)) for spec in STRATEGIES]
     for strategy in strategies:  # before the table starts
         check_settings(config, strategy)
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if args.device.startswith("cuda") else
                                                            torch.float32)
     model, tokenizer = load(path, dtype=dtype, device=args.device)
+    config = replace(config, eos_ids=stop_token_ids(path, tokenizer, model.config))  # as generate and eval stop
     ids, mask = (t.to(args.device) for t in encode_prompts(tokenizer, [args.prompt]))
     print(f"{args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {args.device}), "
           f"prompt {args.prompt!r}, gen {gen}, block {block}{f' ({note})' if note else ''}\n")
@@ -66,6 +68,6 @@ def run(args: argparse.Namespace) -> int:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         ms = (time.perf_counter() - start) * 1e3
-        text = out.texts(tokenizer)[0].replace("\n", "\\n")
+        text = out.texts(tokenizer)[0]
         print(f"{strategy.spec():<26}{int(out.nfe[0]):>5}{float(out.tpf[0]):>7.2f}{ms:>8.0f}  {text[:48]!r}")
     return 0

@@ -222,6 +222,19 @@ def test_compare_decodes_a_trained_checkpoint_at_its_lengths(capsys, tmp_path):
     assert "low-confidence:steps=16" in out and len(out.splitlines()) == 3 + 8  # header, blank, titles, 8 rows
 
 
+def test_compare_stops_where_generate_and_eval_stop(tmp_path, monkeypatch):
+    import dultra.commands.compare as compare
+
+    model = tmp_path / "model"
+    shutil.copytree(resolve("tiny"), model)
+    eos = json.loads((model / "config.json").read_text())["eos_token_id"]
+    (model / "generation_config.json").write_text(json.dumps({"eos_token_id": [eos, 7]}))
+    stops, real = [], compare.generate
+    monkeypatch.setattr(compare, "generate", lambda *a: stops.append(a[-1].eos_ids) or real(*a))
+    assert main(["compare", "--model", str(model), "--gen-length", "16", "--block-length", "8"]) == 0
+    assert len(stops) == 8 and all(set(s) >= {eos, 7} for s in stops)
+
+
 def test_a_base_model_without_a_planner_head_is_compared_on_the_other_strategies(capsys, tmp_path, tiny_tokenizer):
     base = save_small_checkpoint(tmp_path / "base", tiny_tokenizer, num_head_layers=0)  # as LLaDA-8B-Instruct
     assert main(["compare", "--model", str(base), "--gen-length", "16", "--block-length", "8"]) == 0

@@ -119,12 +119,12 @@ def lengths_for(model: str | Path, gen_length: int | None, block_length: int | N
                 ) -> tuple[int, int, str | None]:
     """(gen_length, block_length, note): each unset (None) length is the one a local checkpoint
     was trained with by dultra (its planner only ever saw those), else its `defaults` value
-    (DecodeConfig's); a checkpoint trained without blocks (pretraining) decodes in one block.
-    note says which lengths came from the training record (None: none)."""
+    (DecodeConfig's); a checkpoint trained without blocks (pretraining) decodes in one block,
+    as does a given gen_length shorter than the block length left unset. note says which lengths came from the training record (None: none)."""
     trained = trained_lengths(model)
     gen, block = trained or defaults
     gen = gen if gen_length is None else gen_length
-    block = (block or gen) if block_length is None else block_length
+    block = min(block or gen, gen) if block_length is None else block_length  # gen 16 alone: one block
     filled = [f"{name} {value}" for name, given, value in
               (("gen_length", gen_length, gen), ("block_length", block_length, block)) if given is None]
     note = f"{' and '.join(filled)} as {model} was trained" if trained and filled else None

@@ -40,6 +40,12 @@ def test_generate_prints_one_json_object(capsys, strategy):
     assert result["text"] == tok.decode(ids[:n_before_eos], skip_special_tokens=True)
 
 
+def test_a_short_gen_length_alone_decodes_in_one_block(capsys):
+    assert main(["generate", "--model", "tiny", "--prompt", "hi", "--gen-length", "16", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["gen_length"], result["block_length"], len(result["token_ids"]) <= 16) == (16, 16, True)
+
+
 @pytest.fixture(scope="module")
 def eos_checkpoint(tmp_path_factory, tiny_tokenizer):
     """A checkpoint whose model decodes EOS first (the tiny model never does, so early stop had nothing to end)."""

@@ -36,8 +36,8 @@ def resolve(model: str | Path) -> Path:
     if not path.exists() and is_hub_id(str(model)) and not local:
         path = hub_checkpoint(str(model))
     if not path.is_dir():
-        why = f"{path.parent}/ exists here, so this is a path, not a Hub id" if local else \
-            "use `tiny`, a local directory or a Hub id"
+        why = f"the directory {path.parent} exists here, so this is a path, not a Hub id" \
+            if local and is_hub_id(str(model)) else "use `tiny`, a local directory or a Hub id"
         raise CheckpointError(f"no checkpoint directory at {path} ({why})")
     if not (path / "config.json").exists():
         raise CheckpointError(f"{path} has no config.json: not a Hugging Face checkpoint directory{_hint(path)}")

@@ -183,8 +183,11 @@ def test_a_mistyped_local_path_is_not_looked_up_on_the_hub(hub, tiny_dir, tmp_pa
     shutil.copytree(tiny_dir, tmp_path / "runs" / "demo")
     run = dultra([*GENERATE, "--model", "runs/demoo"], hub.url, tmp_path / "hf", tmp_path)
     assert run.returncode == 2 and hub.requests == []
-    assert run.stderr.strip() == "dultra: error: no checkpoint directory at runs/demoo (runs/ exists here, so this " \
-                                 "is a path, not a Hub id)"
+    assert run.stderr.strip() == "dultra: error: no checkpoint directory at runs/demoo (the directory runs exists " \
+                                 "here, so this is a path, not a Hub id)"
+    missing = dultra([*GENERATE, "--model", "/nonexistent"], hub.url, tmp_path / "hf", tmp_path)
+    assert missing.stderr.strip() == "dultra: error: no checkpoint directory at /nonexistent (use `tiny`, a local " \
+                                     "directory or a Hub id)"
 
 
 @pytest.mark.parametrize("name, hub_id", [

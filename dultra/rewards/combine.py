@@ -1,6 +1,6 @@
 """The GRPO reward: weighted sum of the components, and dropping unscorable samples.
 
-    weights = RewardWeights.for_kind("code").resolve(train_planner=True)  # correct x3, format, distill, steps
+    weights = RewardWeights.for_kind("code").resolve(train_planner=True, has_teacher=True)  # correct x3, format, ...
     total = combine(weights, correct=c, format=f, distill=d, steps=s)
     keep = scorable_mask(total, group_size=12, max_unscorable_fraction=0.25)
 
@@ -33,7 +33,8 @@ class RewardWeights:
 
     correct: float = doc(1.0, "correctness: math-verify match, or the code pass fraction")
     format: float = doc(1.0, "boxed answer / code fence present")
-    distill: float = doc(1.0, "mean per-token teacher log-likelihood")
+    distill: float | None = doc(None, "mean per-token teacher log-likelihood (none: 1.0 with a teacher, as the "
+                                      "reference, 0 without one)")
     steps: float | None = doc(None, "-(productive denoising steps) / 50 (none: 0.1 when the planner trains, "
                                     "0 when it is frozen, as the reference)")
 
@@ -44,13 +45,14 @@ class RewardWeights:
             raise ConfigError(f"unknown task kind {kind!r} (expected 'math' or 'code')")
         return cls(correct=3.0 if kind == "code" else 1.0)
 
-    def resolve(self, train_planner: bool) -> RewardWeights:
-        """The weights with an unset `steps` filled in. A frozen planner gets 0: the step
-        count then depends only on a head that does not learn (the reference's
-        gen_step_reward_weight is 0 with freeze_unmasking_head)."""
-        if self.steps is not None:
-            return self
-        return dataclasses.replace(self, steps=STEPS_WEIGHT if train_planner else 0.0)
+    def resolve(self, train_planner: bool, has_teacher: bool) -> RewardWeights:
+        """The weights with unset ones filled in. `distill` is 1.0 with a teacher, else 0 (no
+        model to score it). `steps` is 0.1, or 0 for a frozen planner: the step count then
+        depends only on a head that does not learn (the reference's gen_step_reward_weight is
+        0 with freeze_unmasking_head)."""
+        distill = (1.0 if has_teacher else 0.0) if self.distill is None else self.distill
+        steps = (STEPS_WEIGHT if train_planner else 0.0) if self.steps is None else self.steps
+        return dataclasses.replace(self, distill=distill, steps=steps)
 
 
 def combine(
@@ -72,8 +74,8 @@ def combine(
     per_sample = list(weights) if isinstance(weights, Sequence) else [weights] * n
     if len(per_sample) != n:
         raise ValueError(f"{len(per_sample)} weights for {n} samples")
-    if any(w.steps is None for w in per_sample):
-        raise ConfigError("the steps weight is unset: resolve the weights first (RewardWeights.resolve)")
+    if any(w.steps is None or w.distill is None for w in per_sample):
+        raise ConfigError("a weight is unset: resolve the weights first (RewardWeights.resolve)")
     for name in COMPONENTS:
         if name not in components and any(getattr(w, name) != 0 for w in per_sample):
             raise ConfigError(f"reward component {name!r} has a non-zero weight but no values")

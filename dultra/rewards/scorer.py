@@ -39,9 +39,11 @@ class RewardConfig:
     max_unscorable_fraction: float = doc(0.25, "fail the step if more of a batch cannot be scored")
     code_workers: int = doc(8, "concurrent sandbox requests")
 
-    def resolve(self, train_planner: bool) -> RewardConfig:
-        """Unset steps weights filled in for a run whose planner trains or not (RewardWeights.resolve)."""
-        return dataclasses.replace(self, math=self.math.resolve(train_planner), code=self.code.resolve(train_planner))
+    def resolve(self, train_planner: bool, has_teacher: bool) -> RewardConfig:
+        """Unset weights filled in for a run whose planner trains or not, with a teacher or not
+        (RewardWeights.resolve)."""
+        return dataclasses.replace(self, math=self.math.resolve(train_planner, has_teacher),
+                                   code=self.code.resolve(train_planner, has_teacher))
 
     def check(self, kinds: Iterable[str], has_teacher: bool) -> None:
         """Fail before training when a weight is negative (it would reward wrong answers or slow
@@ -52,7 +54,7 @@ class RewardConfig:
                     raise ConfigError(f"rewards.{kind}.{name} must be a number >= 0 (0 turns it off), got {value}")
         for kind in sorted(set(kinds)):
             weight = getattr(self, kind).distill
-            if weight != 0 and not has_teacher:
+            if weight and not has_teacher:  # None: resolved to 0 without a teacher
                 raise ConfigError(f"rewards.{kind}.distill is {weight} but no teacher is set: "
                                   f"set --teacher, or --rewards.{kind}.distill 0")
 
@@ -81,12 +83,13 @@ def example_fields(examples: Sequence[Example], group_size: int) -> dict[str, li
 class RewardScorer:
     """Computes the components with the configured runner and teacher, then combines them.
 
-    train_planner: whether the planner head is trained, which fixes an unset steps weight.
+    train_planner: whether the planner head is trained, which fixes an unset steps weight (and
+    the teacher, or its absence, an unset distill weight).
     """
 
     def __init__(self, config: RewardConfig | None = None, code_runner: CodeRunner | None = None,
                  teacher: Teacher | None = None, train_planner: bool = True) -> None:
-        self.config = (config or RewardConfig()).resolve(train_planner)
+        self.config = (config or RewardConfig()).resolve(train_planner, has_teacher=teacher is not None)
         self.code = CodeReward(code_runner, self.config.code_workers) if code_runner is not None else None
         self.distill = DistillReward(teacher) if teacher is not None else None
 

@@ -148,9 +148,10 @@ class GRPOTrainer:
     def __init__(self, cfg: TrainConfig, accelerator: Accelerator | None = None):
         cfg.validate()
         self.acc = acc = accelerator or Accelerator()
-        # An unset steps weight becomes 0.1, or 0 with a frozen planner (as the reference); the
-        # config logged at start and saved in checkpoints holds the value used.
-        given, rewards = cfg.rewards, cfg.rewards.resolve(cfg.train_planner)
+        # An unset steps weight becomes 0.1, or 0 with a frozen planner (as the reference), an
+        # unset distill weight 1.0 with a teacher, else 0; the config logged at start and saved
+        # in checkpoints holds the values used.
+        given, rewards = cfg.rewards, cfg.rewards.resolve(cfg.train_planner, has_teacher=cfg.teacher is not None)
         self.cfg = cfg = replace(cfg, rewards=rewards)  # the caller's config stays as given
         if cfg.compile_rollouts and acc.distributed_type == DistributedType.FSDP:
             raise ConfigError("compile_rollouts captures the full weights at fixed addresses; FSDP shards them")
@@ -166,9 +167,11 @@ class GRPOTrainer:
             acc.print(f"train: warning: one teacher ({cfg.teacher}) scores the distill reward of every task kind "
                       f"({', '.join(kinds)}); dultra.md uses a math teacher for math and a coder for code: train "
                       "each kind on its own, or set --rewards.<kind>.distill 0 for the kinds it does not know")
-        if rewards != given:
+        if any(getattr(given, kind).steps is None for kind in kinds):
             weights = " / ".join(f"{getattr(rewards, kind).steps} ({kind})" for kind in kinds)
             acc.print(f"train: steps reward weight {weights}, the planner {'trains' if cfg.train_planner else 'is frozen'}")
+        if cfg.teacher is None and any(getattr(given, kind).distill is None for kind in kinds):
+            acc.print("train: no teacher, so no distill reward (--teacher adds it, as the reference trains)")
         self.stream = ExampleStream(examples, cfg.prompts_per_step, cfg.seed, acc.process_index, acc.num_processes)
         path = resolve(cfg.model)
         model, self.tokenizer = load(path)

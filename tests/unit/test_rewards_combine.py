@@ -23,7 +23,7 @@ from tests.reward_helpers import DownRunner, SubprocessRunner, tiny_llama
 
 
 def test_reference_default_weights():
-    trained = RewardWeights.for_kind("math").resolve(train_planner=True)
+    trained = RewardWeights.for_kind("math").resolve(train_planner=True, has_teacher=True)
     assert trained == RewardWeights(correct=1.0, format=1.0, distill=1.0, steps=0.1)
     assert RewardWeights.for_kind("code").correct == 3.0
     assert RewardConfig().code == RewardWeights.for_kind("code")
@@ -31,18 +31,30 @@ def test_reference_default_weights():
         RewardWeights.for_kind("chess")
 
 
+def test_an_unset_distill_weight_is_zero_without_a_teacher():
+    """So the defaults train without one; a weight the user set still needs a teacher."""
+    assert RewardWeights.for_kind("code").distill is None
+    assert RewardWeights().resolve(train_planner=True, has_teacher=False).distill == 0.0
+    assert RewardWeights(distill=0.5).resolve(train_planner=True, has_teacher=False).distill == 0.5
+    given = RewardConfig(math=RewardWeights(distill=1.0))
+    given.resolve(True, has_teacher=True).check(["math"], has_teacher=True)
+    with pytest.raises(ConfigError, match="rewards.math.distill is 1.0 but no teacher is set"):
+        given.resolve(True, has_teacher=False).check(["math"], has_teacher=False)
+    RewardConfig().resolve(True, has_teacher=False).check(["math", "code"], has_teacher=False)
+
+
 def test_an_unset_steps_weight_is_zero_when_the_planner_is_frozen():
     # as the reference: gen_step_reward_weight = 0.0 if freeze_unmasking_head else 0.1
     assert RewardWeights.for_kind("math").steps is None
-    assert RewardWeights().resolve(train_planner=False).steps == 0.0
-    assert RewardWeights().resolve(train_planner=True).steps == 0.1
+    assert RewardWeights().resolve(train_planner=False, has_teacher=True).steps == 0.0
+    assert RewardWeights().resolve(train_planner=True, has_teacher=True).steps == 0.1
     # a weight the user set is kept either way
-    assert RewardWeights(steps=0.3).resolve(train_planner=False).steps == 0.3
-    assert RewardWeights(steps=0.0).resolve(train_planner=True).steps == 0.0
-    frozen = RewardConfig(code=RewardWeights(correct=3.0, steps=0.2)).resolve(train_planner=False)
+    assert RewardWeights(steps=0.3).resolve(train_planner=False, has_teacher=True).steps == 0.3
+    assert RewardWeights(steps=0.0).resolve(train_planner=True, has_teacher=True).steps == 0.0
+    frozen = RewardConfig(code=RewardWeights(correct=3.0, steps=0.2)).resolve(train_planner=False, has_teacher=True)
     assert (frozen.math.steps, frozen.code.steps, frozen.code.correct) == (0.0, 0.2, 3.0)
-    assert frozen.resolve(train_planner=True) == frozen
-    with pytest.raises(ConfigError, match="steps weight is unset"):
+    assert frozen.resolve(train_planner=True, has_teacher=False) == frozen  # nothing left unset
+    with pytest.raises(ConfigError, match="a weight is unset"):
         combine(RewardWeights(), correct=[1.0], format=[1.0], distill=[0.0], steps=[-0.1])
 
 
@@ -126,7 +138,8 @@ def test_scorer_refuses_missing_parts():
     math_ex = generate("synthetic-math", "test", n=1)
     fields = example_fields(math_ex, group_size=1)
     with pytest.raises(ConfigError, match="no teacher"):
-        RewardScorer().score([math_ex[0].solution], steps=[1], group_size=1, **fields)
+        RewardScorer(RewardConfig(math=RewardWeights(distill=1.0))).score([math_ex[0].solution], steps=[1],
+                                                                          group_size=1, **fields)
     code_ex = generate("synthetic-code", "test", n=1)
     with pytest.raises(ConfigError, match="need a code runner"):
         RewardScorer().score(["x"], steps=[1], group_size=1, **example_fields(code_ex, 1))
@@ -147,7 +160,7 @@ def test_scorer_components_are_the_same_whatever_the_batchs_kinds(tiny_tokenizer
 
 
 def test_reward_config_check_names_the_weight_that_needs_a_teacher():
-    config = RewardConfig(math=RewardWeights(distill=0.0))
+    config = RewardConfig(math=RewardWeights(distill=0.0), code=RewardWeights(correct=3.0, distill=1.0))
     config.check({"math"}, has_teacher=False)
     config.check({"math", "code"}, has_teacher=True)
     with pytest.raises(ConfigError, match=r"rewards.code.distill is 1.0 but no teacher is set: set --teacher, "

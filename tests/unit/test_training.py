@@ -77,6 +77,13 @@ def test_grpo_step_changes_exactly_the_trainable_parts(checkpoint, tmp_path, tra
         assert key in row
 
 
+def test_the_default_rewards_train_without_a_teacher(checkpoint, tmp_path, capsys):
+    GRPOTrainer(_grpo(checkpoint, tmp_path, steps=1, rewards=RewardConfig())).train()
+    assert "train: no teacher, so no distill reward" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "final" / "dultra_training.json").read_text())["config"]["rewards"]["math"]
+    assert (saved["distill"], saved["steps"]) == (0.0, 0.1)  # what was used, not "unset"
+
+
 def test_planner_lr_applies_to_the_head_only(checkpoint, tmp_path):
     trainer = GRPOTrainer(_grpo(checkpoint, tmp_path, planner_lr=5e-2))
     head = {id(p) for p in trainer.model.planner_parameters()}

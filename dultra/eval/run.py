@@ -108,7 +108,9 @@ def metadata(cfg: EvalConfig, path: Path, tokenizer, examples: list[Example], de
     import dultra
 
     return {
-        "model": str(cfg.model), "task": cfg.task, "split": cfg.split, "examples": len(examples),
+        # Prepared examples name their own task (--task then chooses nothing).
+        "model": str(cfg.model), "task": ", ".join(sorted({ex.task for ex in examples})) if cfg.examples else cfg.task,
+        "split": None if cfg.examples else cfg.split, "examples": len(examples),
         "model_sha256": _sha256_files(path.glob("*.safetensors")),
         "tokenizer_sha256": _sha256_files([p for p in path.iterdir() if p.name.startswith(("tokenizer", "chat_template"))]),
         "data_sha256": _data_hash(examples),

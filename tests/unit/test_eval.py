@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from dultra.data import load_task
+from dultra.data import load_task, write_examples
 from dultra.decoding import DecodeConfig, PlannerGreedy, Threshold
 from dultra.decoding.graphs import captured_steps
 from dultra.errors import ConfigError, DataError
@@ -169,6 +169,15 @@ def test_report_files_are_readable(ckpt, tmp_path):
     assert sampled["metadata"]["greedy"] is False  # planner-sample draws the positions it reveals
     records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert len(records) == 12 and {"id", "completion", "extracted", "correct", "nfe"} <= set(records[0])
+
+
+def test_prepared_examples_name_their_own_task(ckpt, tmp_path):
+    write_examples(load_task("synthetic-code", "test", limit=2), tmp_path / "test.jsonl")
+    cfg = _eval_cfg(ckpt, tmp_path / "out", examples=str(tmp_path / "test.jsonl"), task="gsm8k",
+                    strategies="threshold:tau=0.5")
+    meta = run_evaluation(cfg)["metadata"]
+    assert (meta["task"], meta["split"], meta["examples"]) == ("synthetic-code", None, 2)
+    assert "<h2>synthetic-code — " in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_speed_comes_from_one_batch_size_when_a_resumed_run_changed_it():

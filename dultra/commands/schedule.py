@@ -154,7 +154,12 @@ def run_create(args: argparse.Namespace) -> int:
         raise ScheduleSettingsError(f"--end {format_time(end)} is in the past: the schedule would never run")
     if args.pipeline_file is not None and args.pipeline_id:
         raise ScheduleSettingsError("--pipeline-file uploads a pipeline by --pipeline name; not with --pipeline-id")
-    spec = ScheduleSpec(name=args.name, cron=schedule.expression, parameters=parse_params(args.param),
+    params = parse_params(args.param)
+    if "s3_destination" in params:  # the dultra pipeline's first step would refuse it, every night
+        from dultra.storage.uri import parse_base_uri
+
+        parse_base_uri(str(params["s3_destination"]))
+    spec = ScheduleSpec(name=args.name, cron=schedule.expression, parameters=params,
                         start_time=start, end_time=end, service_account=args.service_account)
     source = PipelineSource(name=args.pipeline, pipeline_id=args.pipeline_id, file=args.pipeline_file)
     with _client(args) as kfp:

@@ -23,6 +23,7 @@ it replaces.
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -106,6 +107,24 @@ def check_parameters(spec: dict, parameters: dict, path: Path) -> None:
     if required:
         raise ScheduleSettingsError(f"the pipeline in {path} requires " + ", ".join(
             f"--param {name}=..." for name in required))
+    for name, value in parameters.items():
+        kind = definitions[name].get("parameterType", "STRING")
+        if not _fits(kind, value):
+            raise ScheduleSettingsError(f"--param {name}={json.dumps(value)}: the pipeline in {path} takes "
+                                        f"{_KINDS.get(kind, kind)}")
+
+
+# What each KFP parameter type accepts of a --param value (JSON where it parses, else text);
+# a number for a STRING parameter is fine: KFP passes its text.
+_KINDS = {"NUMBER_INTEGER": "an integer", "NUMBER_DOUBLE": "a number", "BOOLEAN": "true or false",
+          "LIST": "a JSON list", "STRUCT": "a JSON object"}
+
+
+def _fits(kind: str, value) -> bool:
+    if isinstance(value, bool):
+        return kind in ("BOOLEAN", "STRING")
+    return {"NUMBER_INTEGER": isinstance(value, int), "NUMBER_DOUBLE": isinstance(value, int | float),
+            "BOOLEAN": False, "LIST": isinstance(value, list), "STRUCT": isinstance(value, dict)}.get(kind, True)
 
 
 def resolve_pipeline(client: KfpClient, source: PipelineSource,

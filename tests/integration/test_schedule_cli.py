@@ -69,6 +69,10 @@ def test_a_param_the_pipeline_lacks_is_refused_before_any_request(kfp, capsys, t
                          str(pipeline_file), "--param", "tsak=gsm8k")
     assert code == 2 and kfp.requests == []
     assert f"--param tsak: the pipeline in {pipeline_file} has no such parameter (did you mean task?)" in err
+    code, out, err = run(capsys, "create", "--host", kfp.url, "--cron", "0 0 3 * * *", "--pipeline",
+                         "dultra", "--param", "s3_destination=notanuri")  # a pipeline already there: no file
+    assert code == 2 and kfp.requests == []
+    assert err.startswith("dultra: error: ") and "notanuri" in err
 
 
 def test_list_shows_a_table_and_json(kfp, capsys):

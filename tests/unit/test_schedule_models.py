@@ -179,3 +179,10 @@ def test_params_are_checked_against_the_compiled_dultra_pipeline():
         check_parameters(spec, {"grpo_step": 200}, path)
     with pytest.raises(ScheduleSettingsError, match="requires --param s3_destination=...$"):
         check_parameters(spec, {"task": "gsm8k"}, path)
+    # Each value as the pipeline types it: a mistyped one would fail every run when it triggers.
+    dest = {"s3_destination": "s3://b/p"}
+    check_parameters(spec, {**dest, "learning_rate": 1, "task": 7}, path)  # an int is a number; KFP texts it
+    for name, value, kind in (("grpo_steps", "abc", "an integer"), ("grpo_steps", 2.5, "an integer"),
+                              ("learning_rate", "fast", "a number"), ("nodes", True, "an integer")):
+        with pytest.raises(ScheduleSettingsError, match=f"--param {name}=.*: the pipeline in .* takes {kind}$"):
+            check_parameters(spec, {**dest, name: value}, path)

@@ -78,7 +78,7 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 def read_state(directory: Path) -> dict[str, Any]:
-    """A checkpoint's trainer_state.json ({"step", "data", "config"})."""
+    """A checkpoint's trainer_state.json ({"step", "stage", "data", "config"})."""
     try:
         state = json.loads((directory / STATE_FILE).read_text())
         if not isinstance(state, dict) or not isinstance(state.get("step"), int):
@@ -102,7 +102,7 @@ def start_point(accelerator: Accelerator, name: str, stage: str, output_dir: str
         accelerator.print(f"{name}: {final} already holds this run's model ({config.get('steps')} steps): "
                           "nothing to resume")
         return final, None
-    checkpoint = resume_checkpoint(output_dir, resume, config)
+    checkpoint = resume_checkpoint(output_dir, resume, config, stage)
     if resume and checkpoint is None:
         accelerator.print(f"{name}: no checkpoint in {output_dir}: starting afresh")
     if accelerator.is_main_process:
@@ -113,13 +113,14 @@ def start_point(accelerator: Accelerator, name: str, stage: str, output_dir: str
     return None, checkpoint
 
 
-def resume_checkpoint(output_dir: str | Path, resume: bool, config: dict[str, Any]) -> Path | None:
-    """The checkpoint a run continues from: the newest one when resuming, else None.
+def resume_checkpoint(output_dir: str | Path, resume: bool, config: dict[str, Any], stage: str) -> Path | None:
+    """The checkpoint a `stage` run continues from: the newest one when resuming, else None.
 
     Raises ConfigError when a fresh run would write into an earlier run's checkpoints or
-    final model (deleting user data is left to the user), when a resume would change what
-    is trained (the optimizer and schedule come from the checkpoint), and when a finished
-    run's final model would be overwritten with no checkpoint to continue from.
+    final model (deleting user data is left to the user), when a resume would continue
+    another stage's run or change what is trained (the optimizer and schedule come from the
+    checkpoint), and when a finished run's final model would be overwritten with no
+    checkpoint to continue from.
     """
     if Path(output_dir).exists() and not Path(output_dir).is_dir():
         raise ConfigError(f"output_dir {output_dir} is a file, not a directory")
@@ -128,10 +129,15 @@ def resume_checkpoint(output_dir: str | Path, resume: bool, config: dict[str, An
         latest = latest_checkpoint(output_dir)
         if latest is None:
             if final.exists():
-                raise ConfigError(f"{final} holds a finished run's model (with other settings or steps) and no "
-                                  "checkpoint is kept to continue it: choose another output_dir to train again")
+                other = training_record(final).get("stage", stage)
+                what = f"a {other} run's model" if other != stage else "a finished run's model (with other settings or steps)"
+                raise ConfigError(f"{final} holds {what} and no checkpoint is kept to continue it: choose "
+                                  "another output_dir to train again")
             return None
         state = read_state(latest)
+        if state.get("stage", stage) != stage:  # checkpoints before 2026-12-07 do not say
+            raise ConfigError(f"{latest} was saved by a {state['stage']} run, and this is a {stage} run: "
+                              "choose another output_dir")
         if changed := changed_settings(state.get("config", {}), config, RESUMABLE):
             raise ConfigError(f"{latest} was saved with other settings ({', '.join(changed)}); a resumed run "
                               "continues with its own: drop these flags, or choose another output_dir to start afresh")

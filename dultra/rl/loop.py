@@ -56,7 +56,8 @@ def run_steps(accelerator: Accelerator, name: str, stage: str, cfg, stream: Exam
             # finishes instead (its final model is all a resume would write).
             stopping = done < cfg.steps and stop.agreed(accelerator)  # the signal's number, or 0
             if stopping or checkpoint_due(done, cfg.save_every, cfg.steps):
-                save_checkpoint(accelerator, cfg.output_dir, done, {"data": stream.state(), "config": config})
+                save_checkpoint(accelerator, cfg.output_dir, done,
+                                {"stage": stage, "data": stream.state(), "config": config})
                 # A signal during the save stops here too, not a step later.
                 stopping = stopping or (done < cfg.steps and stop.agreed(accelerator))
             if stopping:

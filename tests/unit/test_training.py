@@ -237,6 +237,17 @@ def test_resuming_with_another_architecture_is_one_clear_error(tmp_path):
         pretrain(replace(cfg, model="tiny:n_layers=2", resume=True, steps=2))
 
 
+def test_a_resume_into_another_stage_s_output_dir_names_the_stage(checkpoint, tmp_path):
+    pretrain(PretrainConfig(model="tiny:n_layers=1", tasks="synthetic-math", train_size=40, output_dir=str(tmp_path),
+                            steps=2, batch_size=4, gen_length=16, save_every=1))
+    with pytest.raises(ConfigError, match=r"step-0000000\d was saved by a pretrain run, and this is a grpo run: "
+                                          r"choose another output_dir"):
+        GRPOTrainer(_grpo(checkpoint, tmp_path, resume=True))
+    shutil.rmtree(tmp_path / "checkpoints")
+    with pytest.raises(ConfigError, match=r"final holds a pretrain run's model and no checkpoint is kept"):
+        GRPOTrainer(_grpo(checkpoint, tmp_path, resume=True))
+
+
 def test_an_output_dir_that_cannot_be_written_fails_before_the_model_loads(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError) as err:  # not the CheckpointError loading the absent model would raise

@@ -56,7 +56,7 @@ class SandboxConfig:
     heartbeat_s: float = 10.0
     """While a request's runs execute, its answer sends a space this often (JSON allows
     leading whitespace), so a client's read timeout bounds the service's silence, not the
-    time a long batch takes."""
+    time a long batch takes. At most 30: well under dultra's client read timeout (60 s)."""
     max_batch: int = 4096
     """Most requests one /v1/run_batch call may carry."""
     max_code_bytes: int = 1 << 20
@@ -79,8 +79,8 @@ class SandboxConfig:
                      "max_request_bytes", "max_body_bytes", "max_batch_output_bytes"):
             if getattr(self, name) < (0 if name == "workers" else 1):
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
-        if not self.heartbeat_s > 0:
-            raise ValueError(f"heartbeat_s must be positive, not {self.heartbeat_s}")
+        if not 0 < self.heartbeat_s <= 30:
+            raise ValueError(f"heartbeat_s must be in (0, 30], not {self.heartbeat_s}")
         if not 0 < self.default_timeout_s <= self.max_timeout_s:
             raise ValueError("default_timeout_s must be in (0, max_timeout_s]")
 

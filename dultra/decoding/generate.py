@@ -120,11 +120,15 @@ def lengths_for(model: str | Path, gen_length: int | None, block_length: int | N
     """(gen_length, block_length, note): each unset (None) length is the one a local checkpoint
     was trained with by dultra (its planner only ever saw those), else its `defaults` value
     (DecodeConfig's); a checkpoint trained without blocks (pretraining) decodes in one block,
-    as does a given gen_length shorter than the block length left unset. note says which lengths came from the training record (None: none)."""
+    as does an untrained one given a gen_length below the default block. note says which
+    lengths came from the training record (None: none)."""
     trained = trained_lengths(model)
     gen, block = trained or defaults
     gen = gen if gen_length is None else gen_length
-    block = min(block or gen, gen) if block_length is None else block_length  # gen 16 alone: one block
+    if block_length is not None:
+        block = block_length
+    else:  # a default block over a given gen_length: one block; a trained one stays (and is refused)
+        block = (block or gen) if trained else min(block, gen)
     filled = [f"{name} {value}" for name, given, value in
               (("gen_length", gen_length, gen), ("block_length", block_length, block)) if given is None]
     note = f"{' and '.join(filled)} as {model} was trained" if trained and filled else None

@@ -11,7 +11,7 @@
   caller's mistake and raises `SandboxRequestError` at once; a program's failure is a
   normal result.
 - Typed exceptions: `SandboxUnavailable` (gave up after retries), `SandboxRequestError`.
-- `transport=` takes any `httpx.BaseTransport` (tests inject one).
+- `transport=` takes any `httpx.BaseTransport` (a proxy, a mounted app).
 - No URL means in-process mode: a local pool of the same isolated workers, no server
   (needs the `sandbox` package, which ships with dultra). It makes this process
   non-dumpable, as the server is: same-uid runs cannot read its /proc memory or
@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import random
 import threading
 import time
@@ -91,7 +92,10 @@ class ClientConfig:
     read_timeout_s: float = 60.0
     """Seconds of silence from the service before the attempt fails. While runs execute the
     service sends a space every 10 s (its heartbeat_s), so a long batch never trips this;
-    a hung service or a lost connection does."""
+    a hung service or a lost connection does (a service older than heartbeats needs more)."""
+    max_wait_s: float = 1800.0
+    """Seconds an attempt waits for its answer, heartbeats or not: a saturated or stuck
+    service fails the attempt instead of holding a training step forever."""
     retries: int = 3
     """Extra attempts after an infrastructure error."""
     backoff_s: float = 0.25
@@ -227,19 +231,25 @@ class SandboxClient:
         return results
 
     def _post(self, path: str, body: dict) -> dict:
-        with self._slots:
-            response = self._http.post(path, json=body)
+        deadline = time.monotonic() + self.config.max_wait_s
+        with self._slots, self._http.stream("POST", path, json=body) as response:
+            content = bytearray()
+            for chunk in response.iter_bytes():  # heartbeat spaces, then the JSON
+                content += chunk
+                if time.monotonic() > deadline:
+                    raise _Retryable(f"no answer from {path} within max_wait_s ({self.config.max_wait_s:g} s)")
+        text = content.decode(errors="replace")
         if response.status_code in _RETRY_STATUS:
-            raise _Retryable(f"HTTP {response.status_code} from {path}: {response.text[:200]}")
+            raise _Retryable(f"HTTP {response.status_code} from {path}: {text[:200]}")
         if response.status_code >= 400:
             try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
+                detail = json.loads(text).get("detail", text)
+            except (ValueError, AttributeError):
+                detail = text
             too_large = response.status_code == 413 or "is larger than" in str(detail)
             raise (SandboxRequestTooLarge if too_large else SandboxRequestError)(
                 f"sandbox refused the request ({response.status_code}): {detail}")
-        return response.json()
+        return json.loads(text)
 
     def _with_retries(self, call, bad_result):
         last = ""

@@ -130,7 +130,8 @@ def resume_checkpoint(output_dir: str | Path, resume: bool, config: dict[str, An
         if latest is None:
             if final.exists():
                 other = training_record(final).get("stage", stage)
-                what = f"a {other} run's model" if other != stage else "a finished run's model (with other settings or steps)"
+                what = f"a {other} run's model" if other != stage else \
+                    "a finished run's model (with other settings or steps)"
                 raise ConfigError(f"{final} holds {what} and no checkpoint is kept to continue it: choose "
                                   "another output_dir to train again")
             return None

@@ -66,15 +66,15 @@ def publish(
 ) -> PublishResult:
     """Upload `checkpoint_dir` to `<uri>/runs/<run_id>/`, write its manifest, move `latest`.
 
-    run_id: default UTC time + random suffix. git_commit: default `git rev-parse HEAD` of the
-    dultra source tree when there is one. client: an existing boto3 S3 client (else one is
+    run_id: default UTC time + random suffix. git_commit: default the dultra source's commit
+    (`manifest.detect_git_commit`: its checkout's HEAD, else $DULTRA_GIT_COMMIT). client: an existing boto3 S3 client (else one is
     made from `options`).
     """
     root = Path(checkpoint_dir)
     check_checkpoint(root)  # before `latest` could come to name something no one can load
     for name, value in (("config", config), ("metrics", metrics)):
-        try:  # now, not in the manifest written after the whole upload
-            json.dumps(value)
+        try:  # now, as the manifest writes it (sorted keys), not after the whole upload
+            json.dumps(value, sort_keys=True)
         except (TypeError, ValueError) as err:
             raise StorageError(f"the {name} cannot be written to the manifest as JSON: {err}") from None
     base = uri if isinstance(uri, S3Location) else parse_base_uri(uri)

@@ -93,7 +93,7 @@ def pull(
     # An empty DIR (the current directory, a volume's mount point) is filled where it is, from a
     # staging dir inside it: same filesystem, and DIR itself is neither removed nor replaced.
     # So is a mount point to replace: it cannot be renamed, and its parent is another filesystem.
-    in_place = dest.is_dir() and (not any(dest.iterdir()) or os.path.ismount(dest))
+    in_place = dest.is_dir() and (not contents(dest) or os.path.ismount(dest))
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pull-", dir=dest if in_place else dest.parent))
     try:
@@ -108,9 +108,14 @@ def pull(
     return PullResult(run_id=run_id, run_uri=run.uri() + "/", directory=dest, manifest=manifest)
 
 
+def contents(dest: Path) -> list[Path]:
+    """What is in the directory `dest`, except a volume's own lost+found (root's, left alone)."""
+    return [p for p in dest.iterdir() if not (p.name == "lost+found" and os.path.ismount(dest))]
+
+
 def check_destination(dest: Path, force: bool) -> None:
     """DestinationNotEmpty unless `dest` is absent, an empty directory, or (force) a checkpoint to replace."""
-    if not (dest.exists() or dest.is_symlink()) or (dest.is_dir() and not any(dest.iterdir())):
+    if not (dest.exists() or dest.is_symlink()) or (dest.is_dir() and not dest.is_symlink() and not contents(dest)):
         return
     if not dest.is_dir() or dest.is_symlink():
         raise DestinationNotEmpty(f"{dest} is a file, not a directory: choose another destination")
@@ -128,8 +133,8 @@ def warn_leftovers(dest: Path) -> None:
     left = [p for place in places for kind in ("pull", "old") for p in place.glob(f".{dest.name}.{kind}-*")
             if p.is_dir()]
     if left:
-        print(f"dultra: note: {len(left)} unfinished pull(s) left {', '.join(map(str, left[:3]))}: remove them "
-              "when no pull is running", file=sys.stderr)
+        print(f"dultra: note: {len(left)} unfinished pull(s) left {', '.join(map(str, left[:3]))} (an .old-* "
+              "one holds the checkpoint it was replacing): remove them when no pull is running", file=sys.stderr)
 
 
 def list_run(client, run: S3Location) -> dict[str, int]:
@@ -208,17 +213,27 @@ def verify_file(path: Path, entry: FileEntry, where: str, progress: ByteProgress
 
 
 def fill(staging: Path, dest: Path, force: bool) -> None:
-    """Move the verified files from `staging` (inside `dest`) up into `dest`. Files already in
-    `dest` (a checkpoint, with force) first go into an `.old-*` dir beside `staging`, removed last."""
-    others = [p for p in dest.iterdir() if p != staging]
+    """Move the verified files from `staging` (inside `dest`) up into `dest`. What `dest` held
+    (a checkpoint, with force) first goes into an `.old-*` dir beside `staging`, removed last;
+    if any of it cannot move, what moved goes back and `dest` is left as it was."""
+    others = [p for p in contents(dest) if p != staging]
     old = None
     if others:
         if not force or not is_checkpoint(dest):
             raise DestinationNotEmpty(f"{dest} gained {', '.join(p.name for p in others[:3])} while pulling: "
                                       "pull again into an empty directory")
         old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest))
-        for path in others:
-            os.rename(path, old / path.name)
+        moved = []
+        try:
+            for path in others:
+                os.rename(path, old / path.name)
+                moved.append(path)
+        except OSError as err:
+            for path in reversed(moved):
+                os.rename(old / path.name, path)
+            old.rmdir()
+            raise DestinationNotEmpty(f"cannot replace {dest}: {err.strerror or err}: {err.filename}; it is "
+                                      "unchanged") from None
     for entry in staging.iterdir():
         os.rename(entry, dest / entry.name)
     staging.rmdir()

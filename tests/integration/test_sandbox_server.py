@@ -188,6 +188,18 @@ def test_a_batch_longer_than_the_read_timeout_is_answered(service):
     assert response.text.startswith("  ") and response.json()["status"] == "passed"
 
 
+def test_heartbeats_do_not_hold_a_client_past_its_max_wait(service):
+    config = ClientConfig(read_timeout_s=1.0, max_wait_s=1.0, retries=0)
+    with SandboxClient(service.url, config) as client:
+        start = time.monotonic()
+        with pytest.raises(SandboxUnavailable, match="no answer from /v1/run within max_wait_s \\(1 s\\)"):
+            client.run("import time\ntime.sleep(3)", timeout_s=1.0)
+        assert time.monotonic() - start < 2.5
+    while httpx.get(f"{service.url}/readyz").json()["busy"]:  # the run it left finishes: the next test's workers
+        assert time.monotonic() - start < 30
+        time.sleep(0.1)
+
+
 def test_a_client_that_gives_up_takes_its_queued_runs_with_it(service):
     # 12 runs asleep until the idle limit (2.5 s) on 4 workers: 3 waves. The client sends the
     # batch and hangs up during the first.

@@ -148,13 +148,25 @@ def test_pull_force_replaces_a_mount_point_s_contents(tiny_checkpoint_dir, s3_bu
     publish(tiny_checkpoint_dir, uri, options=s3_options)
     volume = tmp_path / "volume"
     volume.mkdir()
+    busy = volume / "busy"
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(volume)], check=True)  # CI runs as root, as dockerd does
     try:
+        (volume / "lost+found").mkdir()  # what mkfs.ext4 leaves: the volume's, not the checkpoint's
         pull(uri, volume, options=s3_options)
         (volume / "stale.safetensors").write_bytes(b"from an older run")
         pull(uri, volume, force=True, options=s3_options)
-        assert os.path.ismount(volume) and same_files(tiny_checkpoint_dir, volume)  # stale file and staging gone
+        assert os.path.ismount(volume) and (volume / "lost+found").is_dir()
+        shutil.rmtree(volume / "lost+found")
+        assert same_files(tiny_checkpoint_dir, volume)  # the stale file and the staging dir are gone
+        busy.mkdir()  # something that cannot be moved aside: the replacement stops and undoes itself
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(busy)], check=True)
+        with pytest.raises(DestinationNotEmpty, match=f"cannot replace {volume}: Device or resource busy: .*; it "
+                                                      "is unchanged"):
+            pull(uri, volume, force=True, options=s3_options)
+        kept = sorted(p.name for p in volume.iterdir())
+        assert kept == sorted(["busy", *(p.name for p in tiny_checkpoint_dir.iterdir())])
     finally:
+        subprocess.run(["umount", str(busy)], check=False)
         subprocess.run(["umount", str(volume)], check=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["volume"]
 
@@ -164,6 +176,8 @@ def test_publish_refuses_what_the_manifest_cannot_hold_before_uploading(tiny_che
     with pytest.raises(StorageError, match="the metrics cannot be written to the manifest as JSON: Object of type ndarray"):
         publish(tiny_checkpoint_dir, f"s3://{s3_bucket}/m", metrics={"loss": torch.tensor(0.5).numpy()},
                 options=s3_options)
+    with pytest.raises(StorageError, match="the config cannot be written to the manifest as JSON: '<' not supported"):
+        publish(tiny_checkpoint_dir, f"s3://{s3_bucket}/m", config={1: "a", "b": 2}, options=s3_options)
     assert s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="m/").get("KeyCount") == 0  # nothing uploaded
     config = tmp_path / "train.yaml"
     config.write_text("key: !!binary aGk=\n")

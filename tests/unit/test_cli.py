@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -287,8 +288,9 @@ def test_ctrl_c_while_the_command_starts_is_one_line():
     """Importing torch and transformers takes seconds: Ctrl-C then is as clean as later."""
     proc = subprocess.Popen([sys.executable, "-m", "dultra.cli", "generate", "--model", "tiny", "--prompt", "hi"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    maps = f"/proc/{proc.pid}/maps"
-    while proc.poll() is None and "libtorch" not in open(maps).read():  # torch is being imported
+    deadline = time.monotonic() + 60
+    while "libtorch" not in Path(f"/proc/{proc.pid}/maps").read_text():  # torch is being imported
+        assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)

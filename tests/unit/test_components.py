@@ -187,3 +187,24 @@ def test_a_signal_to_the_step_s_whole_process_group_reaches_the_launcher_once(tm
     os.killpg(proc.pid, signum)
     assert proc.wait(timeout=60) == 0 and (tmp_path / "got").read_text() == "1"
 
+
+def test_training_stops_when_its_step_is_killed(tmp_path):
+    """In its own group, the launcher would run on alone after a SIGKILL of the step: it gets SIGTERM."""
+    child = (f"import os, pathlib, signal, time\n"
+             f"signal.signal(signal.SIGTERM, lambda *_: (pathlib.Path({str(tmp_path / 'got')!r}).write_text('1'), "
+             f"os._exit(0)))\n"
+             f"pathlib.Path({str(tmp_path / 'ready')!r}).write_text('')\n"
+             f"time.sleep(60)\n")
+    step = ("import sys\nfrom components.steps import run_forwarding_sigterm\n"
+            f"run_forwarding_sigterm([sys.executable, '-c', {child!r}])\n")
+    proc = subprocess.Popen([sys.executable, "-c", step], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "ready").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=10)
+    while not (tmp_path / "got").exists():
+        assert time.monotonic() < deadline, "the training process runs on"
+        time.sleep(0.05)
+

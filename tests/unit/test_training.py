@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -280,13 +281,13 @@ def test_the_advantage_settings_reach_the_advantages(checkpoint, tmp_path, monke
     calls = []
     real = trainer_module.group_advantages
 
-    def spy(*args):
-        calls.append(args[2:])
-        return real(*args)
+    def spy(*args, **kwargs):
+        calls.append(inspect.signature(real).bind(*args, **kwargs).arguments)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "group_advantages", spy)
     GRPOTrainer(_grpo(checkpoint, tmp_path, steps=1, scale_rewards=True, advantage_min_clip=0.0)).train()
-    assert calls == [(4, True, 0.0)]  # group_size, scale_by_std, min_clip
+    assert [(c["group_size"], c["scale_by_std"], c["min_clip"]) for c in calls] == [(4, True, 0.0)]
 
 
 class _RecordingSGD(torch.optim.SGD):

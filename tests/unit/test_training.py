@@ -216,7 +216,7 @@ def test_resuming_a_finished_run_does_nothing_and_changed_settings_are_refused(c
     # Another stage's finished model with the same settings is not this run's.
     record = tmp_path / "unsaved" / "final" / "dultra_training.json"
     record.write_text(json.dumps({**json.loads(record.read_text()), "stage": "warmstart"}))
-    with pytest.raises(ConfigError, match="holds a finished run's model"):
+    with pytest.raises(ConfigError, match="holds a warmstart run's model"):
         GRPOTrainer(replace(unsaved, resume=True))
 
 

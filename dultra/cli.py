@@ -12,30 +12,34 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 
 from dultra.errors import DultraError
 from dultra.signals import Terminated, handling, raise_terminated
 
-# Subcommand modules, in the order `dultra --help` lists them.
-COMMANDS = (
-    "dultra.commands.generate",
-    "dultra.commands.compare",
-    "dultra.commands.training",
-    "dultra.commands.evaluate",
-    "dultra.commands.publish",
-    "dultra.commands.sandbox",
-    "dultra.commands.schedule",
-)
+# The module that registers each subcommand, in the order `dultra --help` lists them.
+COMMANDS = {
+    "generate": "dultra.commands.generate",
+    "compare": "dultra.commands.compare",
+    **dict.fromkeys(("pretrain", "warmstart", "train"), "dultra.commands.training"),
+    "eval": "dultra.commands.evaluate",
+    **dict.fromkeys(("publish", "runs", "pull"), "dultra.commands.publish"),
+    "sandbox": "dultra.commands.sandbox",
+    "schedule": "dultra.commands.schedule",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand, or of `command`'s module only: `dultra schedule` or
+    `dultra publish` then start without importing torch (seconds)."""
     parser = argparse.ArgumentParser(
         prog="dultra", description="Fast masked-diffusion LM decoding with a trained unmasking planner."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
+    modules = [COMMANDS[command]] if command in COMMANDS else dict.fromkeys(COMMANDS.values())
+    for name in modules:
         importlib.import_module(name).register(subparsers)
     return parser
 
@@ -46,6 +50,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     args, extras = parser.parse_known_args(argv)
     if not extras:
         return args
+    parser = build_parser()  # every subcommand, to name the ones that have the unknown options
+    args, extras = parser.parse_known_args(argv)
     chosen, others = parser, {}
     while chosen._subparsers is not None:
         action = chosen._subparsers._group_actions[0]
@@ -62,16 +68,17 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        parser = build_parser()  # imports torch and transformers: seconds in which Ctrl-C is likely
+    argv = sys.argv[1:] if argv is None else argv
+    try:  # decoding commands import torch and transformers: seconds in which Ctrl-C is likely
+        parser = build_parser(argv[0] if argv else None)
     except KeyboardInterrupt:
         print("dultra: interrupted", file=sys.stderr)
         return 130
     args = parse(parser, argv)
     if not sys.stderr.isatty():  # keep logs and captured stderr free of progress-bar redraws
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read as huggingface_hub loads
+        if (hf_logging := sys.modules.get("transformers.utils.logging")) is not None:  # loaded already
+            hf_logging.disable_progress_bar()
     try:
         with handling((signal.SIGTERM,), raise_terminated):
             return args.run(args) or 0

@@ -295,3 +295,15 @@ def test_ctrl_c_while_the_command_starts_is_one_line():
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert (proc.returncode, err) == (130, "dultra: interrupted\n")
+
+
+def test_commands_without_a_model_start_without_torch():
+    code = ("import sys\nfrom dultra.cli import main\n"
+            "for argv in (['schedule', 'list', '--host', 'http://127.0.0.1:9', '--timeout', '1'],\n"
+            "             ['runs', 's3://bucket/p', '--endpoint-url', 'http://127.0.0.1:9']):\n"
+            "    assert main(argv) == 2\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
+                              "AWS_MAX_ATTEMPTS": "1"})
+    assert out.stdout == "[]\n", out.stderr

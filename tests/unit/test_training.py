@@ -691,8 +691,9 @@ def test_checkpoints_with_the_old_scheduler_layout_are_refused(tmp_path):
 
 
 def test_a_task_kind_weighting_distill_without_a_teacher_fails_before_loading(tmp_path):
-    cfg = _grpo(tmp_path / "not-loaded", tmp_path, tasks="synthetic-math,synthetic-code")  # code: distill 1.0
-    with pytest.raises(ConfigError, match="rewards.code.distill"):
+    rewards = RewardConfig(math=RewardWeights(distill=0.0), code=RewardWeights(correct=3.0, distill=1.0))
+    cfg = _grpo(tmp_path / "not-loaded", tmp_path, tasks="synthetic-math,synthetic-code", rewards=rewards)
+    with pytest.raises(ConfigError, match="rewards.code.distill is 1.0 but no teacher is set"):
         GRPOTrainer(cfg)
 
 

@@ -173,21 +173,16 @@ def run_forwarding_sigterm(command: list[str]) -> None:
     and the container ends about a second later. The last `save_every` checkpoint is what a
     preempted step keeps (a TrainJob's nodes run `accelerate launch` directly, and do save)."""
     from dultra.signals import handling
+    from sandbox.isolation import PR_SET_PDEATHSIG, prctl
 
-    child = subprocess.Popen(command, start_new_session=True, preexec_fn=_stop_with_parent)
+    # SIGTERM when the step dies without passing a signal on (SIGKILL, a closed terminal), so
+    # training in its own group saves and stops rather than running on alone.
+    child = subprocess.Popen(command, start_new_session=True,
+                             preexec_fn=lambda: prctl(PR_SET_PDEATHSIG, signal.SIGTERM))
     with handling((signal.SIGTERM, signal.SIGINT), lambda signum, frame: child.send_signal(signum)):
         code = child.wait()
     if code:
         raise subprocess.CalledProcessError(code, command)
-
-
-def _stop_with_parent() -> None:
-    """In the child: SIGTERM when the step dies without passing a signal on (SIGKILL, a closed
-    terminal), so training in its own group saves and stops rather than running on alone."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def given(**settings: int | float | str) -> dict[str, Any]:

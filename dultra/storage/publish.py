@@ -67,8 +67,8 @@ def publish(
     """Upload `checkpoint_dir` to `<uri>/runs/<run_id>/`, write its manifest, move `latest`.
 
     run_id: default UTC time + random suffix. git_commit: default the dultra source's commit
-    (`manifest.detect_git_commit`: its checkout's HEAD, else $DULTRA_GIT_COMMIT). client: an existing boto3 S3 client (else one is
-    made from `options`).
+    (`manifest.detect_git_commit`: its checkout's HEAD, else $DULTRA_GIT_COMMIT). client: an
+    existing boto3 S3 client (else one is made from `options`).
     """
     root = Path(checkpoint_dir)
     check_checkpoint(root)  # before `latest` could come to name something no one can load

@@ -25,6 +25,14 @@ pytestmark = pytest.mark.integration
 ADD = "def add(a, b):\n    return a + b\n"
 
 
+def _await_stats(service, done, seconds: float) -> None:
+    """Poll /readyz until done(its JSON: busy, queue_depth, ...) holds; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not done(stats := httpx.get(f"{service.url}/readyz").json()):
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.05)
+
+
 def _count(service, status: str) -> float:
     """Executions the service has counted with this status (its /metrics)."""
     metrics = httpx.get(f"{service.url}/metrics").text
@@ -151,10 +159,7 @@ def test_dead_workers_are_replaced_and_reported_as_sandbox_errors(service):
 
     with concurrent.futures.ThreadPoolExecutor(1) as thread:
         busy = thread.submit(run, service.url, code="while True:\n    pass\n", timeout_s=5)
-        deadline = time.monotonic() + 10
-        while httpx.get(f"{service.url}/readyz").json()["busy"] == 0:  # a worker runs it: kill that one too
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _await_stats(service, lambda stats: stats["busy"] > 0, 10)  # a worker runs it: kill that one too
         kill_workers()
         assert busy.result()["status"] == "sandbox_error"  # the infrastructure's failure, not the program's
     # Idle workers that died are replaced without any request: readiness comes back alone.
@@ -195,9 +200,7 @@ def test_heartbeats_do_not_hold_a_client_past_its_max_wait(service):
         with pytest.raises(SandboxUnavailable, match="no answer from /v1/run within max_wait_s \\(1 s\\)"):
             client.run("import time\ntime.sleep(3)", timeout_s=1.0)
         assert time.monotonic() - start < 2.5
-    while httpx.get(f"{service.url}/readyz").json()["busy"]:  # the run it left finishes: the next test's workers
-        assert time.monotonic() - start < 30
-        time.sleep(0.1)
+    _await_stats(service, lambda stats: not stats["busy"], 30)  # the run it left ends: the next test's workers
 
 
 def test_a_client_that_gives_up_takes_its_queued_runs_with_it(service):
@@ -210,14 +213,8 @@ def test_a_client_that_gives_up_takes_its_queued_runs_with_it(service):
     with socket.create_connection((host, int(port))) as conn:
         conn.sendall(b"POST /v1/run_batch HTTP/1.1\r\nHost: sandbox\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-        deadline = time.monotonic() + 10
-        while httpx.get(f"{service.url}/readyz").json()["busy"] < 4:  # the first wave runs, 8 wait
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    deadline = time.monotonic() + 30
-    while (stats := httpx.get(f"{service.url}/readyz").json())["queue_depth"] or stats["busy"]:
-        assert time.monotonic() < deadline, stats
-        time.sleep(0.1)
+        _await_stats(service, lambda stats: stats["busy"] == 4, 10)  # the first wave runs, 8 wait
+    _await_stats(service, lambda stats: not stats["queue_depth"] and not stats["busy"], 30)
     # Only the first wave ran (and is counted, client or not): the 8 queued runs were dropped.
     assert _count(service, "timeout") - timeouts_before == 4
     assert run(service.url, code=ADD, tests=["assert add(1, 2) == 3"])["status"] == "passed"

@@ -167,16 +167,9 @@ def test_a_multi_gpu_step_passes_sigterm_on_to_its_launcher(tmp_path):
     run_forwarding_sigterm([sys.executable, "-c", "pass"])  # a step that succeeds raises nothing
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_to_the_step_s_whole_process_group_reaches_the_launcher_once(tmp_path, signum):
-    """Argo's emissary signals the step's process group, the terminal Ctrl-C's: one stop, not two."""
-    child = (f"import pathlib, signal, sys, time\n"
-             f"got = []\n"
-             f"signal.signal({int(signum)}, lambda *_: got.append(1))\n"
-             f"pathlib.Path({str(tmp_path / 'ready')!r}).write_text('')\n"
-             f"while not got: time.sleep(0.05)\n"
-             f"time.sleep(1)\n"  # a second signal would arrive meanwhile
-             f"pathlib.Path({str(tmp_path / 'got')!r}).write_text(str(len(got)))\n")
+def _running_step(tmp_path, child: str) -> subprocess.Popen:
+    """A step process, in its own session as a pod's, whose training command runs `child`;
+    returned once `child` has written tmp_path/ready."""
     step = ("import sys\nfrom components.steps import run_forwarding_sigterm\n"
             f"run_forwarding_sigterm([sys.executable, '-c', {child!r}])\n")
     proc = subprocess.Popen([sys.executable, "-c", step], cwd=ROOT, start_new_session=True)
@@ -184,26 +177,33 @@ def test_a_signal_to_the_step_s_whole_process_group_reaches_the_launcher_once(tm
     while not (tmp_path / "ready").exists():
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_step_s_whole_process_group_reaches_the_launcher_once(tmp_path, signum):
+    """Argo's emissary signals the step's process group, the terminal Ctrl-C's: one stop, not two."""
+    proc = _running_step(tmp_path, f"import pathlib, signal, sys, time\n"
+                                   f"got = []\n"
+                                   f"signal.signal({int(signum)}, lambda *_: got.append(1))\n"
+                                   f"pathlib.Path({str(tmp_path / 'ready')!r}).write_text('')\n"
+                                   f"while not got: time.sleep(0.05)\n"
+                                   f"time.sleep(1)\n"  # a second signal would arrive meanwhile
+                                   f"pathlib.Path({str(tmp_path / 'got')!r}).write_text(str(len(got)))\n")
     os.killpg(proc.pid, signum)
     assert proc.wait(timeout=60) == 0 and (tmp_path / "got").read_text() == "1"
 
 
 def test_training_stops_when_its_step_is_killed(tmp_path):
     """In its own group, the launcher would run on alone after a SIGKILL of the step: it gets SIGTERM."""
-    child = (f"import os, pathlib, signal, time\n"
-             f"signal.signal(signal.SIGTERM, lambda *_: (pathlib.Path({str(tmp_path / 'got')!r}).write_text('1'), "
-             f"os._exit(0)))\n"
-             f"pathlib.Path({str(tmp_path / 'ready')!r}).write_text('')\n"
-             f"time.sleep(60)\n")
-    step = ("import sys\nfrom components.steps import run_forwarding_sigterm\n"
-            f"run_forwarding_sigterm([sys.executable, '-c', {child!r}])\n")
-    proc = subprocess.Popen([sys.executable, "-c", step], cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "ready").exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    proc = _running_step(tmp_path, f"import os, pathlib, signal, time\n"
+                                   f"signal.signal(signal.SIGTERM, lambda *_: (pathlib.Path("
+                                   f"{str(tmp_path / 'got')!r}).write_text('1'), os._exit(0)))\n"
+                                   f"pathlib.Path({str(tmp_path / 'ready')!r}).write_text('')\n"
+                                   f"time.sleep(60)\n")
     proc.kill()
     proc.wait(timeout=10)
+    deadline = time.monotonic() + 60
     while not (tmp_path / "got").exists():
         assert time.monotonic() < deadline, "the training process runs on"
         time.sleep(0.05)

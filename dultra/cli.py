@@ -17,30 +17,40 @@ import signal
 import sys
 
 from dultra.errors import DultraError
+from dultra.rl.stages import STAGES
 from dultra.signals import Terminated, handling, raise_terminated
 
-# The module that registers each subcommand, in the order `dultra --help` lists them.
+# Each subcommand: the module that registers it (imported only when the command is run) and
+# its line in `dultra --help`, in the order listed there.
 COMMANDS = {
-    "generate": "dultra.commands.generate",
-    "compare": "dultra.commands.compare",
-    **dict.fromkeys(("pretrain", "warmstart", "train"), "dultra.commands.training"),
-    "eval": "dultra.commands.evaluate",
-    **dict.fromkeys(("publish", "runs", "pull"), "dultra.commands.publish"),
-    "sandbox": "dultra.commands.sandbox",
-    "schedule": "dultra.commands.schedule",
+    "generate": ("dultra.commands.generate", "decode a prompt"),
+    "compare": ("dultra.commands.compare", "decode one prompt under every strategy"),
+    **{name: ("dultra.commands.training", about.help) for name, about in STAGES.items()},
+    "eval": ("dultra.commands.evaluate", "evaluate strategies on a task and write a report"),
+    "publish": ("dultra.commands.publish", "upload a checkpoint as a new run and move `latest`"),
+    "runs": ("dultra.commands.publish", "list the runs published under a prefix, newest first"),
+    "pull": ("dultra.commands.publish", "download and verify a published checkpoint"),
+    "sandbox": ("dultra.commands.sandbox", "the code-execution sandbox service"),
+    "schedule": ("dultra.commands.schedule", "scheduled retraining: Kubeflow Pipelines recurring runs"),
 }
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser of every subcommand, or of `command`'s module only: `dultra schedule` or
-    `dultra publish` then start without importing torch (seconds)."""
+def build_parser(command: str | None = None, *, every: bool = False) -> argparse.ArgumentParser:
+    """The parser of `command`'s module only, or (`every`) of every subcommand's; without
+    either, one that lists the subcommands without their options. A command's module may
+    import torch and transformers (seconds): `dultra --help`, `dultra schedule` or
+    `dultra publish` start without them."""
     parser = argparse.ArgumentParser(
         prog="dultra", description="Fast masked-diffusion LM decoding with a trained unmasking planner."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    modules = [COMMANDS[command]] if command in COMMANDS else dict.fromkeys(COMMANDS.values())
-    for name in modules:
-        importlib.import_module(name).register(subparsers)
+    if every or command in COMMANDS:
+        modules = [module for module, _ in COMMANDS.values()] if every else [COMMANDS[command][0]]
+        for name in dict.fromkeys(modules):
+            importlib.import_module(name).register(subparsers)
+    else:  # for the listing and its errors (no or an unknown command) only
+        for name, (_, about) in COMMANDS.items():
+            subparsers.add_parser(name, help=about)
     return parser
 
 
@@ -50,7 +60,7 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     args, extras = parser.parse_known_args(argv)
     if not extras:
         return args
-    parser = build_parser()  # every subcommand, to name the ones that have the unknown options
+    parser = build_parser(every=True)  # every subcommand, to name the ones that have the unknown options
     args, extras = parser.parse_known_args(argv)
     chosen, others = parser, {}
     while chosen._subparsers is not None:

@@ -29,7 +29,7 @@ STRATEGIES = (
 def register(subparsers) -> None:
     from dultra.commands.generate import device_arg
 
-    p = subparsers.add_parser("compare", help="decode one prompt under every strategy", description=__doc__,
+    p = subparsers.add_parser("compare", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny", help="`tiny`, a checkpoint directory or a Hub id")
     p.add_argument("--prompt", default="Compute ||||5 - 3| - 9| - 4| - 7|.", help="the user message")

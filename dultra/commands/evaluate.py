@@ -15,8 +15,7 @@ from dultra.configio import add_config_flags, load_config
 def register(subparsers) -> None:
     from dultra.eval.run import EvalConfig
 
-    p = subparsers.add_parser("eval", help="evaluate strategies on a task and write a report",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file with an `eval` section")
     add_config_flags(p, EvalConfig)
     p.set_defaults(run=run)

@@ -30,7 +30,7 @@ from dultra.model.tokenizer import encode_prompts
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("generate", help="decode a prompt", description=__doc__,
+    p = subparsers.add_parser("generate", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny",
                    help="`tiny` (built offline, untrained: it writes noise), a checkpoint directory (LLaDA, dUltra, "

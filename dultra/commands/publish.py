@@ -29,8 +29,7 @@ from dultra.storage.uri import MANIFEST_NAME, RUNS_DIR
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("publish", help="upload a checkpoint as a new run and move `latest`",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("publish", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory", type=Path, help="checkpoint directory (config.json, model.safetensors, tokenizer)")
     p.add_argument("uri", help="base prefix, s3://bucket/prefix; the run goes to <uri>/runs/<run-id>/")
     p.add_argument("--run-id", default=None, help="run id (default: UTC time + random suffix)")
@@ -40,15 +39,13 @@ def register(subparsers) -> None:
     _add_s3_arguments(p)
     p.set_defaults(run=run_publish)
 
-    p = subparsers.add_parser("runs", help="list the runs published under a prefix, newest first",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("runs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("uri", help="base prefix, s3://bucket/prefix (as given to publish)")
     p.add_argument("--json", action="store_true", help="one JSON object per run, a line each")
     _add_endpoint_arguments(p)
     p.set_defaults(run=run_runs)
 
-    p = subparsers.add_parser("pull", help="download and verify a published checkpoint",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("pull", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("uri", help="s3://bucket/prefix (its latest), s3://bucket/prefix/latest, or .../runs/<run-id>")
     p.add_argument("directory", type=Path, help="where to put the checkpoint (must be empty or absent)")
     p.add_argument("--force", action="store_true", help="replace an existing checkpoint directory, once the new one verified "

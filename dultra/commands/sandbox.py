@@ -31,8 +31,7 @@ class SandboxCommandError(DultraError):
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sandbox", help="the code-execution sandbox service",
-                              description=__doc__,
+    p = subparsers.add_parser("sandbox", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="sandbox_command", required=True, metavar="ACTION")
 

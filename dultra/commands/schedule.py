@@ -53,8 +53,7 @@ HOST_ENV = "KF_PIPELINES_ENDPOINT"  # the kfp SDK's variable for the same thing
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("schedule", help="scheduled retraining: Kubeflow Pipelines recurring runs",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("schedule", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     c = actions.add_parser("create", help="create a recurring run (6-field UTC cron)", description=__doc__,

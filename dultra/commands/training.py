@@ -18,7 +18,7 @@ from dultra.rl.stages import STAGES, stage
 def register(subparsers) -> None:
     for name, about in STAGES.items():
         config_cls, _ = stage(name)
-        p = subparsers.add_parser(name, help=about.help, description=f"{about.help}. Settings come from the "
+        p = subparsers.add_parser(name, description=f"{about.help}. Settings come from the "
                                   f"`{name}` section of --config, then from the flags below.")
         p.add_argument("--config", help=f"YAML file with a `{name}` section (e.g. configs/tiny.yaml)")
         add_config_flags(p, config_cls)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dultra.cli import main
+from dultra.cli import COMMANDS, build_parser, main
 from dultra.model.loading import TRAINING_RECORD, load, load_model, resolve
 from tests.helpers import predict_eos, save_small_checkpoint
 
@@ -302,8 +302,24 @@ def test_commands_without_a_model_start_without_torch():
             "for argv in (['schedule', 'list', '--host', 'http://127.0.0.1:9', '--timeout', '1'],\n"
             "             ['runs', 's3://bucket/p', '--endpoint-url', 'http://127.0.0.1:9']):\n"
             "    assert main(argv) == 2\n"
+            "for argv, status in (([], 2), (['bogus'], 2), (['--help'], 0)):  # the listing, by argparse\n"
+            "    try:\n        main(argv)\n    except SystemExit as stop:\n        assert stop.code == status\n"
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
                               "AWS_MAX_ATTEMPTS": "1"})
-    assert out.stdout == "[]\n", out.stderr
+    assert out.stdout.endswith("  schedule  scheduled retraining: Kubeflow Pipelines recurring runs\n"
+                               "\noptions:\n  -h, --help  show this help message and exit\n[]\n"), out.stderr
+
+
+def test_the_command_listing_names_every_command_its_modules_register(capsys):
+    """`dultra --help` lists the commands without importing their modules: the listing and the
+    modules must name the same commands."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = capsys.readouterr().out
+    assert all(f"    {name}  " in listing or f"    {name}\n" in listing for name in COMMANDS)
+    registered = build_parser(every=True)._subparsers._group_actions[0].choices
+    assert list(registered) == list(COMMANDS)
+    for name, (module, _) in COMMANDS.items():  # each command's own parser comes from its module
+        assert name in build_parser(name)._subparsers._group_actions[0].choices, module

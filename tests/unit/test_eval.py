@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from dataclasses import replace
 
+import httpx
 import pytest
 
 from dultra.data import load_task, write_examples
@@ -22,6 +24,7 @@ from dultra.rewards import SandboxUnavailable
 from tests.data_helpers import GSM8K
 from tests.helpers import free_port, save_small_checkpoint
 from tests.reward_helpers import SubprocessRunner
+from tests.scripted_http import scripted_server
 
 CFG = DecodeConfig(gen_length=32, block_length=8)
 
@@ -216,43 +219,30 @@ def test_humaneval_canonical_passes_and_broken_fails():
     assert _scores([good, broken], [ex, ex], runner) == [1.0, 0.0]
 
 
-class _Down:
-    """A sandbox that answers /readyz, then fails every run; remembers being closed."""
-
-    closed = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        _Down.closed = True
-
-    def check_ready(self):
-        pass
-
-    def run_tests(self, code, tests):
-        raise SandboxUnavailable("down")
+def _down(request: httpx.Request) -> httpx.Response:
+    """A sandbox service that is up (answers /readyz) but cannot run anything."""
+    return httpx.Response(200 if request.url.path == "/readyz" else 503, json={})
 
 
 def test_a_sandbox_outage_leaves_samples_unscored_and_fails_the_run(ckpt, tmp_path, monkeypatch):
-    ex = load_task("humaneval", "test", limit=1)[0]
-    assert _scores(["```python\ndef f(): pass\n```"], [ex], _Down()) == [None]
     import dultra.eval.accuracy as accuracy
-    import dultra.rewards.sandbox_client as client
 
-    monkeypatch.setattr(_Down, "closed", False)  # a class flag: another test's _Down must not set it for us
-    monkeypatch.setattr(client, "SandboxClient", lambda url=None: _Down())
     # The untrained model writes no code block (judged wrong without running anything): wrap
-    # its text in one so every sample reaches the (down) sandbox.
+    # its text in one so every sample reaches the (failing) sandbox.
     real = accuracy._scores
     monkeypatch.setattr(accuracy, "_scores", lambda texts, batch, runner: real(
         [f"```python\n{t}\n```" for t in texts], batch, runner))
-    cfg = _eval_cfg(ckpt, tmp_path, task="synthetic-code", limit=3, strategies="threshold:tau=0.5")
-    with pytest.raises(EvalError, match="could not be scored"):
-        run_evaluation(cfg)
+    with scripted_server(_down) as server:
+        cfg = _eval_cfg(ckpt, tmp_path, task="synthetic-code", limit=3, strategies="threshold:tau=0.5",
+                        sandbox_url=server.url)
+        with pytest.raises(EvalError, match="could not be scored"):
+            run_evaluation(cfg)
+        deadline = time.monotonic() + 10
+        while server.closed < server.opened and time.monotonic() < deadline:  # the server sees the closes
+            time.sleep(0.01)
+        assert server.opened > 0 and server.closed == server.opened  # no connection outlives the evaluation
     row = json.loads((tmp_path / "report.json").read_text())["strategies"][0]
     assert row["samples"] == 3 and row["unscored"] == 3
-    assert _Down.closed  # its workers or connections do not outlive the evaluation
 
 
 def test_an_unreachable_sandbox_fails_before_any_decoding(ckpt, tmp_path):

@@ -1,17 +1,16 @@
 """The sandbox client's retry, error and batching rules, against a scripted HTTP server.
 
 Each test's handler (an httpx.Request in, an httpx.Response out, or `raise Drop` to close
-the connection unanswered) runs behind a real server on loopback, so the client's own
-transport, pool and timeouts are what is exercised, and each rule can be driven exactly
-(which response, which failure, how many calls). The real sandbox service is in
-tests/integration/test_sandbox_server.py.
+the connection unanswered) runs behind a real server on loopback (tests/scripted_http.py),
+so the client's own transport, pool and timeouts are what is exercised, and each rule can
+be driven exactly (which response, which failure, how many calls). The real sandbox service
+is in tests/integration/test_sandbox_server.py.
 """
 
 from __future__ import annotations
 
-import http.server
+import contextlib
 import json
-import threading
 
 import httpx
 import pytest
@@ -24,56 +23,21 @@ from dultra.rewards.sandbox_client import (
     SandboxRequestError,
     SandboxUnavailable,
 )
+from tests.scripted_http import Drop, scripted_server
 
 FAST = ClientConfig(retries=2, backoff_s=0.0, batch_size=3, max_concurrency=2)
-
-
-class Drop(Exception):
-    """Raised by a handler: the server closes the connection without an answer."""
-
-
-class _Scripted(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the service
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        request = httpx.Request("POST", f"http://sandbox.test{self.path}", content=body)
-        try:
-            response = self.server.handler(request)
-        except Drop:
-            self.close_connection = True
-            return
-        response.read()
-        self.send_response(response.status_code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(response.content)))
-        self.end_headers()
-        self.wfile.write(response.content)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
 def client():
     """client(handler, config=FAST): a SandboxClient of a server on loopback that answers with handler."""
-    servers, clients = [], []
+    with contextlib.ExitStack() as stack:
 
-    def make(handler, config: ClientConfig = FAST) -> SandboxClient:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
-        server.daemon_threads = True
-        server.handler = handler
-        threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
-        servers.append(server)
-        clients.append(SandboxClient(f"http://127.0.0.1:{server.server_address[1]}", config))
-        return clients[-1]
+        def make(handler, config: ClientConfig = FAST) -> SandboxClient:
+            server = stack.enter_context(scripted_server(handler))
+            return stack.enter_context(SandboxClient(server.url, config))
 
-    yield make
-    for c in clients:
-        c.close()
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+        yield make
 
 
 def ok(status: str = "passed", **extra) -> dict:

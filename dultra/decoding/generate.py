@@ -137,6 +137,8 @@ def lengths_for(model: str | Path, gen_length: int | None, block_length: int | N
 
 def check_settings(config: DecodeConfig, strategy: Strategy) -> None:
     """Clear errors for settings that cannot decode any prompt (no model needed)."""
+    if not isinstance(config, DecodeConfig):
+        raise ConfigError(f"config must be a DecodeConfig, got {type(config).__name__}")
     if not isinstance(strategy, Strategy):
         raise ConfigError(f"strategy must be a Strategy or a spec such as 'threshold:tau=0.9', got {strategy!r}")
     for name in ("gen_length", "block_length"):
@@ -144,6 +146,13 @@ def check_settings(config: DecodeConfig, strategy: Strategy) -> None:
             raise ConfigError(f"{name} must be an integer, got {getattr(config, name)!r}")
     check_lengths(config.gen_length, config.block_length)
     check_temperature(config.temperature)
+    for name in ("early_stop", "record", "record_trunk", "compile", "lockstep"):
+        if not isinstance(getattr(config, name), bool):
+            raise ConfigError(f"{name} must be True or False, got {getattr(config, name)!r}")
+    if config.seed is not None and not (_is_int(config.seed) and -2**63 <= config.seed < 2**64):
+        raise ConfigError(f"seed must be None or an integer that fits 64 bits, got {config.seed!r}")
+    if not isinstance(config.eos_ids, tuple | list):
+        raise ConfigError(f"eos_ids must be a tuple of token ids, got {config.eos_ids!r}")
     check_cache(config.cache)
     if config.max_steps is not None and not (_is_int(config.max_steps) and config.max_steps >= 1):
         raise ConfigError(f"max_steps must be None (decode fully) or an integer >= 1, got {config.max_steps!r}")
@@ -154,6 +163,10 @@ def check_settings(config: DecodeConfig, strategy: Strategy) -> None:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_lengths(gen_length: int, block_length: int) -> None:
@@ -172,10 +185,10 @@ def check_lengths(gen_length: int, block_length: int) -> None:
 
 
 def check_temperature(temperature: float) -> None:
-    """A clear error unless the sampling temperature is finite and >= 0."""
-    # inf or NaN would make every token the mask
-    if not isinstance(temperature, int | float) or not 0 <= temperature < float("inf"):
-        raise ConfigError(f"temperature must be a finite number >= 0, got {temperature}")
+    """A clear error unless the sampling temperature is a number >= 0 that float32 holds."""
+    # The float32 logits are divided by it: inf or NaN would make every token the mask.
+    if not _is_number(temperature) or not 0 <= temperature <= torch.finfo(torch.float32).max:
+        raise ConfigError(f"temperature must be a finite number >= 0, got {temperature!r}")
 
 
 def check_cache(kind: str) -> None:
@@ -197,6 +210,9 @@ def check_layout(model_config: LLaDAConfig, prompt_len: int, config: DecodeConfi
         raise ConfigError(f"strategy {strategy.name!r} needs a planner head; this model has none")
     if unknown := [i for i in config.eos_ids if not (_is_int(i) and 0 <= i < model_config.vocab_size)]:
         raise ConfigError(f"eos_ids {unknown} are not token ids of this model (vocabulary {model_config.vocab_size})")
+    if model_config.mask_token_id in config.eos_ids:  # every position still masked would read as an EOS
+        raise ConfigError(f"eos_ids hold the mask token's id ({model_config.mask_token_id}); an EOS must be "
+                          "a token the model writes")
 
 
 def check_prompts(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
@@ -211,6 +227,8 @@ def check_prompts(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
                           "dultra.model.tokenizer.encode_prompts makes one")
     if input_ids.shape[0] == 0:
         raise ConfigError("input_ids holds no prompt (batch size 0)")
+    if input_ids.device.type == "meta":
+        raise ConfigError("input_ids are on the meta device: they hold no token ids")
     weights = next(model.parameters(), None)  # on the CPU it may be offloaded (FSDP): not checked
     if weights is not None and weights.device.type not in ("cpu", "meta") and input_ids.device != weights.device:
         raise ConfigError(f"input_ids are on {input_ids.device} but the model is on {weights.device}")
@@ -303,6 +321,10 @@ def generate(
         if recorder is not None:
             recorder.add(step, index, revealed, candidates, planner, logq_x0, trunk)
 
+        # Early stop first: a row it completes may finish the block, and with a cache the
+        # refresh waits for every row's block.
+        if config.early_stop:
+            done |= _fill_after_eos(x, P, eos_ids, cfg.eos_token_id, mask_id)
         block_finished = ~(x.gather(1, index) == mask_id).any(dim=1)
         if cache is not None:  # rows wait for each other, so one refresh serves the whole batch
             everywhere = block_finished.all().int()
@@ -311,10 +333,7 @@ def generate(
             block_finished = everywhere.bool().expand(B)
         block_start = torch.where(block_finished, block_start + N, block_start)
         block_step = torch.where(block_finished, 0, block_step + 1)
-        finished = block_start >= P + G
-        if config.early_stop:
-            finished |= _fill_after_eos(x, P, eos_ids, cfg.eos_token_id, mask_id) & ~done
-        done |= finished
+        done |= block_start >= P + G
         block_start = block_start.clamp(max=P + G - N)
         step += 1
         # The next step's inputs are queued before the one sync per step, so after it the

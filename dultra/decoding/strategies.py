@@ -202,17 +202,20 @@ STRATEGIES: dict[str, type[Strategy]] = {
 
 def parse_strategy(spec: str) -> Strategy:
     """`name[:key=value,...]` -> a strategy, with a clear error for unknown names or keys."""
-    name, _, params = spec.strip().partition(":")
+    name, _, params = spec.partition(":")
+    name = name.strip()
     if name not in STRATEGIES:
         raise ConfigError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
     cls = STRATEGIES[name]
     fields = {f.name: f.type for f in dataclasses.fields(cls)}
     kwargs = {}
     for item in filter(None, (p.strip() for p in params.split(","))):
-        key, sep, value = item.partition("=")
+        key, sep, value = (part.strip() for part in item.partition("="))
         if not sep or key not in fields:
             allowed = ", ".join(fields) or "none"
             raise ConfigError(f"bad setting {item!r} for strategy {name!r} (settings: {allowed})")
+        if key in kwargs:
+            raise ConfigError(f"strategy {name!r} sets {key} twice: {spec!r}")
         kwargs[key] = _parse_value(fields[key], value, f"strategy {name!r}: {key}")
     return cls(**kwargs)
 

@@ -131,6 +131,9 @@ class LLaDAConfig(PretrainedConfig):
             value = getattr(self, field)
             if not isinstance(value, int) or not 0 <= value < self.vocab_size:
                 raise ConfigError(f"{field} must be a token id below vocab_size ({self.vocab_size}), got {value!r}.")
+        if self.mask_token_id in self.stop_token_ids:
+            raise ConfigError(f"the mask token ({self.mask_token_id}) is also a stop token (eos_token_id or "
+                              "stop_token_ids): every position still masked would end the completion.")
         if self.num_head_layers and not self.use_adaln:
             raise ConfigError("planner heads without AdaLN (use_adaln=False) are not supported.")
         if self.use_block_embeddings:

@@ -234,6 +234,10 @@ def test_unsupported_architecture_fields_are_rejected():
         with pytest.raises(ConfigError, match=f"mask_token_id must be a token id below vocab_size \\(256\\), "
                                               f"got {bad}"):
             LLaDAConfig(vocab_size=256, embedding_size=256, mask_token_id=bad, eos_token_id=1)
+    # A mask id that also stops would end every completion at its first masked position.
+    for stops in (dict(eos_token_id=5), dict(eos_token_id=1, stop_token_ids=[5])):
+        with pytest.raises(ConfigError, match=r"the mask token \(5\) is also a stop token"):
+            LLaDAConfig(vocab_size=256, embedding_size=256, mask_token_id=5, **stops)
 
 
 def test_tiny_default_builds_once_and_loads_with_its_tokenizer():

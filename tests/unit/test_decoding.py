@@ -269,6 +269,14 @@ def test_lengths_and_texts_stop_at_the_first_eos_mid_completion(model, tiny_toke
         (DecodeConfig(gen_length=16, block_length=4), LowConfidence(steps=6), "low-confidence steps"),
         (DecodeConfig(gen_length=16, block_length=4, temperature=-1), Threshold(), "temperature"),
         (DecodeConfig(gen_length=16, block_length=4, temperature=float("inf")), Threshold(), "finite"),
+        (DecodeConfig(gen_length=16, block_length=4, temperature=1e39), Threshold(), "finite"),  # inf in float32
+        (DecodeConfig(gen_length=16, block_length=4, temperature=True), Threshold(), "temperature must be"),
+        (DecodeConfig(gen_length=16, block_length=4, early_stop="yes"), Threshold(), "early_stop must be True or"),
+        (DecodeConfig(gen_length=16, block_length=4, seed=1.5), Threshold(), "seed must be None or an integer"),
+        (DecodeConfig(gen_length=16, block_length=4, seed=2**64), Threshold(), "seed must be None or an integer"),
+        (DecodeConfig(gen_length=16, block_length=4, eos_ids=5), Threshold(), "eos_ids must be a tuple"),
+        (DecodeConfig(gen_length=16, block_length=4, eos_ids=(MASK,)), Threshold(), "eos_ids hold the mask token"),
+        ({"gen_length": 16}, Threshold(), "config must be a DecodeConfig, got dict"),
         (DecodeConfig(gen_length=16.0, block_length=4), Threshold(), "gen_length must be an integer, got 16.0"),
         (DecodeConfig(gen_length=16, block_length=4, max_steps=0), Threshold(), "max_steps must be None"),
         (DecodeConfig(gen_length=16, block_length=4, record_trunk=True), Threshold(), "needs record=True"),
@@ -313,6 +321,7 @@ def _left_padded():
     (lambda ids, mask: (ids[0], None), "got a 1-D torch.int64 tensor"),
     (lambda ids, mask: (ids.tolist(), None), "got list"),
     (lambda ids, mask: (ids[:0], None), "no prompt"),
+    (lambda ids, mask: (ids.to("meta"), None), "meta device"),
     (lambda ids, mask: (ids + 10**6, mask), "outside this model's vocabulary"),
     (lambda ids, mask: (ids, mask[:, 1:]), r"attention_mask must have the shape of input_ids \(3, 6\), got \(3, 5\)"),
     (lambda ids, mask: (ids, mask.flip(1)), "left-padded"),  # right padding
@@ -351,6 +360,9 @@ def test_parse_strategy_round_trips_and_rejects_unknowns():
         parse_strategy("threshold:gamma=1")
     with pytest.raises(ConfigError, match="must be a number"):
         parse_strategy("threshold:tau=high")
+    with pytest.raises(ConfigError, match="sets tau twice"):
+        parse_strategy("threshold:tau=0.5,tau=0.9")
+    assert parse_strategy(" threshold : tau = 0.5 ") == Threshold(0.5)
 
 
 def test_parse_strategy_reads_switches_and_names_them_only_when_on():

@@ -116,6 +116,20 @@ def test_batch_with_a_cache_equals_each_prompt_alone(model, strategy, kind):
         assert batch.nfe[i] == alone.nfe[0]
 
 
+def test_a_row_that_stops_early_mid_block_lets_the_batch_refresh_at_once():
+    """With a cache the batch moves to the next block when every row's block is done; a row
+    ended by early stop mid-block counts as done then, not one forward later (a forward in
+    which no row had anything to decode)."""
+    ids = torch.randint(0, 60, (3, 4), generator=torch.Generator().manual_seed(165))
+    config = DecodeConfig(gen_length=8, block_length=4, early_stop=True, record=True, cache="prefix",
+                          eos_ids=(36, 0, 41, 48, 26, 5, 22, 50, 18), temperature=1.0, seed=165)
+    out = generate(small_model(1), ids, None, PlannerSample(1.0), config)
+    steps = out.trajectory.unmask_step
+    assert steps[0, 2] == -1 and steps[0, 3] >= 0  # row 0 stopped after its EOS with a mask left in block 1
+    assert out.trajectory.taken.any(dim=0).all()  # every forward decoded a token somewhere
+    assert out.refreshes == 2 and out.steps == int(out.nfe.max())
+
+
 def test_a_cache_changes_the_output_of_a_multi_step_decode(model):
     """Guards the tests above against a cache that silently recomputes everything."""
     ids, mask, _ = padded_prompts()

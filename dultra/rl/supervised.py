@@ -131,8 +131,9 @@ def store_frozen_weights(model: torch.nn.Module, accelerator: Accelerator, name:
 
 
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
-    """A seed that depends only on (seed, step, rank): resumable randomness, distinct per process."""
-    return (seed * 1_000_003 + step) * 101 + rank
+    """A seed that depends only on (seed, step, rank): resumable randomness, distinct per process,
+    within the 64 bits a torch generator takes (any config seed, however large)."""
+    return ((seed * 1_000_003 + step) * 101 + rank) % (1 << 63)
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:

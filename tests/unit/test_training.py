@@ -20,7 +20,8 @@ from torch import nn
 
 from dultra.configio import load_config
 from dultra.data import generate
-from dultra.decoding import DecodeConfig, replay
+from dultra.decoding import DecodeConfig, Threshold, replay
+from dultra.decoding.generate import check_settings
 from dultra.decoding.rules import factor_rule
 from dultra.errors import CheckpointError, ConfigError, DataError
 from dultra.model.loading import load_model
@@ -31,7 +32,7 @@ from dultra.rl.grpo import clipped_objective, kl_penalty, sequence_log_ratio
 from dultra.rl.logger import MetricsLogger, read_metrics
 from dultra.rl.pretrain import PretrainConfig, masked_diffusion_loss, pretrain
 from dultra.rl.rollout import rollout
-from dultra.rl.supervised import OptimConfig, decay_groups
+from dultra.rl.supervised import OptimConfig, decay_groups, step_generator, step_seed
 from dultra.rl.trainer import GRPOTrainer, OffPolicyError, TrainConfig, kept_component_sums
 from dultra.rl.warmstart import WarmstartConfig, random_states, warmstart, warmstart_loss
 from dultra.signals import Terminated, raise_terminated
@@ -623,6 +624,14 @@ def test_a_damaged_trainer_state_is_one_clear_error(tmp_path, text):
     (step / "trainer_state.json").write_text(text)
     with pytest.raises(CheckpointError, match=r"step-00000100/trainer_state.json is damaged .* remove "):
         GRPOTrainer(_grpo(tmp_path / "not-loaded", tmp_path, resume=True))
+
+
+def test_step_seeds_of_any_config_seed_seed_a_generator_and_a_decode():
+    assert step_seed(3, 7, 1) == (3 * 1_000_003 + 7) * 101 + 1  # the seeds runs so far were made with
+    for seed in (0, 2**40, 2**63 - 1, 10**30):  # 2**40 and up overflowed torch's 64 bits
+        assert 0 <= step_seed(seed, 9, 3) < 2**63
+        step_generator(seed, 9, 3)
+        check_settings(DecodeConfig(gen_length=8, block_length=8, seed=step_seed(seed, 9, 3)), Threshold(0.5))
 
 
 def test_weight_decay_spares_biases_and_norm_gains_as_the_reference_trainer():

@@ -106,14 +106,18 @@ def _build(cls: type, values: dict[str, Any], where: str, defaults: Any = None) 
     or, without it, the class defaults."""
     hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(map(str, set(values) - set(fields)))
     if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where or 'the settings'}; "
+        quote = "" if all(isinstance(k, str) for k in values) else " (YAML reads an unquoted on, off, yes, no or " \
+            "number as a value, not a name)"
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where or 'the settings'}{quote}; "
                           f"allowed: {', '.join(sorted(fields))}")
     kwargs = {}
     for key, value in values.items():
         base, optional = _base_type(hints[key])
         if dataclasses.is_dataclass(base):
+            if value is None and not optional:  # `optim:` with every setting commented out
+                value = {}
             if not isinstance(value, dict):
                 raise ConfigError(f"{_join(where, key)} must be a mapping")
             # A partial mapping changes the parent's default, not the class's: TrainConfig's
@@ -152,8 +156,12 @@ def _coerce(base: Any, value: Any, where: str) -> Any:
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
-    for p in parents:
-        tree = tree.setdefault(p, {})
+    for depth, p in enumerate(parents, 1):
+        if tree.get(p) is None:  # absent, or a section left empty (`optim:` with its settings commented out)
+            tree[p] = {}
+        tree = tree[p]
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{'.'.join(parents[:depth])} must be a mapping, got {tree!r}")
     tree[leaf] = value
 
 

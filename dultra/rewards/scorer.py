@@ -47,7 +47,12 @@ class RewardConfig:
 
     def check(self, kinds: Iterable[str], has_teacher: bool) -> None:
         """Fail before training when a weight is negative (it would reward wrong answers or slow
-        decoding) or when a task kind of the data weights a reward without its model."""
+        decoding), when a task kind of the data weights a reward without its model, or when
+        max_unscorable_fraction is no fraction."""
+        if not 0 <= self.max_unscorable_fraction <= 1:  # also false for NaN
+            raise ConfigError(f"rewards.max_unscorable_fraction must be in [0, 1], got {self.max_unscorable_fraction}")
+        if self.code_workers < 1:
+            raise ConfigError(f"rewards.code_workers must be >= 1, got {self.code_workers}")
         for kind in ("math", "code"):
             for name, value in dataclasses.asdict(getattr(self, kind)).items():
                 if value is not None and not 0 <= value < float("inf"):

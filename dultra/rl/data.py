@@ -41,7 +41,7 @@ class ExampleStream:
         self.fingerprint = digest.hexdigest()[:16]
 
     def _permutation(self) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        g = torch.Generator().manual_seed(torch_seed(self.seed * 100_003 + self.epoch))
         return torch.randperm(len(self.examples), generator=g).tolist()
 
     def next(self) -> list[Example]:
@@ -92,3 +92,9 @@ def encode_targets(
             )
         rows.append(ids + [eos_id] * (gen_length - len(ids)))
     return torch.tensor(rows, dtype=torch.long)
+
+
+def torch_seed(value: int) -> int:
+    """`value` if a torch generator takes it (64 bits, signed or not), else wrapped into them:
+    any config seed, however large, seeds a run (the seeds that fit keep their streams)."""
+    return value if -(1 << 63) <= value < 1 << 64 else value % (1 << 64)

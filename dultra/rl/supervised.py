@@ -27,7 +27,7 @@ from dultra.data.mixture import load_examples
 from dultra.errors import ConfigError
 from dultra.model.precision import store_frozen_linears
 from dultra.rl.checkpoint import start_point
-from dultra.rl.data import ExampleStream, encode_targets
+from dultra.rl.data import ExampleStream, encode_targets, torch_seed
 from dultra.rl.loop import run_steps
 
 SCHEDULES = ("constant", "cosine")
@@ -131,9 +131,8 @@ def store_frozen_weights(model: torch.nn.Module, accelerator: Accelerator, name:
 
 
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
-    """A seed that depends only on (seed, step, rank): resumable randomness, distinct per process,
-    within the 64 bits a torch generator takes (any config seed, however large)."""
-    return ((seed * 1_000_003 + step) * 101 + rank) % (1 << 63)
+    """A seed that depends only on (seed, step, rank): resumable randomness, distinct per process."""
+    return torch_seed((seed * 1_000_003 + step) * 101 + rank)
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:

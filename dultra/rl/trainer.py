@@ -40,7 +40,7 @@ from dultra.data.prompts import solutions_too_long
 from dultra.decoding import DecodeConfig, Trajectory, replay
 from dultra.decoding.generate import check_cache, check_lengths, check_temperature
 from dultra.decoding.trajectory import replay_forwards, replay_steps
-from dultra.errors import ConfigError
+from dultra.errors import ConfigError, DultraError
 from dultra.model.loading import load, resolve, stop_token_ids, untrained_planner
 from dultra.rewards import RewardConfig, RewardScorer, load_teacher
 from dultra.rl.checkpoint import start_point
@@ -65,8 +65,12 @@ from dultra.rl.supervised import (
 )
 
 
-class OffPolicyError(RuntimeError):
-    """Replaying a fresh rollout did not reproduce its log-probabilities."""
+class OffPolicyError(DultraError, RuntimeError):
+    """Replaying a fresh rollout did not reproduce its log-probabilities, or gave no number."""
+
+
+class DivergedError(DultraError, RuntimeError):
+    """A gradient was not finite: the update would have made every weight NaN."""
 
 
 @dataclass
@@ -126,7 +130,7 @@ class TrainConfig:
             raise ConfigError("advantage_min_clip must be a number (leave it unset for no clip), got nan")
         if self.replay_batch_size < 0:
             raise ConfigError(f"replay_batch_size must be >= 0 (0: the whole batch), got {self.replay_batch_size}")
-        if not 0 <= self.eps_low < 1 or self.eps_high < 0:  # the ratio's clip range [1 - eps_low, 1 + eps_high]
+        if not 0 <= self.eps_low < 1 or not self.eps_high >= 0:  # the ratio's clip range [1 - eps_low, 1 + eps_high]
             raise ConfigError(f"eps_low must be in [0, 1) and eps_high >= 0, got {self.eps_low} and {self.eps_high}")
         if self.group_size < 2:
             raise ConfigError("group_size must be at least 2 (advantages compare completions of a prompt)")
@@ -292,6 +296,9 @@ class GRPOTrainer:
             coef, clipped = loss_coefficients(log_ratio, adv, cfg.eps_low, cfg.eps_high)
             gap, forwards = self._backward(chunks, subs, packs, coef, norm, ref, check=iteration == 0)
             grad_norm = acc.clip_grad_norm_(self.params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else None
+            if grad_norm is not None and not math.isfinite(grad_norm):  # before the update spreads it to the weights
+                raise DivergedError(f"the gradient norm is {float(grad_norm)}: training diverged; lower the "
+                                     "learning rate and resume from an earlier checkpoint")
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -321,11 +328,14 @@ class GRPOTrainer:
             for pack in replay_steps(self.model, sub, packs[i]):
                 forwards += pack.forwards
                 if check and len(pack.rows):
-                    gap = max(gap, (pack.log_prob.detach() - sub.log_probs[pack.rows, pack.steps]).abs().max().item())
-                    if gap > cfg.onpolicy_tolerance:
+                    diff = (pack.log_prob.detach() - sub.log_probs[pack.rows, pack.steps]).abs().max().item()
+                    gap = diff if math.isnan(diff) else max(gap, diff)  # max(0.0, nan) is 0.0
+                    if not gap <= cfg.onpolicy_tolerance:  # NaN too: weights gone non-finite
                         raise OffPolicyError(
                             f"replayed step {int(pack.steps.min())} differs from the rollout by {gap:.3g} > "
                             f"onpolicy_tolerance {cfg.onpolicy_tolerance}"
+                            + (" (the model's outputs are not finite: did training diverge? lower the learning "
+                               "rate and resume from an earlier checkpoint)" if math.isnan(gap) else "")
                         )
                 loss = -(coef[rows][pack.rows] * pack.log_prob).sum() / norm
                 if ref is not None:

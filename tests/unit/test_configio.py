@@ -52,6 +52,7 @@ def test_file_then_flags(tmp_path):
         ("train: {pair: [0.9, x]}", "pair must be float"),
         ("train: {inner: {weight: 1, extra: 2}}", "unknown key\\(s\\) extra"),
         ("train: {inner: 3}", "must be a mapping"),
+        ("train:\n  on: 3\n  7: 1", "unknown key\\(s\\) 7, True in .*YAML reads an unquoted on"),
         ("train: [1, 2]", "must be a mapping"),
         ("train: {steps: 1", "not valid YAML"),
         ("[1, 2]", "must be a mapping with a 'train' section"),
@@ -66,6 +67,20 @@ def test_clear_errors(tmp_path, text, message):
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(ConfigError, match=message):
         load_config(Outer, path, section="train")
+
+
+@pytest.mark.parametrize("inner, message", [("", None), ("{}", None), ("3", "inner must be a mapping, got 3"),
+                                            ("[1]", "inner must be a mapping, got \\[1\\]")])
+def test_a_flag_inside_an_empty_or_a_wrong_section(tmp_path, inner, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"train:\n  inner: {inner}\n")  # empty: its settings commented out
+    _, args = _parse(["--inner.weight", "3.5"])
+    if message is None:
+        assert load_config(Outer, path, section="train", flags=args).inner == Inner(3.5)
+        assert load_config(Outer, path, section="train").inner == Inner()
+    else:
+        with pytest.raises(ConfigError, match=message):
+            load_config(Outer, path, section="train", flags=args)
 
 
 def test_numbers_yaml_reads_as_strings_or_ints_become_floats(tmp_path):

@@ -33,7 +33,13 @@ from dultra.rl.logger import MetricsLogger, read_metrics
 from dultra.rl.pretrain import PretrainConfig, masked_diffusion_loss, pretrain
 from dultra.rl.rollout import rollout
 from dultra.rl.supervised import OptimConfig, decay_groups, step_generator, step_seed
-from dultra.rl.trainer import GRPOTrainer, OffPolicyError, TrainConfig, kept_component_sums
+from dultra.rl.trainer import (
+    DivergedError,
+    GRPOTrainer,
+    OffPolicyError,
+    TrainConfig,
+    kept_component_sums,
+)
 from dultra.rl.warmstart import WarmstartConfig, random_states, warmstart, warmstart_loss
 from dultra.signals import Terminated, raise_terminated
 from tests.helpers import MASK, free_port, save_small_checkpoint, small_model
@@ -455,6 +461,32 @@ def test_replay_that_disagrees_with_the_rollout_stops_the_run(checkpoint, tmp_pa
         GRPOTrainer(_grpo(checkpoint, tmp_path, steps=1)).train()
 
 
+def test_a_policy_gone_nan_stops_the_run_instead_of_passing_the_on_policy_check(checkpoint, tmp_path, monkeypatch):
+    import dultra.rl.trainer as trainer_module
+
+    sample = trainer_module.rollout
+
+    def then_a_weight_is_nan(policy, *args, **kwargs):
+        out = sample(policy, *args, **kwargs)
+        with torch.no_grad():  # as a diverged update leaves it: the replay's log-probs are NaN
+            policy.mask_linear.weight[0, 0] = float("nan")
+        return out
+
+    monkeypatch.setattr(trainer_module, "rollout", then_a_weight_is_nan)
+    with pytest.raises(OffPolicyError, match="differs from the rollout by nan .*outputs are not finite"):
+        GRPOTrainer(_grpo(checkpoint, tmp_path, steps=1)).train()
+
+
+def test_a_gradient_that_is_not_finite_stops_the_run_before_the_update(checkpoint, tmp_path):
+    trainer = GRPOTrainer(_grpo(checkpoint, tmp_path, steps=1))
+    weight = trainer.model.mask_linear.weight
+    weight.register_hook(lambda grad: grad * float("inf"))
+    before = weight.detach().clone()
+    with pytest.raises(DivergedError, match="the gradient norm is (nan|inf): training diverged"):
+        trainer.train()
+    assert torch.equal(weight.detach(), before) and not (tmp_path / "final").exists()
+
+
 def test_grpo_needs_a_planner_head(tmp_path, tiny_tokenizer):
     path = save_small_checkpoint(tmp_path / "plain", tiny_tokenizer, num_head_layers=0)
     with pytest.raises(ConfigError, match="warmstart"):
@@ -549,6 +581,7 @@ def test_an_unreachable_sandbox_fails_before_training(checkpoint, tmp_path):
     ({"replay_batch_size": -1}, "replay_batch_size must be >= 0"),
     ({"eps_low": 1.0}, "eps_low must be in"),
     ({"eps_high": -0.1}, "eps_high >= 0"),
+    ({"eps_high": float("nan")}, "eps_high >= 0"),  # was silently no upper clip
     ({"planner_lr": -1.0}, "planner_lr must be a finite number > 0"),  # -1 trained the head uphill
     ({"planner_lr": 0.0}, "planner_lr must be a finite number > 0"),
     ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
@@ -628,9 +661,11 @@ def test_a_damaged_trainer_state_is_one_clear_error(tmp_path, text):
 
 def test_step_seeds_of_any_config_seed_seed_a_generator_and_a_decode():
     assert step_seed(3, 7, 1) == (3 * 1_000_003 + 7) * 101 + 1  # the seeds runs so far were made with
-    for seed in (0, 2**40, 2**63 - 1, 10**30):  # 2**40 and up overflowed torch's 64 bits
-        assert 0 <= step_seed(seed, 9, 3) < 2**63
+    assert step_seed(-3, 7, 1) == (-3 * 1_000_003 + 7) * 101 + 1
+    for seed in (0, 2**40, 2**63 - 1, 10**30, -(10**30)):  # 2**40 and up overflowed torch's 64 bits
+        assert 0 <= step_seed(seed, 9, 3) < 2**64
         step_generator(seed, 9, 3)
+        ExampleStream(generate("synthetic-math", "train", n=4), batch_size=2, seed=seed).next()
         check_settings(DecodeConfig(gen_length=8, block_length=8, seed=step_seed(seed, 9, 3)), Threshold(0.5))
 
 
@@ -704,6 +739,16 @@ def test_a_task_kind_weighting_distill_without_a_teacher_fails_before_loading(tm
     cfg = _grpo(tmp_path / "not-loaded", tmp_path, tasks="synthetic-math,synthetic-code", rewards=rewards)
     with pytest.raises(ConfigError, match="rewards.code.distill is 1.0 but no teacher is set"):
         GRPOTrainer(cfg)
+
+
+@pytest.mark.parametrize("rewards, message", [
+    (dict(max_unscorable_fraction=2.0), r"max_unscorable_fraction must be in \[0, 1\], got 2.0"),
+    (dict(max_unscorable_fraction=float("nan")), r"max_unscorable_fraction must be in \[0, 1\], got nan"),
+    (dict(code_workers=0), "code_workers must be >= 1, got 0"),
+])
+def test_reward_settings_are_refused_before_loading(tmp_path, rewards, message):  # were refused after a rollout
+    with pytest.raises(ConfigError, match=message):
+        GRPOTrainer(_grpo(tmp_path / "not-loaded", tmp_path, rewards=replace(NO_TEACHER, **rewards)))
 
 
 def test_one_teacher_for_math_and_code_is_named_before_loading(tmp_path, capsys):

@@ -145,6 +145,11 @@ def resume_checkpoint(output_dir: str | Path, resume: bool, config: dict[str, An
         if config.get("steps") is not None and state["step"] > config["steps"]:
             raise ConfigError(f"{latest} is at step {state['step']}, past steps={config['steps']}: a resume extends a "
                               f"run, never shortens it; pass steps >= {state['step']}, or choose another output_dir")
+        finished = training_record(final).get("steps") if final.exists() else None
+        if isinstance(finished, int) and finished > state["step"]:  # e.g. kept from an interrupt, save_every 0
+            raise ConfigError(f"{final} was trained {finished} steps, past the newest checkpoint {latest} (step "
+                              f"{state['step']}): a resume from it would redo steps {state['step'] + 1}-{finished}; "
+                              "choose another output_dir (or remove the final model to redo them)")
         return latest
     earlier = sorted(p for p in checkpoint_root(output_dir).glob("step-*") if p.is_dir())
     if earlier:

@@ -171,6 +171,10 @@ def test_a_signal_during_a_step_finishes_it_saves_it_and_the_resume_matches(chec
            "/step-00000002 (step 2)" in said.out
     GRPOTrainer(replace(cfg, resume=True)).train()
     _assert_same_run(tmp_path / "straight", tmp_path / "resumed", steps=4)
+    # The stop's checkpoint outlives the finished run: extending from it would redo steps 3-4.
+    with pytest.raises(ConfigError, match=r"final was trained 4 steps, past the newest checkpoint .*step-00000002 "
+                                          r"\(step 2\): a resume from it would redo steps 3-4"):
+        GRPOTrainer(replace(cfg, resume=True, steps=6))
 
 
 def test_a_signal_in_the_last_step_lets_the_run_finish(checkpoint, tmp_path, capsys):

@@ -83,6 +83,19 @@ def encode_examples(
     return encode_prompts(tokenizer, render_prompts(tokenizer, examples), chat_template=False)
 
 
+def prompts_too_long(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], room: int) -> str | None:
+    """Why some prompts, rendered as decoding sees them, take more than `room` tokens (the
+    model's context less gen_length); None if all fit. Every prompt is checked: one that does
+    not fit would stop a run at its step, and again at every resume."""
+    lengths = [len(ids) for ids in tokenizer(render_prompts(tokenizer, examples), add_special_tokens=False)["input_ids"]]
+    over = [(n, ex.id) for n, ex in zip(lengths, examples, strict=True) if n > room]
+    if not over:
+        return None
+    longest, name = max(over)
+    return (f"{len(over)} of {len(lengths)} prompts take more than the {room} tokens the model's context leaves "
+            f"beside gen_length (the longest, {name!r}, {longest}): drop them from the data, or lower gen_length")
+
+
 def solutions_too_long(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], gen_length: int,
                        sample: int = 200) -> str | None:
     """A warning when reference solutions (of the first `sample` examples that have one) do not

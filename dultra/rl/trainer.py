@@ -36,7 +36,7 @@ from accelerate.utils import DistributedType
 
 from dultra.configio import config_dict, doc
 from dultra.data.mixture import load_examples
-from dultra.data.prompts import solutions_too_long
+from dultra.data.prompts import prompts_too_long, solutions_too_long
 from dultra.decoding import DecodeConfig, Trajectory, replay
 from dultra.decoding.generate import check_cache, check_lengths, check_temperature
 from dultra.decoding.trajectory import replay_forwards, replay_steps
@@ -188,6 +188,8 @@ class GRPOTrainer:
         if cfg.gradient_checkpointing:
             model.checkpoint_activations()
         self.eos_ids = stop_token_ids(path, self.tokenizer, model.config)
+        if too_long := prompts_too_long(self.tokenizer, examples, model.config.max_sequence_length - cfg.gen_length):
+            raise ConfigError(too_long)
         if too_long := solutions_too_long(self.tokenizer, examples, cfg.gen_length):
             acc.print(f"train: warning: {too_long}")
         store_frozen_weights(model, acc, "train")

@@ -19,7 +19,7 @@ from accelerate.state import AcceleratorState
 from torch import nn
 
 from dultra.configio import load_config
-from dultra.data import generate
+from dultra.data import generate, write_examples
 from dultra.decoding import DecodeConfig, Threshold, replay
 from dultra.decoding.generate import check_settings
 from dultra.decoding.rules import factor_rule
@@ -509,6 +509,17 @@ def test_pretrain_changes_the_base_only_and_warmstart_the_head_only(checkpoint, 
                          steps=2, batch_size=4, gen_length=48, block_length=16)
     base, head = _split(_changed(mid, warmstart(ws)))
     assert not base and head == _split(mid)[1]
+
+
+def test_a_prompt_the_context_cannot_hold_is_refused_before_training(checkpoint, tmp_path):
+    """It would stop the run at its step, and every resume at the same one."""
+    examples = generate("synthetic-math", "train", n=6)
+    long = replace(examples[3], id="synthetic-math/train/long", prompt="Compute 1 + 2. " * 100)
+    data = write_examples([*examples[:3], long, *examples[4:]], tmp_path / "data.jsonl")
+    with pytest.raises(ConfigError, match=r"1 of 6 prompts take more than the 224 tokens the model's context leaves "
+                                          r"beside gen_length \(the longest, 'synthetic-math/train/long', \d+\)"):
+        GRPOTrainer(_grpo(checkpoint, tmp_path / "out", data=str(data)))
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()
 
 
 def test_pretrain_refuses_solutions_longer_than_gen_length(checkpoint, tmp_path):

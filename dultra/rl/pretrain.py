@@ -81,9 +81,13 @@ def pretrain(cfg: PretrainConfig, accelerator: Accelerator | None = None):
     if not 0 < cfg.mask_eps <= 1:
         raise ConfigError(f"mask_eps (the smallest mask ratio) must be in (0, 1], got {cfg.mask_eps}")
     accelerator = accelerator or Accelerator()
-    model, tokenizer = load(cfg.model)
-    model.set_trainable(base=True, planner=False)
-    return run_supervised(cfg, model, tokenizer,
+
+    def load_model():
+        model, tokenizer = load(cfg.model)
+        model.set_trainable(base=True, planner=False)
+        return model, tokenizer
+
+    return run_supervised(cfg, load_model,
                           lambda model, ids, mask, targets, generator: masked_diffusion_loss(
                               model, ids, mask, targets, generator, cfg.mask_eps),
                           accelerator, "pretrain")

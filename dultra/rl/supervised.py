@@ -1,6 +1,6 @@
 """The loop shared by the supervised stages (tiny-base pretraining, planner warm start).
 
-    run_supervised(cfg, model, tokenizer, loss_fn, accelerator, name="pretrain")
+    run_supervised(cfg, lambda: load(cfg.model), loss_fn, accelerator, name="pretrain")
 
 loss_fn(model, ids, mask, targets, generator) -> (loss, metrics): a batch of prompts (B, P)
 and their reference completions (B, gen_length), on the accelerator's device. The generator
@@ -142,8 +142,7 @@ def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
 
 def run_supervised(
     cfg,
-    model: torch.nn.Module,
-    tokenizer,
+    load_model: Callable[[], tuple[torch.nn.Module, object]],
     loss_fn: Callable,
     accelerator: Accelerator,
     name: str,
@@ -151,7 +150,8 @@ def run_supervised(
     """Train for cfg.steps; returns the final checkpoint directory (cfg.output_dir/final).
 
     cfg needs: tasks, data, train_size, batch_size, gen_length, steps, optim (OptimConfig),
-    seed, output_dir, save_every, resume.
+    seed, output_dir, save_every, resume. load_model() -> (model, tokenizer), called once the
+    output_dir, resume and data have been checked (an 8B model takes minutes to load).
     """
     output_dir = Path(cfg.output_dir)
     config = config_dict(cfg)
@@ -159,6 +159,7 @@ def run_supervised(
     if done is not None:
         return done
     examples = load_examples(cfg.tasks, cfg.data, "train", cfg.train_size)
+    model, tokenizer = load_model()
     stream = ExampleStream(examples, cfg.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes)
     eos = model.config.eos_token_id
     encode_targets(tokenizer, examples, cfg.gen_length, eos)  # fail before training if any is too long

@@ -111,9 +111,13 @@ def warmstart(cfg: WarmstartConfig, accelerator: Accelerator | None = None):
     if not 0 < cfg.factor < float("inf"):  # the rule the head imitates; decoding refuses it too
         raise ConfigError(f"factor must be a finite number > 0, got {cfg.factor}")
     accelerator = accelerator or Accelerator()
-    model, tokenizer = load(cfg.model, add_planner=True)
-    model.set_trainable(base=False, planner=True)
-    return run_supervised(cfg, model, tokenizer,
+
+    def load_model():
+        model, tokenizer = load(cfg.model, add_planner=True)
+        model.set_trainable(base=False, planner=True)
+        return model, tokenizer
+
+    return run_supervised(cfg, load_model,
                           lambda model, ids, mask, targets, generator: warmstart_loss(
                               model, ids, mask, targets, cfg.block_length, cfg.factor, generator,
                               official=cfg.factor_official),

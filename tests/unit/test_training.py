@@ -739,6 +739,10 @@ def test_a_fresh_run_refuses_a_finished_runs_final_model(checkpoint, tmp_path):
         pretrain(cfg)
     with pytest.raises(ConfigError, match="final holds the model"):
         GRPOTrainer(_grpo(tmp_path / "not-loaded", tmp_path))  # before loading the model
+    with pytest.raises(ConfigError, match="final holds the model"):  # all three stages
+        pretrain(replace(cfg, model=str(tmp_path / "not-loaded")))
+    with pytest.raises(ConfigError, match="final holds the model"):
+        warmstart(WarmstartConfig(model=str(tmp_path / "not-loaded"), output_dir=str(tmp_path)))
     assert (final / "model.safetensors").read_bytes() == weights
 
 

@@ -34,8 +34,10 @@ from dultra.model.loading import TRAINING_RECORD, training_record
 STATE_FILE = "trainer_state.json"
 FINAL = "final"  # OUTPUT_DIR/final: the trained model
 # Settings a resumed run may change: `steps` extends a run; the others say where things are,
-# not what is trained.
-RESUMABLE = ("resume", "steps", "save_every", "output_dir", "model", "data", "sandbox_url")
+# or how memory is spent (the same gradients up to the order of float sums: the remedies
+# for running out of it), not what is trained.
+RESUMABLE = ("resume", "steps", "save_every", "output_dir", "model", "data", "sandbox_url",
+             "gradient_checkpointing", "replay_batch_size")
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:

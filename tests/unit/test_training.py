@@ -212,7 +212,7 @@ def test_resuming_a_finished_run_does_nothing_and_changed_settings_are_refused(c
     GRPOTrainer(extended).train()
     assert sorted(p.name for p in (tmp_path / "extended" / "checkpoints").iterdir()) == ["step-00000002"]
     capsys.readouterr()
-    GRPOTrainer(replace(extended, resume=True, steps=3)).train()
+    GRPOTrainer(replace(extended, resume=True, steps=3, gradient_checkpointing=True, replay_batch_size=2)).train()
     checkpoints = tmp_path / "extended" / "checkpoints"
     assert f"train: resumed from {checkpoints / 'step-00000002'} at step 2" in capsys.readouterr().out
     assert [r["step"] for r in read_metrics(tmp_path / "extended")] == [1, 2, 3]

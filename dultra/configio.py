@@ -84,11 +84,30 @@ def _parse_pair(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, such as 0.9,0.99; got {text!r}") from None
 
 
+class _Empty:
+    """A flag's `none`: the field set to None, where an absent flag keeps the file's value."""
+
+
+EMPTY = _Empty()
+
+
+def _or_none(kind):
+    def parse(text: str):
+        return EMPTY if text.lower() in ("none", "null") else kind(text)
+
+    parse.__name__ = getattr(kind, "__name__", "value")  # argparse names the type in its errors
+    return parse
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--name` flag per field (dotted for nested ones); unset flags keep file values."""
+    """One `--name` flag per field (dotted for nested ones); unset flags keep file values, and
+    `none` unsets an optional one (`--teacher none`)."""
     group = parser.add_argument_group(f"{cls.__name__} (also settable in the YAML file)")
     for name, f, hint, default in _leaves(cls()):
-        kind, meta = _flag_type(_base_type(hint)[0])
+        base, optional = _base_type(hint)
+        kind, meta = _flag_type(base)
+        if optional:
+            kind, meta = _or_none(kind), f"{meta}|none"
         text = f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")  # argparse formats %
         group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg:{name}", type=kind, default=None,
                            metavar=meta, help=text)
@@ -194,7 +213,7 @@ def load_config(
         values = loaded
     for key, value in vars(flags or argparse.Namespace()).items():
         if key.startswith("cfg:") and value is not None:
-            _set_dotted(values, key[4:], value)
+            _set_dotted(values, key[4:], None if value is EMPTY else value)
     for key, value in (overrides or {}).items():
         _set_dotted(values, key, value)
     return _build(cls, values, where)

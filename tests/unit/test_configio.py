@@ -40,6 +40,16 @@ def test_file_then_flags(tmp_path):
     assert config_dict(cfg)["inner"] == {"weight": 3.5}
 
 
+def test_none_unsets_an_optional_setting_from_the_command_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  name: from-file\n")
+    for argv, name in (([], "from-file"), (["--name", "none"], None), (["--name", "NULL"], None),
+                       (["--name", "other"], "other"), (to_flags({"name": None}), None)):
+        assert load_config(Outer, path, section="train", flags=_parse(argv)[1]).name == name, argv
+    with pytest.raises(SystemExit):  # a required setting has no none
+        _parse(["--steps", "none"])
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

@@ -177,6 +177,8 @@ class GRPOTrainer:
         if cfg.teacher is None and any(getattr(given, kind).distill is None for kind in kinds):
             acc.print("train: no teacher, so no distill reward (--teacher adds it, as the reference trains)")
         self.stream = ExampleStream(examples, cfg.prompts_per_step, cfg.seed, acc.process_index, acc.num_processes)
+        if cfg.sandbox_url is not None and "code" in kinds:  # reachable? before minutes of loading
+            self._code_runner().close()
         path = resolve(cfg.model)
         model, self.tokenizer = load(path)
         if not model.config.has_planner:

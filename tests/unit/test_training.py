@@ -583,8 +583,8 @@ def test_warmstart_loss_is_balanced_bce_against_the_factor_rule(official):
     assert 0 < metrics["warmstart/label_rate"] <= 1
 
 
-def test_an_unreachable_sandbox_fails_before_training(checkpoint, tmp_path):
-    cfg = _grpo(checkpoint, tmp_path, tasks="synthetic-code", sandbox_url=f"http://127.0.0.1:{free_port()}",
+def test_an_unreachable_sandbox_fails_before_the_model_loads(tmp_path):
+    cfg = _grpo(tmp_path / "not-loaded", tmp_path, tasks="synthetic-code", sandbox_url=f"http://127.0.0.1:{free_port()}",
                 rewards=RewardConfig(code=RewardWeights(correct=3.0, distill=0.0)))
     with pytest.raises(ConfigError, match="unreachable"):
         GRPOTrainer(cfg)

@@ -122,8 +122,9 @@ class RewardScorer:
 
     def _distill(self, completions: Sequence[str], messages: Sequence[Any] | None,
                  wanted: list[bool]) -> list[float | None]:
-        """The teacher's reward where its weight is non-zero, 0.0 (not applicable) elsewhere."""
-        out: list[float | None] = [0.0] * len(completions)
+        """The teacher's reward where its weight is non-zero, None elsewhere: not applicable, so
+        it weighs nothing in the total and stays out of the logged mean."""
+        out: list[float | None] = [None] * len(completions)
         idx = [i for i, w in enumerate(wanted) if w]
         if idx:
             chats = [messages[i] for i in idx] if messages is not None else None

@@ -118,6 +118,12 @@ def test_scorer_on_a_mixed_batch(tiny_tokenizer):
     distill = batch.components["distill"]
     assert batch.total[0] == pytest.approx(1.0 + 1.0 + distill[0] + 0.1 * -0.2)
     assert batch.total[2] == pytest.approx(3.0 + 1.0 + distill[2] + 0.1 * -0.1)
+    # A kind that weights distill 0 gets no teacher score: none to drag the logged mean to 0.
+    only_math = RewardConfig(code=RewardWeights(correct=3.0, distill=0.0))
+    batch = RewardScorer(only_math, code_runner=SubprocessRunner(), teacher=teacher).score(
+        completions, steps=[10, 20, 5, 5], group_size=2, **fields)
+    assert [v is None for v in batch.components["distill"]] == [False, False, True, True]
+    assert batch.keep == [True] * 4 and batch.total[2] == pytest.approx(3.0 + 1.0 + 0.1 * -0.1)
 
 
 def test_scorer_with_the_sandbox_down():
@@ -155,7 +161,7 @@ def test_scorer_components_are_the_same_whatever_the_batchs_kinds(tiny_tokenizer
     on_math = scorer.score([math_ex[0].solution] * 2, steps=[1, 1], group_size=2, **example_fields(math_ex, 2))
     on_code = scorer.score([code_ex[0].solution] * 2, steps=[1, 1], group_size=2, **example_fields(code_ex, 2))
     assert list(on_math.components) == list(on_code.components) == ["correct", "format", "steps", "distill"]
-    assert on_math.components["distill"] == [0.0, 0.0]  # weight 0: not applicable, no teacher call
+    assert on_math.components["distill"] == [None, None]  # weight 0: not applicable, no teacher call
     assert all(v is not None and v < 0 for v in on_code.components["distill"])
 
 

@@ -84,11 +84,7 @@ def _parse_pair(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, such as 0.9,0.99; got {text!r}") from None
 
 
-class _Empty:
-    """A flag's `none`: the field set to None, where an absent flag keeps the file's value."""
-
-
-EMPTY = _Empty()
+EMPTY = object()  # a flag's `none`: the field set to None (an absent flag keeps the file's value)
 
 
 def _or_none(kind):

@@ -43,7 +43,7 @@ from dultra.decoding.step import (
     gumbel_noise,
     model_config,
 )
-from dultra.decoding.strategies import BlockView, Strategy, parse_strategy
+from dultra.decoding.strategies import IS_KIND, BlockView, Strategy, parse_strategy
 from dultra.decoding.trajectory import Recorder, Trajectory
 from dultra.errors import ConfigError
 from dultra.model import LLaDAConfig
@@ -142,31 +142,23 @@ def check_settings(config: DecodeConfig, strategy: Strategy) -> None:
     if not isinstance(strategy, Strategy):
         raise ConfigError(f"strategy must be a Strategy or a spec such as 'threshold:tau=0.9', got {strategy!r}")
     for name in ("gen_length", "block_length"):
-        if not _is_int(getattr(config, name)):
+        if not IS_KIND["int"](getattr(config, name)):
             raise ConfigError(f"{name} must be an integer, got {getattr(config, name)!r}")
     check_lengths(config.gen_length, config.block_length)
     check_temperature(config.temperature)
     for name in ("early_stop", "record", "record_trunk", "compile", "lockstep"):
-        if not isinstance(getattr(config, name), bool):
+        if not IS_KIND["bool"](getattr(config, name)):
             raise ConfigError(f"{name} must be True or False, got {getattr(config, name)!r}")
-    if config.seed is not None and not (_is_int(config.seed) and -2**63 <= config.seed < 2**64):
+    if config.seed is not None and not (IS_KIND["int"](config.seed) and -2**63 <= config.seed < 2**64):
         raise ConfigError(f"seed must be None or an integer that fits 64 bits, got {config.seed!r}")
     if not isinstance(config.eos_ids, tuple | list):
         raise ConfigError(f"eos_ids must be a tuple of token ids, got {config.eos_ids!r}")
     check_cache(config.cache)
-    if config.max_steps is not None and not (_is_int(config.max_steps) and config.max_steps >= 1):
+    if config.max_steps is not None and not (IS_KIND["int"](config.max_steps) and config.max_steps >= 1):
         raise ConfigError(f"max_steps must be None (decode fully) or an integer >= 1, got {config.max_steps!r}")
     if config.record_trunk and not config.record:
         raise ConfigError("record_trunk keeps the trunk with the trajectory: it needs record=True")
     strategy.validate(config.gen_length, config.block_length)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_lengths(gen_length: int, block_length: int) -> None:
@@ -187,7 +179,7 @@ def check_lengths(gen_length: int, block_length: int) -> None:
 def check_temperature(temperature: float) -> None:
     """A clear error unless the sampling temperature is a number >= 0 that float32 holds."""
     # The float32 logits are divided by it: inf or NaN would make every token the mask.
-    if not _is_number(temperature) or not 0 <= temperature <= torch.finfo(torch.float32).max:
+    if not IS_KIND["float"](temperature) or not 0 <= temperature <= torch.finfo(torch.float32).max:
         raise ConfigError(f"temperature must be a finite number >= 0, got {temperature!r}")
 
 
@@ -208,7 +200,7 @@ def check_layout(model_config: LLaDAConfig, prompt_len: int, config: DecodeConfi
         )
     if strategy.uses_planner and not model_config.has_planner:
         raise ConfigError(f"strategy {strategy.name!r} needs a planner head; this model has none")
-    if unknown := [i for i in config.eos_ids if not (_is_int(i) and 0 <= i < model_config.vocab_size)]:
+    if unknown := [i for i in config.eos_ids if not (IS_KIND["int"](i) and 0 <= i < model_config.vocab_size)]:
         raise ConfigError(f"eos_ids {unknown} are not token ids of this model (vocabulary {model_config.vocab_size})")
     if model_config.mask_token_id in config.eos_ids:  # every position still masked would read as an EOS
         raise ConfigError(f"eos_ids hold the mask token's id ({model_config.mask_token_id}); an EOS must be "

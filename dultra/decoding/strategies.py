@@ -67,7 +67,7 @@ class Strategy:
         layout can use (check)."""
         for f in dataclasses.fields(self):
             value, kind = getattr(self, f.name), f.type  # annotations are strings (`from __future__`)
-            if not _IS[kind](value):
+            if not IS_KIND[kind](value):
                 raise ConfigError(f"strategy {self.name!r}: {f.name} must be {_KINDS[kind]}, got {value!r}")
         self.check()
 
@@ -192,8 +192,10 @@ class EntropyBounded(Strategy):
 
 
 _KINDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
-_IS = {"bool": lambda v: isinstance(v, bool), "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-       "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool), "str": lambda v: isinstance(v, str)}
+# Whether a value is of a setting's kind (a bool is no number here), for strategies and DecodeConfig.
+IS_KIND = {"bool": lambda v: isinstance(v, bool), "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+           "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+           "str": lambda v: isinstance(v, str)}
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (PlannerGreedy, PlannerSample, Threshold, Factor, LowConfidence, EntropyBounded)

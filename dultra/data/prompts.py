@@ -83,10 +83,14 @@ def encode_examples(
     return encode_prompts(tokenizer, render_prompts(tokenizer, examples), chat_template=False)
 
 
-def prompts_too_long(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], room: int) -> str | None:
-    """Why some prompts, rendered as decoding sees them, take more than `room` tokens (the
-    model's context less gen_length); None if all fit. Every prompt is checked: one that does
-    not fit would stop a run at its step, and again at every resume."""
+def prompts_too_long(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], context: int,
+                     gen_length: int) -> str | None:
+    """Why some prompts, rendered as decoding sees them, do not fit the model's `context`
+    beside `gen_length` tokens; None if all fit. Every prompt is checked: one that does not
+    fit would stop a run at its step, and again at every resume."""
+    room = context - gen_length
+    if room < 1:
+        return f"gen_length ({gen_length}) leaves no room for a prompt in the model's context ({context}): lower it"
     lengths = [len(ids) for ids in tokenizer(render_prompts(tokenizer, examples), add_special_tokens=False)["input_ids"]]
     over = [(n, ex.id) for n, ex in zip(lengths, examples, strict=True) if n > room]
     if not over:

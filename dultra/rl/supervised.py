@@ -24,6 +24,7 @@ from accelerate.utils import DistributedType
 from dultra.configio import config_dict, doc
 from dultra.data import encode_examples
 from dultra.data.mixture import load_examples
+from dultra.data.prompts import prompts_too_long
 from dultra.errors import ConfigError
 from dultra.model.precision import store_frozen_linears
 from dultra.rl.checkpoint import start_point
@@ -163,6 +164,8 @@ def run_supervised(
     stream = ExampleStream(examples, cfg.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes)
     eos = model.config.eos_token_id
     encode_targets(tokenizer, examples, cfg.gen_length, eos)  # fail before training if any is too long
+    if too_long := prompts_too_long(tokenizer, examples, model.config.max_sequence_length, cfg.gen_length):
+        raise ConfigError(too_long)  # positions past the context were trained on in silence
     store_frozen_weights(model, accelerator, name)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]

@@ -190,7 +190,7 @@ class GRPOTrainer:
         if cfg.gradient_checkpointing:
             model.checkpoint_activations()
         self.eos_ids = stop_token_ids(path, self.tokenizer, model.config)
-        if too_long := prompts_too_long(self.tokenizer, examples, model.config.max_sequence_length - cfg.gen_length):
+        if too_long := prompts_too_long(self.tokenizer, examples, model.config.max_sequence_length, cfg.gen_length):
             raise ConfigError(too_long)
         if too_long := solutions_too_long(self.tokenizer, examples, cfg.gen_length):
             acc.print(f"train: warning: {too_long}")

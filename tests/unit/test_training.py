@@ -522,6 +522,30 @@ def test_a_prompt_the_context_cannot_hold_is_refused_before_training(checkpoint,
     assert not (tmp_path / "out" / "metrics.jsonl").exists()
 
 
+@pytest.mark.parametrize("stage", ["pretrain", "warmstart"])
+def test_supervised_stages_refuse_a_prompt_the_context_cannot_hold(stage, checkpoint, tmp_path):
+    """Their batches ran past max_sequence_length without a word (RoPE extrapolates)."""
+    examples = generate("synthetic-math", "train", n=6)
+    long = replace(examples[2], id="synthetic-math/train/long", prompt="Compute 1 + 2. " * 100)
+    data = write_examples([*examples[:2], long, *examples[3:]], tmp_path / "data.jsonl")
+    make, run = {"pretrain": (PretrainConfig, pretrain), "warmstart": (WarmstartConfig, warmstart)}[stage]
+    extra = {"block_length": 16} if stage == "warmstart" else {}
+    cfg = make(model=str(checkpoint), data=str(data), output_dir=str(tmp_path / "out"), steps=1, batch_size=2,
+               gen_length=48, **extra)
+    with pytest.raises(ConfigError, match=r"1 of 6 prompts take more than the 208 tokens the model's context "
+                                          r"leaves beside gen_length \(the longest, 'synthetic-math/train/long'"):
+        run(cfg)
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()
+
+
+def test_a_gen_length_that_fills_the_context_is_refused(checkpoint, tmp_path):
+    cfg = PretrainConfig(model=str(checkpoint), tasks="synthetic-math", train_size=8, output_dir=str(tmp_path),
+                         steps=1, batch_size=2, gen_length=256)
+    with pytest.raises(ConfigError, match=r"gen_length \(256\) leaves no room for a prompt in the model's context "
+                                          r"\(256\)"):
+        pretrain(cfg)
+
+
 def test_pretrain_refuses_solutions_longer_than_gen_length(checkpoint, tmp_path):
     cfg = PretrainConfig(model=str(checkpoint), tasks="synthetic-math", train_size=40, output_dir=str(tmp_path),
                          steps=1, batch_size=4, gen_length=8)

@@ -128,6 +128,10 @@ def parse_params(items: list[str]) -> dict:
             params[key] = json.loads(text)
         except ValueError:
             params[key] = text  # s3://..., gsm8k, 007: strings as typed
+        try:
+            json.dumps(params[key], allow_nan=False)
+        except ValueError:  # NaN, Infinity, 1e999: Python reads them, JSON cannot carry them
+            raise ScheduleSettingsError(f"--param {item!r}: not a finite number; KFP parameters are JSON") from None
     return params
 
 

@@ -76,23 +76,26 @@ class KfpAuth:
         auth = cls(token=token.strip() if token else None,
                    token_file=Path(token_file) if token_file else None,
                    cookie=cookie.strip() if cookie else None)
-        if auth.token_file is not None:
-            auth.read_token()  # fail now, with the path, rather than on the first request
         if token is not None and not auth.token:
             raise ScheduleSettingsError("the bearer token is empty")
+        auth.read_token()  # fail now (a token file: with its path) rather than at the first request
+        if auth.cookie:
+            _header_safe(auth.cookie, "the cookie")
         return auth
 
     def read_token(self) -> str | None:
         """The bearer token to send now (None: no token)."""
         if self.token_file is None:
-            return self.token
+            return None if self.token is None else _header_safe(self.token, "the bearer token")
         try:
             token = self.token_file.read_text().strip()
         except OSError as err:
             raise ScheduleSettingsError(f"cannot read token file {self.token_file}: {err.strerror}") from None
+        except UnicodeDecodeError:
+            raise ScheduleSettingsError(f"token file {self.token_file} is not text") from None
         if not token:
             raise ScheduleSettingsError(f"token file {self.token_file} is empty")
-        return token
+        return _header_safe(token, f"the token in {self.token_file}")
 
     def describe(self) -> str:
         """What is sent, without secrets (for logs and error messages)."""
@@ -122,3 +125,12 @@ class _HeaderAuth(httpx.Auth):
         if self._auth.cookie:
             request.headers["Cookie"] = self._auth.cookie
         yield request
+
+
+def _header_safe(value: str, what: str) -> str:
+    """`value` if it can go in an HTTP header; a line break or control character would fail
+    every request as if the server were unreachable."""
+    if not (value.isascii() and value.isprintable()):
+        raise ScheduleSettingsError(f"{what} holds a line break, control or non-ASCII character; "
+                                    "it cannot be sent in an HTTP header")
+    return value

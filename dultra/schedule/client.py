@@ -141,7 +141,7 @@ class KfpClient:
                             name: str | None = None) -> list[RecurringRun]:
         """Every recurring run (all pages), optionally only those named `name`."""
         params = _params(namespace=namespace, experiment_id=experiment_id,
-                         filter=_equals_filter("display_name", name) if name else None)
+                         filter=None if name is None else _equals_filter("display_name", name))
         return [RecurringRun.from_json(r) for r in self._list(f"{API}/recurringruns", "recurring_runs", params)]
 
     def delete_recurring_run(self, recurring_run_id: str) -> None:
@@ -221,7 +221,11 @@ class KfpClient:
 def normalize_host(host: str) -> str:
     """`host` without a trailing slash; refuse anything that is not an http(s) URL."""
     host = (host or "").strip().rstrip("/")
-    parts = urlsplit(host)
+    try:
+        parts = urlsplit(host)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError as err:
+        raise ScheduleSettingsError(f"--host {host!r} is not a valid URL ({err})") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ScheduleSettingsError(f"--host {host!r} must be an http:// or https:// URL of the KFP API, "
                                     f"e.g. http://localhost:8080 or https://kubeflow.example.com/pipeline")

@@ -82,12 +82,12 @@ def check_pipeline_file(path: Path) -> dict:
         docs = list(yaml.safe_load_all(path.read_text()))
     except OSError as err:
         raise ScheduleSettingsError(f"cannot read pipeline file {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ScheduleSettingsError(f"pipeline file {path} is not YAML: {err}") from None
     if size > MAX_PIPELINE_BYTES:
         raise ScheduleSettingsError(f"pipeline file {path} is {size >> 20} MiB; KFP accepts at most 32 MiB")
     spec = docs[0] if docs else None  # a second document, if any, is the platform (Kubernetes) spec
-    if not isinstance(spec, dict) or "pipelineInfo" not in spec or "root" not in spec:
+    if not isinstance(spec, dict) or "pipelineInfo" not in spec or not isinstance(spec.get("root"), dict):
         raise ScheduleSettingsError(f"{path} is not a compiled KFP pipeline (no pipelineInfo/root); "
                                     f"compile it with kfp.compiler.Compiler().compile(...)")
     return spec
@@ -161,6 +161,10 @@ def create_schedule(client: KfpClient, spec: ScheduleSpec, source: PipelineSourc
                     replace: bool = False) -> CreateResult:
     """Create the recurring run `spec` describes (see the module docstring for the order)."""
     parse_cron(spec.cron)  # never send a cron this module would refuse
+    check_name(spec.name, "--name")
+    check_name(experiment, "--experiment")
+    if not source.pipeline_id:
+        check_name(source.name, "--pipeline")
     if source.file is not None and not source.pipeline_id:  # a local mistake fails before any request
         check_parameters(check_pipeline_file(source.file), spec.parameters, source.file)
     existing = client.list_recurring_runs(namespace=namespace, name=spec.name)
@@ -183,12 +187,19 @@ def create_schedule(client: KfpClient, spec: ScheduleSpec, source: PipelineSourc
                         url=client.ui_url(run.recurring_run_id), uploaded=uploaded, replaced=replaced)
 
 
+def check_name(name: str, what: str) -> None:
+    """Refuse a blank name: KFP's list filter ignores it, so it would match every recurring run."""
+    if not name.strip():
+        raise ScheduleSettingsError(f"{what} is empty; give a name")
+
+
 def delete_schedule(client: KfpClient, recurring_run_id: str | None = None, name: str | None = None,
                     namespace: str | None = None) -> str:
     """Delete one recurring run, by id or by its (unique) name; return its id."""
     if (recurring_run_id is None) == (name is None):
         raise ScheduleSettingsError("give either a recurring run id or --name")
     if name is not None:
+        check_name(name, "--name")
         found = client.list_recurring_runs(namespace=namespace, name=name)
         if not found:
             where = f" in namespace {namespace!r}" if namespace else ""

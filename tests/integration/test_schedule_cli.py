@@ -108,6 +108,31 @@ def test_delete_by_name_prints_the_id(kfp, capsys):
     assert code == 0 and out.strip() == run_id and kfp.recurring_runs == {}
 
 
+@pytest.mark.parametrize("name", ["", "  "])
+def test_a_blank_name_is_refused_and_deletes_nothing(kfp, capsys, name):
+    """KFP's list ignores an empty name filter: every recurring run matched, and one was deleted."""
+    pipeline_id = kfp.add_pipeline("dultra")
+    kfp.add_recurring_run("nightly-prod", pipeline_id)
+    for argv in (["delete", "--name", name], [*CREATE, "--name", name, "--replace"], [*CREATE, "--experiment", name],
+                 [*CREATE, "--pipeline", name]):
+        code, _, err = run(capsys, *argv, "--host", kfp.url)
+        assert code == 2 and "is empty; give a name" in err, err
+    assert [r["display_name"] for r in kfp.recurring_runs.values()] == ["nightly-prod"]
+    assert kfp.requests == []
+
+
+def test_unreadable_local_files_are_one_line_errors(kfp, capsys, tmp_path):
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    (tmp_path / "root.yaml").write_text("pipelineInfo: {name: x}\nroot: 5\n")
+    for argv, message in [(["--pipeline-file", str(binary)], "is not YAML"),
+                          (["--pipeline-file", str(tmp_path / "root.yaml")], "is not a compiled KFP pipeline"),
+                          (["--token-file", str(binary)], f"token file {binary} is not text")]:
+        code, _, err = run(capsys, *CREATE, *argv, "--host", kfp.url)
+        assert code == 2 and err.startswith("dultra: error: ") and err.count("\n") == 1 and message in err, err
+    assert kfp.requests == []
+
+
 def test_host_comes_from_the_environment(kfp, capsys, monkeypatch):
     monkeypatch.setenv("KF_PIPELINES_ENDPOINT", kfp.url)
     code, _, err = run(capsys, "list")
@@ -125,6 +150,11 @@ CREATE = ["create", "--cron", "0 0 3 * * *"]
     (["create", "--cron", "0 0 3 L * *"], None, "no L, W, #"),
     ([*CREATE, "--param", "novalue"], None, "--param 'novalue': expected KEY=VALUE"),
     ([*CREATE, "--param", "a=1", "--param", "a=2"], None, "--param a is given twice"),
+    ([*CREATE, "--param", "lr=NaN"], None, "--param 'lr=NaN': not a finite number"),
+    ([*CREATE, "--param", "lr=1e999"], None, "--param 'lr=1e999': not a finite number"),
+    ([*CREATE, "--param", "lrs=[1, Infinity]"], None, "not a finite number"),
+    ([*CREATE, "--token", "abc\ndef"], None, "the bearer token holds a line break"),
+    ([*CREATE, "--cookie", "session=\u00e9"], None, "the cookie holds a line break, control or non-ASCII"),
     ([*CREATE, "--start", "tomorrow"], None, "--start 'tomorrow': expected ISO 8601"),
     ([*CREATE, "--start", "2030-02-01", "--end", "2030-01-01"], None, "is not after --start"),
     ([*CREATE, "--end", "2001-01-01"], None, "is in the past"),
@@ -152,6 +182,8 @@ def test_one_line_errors(kfp, capsys, argv, setup, message):
 @pytest.mark.parametrize("argv, message", [
     (["list", "--host", f"http://127.0.0.1:{free_port()}"], "cannot reach KFP"),
     (["list", "--host", "localhost:8080"], "must be an http:// or https:// URL"),
+    (["list", "--host", "http://[::1"], "is not a valid URL"),
+    (["list", "--host", "http://localhost:abc"], "is not a valid URL"),
     (["list"], "give --host (the KFP API URL) or set KF_PIPELINES_ENDPOINT"),
 ])
 def test_one_line_errors_without_a_server(capsys, argv, message):

@@ -155,6 +155,10 @@ def run_create(args: argparse.Namespace) -> int:
         raise ScheduleSettingsError(f"--end {format_time(end)} is not after --start {format_time(start)}")
     if end and end <= now:
         raise ScheduleSettingsError(f"--end {format_time(end)} is in the past: the schedule would never run")
+    begin = max(now, start) if start else now
+    if end and schedule.every is None and ((first := schedule.next_after(begin)) is None or first > end):
+        raise ScheduleSettingsError(f"cron {schedule.expression!r} never fires between {format_time(begin)} and "
+                                    f"--end {format_time(end)}")
     if args.pipeline_file is not None and args.pipeline_id:
         raise ScheduleSettingsError("--pipeline-file uploads a pipeline by --pipeline name; not with --pipeline-id")
     params = parse_params(args.param)
@@ -176,7 +180,7 @@ def run_create(args: argparse.Namespace) -> int:
               f"(upload a new version to change what runs)", file=sys.stderr)
     if result.replaced:
         print(f"deleted the recurring run(s) it replaces: {', '.join(result.replaced)}", file=sys.stderr)
-    upcoming = schedule.next_times(max(now, start) if start else now, 3)
+    upcoming = schedule.next_times(begin, 3)
     if end:
         upcoming = [t for t in upcoming if t <= end]
     print(f"created recurring run {run.display_name!r} ({run.recurring_run_id}): cron {schedule.expression!r} (UTC), "

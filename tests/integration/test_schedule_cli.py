@@ -158,6 +158,8 @@ CREATE = ["create", "--cron", "0 0 3 * * *"]
     ([*CREATE, "--start", "tomorrow"], None, "--start 'tomorrow': expected ISO 8601"),
     ([*CREATE, "--start", "2030-02-01", "--end", "2030-01-01"], None, "is not after --start"),
     ([*CREATE, "--end", "2001-01-01"], None, "is in the past"),
+    (["create", "--cron", "0 0 0 29 2 *", "--start", "2029-03-01", "--end", "2031-06-01"], None,
+     "cron '0 0 0 29 2 *' never fires between 2029-03-01T00:00:00Z and --end 2031-06-01T00:00:00Z"),
     ([*CREATE, "--pipeline-id", "p", "--pipeline-file", "x.yaml"], None, "not with --pipeline-id"),
     (CREATE, None, "pipeline named 'dultra'"),
     ([*CREATE, "--token", "t", "--token-file", "f"], None, "a token or a token file, not both"),

@@ -94,10 +94,11 @@ def other_nodes(core: CoreV1Api, namespace: str, job_name: str, connect_s: float
 
 
 def parse_timestamp(text: str) -> int | None:
-    """RFC 3339 with up to 9 fractional digits (a kubelet log timestamp) -> ns since the epoch."""
+    """RFC 3339 with up to 9 fractional digits (a kubelet log timestamp) -> ns since the epoch.
+    containerd and CRI-O stamp lines in the node's zone: `...01.123456789+02:00`."""
     try:
         whole, _, rest = text.partition(".")
-        digits = "".join(c for c in rest if c.isdigit()) if rest else ""
+        digits = rest[:len(rest) - len(rest.lstrip("0123456789"))]  # the fraction, not the zone's digits
         zone = rest[len(digits):] if rest else whole[19:]
         seconds = datetime.fromisoformat(whole[:19] + (zone or "Z").replace("Z", "+00:00")).timestamp()
     except ValueError:

@@ -70,4 +70,6 @@ def test_kubelet_timestamps_parse_to_the_nanosecond(ns):
 
     assert parse_timestamp(kubelet_time(ns)) == ns
     assert parse_timestamp("2026-01-05T10:00:00+01:00") == 1_767_603_600_000_000_000
+    assert parse_timestamp("2026-01-05T11:00:00.5+02:00") == 1_767_603_600_500_000_000
+    assert parse_timestamp("2026-01-05T05:30:00.123456789-03:30") == 1_767_603_600_123_456_789
     assert parse_timestamp("step") is None and parse_timestamp("") is None

@@ -120,7 +120,7 @@ class TrainJobSpec:
     timeout_s: float = 72 * 3600  # give up (and delete the job) after this long
     stuck_s: float = 900  # give up when a node waits this long on an image or config error (say so if unschedulable)
     poll_s: float = 10  # status poll interval while nothing streams
-    log_idle_s: float = 120  # reconnect a log stream silent for this long (and check the status)
+    log_idle_s: float = 120  # reconnect a log stream open (or silent) this long, and check the status
     api_outage_s: float = 300  # the Kubernetes API failing this long fails the step (shorter outages are waited out)
     recreate_failed: bool = False  # on attach, replace a failed job with a new one (it resumes) instead of raising
 

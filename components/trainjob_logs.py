@@ -119,7 +119,8 @@ class Node0Logs:
     def pump(self, follow: bool, idle_s: float = 120.0) -> bool:
         """Print the current node-0 pod's new lines; True when any line was printed.
 
-        follow=True blocks while the container runs, up to `idle_s` without a line.
+        follow=True blocks while the container runs, up to `idle_s` in all: a job that keeps
+        logging must not keep the caller from its status, stuck and timeout checks.
         """
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector,
                                              _request_timeout=(self.connect_s, 60)).items
@@ -150,16 +151,20 @@ class Node0Logs:
                 return False
             raise
         printed, pending = False, b""
+        until = time.monotonic() + idle_s if follow else math.inf  # a finished log is read whole
         try:
             for chunk in resp.stream(8192, decode_content=True):
                 *lines, pending = (pending + chunk).split(b"\n")
                 for line in lines:
                     printed = self._emit(line) or printed
+                if time.monotonic() >= until:  # the next pump reconnects where this one stopped
+                    resp.close()  # unread: the connection must not go back to the pool
+                    break
+            else:
+                if pending:  # a last line without a newline, complete since the stream ended cleanly
+                    printed = self._emit(pending) or printed
         except (urllib3.exceptions.HTTPError, OSError):
             pass  # idle timeout or dropped connection: reconnect on the next pump
-        else:
-            if pending:  # a last line without a newline, complete since the stream ended cleanly
-                printed = self._emit(pending) or printed
         finally:
             resp.release_conn()
         return printed

@@ -208,6 +208,31 @@ def test_a_silent_stream_is_reopened_after_log_idle_s():
     assert len(api.calls("GET", "/log")) >= 3
 
 
+def test_a_stream_cut_after_log_idle_s_resumes_without_losing_or_repeating_lines():
+    spec = fast_spec(log_idle_s=0.3)
+    job = spec.job_name()
+    logs = {"p1": PodLog([f"step {i}" for i in range(120)], delay=0.01)}
+    phases = [Phase(RUNNING, [pod("pod-running", "p1", job)], until="logs:p1"),
+              Phase(COMPLETE, [pod("pod-succeeded", "p1", job)])]
+    with StandIn(phases, logs) as api:
+        _, node, _ = run(api, spec)
+    assert node == logs["p1"].lines
+    assert len(api.calls("GET", "/log")) >= 3
+
+
+def test_a_job_that_keeps_logging_still_times_out():
+    """The follow stream never went idle, so the deadline was never looked at."""
+    spec = fast_spec(timeout_s=0.5, log_idle_s=5)
+    job = spec.job_name()
+    logs = {"p1": PodLog([f"step {i}" for i in range(400)], delay=0.01)}
+    out = io.StringIO()
+    with StandIn([Phase(RUNNING, [pod("pod-running", "p1", job)])], logs) as api:
+        with pytest.raises(TrainJobTimeout, match=r"deleted: not finished after 0s \(Running\)"):
+            run_trainjob(spec, api.client(), out=out)
+    assert len(api.calls("DELETE")) == 1
+    assert 0 < out.getvalue().count("step ") < 300  # given up on while node 0 still logged (4 s of lines)
+
+
 def test_timeout_deletes_the_job():
     spec = fast_spec(timeout_s=0.5)
     with StandIn([Phase(CREATED, [pod("pod-container-creating", "p1", spec.job_name())])]) as api:

@@ -29,14 +29,19 @@ def component(fn):
 
 @component
 def prepare_data(task: str, train_size: int, eval_size: int, data_path: str, workspace: str, s3_destination: str,
-                 s3_endpoint_url: str, train: Output[Dataset], test: Output[Dataset]):
+                 s3_endpoint_url: str, config: str, gen_length: int, eval_strategies: str, nodes: int,
+                 gpus_per_node: int, cpu_per_node: str, memory_per_node: str, accelerate_config: str,
+                 train: Output[Dataset], test: Output[Dataset]):
     """Training and held-out examples of `task` as JSONL (data_path: local files instead of the Hub);
-    fails first thing when the workspace is not writable or the S3 destination is malformed."""
-    from components.steps import check_destination, check_workspace
+    fails first thing when the workspace is not writable, the S3 destination is malformed, or a
+    setting that only later steps read is wrong (components.steps.check_settings)."""
+    from components.steps import check_destination, check_settings, check_workspace
     from components.steps import prepare_data as run
 
     check_workspace(workspace)
     check_destination(s3_destination, s3_endpoint_url)
+    check_settings(config, gen_length, eval_strategies, nodes, gpus_per_node, cpu_per_node, memory_per_node,
+                   accelerate_config)
     sizes = run(task, train_size, eval_size, data_path, train.path, test.path)
     train.metadata.update(task=task, examples=sizes["train"])
     test.metadata.update(task=task, examples=sizes["test"])

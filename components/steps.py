@@ -110,6 +110,33 @@ def check_destination(destination: str, endpoint_url: str) -> None:
         raise ValueError(f"pipeline parameter s3_endpoint_url: {err}") from None
 
 
+def check_settings(config: str, gen_length: int, strategies: str, nodes: int, gpus_per_node: int,
+                   cpu_per_node: str, memory_per_node: str, accelerate_config: str) -> None:
+    """Fail in the first step, not after hours of training, on pipeline parameters that only
+    later steps read: the config, the evaluation strategies, the TrainJob's resources."""
+    from components.trainjob import check_quantity
+    from dultra.errors import DultraError
+    from dultra.eval.run import parse_strategies
+
+    try:
+        gen_length, _ = decode_lengths(config, gen_length, 0)
+    except (FileNotFoundError, DultraError) as err:
+        raise ValueError(f"pipeline parameter config: {err}") from None
+    try:
+        parse_strategies(strategies, gen_length)
+    except DultraError as err:
+        raise ValueError(f"pipeline parameter eval_strategies: {err}") from None
+    if nodes < 1 or gpus_per_node < 0:
+        raise ValueError(f"pipeline parameters nodes >= 1 and gpus_per_node >= 0, got {nodes} and {gpus_per_node}")
+    check_quantity(cpu_per_node, "pipeline parameter cpu_per_node")
+    check_quantity(memory_per_node, "pipeline parameter memory_per_node")
+    if accelerate_config:
+        try:
+            resolve_config(accelerate_config)
+        except FileNotFoundError as err:
+            raise ValueError(f"pipeline parameter accelerate_config: {err}") from None
+
+
 def write_reference(artifact_dir: str, checkpoint: str | Path) -> None:
     """Make a Model artifact point at a checkpoint on the workspace volume, or at a Hub id.
 

@@ -47,6 +47,7 @@ from typing import Any, TextIO
 import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils.quantity import parse_quantity
 
 from components.trainjob_logs import Node0Logs, PodState, other_nodes
 
@@ -146,8 +147,23 @@ class TrainJobSpec:
                 raise ValueError(f"{env_name} is set by the Trainer's torch plugin on every node; do not set it")
         if dupes := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"environment variables set twice: {', '.join(dupes)}")
+        for what, quantity in (("cpu", self.cpu), ("memory", self.memory)):
+            check_quantity(quantity, f"TrainJobSpec.{what}")
         if min(self.timeout_s, self.stuck_s, self.poll_s, self.log_idle_s, self.api_outage_s) <= 0:
             raise ValueError("TrainJobSpec timeouts and intervals must be positive")
+
+
+def check_quantity(text: str, what: str) -> None:
+    """Refuse a CPU or memory request Kubernetes would reject only when the job is created
+    (`512 GB`, `lots`, `0`); empty means the runtime's."""
+    if not text:
+        return
+    try:
+        ok = parse_quantity(text) > 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{what} {text!r} is not a positive Kubernetes quantity, e.g. 32, 500m, 512Gi or 64G")
 
 
 def trainjob_name(run_id: str, stage: str) -> str:

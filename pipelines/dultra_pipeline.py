@@ -158,7 +158,10 @@ def build_pipeline(workspace: str = WORKSPACE_MOUNT):
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         data = _on_cluster(prepare_data(task=task, train_size=train_size, eval_size=eval_size, data_path=data_path,
                                         workspace=workspace, s3_destination=s3_destination,
-                                        s3_endpoint_url=s3_endpoint_url), "2", "8Gi", workspace)
+                                        s3_endpoint_url=s3_endpoint_url, config=config, gen_length=gen_length,
+                                        eval_strategies=eval_strategies, nodes=nodes, gpus_per_node=gpus_per_node,
+                                        cpu_per_node=cpu_per_node, memory_per_node=memory_per_node,
+                                        accelerate_config=accelerate_config), "2", "8Gi", workspace)
         train_set, test_set = data.outputs["train"], data.outputs["test"]
         base = _on_cluster(pretrain_base(base_model=base_model, config=config, train=train_set, steps=pretrain_steps,
                                          gen_length=gen_length, workspace=workspace, run_id=run_id),

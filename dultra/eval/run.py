@@ -25,7 +25,7 @@ import torch
 from dultra.configio import changed_settings, config_dict, doc
 from dultra.data import Example, load_task, read_examples, render_prompts
 from dultra.data.prompts import solutions_too_long
-from dultra.decoding import DecodeConfig, parse_strategy
+from dultra.decoding import DecodeConfig, Strategy, parse_strategy
 from dultra.decoding.generate import check_settings, lengths_for
 from dultra.errors import ConfigError, DataError, DultraError
 from dultra.eval.accuracy import SampleRecord, evaluate
@@ -83,6 +83,17 @@ def split_strategies(text: str, gen_length: int) -> list[str]:
             specs[-1] += "," + part
         else:
             specs.append(part)
+    return specs
+
+
+def parse_strategies(text: str, gen_length: int) -> list[Strategy]:
+    """split_strategies, each parsed; refuses none and the same strategy twice."""
+    specs = [parse_strategy(s) for s in split_strategies(text, gen_length)]
+    if not specs:
+        raise ConfigError("no strategies to evaluate")
+    if repeated := sorted(spec for spec, n in Counter(s.spec() for s in specs).items() if n > 1):
+        raise ConfigError(f"strategies given twice: {', '.join(repeated)} (the same settings, maybe written "
+                          "differently): each is evaluated once")
     return specs
 
 
@@ -186,12 +197,7 @@ def run_evaluation(cfg: EvalConfig) -> dict:
     """Evaluate, write the report, return it (rows, methods, metadata, paths)."""
     check_config(cfg)
     cfg = with_lengths(cfg)
-    specs = [parse_strategy(s) for s in split_strategies(cfg.strategies, cfg.gen_length)]
-    if not specs:
-        raise ConfigError("no strategies to evaluate")
-    if repeated := sorted(spec for spec, n in Counter(s.spec() for s in specs).items() if n > 1):
-        raise ConfigError(f"strategies given twice: {', '.join(repeated)} (the same settings, maybe written "
-                          "differently): each is evaluated once")
+    specs = parse_strategies(cfg.strategies, cfg.gen_length)
     decode = DecodeConfig(gen_length=cfg.gen_length, block_length=cfg.block_length, seed=cfg.seed, cache=cfg.cache,
                           compile=cfg.compile)
     for s in specs:

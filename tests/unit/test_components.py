@@ -17,6 +17,7 @@ from accelerate.commands.launch import launch_command_parser
 from components.steps import (
     Launcher,
     check_destination,
+    check_settings,
     check_workspace,
     checkpoint_dir,
     decode_lengths,
@@ -86,6 +87,30 @@ def test_a_malformed_s3_destination_fails_the_first_step(destination, endpoint, 
     check_destination("s3://bucket/prefix", "http://minio.kubeflow:9000")
     with pytest.raises(ValueError, match=f"^pipeline parameter {error}"):
         check_destination(destination, endpoint)
+
+
+GOOD = dict(config="configs/tiny.yaml", gen_length=0, strategies="planner:factor=1.0;low-confidence:steps={gen}",
+            nodes=2, gpus_per_node=8, cpu_per_node="32", memory_per_node="512Gi",
+            accelerate_config="configs/accelerate/fsdp.yaml")
+
+
+@pytest.mark.parametrize(("change", "error"), [
+    ({"config": "configs/nope.yaml"}, r"parameter config: config file configs/nope.yaml not found"),
+    ({"strategies": "planer:factor=1.0"}, r"parameter eval_strategies: unknown strategy 'planer'"),
+    ({"strategies": "threshold:tau=0.9;threshold:tau=0.90"}, r"parameter eval_strategies: strategies given twice"),
+    ({"strategies": " ; "}, r"parameter eval_strategies: no strategies to evaluate"),
+    ({"nodes": 0}, r"parameters nodes >= 1 and gpus_per_node >= 0, got 0 and 8"),
+    ({"cpu_per_node": "lots"}, r"parameter cpu_per_node 'lots' is not a positive Kubernetes quantity"),
+    ({"memory_per_node": "512 GB"}, r"parameter memory_per_node '512 GB' is not a positive Kubernetes quantity"),
+    ({"memory_per_node": "0"}, r"parameter memory_per_node '0' is not a positive"),
+    ({"accelerate_config": "configs/accelerate/fdsp.yaml"}, r"parameter accelerate_config: config file .* not found"),
+])
+def test_settings_later_steps_read_fail_the_first_step(change, error):
+    """A typo here used to fail evaluation after GRPO, or the TrainJob's creation after warm start."""
+    check_settings(**GOOD)
+    check_settings(**{**GOOD, "cpu_per_node": "", "memory_per_node": "", "accelerate_config": "", "nodes": 1})
+    with pytest.raises(ValueError, match=f"^pipeline {error}"):
+        check_settings(**{**GOOD, **change})
 
 
 def test_config_paths_resolve_from_the_checkout(tmp_path, monkeypatch):

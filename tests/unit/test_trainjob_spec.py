@@ -142,6 +142,8 @@ def test_spec_hash_follows_the_spec_not_the_metadata():
     (dict(gpus_per_node=0, env={"ACCELERATE_USE_CPU": "false"}), "set twice: ACCELERATE_USE_CPU"),
     (dict(env={"BAD-NAME": "x"}), "invalid environment variable name"),
     (dict(poll_s=0), "must be positive"),
+    (dict(cpu="lots"), "TrainJobSpec.cpu 'lots' is not a positive Kubernetes quantity"),
+    (dict(memory="512 GB"), "TrainJobSpec.memory '512 GB' is not a positive Kubernetes quantity"),
 ])
 def test_bad_specs_fail_with_one_clear_line(change, message):
     with pytest.raises(ValueError, match=message) as err:

@@ -157,7 +157,7 @@ class KfpClient:
 
     def _list(self, path: str, key: str, params: dict[str, str]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
-        token = ""
+        token, seen = "", set()
         while True:
             page = self._request("GET", path, params={**params, "page_size": str(self.config.page_size),
                                                       **({"page_token": token} if token else {})})
@@ -167,6 +167,9 @@ class KfpClient:
             token = page.get("next_page_token") or page.get("nextPageToken") or ""
             if not token:
                 return items
+            if token in seen:  # a server that pages in a circle would keep us here forever
+                raise KfpServerError(f"KFP at {self.host} returned page token {token!r} of GET {path} twice")
+            seen.add(token)
 
     def _request(self, method: str, path: str, *, params: dict[str, str] | None = None,
                  json: dict[str, Any] | None = None, files: dict | None = None,

@@ -234,6 +234,14 @@ def test_list_reads_every_page(kfp):
         {"page_size": ["2"]}, {"page_size": ["2"], "page_token": ["2"]}, {"page_size": ["2"], "page_token": ["4"]}]
 
 
+def test_a_server_that_pages_in_a_circle_is_an_error(kfp):
+    for _ in range(3):  # every page points back at the same token
+        kfp.fail("GET", f"{API}/recurringruns", 200, {"recurring_runs": [], "next_page_token": "again"})
+    with KfpClient(kfp.url) as api, pytest.raises(KfpServerError, match="returned page token 'again' .* twice"):
+        api.list_recurring_runs()
+    assert len(kfp.requests) == 2
+
+
 def test_delete_by_id_and_by_name(kfp):
     pipeline_id = kfp.add_pipeline("dultra")
     first, second = kfp.add_recurring_run("a", pipeline_id), kfp.add_recurring_run("b", pipeline_id)

@@ -33,6 +33,34 @@ _REQUIRED = (
 )
 
 
+_SIZES = ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size", "vocab_size", "embedding_size",
+          "max_sequence_length", "num_head_layers")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_numbers(config: LLaDAConfig, vocab_size) -> None:
+    """ConfigError for a size or rate of the wrong kind (null, "128", 0), which would fail deep
+    inside the model, some only at the first forward."""
+    for field in _SIZES:
+        value = vocab_size if field == "vocab_size" else getattr(config, field)
+        at_least = 0 if field == "num_head_layers" else 1
+        if not _is_int(value) or value < at_least:
+            raise ConfigError(f"LLaDA config has {field}={value!r}: it must be an integer >= {at_least}.")
+    for field in ("rope_theta", "rms_norm_eps"):
+        value = getattr(config, field)
+        if not (isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf")):
+            raise ConfigError(f"LLaDA config has {field}={value!r}: it must be a number > 0.")
+
+
+def _product(ratio, d_model):
+    """mlp_ratio x d_model, left as is (for validate_architecture to refuse) unless both are numbers."""
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (ratio, d_model))
+    return int(ratio * d_model) if numbers else ratio
+
+
 class LLaDAConfig(PretrainedConfig):
     """Configuration of a LLaDA masked-diffusion LM, optionally with a dUltra planner head.
 
@@ -41,7 +69,8 @@ class LLaDAConfig(PretrainedConfig):
         n_heads: attention heads.
         n_kv_heads: key/value heads (grouped-query attention when < n_heads).
         n_layers: transformer blocks in the base model.
-        mlp_hidden_size: SwiGLU inner size.
+        mlp_hidden_size: SwiGLU inner size (None: mlp_ratio x d_model, as the official
+            code reads a config without it; LLaDA-8B's 12288 when neither is set).
         vocab_size: tokenizer vocabulary size.
         embedding_size: rows of the embedding and output matrices (>= vocab_size, padded).
         max_sequence_length: longest prompt + completion the model accepts.
@@ -66,7 +95,7 @@ class LLaDAConfig(PretrainedConfig):
         n_heads: int = 32,
         n_kv_heads: int | None = None,
         n_layers: int = 32,
-        mlp_hidden_size: int = 12288,
+        mlp_hidden_size: int | None = None,
         vocab_size: int = 126464,
         embedding_size: int | None = None,
         max_sequence_length: int = 4096,
@@ -86,6 +115,9 @@ class LLaDAConfig(PretrainedConfig):
         self.n_heads = n_heads
         self.n_kv_heads = n_kv_heads if n_kv_heads is not None else n_heads
         self.n_layers = n_layers
+        if mlp_hidden_size is None:
+            ratio = kwargs.get("mlp_ratio")
+            mlp_hidden_size = 12288 if ratio is None else _product(ratio, d_model)
         self.mlp_hidden_size = mlp_hidden_size
         self.embedding_size = embedding_size if embedding_size is not None else vocab_size
         self.max_sequence_length = max_sequence_length
@@ -104,6 +136,8 @@ class LLaDAConfig(PretrainedConfig):
         self.stop_token_ids = list(dict.fromkeys([*stops, *kwargs.pop("stop_token_ids", [])]))
         """Every id that ends a completion (eos_token_id first)."""
         kwargs.setdefault("tie_word_embeddings", False)
+        # Before transformers' own validators, which fail on these with their own errors.
+        _check_numbers(self, vocab_size)
         super().__init__(
             vocab_size=vocab_size,
             eos_token_id=eos_token_id,
@@ -113,7 +147,7 @@ class LLaDAConfig(PretrainedConfig):
         self.validate_architecture()
 
     def validate_architecture(self) -> None:
-        """Raise ValueError for settings this implementation would silently get wrong."""
+        """Raise ConfigError for settings this implementation would silently get wrong."""
         for field, required, why in _REQUIRED:
             value = getattr(self, field, required)
             if value is not None and value != required:
@@ -127,8 +161,10 @@ class LLaDAConfig(PretrainedConfig):
             raise ConfigError("the attention head size must be even for rotary embeddings.")
         if self.embedding_size < self.vocab_size:
             raise ConfigError("embedding_size must be at least vocab_size.")
-        for field in ("mask_token_id", "eos_token_id"):
+        for field in ("mask_token_id", "eos_token_id", "pad_token_id"):
             value = getattr(self, field)
+            if field == "pad_token_id" and value is None:  # the tokenizer's pads
+                continue
             if not isinstance(value, int) or not 0 <= value < self.vocab_size:
                 raise ConfigError(f"{field} must be a token id below vocab_size ({self.vocab_size}), got {value!r}.")
         if self.mask_token_id in self.stop_token_ids:

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
@@ -102,8 +103,10 @@ def load_model(
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
+        # Mismatched shapes come back in `info` (refused below); otherwise transformers raises
+        # an error that points at the table the verbosity above hides.
         loaded, info = LLaDAModelLM.from_pretrained(
-            path, dtype=dtype or torch.float32, output_loading_info=True, **overrides
+            path, dtype=dtype or torch.float32, output_loading_info=True, ignore_mismatched_sizes=True, **overrides
         )
     except ConfigError:
         raise
@@ -115,10 +118,11 @@ def load_model(
     problems = {
         "missing": [k for k in info["missing_keys"] if not (fresh_head and k.split(".")[0] in PLANNER_MODULES)],
         "unexpected": list(info["unexpected_keys"]),
-        "mismatched": [str(m) for m in info.get("mismatched_keys", [])],
+        "mismatched": [f"{key}: {tuple(saved)} in the weights, {tuple(built)} from config.json"
+                       for key, saved, built in info.get("mismatched_keys", [])],
     }
     if any(problems.values()):
-        raise CheckpointError(f"checkpoint {path} does not match the model: {_describe(problems)}")
+        raise CheckpointError(f"checkpoint {path} does not match the model: {_describe(problems, config)}")
     if device is not None:
         loaded = loaded.to(device)
     return loaded.eval()
@@ -139,7 +143,7 @@ def read_config(path: Path) -> LLaDAConfig:
         return LLaDAConfig.from_pretrained(path)
     except ConfigError:  # an architecture this implementation refuses: its own message
         raise
-    except (OSError, TypeError, ValueError) as err:
+    except (OSError, TypeError, ValueError, StrictDataclassError) as err:  # the last: transformers' validators
         raise CheckpointError(f"{path / 'config.json'} is not a usable LLaDA config: {_first_line(err)}") from None
 
 
@@ -147,7 +151,7 @@ def _first_line(err: Exception) -> str:
     return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
 
 
-def _describe(problems: dict[str, list[str]]) -> str:
+def _describe(problems: dict[str, list[str]], config: LLaDAConfig) -> str:
     parts = []
     for kind, keys in problems.items():
         if keys:
@@ -155,7 +159,8 @@ def _describe(problems: dict[str, list[str]]) -> str:
             parts.append(f"{len(keys)} {kind} keys ({shown})")
     missing = problems["missing"]
     if missing and all(k.split(".")[0] in PLANNER_MODULES for k in missing):
-        parts.append("the config declares a planner head but the weights have none")
+        parts.append(f"the weights lack planner-head layers that config.json's num_head_layers "
+                     f"({config.num_head_layers}) declares")
     return "; ".join(parts)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -131,7 +132,46 @@ def test_missing_planner_keys_are_an_error_unless_adding_a_head(tmp_path):
     small_model().save_pretrained(tmp_path)
     state = load_file(tmp_path / "model.safetensors")
     save_file({k: v for k, v in state.items() if k.startswith("model.")}, tmp_path / "model.safetensors")
-    with pytest.raises(CheckpointError, match="declares a planner head but the weights have none"):
+    with pytest.raises(CheckpointError, match=r"the weights lack planner-head layers that config.json's "
+                                              r"num_head_layers \(1\) declares"):
+        load_model(tmp_path)
+
+
+def test_a_config_with_mlp_ratio_instead_of_mlp_hidden_size_loads(tmp_path):
+    """The official code reads mlp_ratio x d_model when mlp_hidden_size is absent or null."""
+    model = small_model()
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    x = torch.tensor([[5, 6, 8, 9]])
+    for hidden in ("absent", None):
+        ratio = {k: v for k, v in config.items() if k != "mlp_hidden_size"} | {"mlp_ratio": 2}
+        (tmp_path / "config.json").write_text(json.dumps(ratio if hidden == "absent" else
+                                                         ratio | {"mlp_hidden_size": hidden}))
+        loaded = load_model(tmp_path)
+        assert loaded.config.mlp_hidden_size == 64
+        torch.testing.assert_close(loaded(x).logits, model(x).logits, rtol=0, atol=0)
+    assert LLaDAConfig().mlp_hidden_size == 12288  # neither set: LLaDA-8B's
+    assert LLaDAConfig(mlp_hidden_size=12288, mlp_ratio=4).mlp_hidden_size == 12288  # the official config: the size wins
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("n_heads", 0, "n_heads=0: it must be an integer >= 1"),
+    ("d_model", "32", "d_model='32': it must be an integer >= 1"),
+    ("n_layers", None, "n_layers=None: it must be an integer >= 1"),
+    ("max_sequence_length", None, "max_sequence_length=None: it must be an integer >= 1"),
+    ("num_head_layers", -1, "num_head_layers=-1: it must be an integer >= 0"),
+    ("vocab_size", 64.0, "vocab_size=64.0: it must be an integer >= 1"),
+    ("rope_theta", None, "rope_theta=None: it must be a number > 0"),
+    ("rms_norm_eps", 0, "rms_norm_eps=0: it must be a number > 0"),
+    ("pad_token_id", 999, "pad_token_id must be a token id below vocab_size (64), got 999"),
+])
+def test_sizes_and_rates_of_the_wrong_kind_are_refused_when_loaded(tmp_path, field, value, message):
+    """They failed deep inside the model (a ZeroDivisionError, a TypeError mid-generate), some
+    only after the weights had loaded."""
+    small_model().save_pretrained(tmp_path)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {field: value}))
+    with pytest.raises((ConfigError, CheckpointError), match=message.replace("(", r"\(").replace(")", r"\)")):
         load_model(tmp_path)
 
 
@@ -153,7 +193,8 @@ def test_not_a_checkpoint_directory(tmp_path):
 @pytest.mark.parametrize("damage, message", [
     ("no-weights", "cannot load the weights"),
     ("truncated", "cannot load the weights"),
-    ("misshapen", "cannot load the weights"),
+    ("misshapen", "9 mismatched keys (mask_head.0.ff_out.weight: (32, 64) in the weights, (32, 40) from "
+                  "config.json, "),
     ("bad-json", "is not readable JSON"),
     ("other-model", "holds a 'qwen2' model, not LLaDA"),
     ("list-config", "not a model config"),
@@ -173,7 +214,7 @@ def test_broken_checkpoints_are_one_line_errors(tmp_path, damage, message):
         config.write_text(json.dumps({"model_type": "qwen2", "hidden_size": 64}))
     else:
         config.write_text("[1, 2]")
-    with pytest.raises(CheckpointError, match=message.replace("(", r"\(")):
+    with pytest.raises(CheckpointError, match=re.escape(message)):
         load_model(tmp_path)
 
 
@@ -233,11 +274,11 @@ def test_unsupported_architecture_fields_are_rejected():
     for bad in (None, 99999, -1):
         with pytest.raises(ConfigError, match=f"mask_token_id must be a token id below vocab_size \\(256\\), "
                                               f"got {bad}"):
-            LLaDAConfig(vocab_size=256, embedding_size=256, mask_token_id=bad, eos_token_id=1)
+            LLaDAConfig(vocab_size=256, embedding_size=256, mask_token_id=bad, eos_token_id=1, pad_token_id=2)
     # A mask id that also stops would end every completion at its first masked position.
     for stops in (dict(eos_token_id=5), dict(eos_token_id=1, stop_token_ids=[5])):
         with pytest.raises(ConfigError, match=r"the mask token \(5\) is also a stop token"):
-            LLaDAConfig(vocab_size=256, embedding_size=256, mask_token_id=5, **stops)
+            LLaDAConfig(vocab_size=256, embedding_size=256, mask_token_id=5, pad_token_id=2, **stops)
 
 
 def test_tiny_default_builds_once_and_loads_with_its_tokenizer():

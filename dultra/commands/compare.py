@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 
 import torch
 
 from dultra.decoding import DecodeConfig, generate, parse_strategy
-from dultra.decoding.generate import check_settings, lengths_for
-from dultra.model.loading import load, read_config, resolve, stop_token_ids
+from dultra.decoding.generate import check_layout, lengths_for
+from dultra.model.loading import load_model, load_tokenizer, read_config, resolve, stop_token_ids
 from dultra.model.tokenizer import encode_prompts
 
 STRATEGIES = (
@@ -45,20 +44,24 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Everything that can be checked without the weights is checked before loading them, as in generate.
     path = resolve(args.model)
     gen, block, note = lengths_for(path, args.gen_length, args.block_length, defaults=(64, 16))
-    config = DecodeConfig(gen_length=gen, block_length=block, seed=0)  # the stop tokens once the model loads
+    model_config = read_config(path)
+    tokenizer = load_tokenizer(path, model_config.mask_token_id)
+    config = DecodeConfig(gen_length=gen, block_length=block, seed=0,
+                          eos_ids=stop_token_ids(path, tokenizer, model_config))  # as generate and eval stop
     strategies = [parse_strategy(spec.format(gen=gen)) for spec in STRATEGIES]
-    for strategy in strategies:  # before the table starts
-        check_settings(config, strategy)
-    if not read_config(path).has_planner:  # a base model (LLaDA-8B-Instruct): the planner rows need a head
+    if not model_config.has_planner:  # a base model (LLaDA-8B-Instruct): the planner rows need a head
         strategies = [s for s in strategies if not s.uses_planner]
         print(f"dultra: {args.model} has no planner head: its strategies are left out", file=sys.stderr)
+    ids, mask = encode_prompts(tokenizer, [args.prompt], pad_token_id=model_config.pad_token_id)
+    for strategy in strategies:
+        check_layout(model_config, ids.shape[1], config, strategy)
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if args.device.startswith("cuda") else
                                                            torch.float32)
-    model, tokenizer = load(path, dtype=dtype, device=args.device)
-    config = replace(config, eos_ids=stop_token_ids(path, tokenizer, model.config))  # as generate and eval stop
-    ids, mask = (t.to(args.device) for t in encode_prompts(tokenizer, [args.prompt]))
+    model = load_model(path, dtype=dtype, device=args.device)
+    ids, mask = ids.to(args.device), mask.to(args.device)
     print(f"{args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {args.device}), "
           f"prompt {args.prompt!r}, gen {gen}, block {block}{f' ({note})' if note else ''}\n")
     print(f"{'strategy':<26}{'NFE':>5}{'TPF':>7}{'ms':>8}  completion")

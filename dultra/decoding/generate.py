@@ -163,10 +163,10 @@ def check_settings(config: DecodeConfig, strategy: Strategy) -> None:
 
 def check_lengths(gen_length: int, block_length: int) -> None:
     """A clear error, naming the setting at fault, unless gen_length is a multiple of block_length > 0."""
+    if gen_length <= 0:  # first: an unset block_length is min(default, gen_length)
+        raise ConfigError(f"gen_length must be > 0, got {gen_length}")
     if block_length <= 0:
         raise ConfigError(f"block_length must be > 0, got {block_length}")
-    if gen_length <= 0:
-        raise ConfigError(f"gen_length must be > 0, got {gen_length}")
     if block_length > gen_length:
         raise ConfigError(f"block_length ({block_length}) exceeds gen_length ({gen_length}): use a block_length "
                           f"that divides gen_length, e.g. {gen_length}")

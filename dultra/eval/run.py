@@ -185,9 +185,10 @@ def check_config(cfg: EvalConfig) -> None:
         check_device(cfg.device)
 
 
-def with_lengths(cfg: EvalConfig) -> EvalConfig:
-    """Unset lengths filled in (lengths_for): a dultra-trained checkpoint's own, else the defaults."""
-    gen, block, note = lengths_for(cfg.model, cfg.gen_length, cfg.block_length)
+def with_lengths(cfg: EvalConfig, path: Path) -> EvalConfig:
+    """Unset lengths filled in (lengths_for): those the checkpoint at `path` (cfg.model resolved)
+    was trained with by dultra, else the defaults."""
+    gen, block, note = lengths_for(path, cfg.gen_length, cfg.block_length)
     if note:
         print(f"eval: {note}", file=sys.stderr)
     return dataclasses.replace(cfg, gen_length=gen, block_length=block)
@@ -196,7 +197,9 @@ def with_lengths(cfg: EvalConfig) -> EvalConfig:
 def run_evaluation(cfg: EvalConfig) -> dict:
     """Evaluate, write the report, return it (rows, methods, metadata, paths)."""
     check_config(cfg)
-    cfg = with_lengths(cfg)
+    parse_strategies(cfg.strategies, cfg.gen_length or DecodeConfig.gen_length)  # a typo: before any download
+    path = resolve(cfg.model)
+    cfg = with_lengths(cfg, path)
     specs = parse_strategies(cfg.strategies, cfg.gen_length)
     decode = DecodeConfig(gen_length=cfg.gen_length, block_length=cfg.block_length, seed=cfg.seed, cache=cfg.cache,
                           compile=cfg.compile)
@@ -215,13 +218,13 @@ def run_evaluation(cfg: EvalConfig) -> dict:
 
             runner = stack.enter_context(SandboxClient(cfg.sandbox_url))
             runner.check_ready()  # an unreachable sandbox fails now, not after decoding everything
-        return _evaluate(cfg, specs, decode, examples, runner)
+        return _evaluate(cfg, path, specs, decode, examples, runner)
 
 
-def _evaluate(cfg: EvalConfig, specs: list, decode: DecodeConfig, examples: list[Example], runner) -> dict:
+def _evaluate(cfg: EvalConfig, path: Path, specs: list, decode: DecodeConfig, examples: list[Example],
+              runner) -> dict:
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    path = resolve(cfg.model)
     if any(s.uses_planner for s in specs) and not read_config(path).has_planner:  # before minutes of loading
         raise ConfigError(f"{cfg.model} has no planner head, so it cannot decode "
                           f"{', '.join(s.spec() for s in specs if s.uses_planner)}: pass --strategies without "

@@ -62,7 +62,8 @@ def trained_lengths(model: str | Path) -> tuple[int, int | None] | None:
     only ever saw those. block_length None: trained without blocks (pretraining masks the
     whole completion). None for other checkpoints (and without touching the network)."""
     path = Path(model).expanduser()
-    trained = training_record(path).get("config", {}) if path.is_dir() else {}
+    trained = training_record(path).get("config") if path.is_dir() else None
+    trained = trained if isinstance(trained, dict) else {}  # unreadable: as if none
     gen, block = trained.get("gen_length"), trained.get("block_length")
     if not (isinstance(gen, int) and gen > 0):
         return None

@@ -105,6 +105,7 @@ def test_chat_template_changes_the_prompt(capsys):
         (["--model", "/nonexistent/ckpt"], "no checkpoint directory"),
         (["--strategy", "low-confidence", "--steps", "5"], "low-confidence steps"),
         (["--strategy", "low-confidence", "--steps", "0"], "low-confidence steps"),  # not the default
+        (["--gen-length", "0"], "gen_length must be > 0, got 0"),  # not block_length, which was not given
     ],
 )
 def test_user_mistakes_end_with_one_line(capsys, args, message):
@@ -209,12 +210,34 @@ def test_a_checkpoint_trained_by_dultra_decodes_at_its_lengths_and_an_untrained_
     out = capsys.readouterr()
     assert (json.loads(out.out)["gen_length"], json.loads(out.out)["block_length"]) == (16, 16)  # pretrained: one block
     assert f"warning: the planner head of {trained} is untrained" in out.err
+    (trained / TRAINING_RECORD).write_text(json.dumps({"stage": "grpo", "config": None}))  # unreadable: no record
+    assert main(["generate", "--model", str(trained), "--prompt", "hi", "--json"]) == 0
+    out = capsys.readouterr()
+    assert (json.loads(out.out)["gen_length"], json.loads(out.out)["block_length"]) == (256, 32)
 
 
 def test_compare_checks_its_settings_before_printing_anything(capsys):
     assert main(["compare", "--gen-length", "20"]) == 2
     out = capsys.readouterr()
     assert out.out == "" and "gen_length (20) is not a multiple of block_length (16)" in out.err
+
+
+def test_compare_checks_the_prompt_and_tokenizer_before_loading_the_weights(capsys, tmp_path, monkeypatch):
+    import dultra.commands.compare as compare
+
+    model = tmp_path / "model"
+    shutil.copytree(resolve("tiny"), model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(config | {"max_sequence_length": 8}))
+    monkeypatch.setattr(compare, "load_model", lambda *a, **k: pytest.fail("loaded the weights"))
+    assert main(["compare", "--model", str(model)]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "prompt (26 tokens) + gen_length (64) exceeds the model's context (8)" in out.err
+    (model / "config.json").write_text(json.dumps(config))
+    (model / "tokenizer.json").unlink()
+    (model / "tokenizer_config.json").unlink()
+    assert main(["compare", "--model", str(model)]) == 2
+    assert "has no tokenizer files" in capsys.readouterr().err
 
 
 def test_compare_decodes_a_trained_checkpoint_at_its_lengths(capsys, tmp_path):

@@ -125,19 +125,37 @@ def test_a_dultra_trained_checkpoint_is_evaluated_at_its_trained_lengths(ckpt, t
     assert result["metadata"]["settings"]["gen_length"] == 16 and result["metadata"]["settings"]["block_length"] == 4
     assert [r["strategy"] for r in result["rows"]] == ["low-confidence:steps=16"]
     assert f"eval: gen_length 16 and block_length 4 as {trained} was trained" in capsys.readouterr().err
-    one_given = with_lengths(_eval_cfg(trained, tmp_path, gen_length=None, block_length=8))
+    one_given = with_lengths(_eval_cfg(trained, tmp_path, gen_length=None, block_length=8), trained)
     assert (one_given.gen_length, one_given.block_length) == (16, 8)
     assert f"eval: gen_length 16 as {trained} was trained" in capsys.readouterr().err
-    both_given = with_lengths(_eval_cfg(trained, tmp_path, gen_length=32, block_length=8))
+    both_given = with_lengths(_eval_cfg(trained, tmp_path, gen_length=32, block_length=8), trained)
     assert (both_given.gen_length, both_given.block_length) == (32, 8) and not capsys.readouterr().err
-    no_record = with_lengths(_eval_cfg(ckpt, tmp_path, gen_length=None, block_length=None))
+    no_record = with_lengths(_eval_cfg(ckpt, tmp_path, gen_length=None, block_length=None), ckpt)
     assert (no_record.gen_length, no_record.block_length) == (256, 32)
     (trained / TRAINING_RECORD).write_text(json.dumps({"stage": "pretrain", "config": {"gen_length": 16}}))
-    pretrained = with_lengths(_eval_cfg(trained, tmp_path, gen_length=None, block_length=None))
+    pretrained = with_lengths(_eval_cfg(trained, tmp_path, gen_length=None, block_length=None), trained)
     assert (pretrained.gen_length, pretrained.block_length) == (16, 16)  # no blocks in pretraining: one
     assert f"eval: gen_length 16 and block_length 16 as {trained} was trained" in capsys.readouterr().err
-    longer = with_lengths(_eval_cfg(trained, tmp_path, gen_length=32, block_length=None))
+    longer = with_lengths(_eval_cfg(trained, tmp_path, gen_length=32, block_length=None), trained)
     assert (longer.gen_length, longer.block_length) == (32, 32)
+
+
+def test_a_hub_id_is_evaluated_at_the_lengths_its_snapshot_was_trained_with(ckpt, tmp_path, monkeypatch):
+    """`generate` and `compare` read them; eval looked for the record under the id, not the snapshot."""
+    import huggingface_hub.constants as hub
+
+    commit = "0" * 40
+    repo = tmp_path / "hub" / "models--owner--trained"
+    shutil.copytree(ckpt, repo / "snapshots" / commit)
+    (repo / "snapshots" / commit / TRAINING_RECORD).write_text(json.dumps(
+        {"stage": "grpo", "steps": 2, "config": {"gen_length": 16, "block_length": 4}}))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    result = run_evaluation(_eval_cfg("owner/trained", tmp_path / "out", gen_length=None, block_length=None, limit=1,
+                                      warmup=False, strategies="threshold:tau=0.5"))
+    assert (result["metadata"]["settings"]["gen_length"], result["metadata"]["settings"]["block_length"]) == (16, 4)
 
 
 def test_pareto_labels_of_close_settings_do_not_overlap():

@@ -3,6 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU wheel of torch is installed first so pip never pulls a multi-GB CUDA build here.
 TORCH_PIN ?= torch==2.13.0
+# The Python of SANDBOX_BASE (bookworm's is 3.11): uvloop, httptools and pydantic-core are
+# compiled per version. Wheels of several versions can share sandbox/wheels.
+SANDBOX_PYTHON ?= 3.11
 
 .PHONY: demo test lint install clean sandbox-wheels sandbox-image trainer-image
 
@@ -26,7 +29,7 @@ trainer-image:
 
 # The sandbox's integration tests need a Docker engine and the offline image inputs;
 # .ci/docker-setup.sh installs and starts one where none runs (root, Debian).
-test: $(VENV)/.installed sandbox/wheels/.done
+test: $(VENV)/.installed sandbox/wheels/.done-$(SANDBOX_PYTHON)
 	bash .ci/docker-setup.sh
 	$(VENV)/bin/ruff check --output-format concise dultra sandbox components pipelines tests benchmarks
 	$(PY) -m pytest -q
@@ -35,11 +38,12 @@ test: $(VENV)/.installed sandbox/wheels/.done
 SANDBOX_IMAGE ?= dultra-sandbox:latest
 SANDBOX_BASE ?= local/debian-python:bookworm
 
-sandbox/wheels/.done: sandbox/requirements.txt $(VENV)/.installed
-	$(PY) -m pip download -q -d sandbox/wheels -r sandbox/requirements.txt pip
+sandbox/wheels/.done-$(SANDBOX_PYTHON): sandbox/requirements.txt $(VENV)/.installed
+	$(PY) -m pip download -q -d sandbox/wheels --python-version $(SANDBOX_PYTHON) --only-binary=:all: \
+		-r sandbox/requirements.txt pip
 	touch $@
 
-sandbox-wheels: sandbox/wheels/.done
+sandbox-wheels: sandbox/wheels/.done-$(SANDBOX_PYTHON)
 
 sandbox-image: sandbox-wheels
 	docker build -q --build-arg BASE=$(SANDBOX_BASE) -t $(SANDBOX_IMAGE) sandbox

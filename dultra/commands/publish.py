@@ -83,7 +83,7 @@ def _read_mapping(path: Path | None, what: str) -> dict | None:
     if not isinstance(data, dict):
         raise StorageError(f"{what} file {path} must hold a mapping (a JSON object), not {type(data).__name__}")
     try:  # YAML reads 2024-06-01 as a date: the manifest keeps its text
-        return json.loads(json.dumps(data, default=_iso_date))
+        return json.loads(json.dumps(data, default=_iso_date, allow_nan=False))  # .nan, .inf: not JSON
     except (TypeError, ValueError) as err:
         raise StorageError(f"{what} file {path} holds a value JSON cannot: {err}") from None
 

@@ -74,7 +74,7 @@ def publish(
     check_checkpoint(root)  # before `latest` could come to name something no one can load
     for name, value in (("config", config), ("metrics", metrics)):
         try:  # now, as the manifest writes it (sorted keys), not after the whole upload
-            json.dumps(value, sort_keys=True)
+            json.dumps(value, sort_keys=True, allow_nan=False)  # NaN and Infinity are not JSON
         except (TypeError, ValueError) as err:
             raise StorageError(f"the {name} cannot be written to the manifest as JSON: {err}") from None
     base = uri if isinstance(uri, S3Location) else parse_base_uri(uri)

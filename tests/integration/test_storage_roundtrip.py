@@ -178,12 +178,15 @@ def test_publish_refuses_what_the_manifest_cannot_hold_before_uploading(tiny_che
                 options=s3_options)
     with pytest.raises(StorageError, match="the config cannot be written to the manifest as JSON: '<' not supported"):
         publish(tiny_checkpoint_dir, f"s3://{s3_bucket}/m", config={1: "a", "b": 2}, options=s3_options)
+    with pytest.raises(StorageError, match="the metrics cannot be written .* Out of range float values"):
+        publish(tiny_checkpoint_dir, f"s3://{s3_bucket}/m", metrics={"loss": float("nan")}, options=s3_options)
     assert s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="m/").get("KeyCount") == 0  # nothing uploaded
     config = tmp_path / "train.yaml"
-    config.write_text("key: !!binary aGk=\n")
-    assert main(["publish", str(tiny_checkpoint_dir), f"s3://{s3_bucket}/m", "--config", str(config),
-                 "--endpoint-url", s3_options.endpoint_url]) == 2
-    assert f"--config file {config} holds a value JSON cannot: bytes b'hi'" in capsys.readouterr().err
+    for text, message in (("key: !!binary aGk=\n", "bytes b'hi'"), ("lr: .nan\n", "Out of range float values")):
+        config.write_text(text)  # YAML's NaN would be a bare NaN in the manifest: not JSON
+        assert main(["publish", str(tiny_checkpoint_dir), f"s3://{s3_bucket}/m", "--config", str(config),
+                     "--endpoint-url", s3_options.endpoint_url]) == 2
+        assert f"--config file {config} holds a value JSON cannot: {message}" in capsys.readouterr().err
 
 
 def test_publish_refuses_what_is_not_a_checkpoint(tiny_checkpoint_dir, s3_bucket, s3_options, s3_client, tmp_path):

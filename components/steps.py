@@ -127,7 +127,8 @@ def check_settings(config: str, gen_length: int, strategies: str, nodes: int, gp
     except DultraError as err:
         raise ValueError(f"pipeline parameter eval_strategies: {err}") from None
     if nodes < 1 or gpus_per_node < 0:
-        raise ValueError(f"pipeline parameters nodes >= 1 and gpus_per_node >= 0, got {nodes} and {gpus_per_node}")
+        raise ValueError(f"pipeline parameters need nodes >= 1 and gpus_per_node >= 0, got {nodes} and "
+                         f"{gpus_per_node}")
     check_quantity(cpu_per_node, "pipeline parameter cpu_per_node")
     check_quantity(memory_per_node, "pipeline parameter memory_per_node")
     if accelerate_config:

@@ -56,7 +56,7 @@ def _check_numbers(config: LLaDAConfig, vocab_size) -> None:
 
 
 def _product(ratio, d_model):
-    """mlp_ratio x d_model, left as is (for validate_architecture to refuse) unless both are numbers."""
+    """mlp_ratio x d_model; a ratio that is no number is kept, for _check_numbers to name."""
     numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (ratio, d_model))
     return int(ratio * d_model) if numbers else ratio
 

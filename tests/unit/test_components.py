@@ -99,7 +99,7 @@ GOOD = dict(config="configs/tiny.yaml", gen_length=0, strategies="planner:factor
     ({"strategies": "planer:factor=1.0"}, r"parameter eval_strategies: unknown strategy 'planer'"),
     ({"strategies": "threshold:tau=0.9;threshold:tau=0.90"}, r"parameter eval_strategies: strategies given twice"),
     ({"strategies": " ; "}, r"parameter eval_strategies: no strategies to evaluate"),
-    ({"nodes": 0}, r"parameters nodes >= 1 and gpus_per_node >= 0, got 0 and 8"),
+    ({"nodes": 0}, r"parameters need nodes >= 1 and gpus_per_node >= 0, got 0 and 8"),
     ({"cpu_per_node": "lots"}, r"parameter cpu_per_node 'lots' is not a positive Kubernetes quantity"),
     ({"memory_per_node": "512 GB"}, r"parameter memory_per_node '512 GB' is not a positive Kubernetes quantity"),
     ({"memory_per_node": "0"}, r"parameter memory_per_node '0' is not a positive"),

@@ -196,22 +196,14 @@ def test_a_dropped_stream_resumes_without_repeating_lines():
     assert "sinceSeconds" in api.calls("GET", "/log")[1].query
 
 
-def test_a_silent_stream_is_reopened_after_log_idle_s():
+@pytest.mark.parametrize("lines, delay", [
+    (["loading 8B weights", "step 1"], 0.8),  # a silent stream is reopened
+    ([f"step {i}" for i in range(120)], 0.01),  # a busy one is cut, and resumes without losing or repeating lines
+])
+def test_a_stream_is_reopened_after_log_idle_s(lines, delay):
     spec = fast_spec(log_idle_s=0.3)
     job = spec.job_name()
-    logs = {"p1": PodLog(["loading 8B weights", "step 1"], delay=0.8)}
-    phases = [Phase(RUNNING, [pod("pod-running", "p1", job)], until="logs:p1"),
-              Phase(COMPLETE, [pod("pod-succeeded", "p1", job)])]
-    with StandIn(phases, logs) as api:
-        _, node, _ = run(api, spec)
-    assert node == logs["p1"].lines
-    assert len(api.calls("GET", "/log")) >= 3
-
-
-def test_a_stream_cut_after_log_idle_s_resumes_without_losing_or_repeating_lines():
-    spec = fast_spec(log_idle_s=0.3)
-    job = spec.job_name()
-    logs = {"p1": PodLog([f"step {i}" for i in range(120)], delay=0.01)}
+    logs = {"p1": PodLog(lines, delay=delay)}
     phases = [Phase(RUNNING, [pod("pod-running", "p1", job)], until="logs:p1"),
               Phase(COMPLETE, [pod("pod-succeeded", "p1", job)])]
     with StandIn(phases, logs) as api:

@@ -33,7 +33,7 @@ _UNWRAP = re.compile(r"\\(?:text|mbox|mathrm|textbf|mathbf)\s*\{([^{}]*)\}")
 _DRESSING = re.compile(r"\\[!,;: ]|\^\s*\{?\s*\\circ\s*\}?|\\?[$%]")
 _UNSIGNED = r"\d+(?:,\d{3})*(?:\.\d+)?|\.\d+"  # NUMBER without its sign, or ".5"
 # \frac{3}{2}, \dfrac32, 3/2: numerator and denominator in groups num* / den*, at most 20 digits
-_FRACTION = (r"\\[dt]?frac\s*(?:\{\s*(?P<num>\d{1,20})\s*\}|(?P<num1>\d))"
+_FRACTION = (r"\\[dt]?frac\s*(?:\{\s*(?P<nsign>[+-]?)\s*(?P<num>\d{1,20})\s*\}|(?P<num1>\d))"
              r"\s*(?:\{\s*(?P<den>\d{1,20})\s*\}|(?P<den1>\d))|(?P<num2>\d{1,20})\s*/\s*(?P<den2>\d{1,20})")
 _PLAIN_NUMBER = re.compile(
     rf"(?:[A-Za-z]\s*=\s*)?\(?\s*(?P<sign>[+-]?)\s*(?:(?P<number>{_UNSIGNED})|{_FRACTION})\s*\)?"
@@ -76,11 +76,12 @@ def plain_number(answer: str) -> str | None:
     """"72 dollars", "\\text{5 hours}", "$18.", "25%", "30^\\circ", "x = 25" -> the number, and
     "\\frac{3}{2}" -> "3/2"; None unless the answer is one number so dressed (so "3\\sqrt{2}",
     "2, 3", "7 - 2" or "\\frac{50}{2}" give None)."""
+    answer = answer.replace("{,}", ",").replace("\u2212", "-")  # LaTeX's 1{,}000; Unicode's minus sign
     bare = _DRESSING.sub("", _UNWRAP.sub(r" \1 ", answer).replace("~", " "))  # ~: LaTeX's space
     match = _PLAIN_NUMBER.fullmatch(bare.strip())
     if not match:
         return None
-    sign = "-" if match["sign"] == "-" else ""
+    sign = "-" if (match["sign"] == "-") != (match["nsign"] == "-") else ""  # -\frac{-1}{2} is 1/2
     if match["number"]:
         return sign + match["number"]
     num, den = (int(match[part] or match[part + "1"] or match[part + "2"]) for part in ("num", "den"))

@@ -68,6 +68,10 @@ def test_gsm8k_wrong_and_malformed_score_zero(gsm8k):
     ("1.25", "\\boxed{\\frac54}"),
     ("-0.5", "\\boxed{-\\dfrac{1}{2}}"),
     ("0.5", "#### 1/2 cup"),
+    ("1000", "\\boxed{1{,}000}"),                               # LaTeX's thousands separator
+    ("-5", "\\boxed{\u22125}"),                                # Unicode's minus sign
+    ("-0.5", "\\boxed{\\frac{-1}{2}}"),
+    ("0.5", "\\boxed{-\\frac{-1}{2}}"),
 ])
 def test_equivalent_forms_are_correct(reference, completion):
     assert math_correct_reward([completion], answer=[reference]) == [1.0]

@@ -5,8 +5,8 @@
     rows = read_hub("openai/gsm8k", "main", "test")            # needs network and `datasets`
 
 A local path is a file (.jsonl, .jsonl.gz, .json, .parquet) or a folder holding the split
-as `{split}.jsonl`, `{split}.parquet`, ... or Hub-export shards `{split}-*.parquet`
-(directly or under `data/`).
+as `{split}.jsonl`, `{split}.parquet`, ..., Hub-export shards `{split}-*.parquet` (directly
+or under `data/`), or a `{split}/` folder of shards (the Hub's parquet export of a config).
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ def split_files(folder: Path, split: str) -> list[Path]:
         shards = sorted(p for p in base.glob(f"{split}-*") if p.name.endswith(SUFFIXES))
         if shards:
             return shards
+        if (base / split).is_dir() and (shards := sorted(p for p in (base / split).iterdir()
+                                                         if p.is_file() and p.name.endswith(SUFFIXES))):
+            return shards  # refs/convert/parquet: {config}/{split}/0000.parquet, ...
     return []
 
 
@@ -63,8 +66,8 @@ def read_local(path: str | Path, split: str) -> list[dict[str, Any]]:
         files = split_files(path, split)
         if not files:
             raise DataError(
-                f"no '{split}' split in {path}: expected {split}.jsonl, {split}.parquet, ... "
-                f"or {split}-*.parquet shards"
+                f"no '{split}' split in {path}: expected {split}.jsonl, {split}.parquet, ..., "
+                f"{split}-*.parquet shards or a {split}/ folder of them"
             )
     elif path.is_file():
         if not path.name.endswith(SUFFIXES):
@@ -74,11 +77,25 @@ def read_local(path: str | Path, split: str) -> list[dict[str, Any]]:
         raise DataError(f"no data file or folder at {path}")
     rows: list[dict[str, Any]] = []
     for f in files:
-        part = _read_file(f)
+        try:
+            part = _read_file(f)
+        except (OSError, ValueError, EOFError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise DataError(f"cannot read {f}: {_first_line(err)}{_lfs_hint(f)}") from None
         if part and not all(isinstance(r, dict) for r in part):
             raise DataError(f"{f}: every record must be a JSON object")
         rows.extend(part)
     return rows
+
+
+def _first_line(err: Exception) -> str:
+    return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+
+
+def _lfs_hint(path: Path) -> str:
+    """A clone made without git-lfs holds pointer files where the data should be."""
+    with open(path, "rb") as f:
+        pointer = f.read(40).startswith(b"version https://git-lfs")
+    return "; it is a Git LFS pointer, not the data: run `git lfs pull` in the clone" if pointer else ""
 
 
 def read_hub(
@@ -102,6 +119,9 @@ def read_hub(
         ds = None if silence else datasets.load_dataset(repo, config, split=split, revision=revision)
     except (FileNotFoundError, ValueError, ConnectionError, HfHubHTTPError) as err:
         raise DataError(f"cannot load split '{split}' of {repo} from the Hub: {err}") from err
+    except RuntimeError as err:  # datasets >= 4 refuses loading scripts (codeparrot/apps has one)
+        raise DataError(f"cannot load {repo} from the Hub: {_first_line(err)}; download its parquet export "
+                        "(revision refs/convert/parquet) and pass that folder as the data path") from None
     if ds is None:
         raise DataError(f"cannot load {repo}: the Hugging Face Hub ({constants.ENDPOINT}) did not answer, {silence}; "
                         "set HF_HUB_OFFLINE=1 to use a cached copy, or pass a local path")

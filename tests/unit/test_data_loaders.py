@@ -85,6 +85,30 @@ def test_hub_export_shards_in_a_folder(tmp_path):
         load_task("mbpp", "train", path=tmp_path)
 
 
+def test_the_hubs_parquet_export_of_a_config_reads_every_shard(tmp_path):
+    """refs/convert/parquet lays a split out as {config}/{split}/0000.parquet, 0001.parquet, ..."""
+    (tmp_path / "all" / "test").mkdir(parents=True)
+    for n, row in enumerate([MBPP_ROWS[0], {**MBPP_ROWS[0], "task_id": 8}]):
+        pq.write_table(pa.Table.from_pylist([row]), tmp_path / "all" / "test" / f"{n:04d}.parquet")
+    assert [e.id for e in load_task("mbpp", "test", path=tmp_path / "all")] == ["mbpp/7", "mbpp/8"]
+
+
+def test_unreadable_files_and_script_datasets_are_data_errors(tmp_path, monkeypatch):
+    (tmp_path / "test.parquet").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n")
+    with pytest.raises(DataError, match="cannot read .*test.parquet: .*it is a Git LFS pointer, not the data: run "
+                                        "`git lfs pull`"):
+        load_task("mbpp", "test", path=tmp_path)
+    (tmp_path / "test.jsonl.gz").write_text("not gzip")
+    with pytest.raises(DataError, match="cannot read .*test.jsonl.gz: Not a gzipped file"):
+        load_task("mbpp", "test", path=tmp_path / "test.jsonl.gz")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # a loading-script repository, as codeparrot/apps
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    (tmp_path / "apps").mkdir()
+    (tmp_path / "apps" / "apps.py").write_text("import datasets\n")
+    with pytest.raises(DataError, match="Dataset scripts are no longer supported.*parquet export"):
+        read_hub(str(tmp_path / "apps"), None, "test")
+
+
 @pytest.mark.parametrize("task, rows, missing", [
     ("gsm8k", [{"question": "q"}], "answer"),
     ("math500", [{"problem": "p", "level": 1}], "answer or solution"),

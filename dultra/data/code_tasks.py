@@ -53,6 +53,10 @@ def mbpp_examples(rows: Sequence[dict[str, Any]], split: str, task: str = "mbpp"
     require_fields(rows, task, ("task_id", "test_list"), any_of=(("text", "prompt"),))
     out = []
     for row in rows:
+        for field in ("test_list", "test_imports"):  # a string would be read as one test per character
+            if row.get(field) is not None and not isinstance(row[field], list):
+                raise DataError(f"{task}: task {row['task_id']}: {field} must be a list of strings, got "
+                                f"{type(row[field]).__name__}")
         asserts = [str(t) for t in row["test_list"] if str(t).strip()]
         if not asserts:
             raise DataError(f"{task}: task {row['task_id']} has an empty test_list")
@@ -114,12 +118,20 @@ def apps_examples(rows: Sequence[dict[str, Any]], split: str, task: str = "apps"
             io = json.loads(raw) if isinstance(raw, str) and raw.strip() else (raw or {})
         except json.JSONDecodeError as err:
             raise DataError(f"{task}: problem {row['problem_id']}: input_output is not JSON ({err.msg})") from None
+        if not isinstance(io, dict):
+            raise DataError(f"{task}: problem {row['problem_id']}: input_output must be a JSON object with inputs "
+                            f"and outputs, got {type(io).__name__}")
         tests = apps_tests(io)
         if not tests:
             continue
         solutions = row.get("solutions")
         if isinstance(solutions, str):
-            solutions = json.loads(solutions) if solutions.strip() else []
+            try:
+                solutions = json.loads(solutions) if solutions.strip() else []
+            except json.JSONDecodeError as err:
+                raise DataError(f"{task}: problem {row['problem_id']}: solutions is not JSON ({err.msg})") from None
+        if solutions and not (isinstance(solutions, list) and all(isinstance(s, str) for s in solutions)):
+            raise DataError(f"{task}: problem {row['problem_id']}: solutions must be a JSON list of programs")
         out.append(Example(
             id=f"{task}/{split}/{row['problem_id']}", task=task, kind="code",
             prompt=apps_prompt(str(row["question"]), str(row.get("starter_code") or ""), io.get("fn_name")),

@@ -136,6 +136,19 @@ def test_bad_rows_and_sources(tmp_path):
         load_task("humaneval", "train")
 
 
+@pytest.mark.parametrize("task, row, message", [
+    ("mbpp", {**MBPP_ROWS[0], "test_list": "assert f(1) == 2"}, "test_list must be a list of strings, got str"),
+    ("mbpp", {**MBPP_ROWS[0], "test_imports": "import math"}, "test_imports must be a list of strings, got str"),
+    ("apps", {**APPS_ROWS[0], "input_output": "[1, 2]"}, "input_output must be a JSON object .* got list"),
+    ("apps", {**APPS_ROWS[0], "solutions": "[not json"}, "solutions is not JSON"),
+    ("apps", {**APPS_ROWS[0], "solutions": "{\"a\": 1}"}, "solutions must be a JSON list of programs"),
+])
+def test_malformed_code_rows_are_data_errors(tmp_path, task, row, message):
+    """A string test_list became one assert per character, and every completion scored 0."""
+    with pytest.raises(DataError, match=message):
+        load_task(task, "test", path=write_jsonl(tmp_path / "rows.jsonl", [row]))
+
+
 def test_examples_round_trip_through_jsonl(tmp_path):
     examples = load_task("humaneval", "test", limit=3) + load_task("gsm8k", "test", path=GSM8K, limit=3)
     path = write_examples(examples, tmp_path / "mixed.jsonl")

@@ -85,8 +85,8 @@ def load_task(
 ) -> list[Example]:
     """Examples of one split of a task, in dataset order (see the module doc for sources)."""
     task_kind(name)  # unknown names fail here, with the list of known ones
-    if limit is not None and limit < 0:
-        raise ConfigError(f"limit must be >= 0, got {limit}")
+    if limit is not None and limit < 1:  # 0 read as "no rows", not as "all" as the CLI's 0 means
+        raise ConfigError(f"limit must be >= 1 (None: all), got {limit}")
     if name in synthetic.TASKS:
         examples = _load_synthetic(name, split, path, limit)
     else:

@@ -211,6 +211,10 @@ def run_evaluation(cfg: EvalConfig) -> dict:
         examples = load_task(cfg.task, cfg.split, path=cfg.data, limit=cfg.limit or None)
     if not examples:
         raise DataError(f"no examples to evaluate in {cfg.examples or cfg.data or cfg.task} ({cfg.split})")
+    if repeated := sorted(i for i, n in Counter(ex.id for ex in examples).items() if n > 1):
+        raise DataError(f"example ids repeat in {cfg.examples or cfg.data or cfg.task} ({', '.join(repeated[:3])}"
+                        f"{', ...' if len(repeated) > 3 else ''}): samples are recorded and resumed by id, so give "
+                        "each example its own")
     with contextlib.ExitStack() as stack:
         runner = None
         if any(ex.kind == "code" for ex in examples):

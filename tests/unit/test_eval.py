@@ -158,6 +158,14 @@ def test_a_hub_id_is_evaluated_at_the_lengths_its_snapshot_was_trained_with(ckpt
     assert (result["metadata"]["settings"]["gen_length"], result["metadata"]["settings"]["block_length"]) == (16, 4)
 
 
+def test_repeated_example_ids_are_refused(ckpt, tmp_path):
+    """Samples are recorded and resumed by id: a resume skipped the second of two."""
+    examples = load_task("synthetic-math", "test", limit=3)
+    data = write_examples([examples[0], examples[1], replace(examples[2], id=examples[0].id)], tmp_path / "d.jsonl")
+    with pytest.raises(DataError, match=f"example ids repeat in .*d.jsonl \\({examples[0].id}\\)"):
+        run_evaluation(_eval_cfg(ckpt, tmp_path / "out", examples=str(data)))
+
+
 def test_pareto_labels_of_close_settings_do_not_overlap():
     def row(strategy, nfe, accuracy):
         return {"strategy": strategy, "method": strategy.partition(":")[0], "nfe": nfe, "accuracy": accuracy}

@@ -39,6 +39,10 @@ def prepare_data(task: str, train_size: int, eval_size: int, data_path: str, tra
     """Training and held-out examples of a task as JSONL artifacts; returns their sizes."""
     from dultra.data import load_task, write_examples
 
+    if data_path and Path(data_path).is_file():  # one file holds no splits: GRPO would train on the test set
+        raise ValueError(f"pipeline parameter data_path: {data_path} is one file, read as both the train and the "
+                         "test split; give a folder with a train and a test file (train.jsonl, test.parquet, ...)")
+
     train = load_task(task, "train", path=data_path or None, limit=train_size or None)
     test = load_task(task, "test", path=data_path or None, limit=eval_size or None)
     write_examples(train, train_out)

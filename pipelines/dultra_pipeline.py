@@ -130,7 +130,7 @@ def build_pipeline(workspace: str = WORKSPACE_MOUNT):
             base_model: `tiny` trains the embedded default from scratch; otherwise a base checkpoint: a directory on the workspace volume (an official LLaDA or dUltra checkpoint) or a Hugging Face Hub id such as GSAI-ML/LLaDA-8B-Instruct (owner/name[@revision]).
             task: training and evaluation task: synthetic-math, synthetic-code, gsm8k, math500, humaneval, mbpp or apps.
             config: training config file in the trainer image (configs/tiny.yaml, configs/llada-8b-math.yaml, configs/llada-8b-code.yaml).
-            data_path: local dataset files instead of the Hugging Face Hub (empty: the Hub).
+            data_path: a folder on the workspace volume holding the task's train and test splits (train.jsonl, test.parquet, ...) instead of the Hugging Face Hub (empty: the Hub).
             train_size: training examples (0: the whole split; synthetic tasks: the generator's default).
             eval_size: held-out examples evaluated.
             pretrain_steps: tiny-base pretraining steps (0: the config's).

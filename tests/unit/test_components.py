@@ -44,6 +44,13 @@ def test_prepare_data_writes_disjoint_splits(tmp_path):
     assert not {e.prompt for e in train} & {e.prompt for e in test}
 
 
+def test_one_data_file_is_refused_as_it_would_be_both_splits(tmp_path):
+    with pytest.raises(ValueError, match=r"data_path: .*test.jsonl is one file, read as both the train and the "
+                                         r"test split"):
+        prepare_data("gsm8k", 0, 0, str(GSM8K / "test.jsonl"), str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"))
+    assert not (tmp_path / "a.jsonl").exists()
+
+
 def test_gsm8k_from_the_shared_copy(tmp_path):
     prepare_data("gsm8k", 20, 5, str(GSM8K), str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"))
     assert read_examples(tmp_path / "b.jsonl")[0].answer == "18"

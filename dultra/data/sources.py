@@ -79,6 +79,8 @@ def read_local(path: str | Path, split: str) -> list[dict[str, Any]]:
     for f in files:
         try:
             part = _read_file(f)
+        except DataError:
+            raise
         except (OSError, ValueError, EOFError) as err:  # pyarrow's ArrowInvalid is a ValueError
             raise DataError(f"cannot read {f}: {_first_line(err)}{_lfs_hint(f)}") from None
         if part and not all(isinstance(r, dict) for r in part):

@@ -128,7 +128,7 @@ def test_bad_rows_and_sources(tmp_path):
     with pytest.raises(DataError, match="no data file or folder"):
         load_task("gsm8k", "test", path=tmp_path / "nope")
     (tmp_path / "bad.jsonl").write_text('{"question": "q"\n')
-    with pytest.raises(DataError, match="bad.jsonl:1: not JSON"):
+    with pytest.raises(DataError, match="^[^ ]*bad.jsonl:1: not JSON"):
         load_task("gsm8k", "test", path=tmp_path / "bad.jsonl")
     with pytest.raises(ConfigError, match="unknown task 'gsm9k'; known tasks: gsm8k"):
         load_task("gsm9k", "test")

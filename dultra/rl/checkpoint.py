@@ -80,7 +80,7 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 def read_state(directory: Path) -> dict[str, Any]:
-    """A checkpoint's trainer_state.json ({"step", "stage", "data", "config"})."""
+    """A checkpoint's trainer_state.json ({"step", "stage", "data", "config", "processes"})."""
     try:
         state = json.loads((directory / STATE_FILE).read_text())
         if not isinstance(state, dict) or not isinstance(state.get("step"), int):
@@ -105,6 +105,11 @@ def start_point(accelerator: Accelerator, name: str, stage: str, output_dir: str
                           "nothing to resume")
         return final, None
     checkpoint = resume_checkpoint(output_dir, resume, config, stage)
+    saved_on = read_state(checkpoint).get("processes") if checkpoint else None  # checkpoints before 2026-12-07: None
+    if saved_on not in (None, accelerator.num_processes):  # batch settings count per process
+        raise ConfigError(f"{checkpoint} was saved by a run on {saved_on} processes and this one has "
+                          f"{accelerator.num_processes}: per-process batches would change the global batch mid-run "
+                          f"(and the data order); resume it on {saved_on} processes, or choose another output_dir")
     if resume and checkpoint is None:
         accelerator.print(f"{name}: no checkpoint in {output_dir}: starting afresh")
     if accelerator.is_main_process:

@@ -57,7 +57,8 @@ def run_steps(accelerator: Accelerator, name: str, stage: str, cfg, stream: Exam
             stopping = done < cfg.steps and stop.agreed(accelerator)  # the signal's number, or 0
             if stopping or checkpoint_due(done, cfg.save_every, cfg.steps):
                 save_checkpoint(accelerator, cfg.output_dir, done,
-                                {"stage": stage, "data": stream.state(), "config": config})
+                                {"stage": stage, "data": stream.state(), "config": config,
+                                 "processes": accelerator.num_processes})
                 # A signal during the save stops here too, not a step later.
                 stopping = stopping or (done < cfg.steps and stop.agreed(accelerator))
             if stopping:

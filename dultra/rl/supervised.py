@@ -11,6 +11,7 @@ run refuses an output_dir that holds checkpoints (dultra.rl.checkpoint.start_poi
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -133,6 +134,8 @@ def store_frozen_weights(model: torch.nn.Module, accelerator: Accelerator, name:
 
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
     """A seed that depends only on (seed, step, rank): resumable randomness, distinct per process."""
+    if rank >= 101:  # the formula below would give (step, rank) the seed of (step + 1, rank - 101)
+        return torch_seed(int.from_bytes(hashlib.sha256(f"{seed}/{step}/{rank}".encode()).digest()[:8], "little"))
     return torch_seed((seed * 1_000_003 + step) * 101 + rank)
 
 

@@ -681,6 +681,13 @@ def test_supervised_resume_restores_the_lr_schedule(checkpoint, tmp_path):
     shutil.rmtree(tmp_path / "final")  # killed before its final model was saved
     run(tmp_path, 4, resume=True)  # steps 3 and 4 again, from the restored schedule
     assert [r["lr"] for r in read_metrics(tmp_path)] == straight
+    # Batches count per process: a resume on another number of them changed the global batch.
+    state = tmp_path / "checkpoints" / "step-00000004" / "trainer_state.json"
+    assert json.loads(state.read_text())["processes"] == 1
+    state.write_text(json.dumps(json.loads(state.read_text()) | {"processes": 2}))
+    with pytest.raises(ConfigError, match="was saved by a run on 2 processes and this one has 1: .* resume it on 2 "
+                                          "processes"):
+        run(tmp_path, 6, resume=True)
 
 
 def _earlier_run(out):
@@ -706,6 +713,9 @@ def test_step_seeds_of_any_config_seed_seed_a_generator_and_a_decode():
         step_generator(seed, 9, 3)
         ExampleStream(generate("synthetic-math", "train", n=4), batch_size=2, seed=seed).next()
         check_settings(DecodeConfig(gen_length=8, block_length=8, seed=step_seed(seed, 9, 3)), Threshold(0.5))
+    # 101 processes and more (13 nodes of 8 GPUs) drew another step's seeds: (0, 0, 101) was (0, 1, 0)'s.
+    seeds = {step_seed(0, step, rank) for step in range(6) for rank in range(256)}
+    assert len(seeds) == 6 * 256
 
 
 def test_weight_decay_spares_biases_and_norm_gains_as_the_reference_trainer():

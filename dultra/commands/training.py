@@ -26,6 +26,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     config_cls, entry = stage(args.stage)
-    print(entry(load_config(config_cls, args.config, section=args.stage, flags=args)))
+    final = entry(load_config(config_cls, args.config, section=args.stage, flags=args))
+    if PartialState().is_main_process:  # once, not once per process
+        print(final)
     return 0

@@ -188,6 +188,9 @@ def run_supervised(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if metrics:  # the loss function's, means over the processes (rank 0's alone otherwise)
+            means = accelerator.reduce(torch.tensor(list(metrics.values()), device=accelerator.device), "mean")
+            metrics = dict(zip(metrics, means.tolist(), strict=True))
         metrics = {f"{name}/loss": accelerator.reduce(loss.detach(), "mean").item(), **metrics,
                    "lr": scheduler.get_last_lr()[0], "seconds/step": time.perf_counter() - began}
         if grad_norm is not None:

@@ -313,7 +313,21 @@ class GRPOTrainer:
             if grad_norm is not None:
                 out["grad_norm"] = float(grad_norm)
         out["replayed_rows"] = float(len(rows))
-        return out
+        return self._over_processes(out)
+
+    # How each update metric combines over processes (each process logs its own otherwise).
+    _COMBINE = {"onpolicy/max_abs_log_ratio": "max", "replay_forwards": "max", "clip_fraction": "mean",
+                "replayed_rows": "sum"}
+
+    def _over_processes(self, local: dict[str, float]) -> dict[str, float]:
+        """`local` update metrics combined over all processes (_COMBINE); the rest (grad_norm:
+        already global) as they are."""
+        if self.acc.num_processes == 1:
+            return local
+        names = [n for n in self._COMBINE if n in local]
+        values = self.acc.gather(torch.tensor([[local[n] for n in names]], device=self.acc.device)).float()
+        ops = {"max": values.amax(0), "mean": values.mean(0), "sum": values.sum(0)}
+        return {**local, **{n: float(ops[self._COMBINE[n]][i]) for i, n in enumerate(names)}}
 
     def _most(self, n: int) -> int:
         """The largest n over all processes."""

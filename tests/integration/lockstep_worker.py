@@ -15,7 +15,8 @@ a cache, a replay pack runs a block's forwards before its one backward. hsdp: th
 shard, as configs/accelerate/hsdp.yaml does across nodes).
 
 trainer: three GRPO steps of GRPOTrainer (accelerate on the CPU wraps the model in DDP, as
-FSDP needs a GPU there), counting the model forwards of each phase on this process.
+FSDP needs a GPU there), counting the model forwards of each phase on this process, and
+the update metrics it would log.
 
 schedule: three updates of `dultra pretrain` and of GRPOTrainer, both with a 4-update LR
 warmup; the learning rates their metrics logged.
@@ -128,7 +129,9 @@ def trainer(out_path: str, checkpoint: str, cache: str) -> None:
     def own_update(traj, adv, keep):
         rows = (adv != 0).nonzero().squeeze(1)
         steps[-1]["replay_alone"] = replay_forwards(traj.select(rows if len(rows) else rows.new_zeros(1)))
-        return update(traj, adv, keep)
+        steps[-1]["rows_alone"] = max(len(rows), 1)
+        steps[-1]["logged"] = update(traj, adv, keep)
+        return steps[-1]["logged"]
 
     module.rollout, run.update = own_rollout, own_update
     for step in range(cfg.steps):

@@ -103,6 +103,9 @@ def test_grpo_trainer_processes_run_as_many_forwards_in_every_phase(tmp_path, ti
             assert s0[phase] == s1[phase] == max(s0[f"{phase}_alone"], s1[f"{phase}_alone"])
             differs[phase] |= s0[f"{phase}_alone"] != s1[f"{phase}_alone"]
     assert differs == {"rollout": True, "replay": True}  # otherwise nothing was tested
+    for s0, s1 in zip(r0["steps"], r1["steps"], strict=True):  # update metrics over both processes, not rank 0's
+        assert s0["logged"] == s1["logged"]
+        assert s0["logged"]["replayed_rows"] == s0["rows_alone"] + s1["rows_alone"]
 
 
 def test_grpo_trainer_with_cached_rollouts_replays_on_policy_in_step(tmp_path, tiny_tokenizer):

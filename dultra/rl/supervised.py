@@ -188,7 +188,7 @@ def run_supervised(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if metrics:  # the loss function's, means over the processes (rank 0's alone otherwise)
+        if metrics and accelerator.num_processes > 1:  # the loss function's, means over the processes
             means = accelerator.reduce(torch.tensor(list(metrics.values()), device=accelerator.device), "mean")
             metrics = dict(zip(metrics, means.tolist(), strict=True))
         metrics = {f"{name}/loss": accelerator.reduce(loss.detach(), "mean").item(), **metrics,

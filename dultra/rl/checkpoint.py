@@ -105,7 +105,7 @@ def start_point(accelerator: Accelerator, name: str, stage: str, output_dir: str
                           "nothing to resume")
         return final, None
     checkpoint = resume_checkpoint(output_dir, resume, config, stage)
-    saved_on = read_state(checkpoint).get("processes") if checkpoint else None  # checkpoints before 2026-12-07: None
+    saved_on = read_state(checkpoint).get("processes") if checkpoint else None  # older checkpoints do not say
     if saved_on not in (None, accelerator.num_processes):  # batch settings count per process
         raise ConfigError(f"{checkpoint} was saved by a run on {saved_on} processes and this one has "
                           f"{accelerator.num_processes}: per-process batches would change the global batch mid-run "

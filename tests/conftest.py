@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from dultra.model import LLaDAModelLM
@@ -16,6 +18,15 @@ def _isolated_cache(tmp_path_factory):
     mp.setenv("DULTRA_CACHE", str(tmp_path_factory.mktemp("dultra-cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_delivered():
+    """Ctrl-C tests need SIGINT: a shell starts background jobs (`make test &`) with it ignored,
+    and Python then never raises KeyboardInterrupt, here or in the commands the tests start."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
 
 
 @pytest.fixture

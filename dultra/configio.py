@@ -27,6 +27,11 @@ import yaml
 
 from dultra.errors import ConfigError
 
+# Whether a value is of a setting's kind (a bool is no number here): strategies, DecodeConfig, LLaDAConfig.
+IS_KIND = {"bool": lambda v: isinstance(v, bool), "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+           "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+           "str": lambda v: isinstance(v, str)}
+
 
 def doc(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field with a one-line help text."""

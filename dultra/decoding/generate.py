@@ -35,6 +35,7 @@ from typing import Literal
 import torch
 import torch.distributed as dist
 
+from dultra.configio import IS_KIND
 from dultra.decoding.graphs import captured_steps
 from dultra.decoding.step import (
     attention_inputs,
@@ -43,7 +44,7 @@ from dultra.decoding.step import (
     gumbel_noise,
     model_config,
 )
-from dultra.decoding.strategies import IS_KIND, BlockView, Strategy, parse_strategy
+from dultra.decoding.strategies import BlockView, Strategy, parse_strategy
 from dultra.decoding.trajectory import Recorder, Trajectory
 from dultra.errors import ConfigError
 from dultra.model import LLaDAConfig

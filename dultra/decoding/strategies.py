@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import torch
 
+from dultra.configio import IS_KIND
 from dultra.decoding import rules
 from dultra.errors import ConfigError
 
@@ -192,10 +193,6 @@ class EntropyBounded(Strategy):
 
 
 _KINDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
-# Whether a value is of a setting's kind (a bool is no number here), for strategies and DecodeConfig.
-IS_KIND = {"bool": lambda v: isinstance(v, bool), "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-           "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-           "str": lambda v: isinstance(v, str)}
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (PlannerGreedy, PlannerSample, Threshold, Factor, LowConfidence, EntropyBounded)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+from dultra.configio import IS_KIND
 from dultra.errors import ConfigError
 
 # (field, value we require, why) for official fields that select an architecture variant.
@@ -37,28 +38,23 @@ _SIZES = ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size", "vo
           "max_sequence_length", "num_head_layers")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_numbers(config: LLaDAConfig, vocab_size) -> None:
     """ConfigError for a size or rate of the wrong kind (null, "128", 0), which would fail deep
     inside the model, some only at the first forward."""
     for field in _SIZES:
         value = vocab_size if field == "vocab_size" else getattr(config, field)
         at_least = 0 if field == "num_head_layers" else 1
-        if not _is_int(value) or value < at_least:
+        if not IS_KIND["int"](value) or value < at_least:
             raise ConfigError(f"LLaDA config has {field}={value!r}: it must be an integer >= {at_least}.")
     for field in ("rope_theta", "rms_norm_eps"):
         value = getattr(config, field)
-        if not (isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf")):
+        if not (IS_KIND["float"](value) and 0 < value < float("inf")):
             raise ConfigError(f"LLaDA config has {field}={value!r}: it must be a number > 0.")
 
 
 def _product(ratio, d_model):
     """mlp_ratio x d_model; a ratio that is no number is kept, for _check_numbers to name."""
-    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (ratio, d_model))
-    return int(ratio * d_model) if numbers else ratio
+    return int(ratio * d_model) if IS_KIND["float"](ratio) and IS_KIND["float"](d_model) else ratio
 
 
 class LLaDAConfig(PretrainedConfig):

@@ -247,7 +247,7 @@ def last_metrics(stage_dir: str | Path, keys: tuple[str, ...] = ("reward/total",
 def decode_lengths(config: str, gen_length: int, block_length: int) -> tuple[int, int]:
     """gen/block length for evaluation: the given ones, else those GRPO trained with."""
     from dultra.configio import load_config
-    from dultra.rl.trainer import TrainConfig
+    from dultra.rl.config import TrainConfig
 
     trained = load_config(TrainConfig, resolve_config(config), section="train")
     return gen_length or trained.gen_length, block_length or trained.block_length
@@ -256,7 +256,8 @@ def decode_lengths(config: str, gen_length: int, block_length: int) -> tuple[int
 def evaluate(model_dir: str, examples_path: str, task: str, strategies: str, gen_length: int, block_length: int,
              sandbox_url: str, out_dir: str) -> dict:
     """`dultra eval` on the held-out examples: report files in out_dir (resumes when retried)."""
-    from dultra.eval.run import EvalConfig, run_evaluation
+    from dultra.eval.config import EvalConfig
+    from dultra.eval.run import run_evaluation
 
     return run_evaluation(EvalConfig(
         model=model_dir, task=task, examples=examples_path, strategies=strategies, gen_length=gen_length,

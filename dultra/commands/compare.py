@@ -12,12 +12,7 @@ import argparse
 import sys
 import time
 
-import torch
-
-from dultra.decoding import DecodeConfig, generate, parse_strategy
-from dultra.decoding.generate import check_layout, lengths_for
-from dultra.model.loading import load_model, load_tokenizer, read_config, resolve, stop_token_ids
-from dultra.model.tokenizer import encode_prompts
+from dultra.commands.generate import add_device_arguments, device_and_dtype
 
 STRATEGIES = (
     "planner:factor=1.0", "planner:factor=2.0", "planner-sample", "threshold:tau=0.9",
@@ -26,8 +21,6 @@ STRATEGIES = (
 
 
 def register(subparsers) -> None:
-    from dultra.commands.generate import device_arg
-
     p = subparsers.add_parser("compare", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny", help="`tiny`, a checkpoint directory or a Hub id")
@@ -36,14 +29,24 @@ def register(subparsers) -> None:
                                                   "was trained, else 64)")
     p.add_argument("--block-length", type=int, help="block size (default: as a dultra-trained checkpoint "
                                                     "was trained, else 16)")
-    p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="torch device (default: cuda when there is a GPU)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")
+    add_device_arguments(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from dultra.decoding import DecodeConfig, generate, parse_strategy
+    from dultra.decoding.generate import check_layout, lengths_for
+    from dultra.model.loading import (
+        load_model,
+        load_tokenizer,
+        read_config,
+        resolve,
+        stop_token_ids,
+    )
+    from dultra.model.tokenizer import encode_prompts
+
     # Everything that can be checked without the weights is checked before loading them, as in generate.
     path = resolve(args.model)
     gen, block, note = lengths_for(path, args.gen_length, args.block_length, defaults=(64, 16))
@@ -58,17 +61,16 @@ def run(args: argparse.Namespace) -> int:
     ids, mask = encode_prompts(tokenizer, [args.prompt], pad_token_id=model_config.pad_token_id)
     for strategy in strategies:
         check_layout(model_config, ids.shape[1], config, strategy)
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if args.device.startswith("cuda") else
-                                                           torch.float32)
-    model = load_model(path, dtype=dtype, device=args.device)
-    ids, mask = ids.to(args.device), mask.to(args.device)
-    print(f"{args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {args.device}), "
+    device, dtype = device_and_dtype(args)
+    model = load_model(path, dtype=dtype, device=device)
+    ids, mask = ids.to(device), mask.to(device)
+    print(f"{args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, {device}), "
           f"prompt {args.prompt!r}, gen {gen}, block {block}{f' ({note})' if note else ''}\n")
     print(f"{'strategy':<26}{'NFE':>5}{'TPF':>7}{'ms':>8}  completion")
     for strategy in strategies:
         start = time.perf_counter()
         out = generate(model, ids, mask, strategy, config)
-        if args.device.startswith("cuda"):
+        if device.startswith("cuda"):
             torch.cuda.synchronize()
         ms = (time.perf_counter() - start) * 1e3
         text = out.texts(tokenizer)[0]

@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 
 from dultra.configio import add_config_flags, load_config
+from dultra.eval.config import EvalConfig
 
 
 def register(subparsers) -> None:
-    from dultra.eval.run import EvalConfig
-
     p = subparsers.add_parser("eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file with an `eval` section")
     add_config_flags(p, EvalConfig)
@@ -22,7 +21,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dultra.eval.run import EvalConfig, run_evaluation
+    from dultra.eval.run import run_evaluation
 
     result = run_evaluation(load_config(EvalConfig, args.config, section="eval", flags=args))
     print(f"{'strategy':<26}{'acc %':>7}{'NFE':>8}{'TPF':>7}{'tok/s':>9}  (batch {result['rows'][0]['batch_size']})")

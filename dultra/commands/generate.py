@@ -10,23 +10,16 @@ import argparse
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    from dultra.decoding.strategies import Strategy
 
-from dultra.decoding import DecodeConfig, Strategy, generate
-from dultra.decoding.generate import CACHES, check_layout, lengths_for
-from dultra.decoding.strategies import STRATEGIES
-from dultra.errors import ConfigError
-from dultra.model.device import check_device
-from dultra.model.loading import (
-    load_model,
-    load_tokenizer,
-    read_config,
-    resolve,
-    stop_token_ids,
-    untrained_planner,
-)
-from dultra.model.tokenizer import encode_prompts
+# The --strategy and --cache choices, written out so that `--help` and a mistyped option do
+# not wait seconds for torch, which the decoding package imports (tests/unit/test_cli.py
+# checks them against its STRATEGIES and CACHES). The rest is imported when a command runs.
+STRATEGY_NAMES = ("planner", "planner-sample", "threshold", "factor", "low-confidence", "entropy")
+CACHE_KINDS = ("none", "prefix", "dual")
 
 
 def register(subparsers) -> None:
@@ -37,7 +30,7 @@ def register(subparsers) -> None:
                         "or ours) or a Hugging Face Hub id (GSAI-ML/LLaDA-8B-Instruct, sengi/dUltra-math)")
     p.add_argument("--prompt", required=True, help="the user message")
     p.add_argument("--strategy", default="planner",
-                   choices=list(STRATEGIES),
+                   choices=STRATEGY_NAMES,
                    help="unmasking strategy (default: planner, the dUltra planner-greedy rule)")
     p.add_argument("--gen-length", type=int, default=None,
                    help="completion length in tokens (default: as dultra trained the checkpoint, else 256)")
@@ -52,24 +45,40 @@ def register(subparsers) -> None:
     p.add_argument("--no-chat-template", action="store_true", help="feed the prompt raw, without the chat template")
     p.add_argument("--early-stop", action="store_true",
                    help="end once an EOS is decoded and all before it is revealed (default: decode every position, as the reference)")
-    p.add_argument("--cache", default="none", choices=CACHES,
+    p.add_argument("--cache", default="none", choices=CACHE_KINDS,
                    help="reuse keys/values within a block (Fast-dLLM): prefix recomputes the block and what "
                         "follows, dual only the block; faster, approximate (default: none, exact)")
-    p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="torch device (default: cuda when there is a GPU)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")
+    add_device_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(run=run)
 
 
+def add_device_arguments(p: argparse.ArgumentParser) -> None:
+    """--device and --dtype, read by `device_and_dtype`."""
+    p.add_argument("--device", type=device_arg, default=None, help="torch device (default: cuda when there is a GPU)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")
+
+
 def device_arg(name: str) -> str:
     """A torch device this machine has (argparse type)."""
+    from dultra.errors import ConfigError
+    from dultra.model.device import check_device
+
     try:
         check_device(name)
     except ConfigError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return name
+
+
+def device_and_dtype(args: argparse.Namespace):
+    """(device name, torch dtype) of --device and --dtype, with their defaults."""
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return device, getattr(torch, args.dtype) if args.dtype else (
+        torch.bfloat16 if device.startswith("cuda") else torch.float32)
 
 
 # Each strategy option: the setting it gives, and the strategies that have that setting.
@@ -81,6 +90,8 @@ STRATEGY_OPTIONS = {
 
 def strategy_from_args(args: argparse.Namespace) -> Strategy:
     """The strategy with its option or its default; an option of another strategy is noted as ignored."""
+    from dultra.decoding.strategies import STRATEGIES
+
     given = {}  # unset: the strategy's default
     for option, (setting, strategies) in STRATEGY_OPTIONS.items():
         if (value := getattr(args, option)) is None:
@@ -97,13 +108,29 @@ def strategy_from_args(args: argparse.Namespace) -> Strategy:
 
 def decode_lengths(path, args: argparse.Namespace) -> None:
     """Unset --gen-length / --block-length filled in (lengths_for)."""
+    from dultra.decoding.generate import lengths_for
+
     args.gen_length, args.block_length, note = lengths_for(path, args.gen_length, args.block_length)
     if note:
         print(f"dultra: {note}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
+    import torch
+
+    from dultra.decoding import DecodeConfig, generate
+    from dultra.decoding.generate import check_layout
+    from dultra.model.loading import (
+        load_model,
+        load_tokenizer,
+        read_config,
+        resolve,
+        stop_token_ids,
+        untrained_planner,
+    )
+    from dultra.model.tokenizer import encode_prompts
+
+    device, dtype = device_and_dtype(args)
     # Everything that can be checked without the weights is checked before loading them.
     path = resolve(args.model)
     decode_lengths(path, args)
@@ -120,11 +147,11 @@ def run(args: argparse.Namespace) -> int:
     ids, mask = encode_prompts(tokenizer, [args.prompt], chat_template=not args.no_chat_template,
                                pad_token_id=model_config.pad_token_id)
     check_layout(model_config, ids.shape[1], config, strategy)
-    model = load_model(path, dtype=dtype, device=args.device)
-    ids, mask = ids.to(args.device), mask.to(args.device)
+    model = load_model(path, dtype=dtype, device=device)
+    ids, mask = ids.to(device), mask.to(device)
     start = time.perf_counter()
     out = generate(model, ids, mask, strategy, config)
-    if args.device.startswith("cuda"):
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     n = int(out.lengths[0])

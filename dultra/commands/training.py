@@ -12,16 +12,15 @@ from __future__ import annotations
 import argparse
 
 from dultra.configio import add_config_flags, load_config
-from dultra.rl.stages import STAGES, stage
+from dultra.rl.stages import STAGES, config_class, stage
 
 
 def register(subparsers) -> None:
     for name, about in STAGES.items():
-        config_cls, _ = stage(name)
         p = subparsers.add_parser(name, description=f"{about.help}. Settings come from the "
                                   f"`{name}` section of --config, then from the flags below.")
         p.add_argument("--config", help=f"YAML file with a `{name}` section (e.g. configs/tiny.yaml)")
-        add_config_flags(p, config_cls)
+        add_config_flags(p, config_class(name))
         p.set_defaults(run=run, stage=name)
 
 

@@ -1,5 +1,7 @@
 """Evaluation: accuracy, NFE, TPF and speed per strategy, AUP, the Pareto report."""
 
-from dultra.eval.accuracy import EvalResult, SampleRecord, evaluate
+from dultra.lazy import lazy_exports
+
+__getattr__ = lazy_exports(__name__, {"accuracy": ("EvalResult", "SampleRecord", "evaluate")})
 
 __all__ = ["EvalResult", "SampleRecord", "evaluate"]

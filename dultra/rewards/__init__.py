@@ -4,23 +4,29 @@
     from dultra.rewards import RewardScorer, example_fields, productive_steps
 
 The production code runner is `dultra.rewards.sandbox_client.SandboxClient` (the sandbox
-service, or in-process workers without a URL).
+service, or in-process workers without a URL). The weights and `RewardConfig` import with
+the package; the rest when first used (the scorer and the teacher import torch).
 """
 
-from dultra.rewards.code_correct import CodeReward
+from dultra.lazy import lazy_exports
 from dultra.rewards.combine import (
     COMPONENTS,
+    RewardConfig,
     RewardWeights,
     UnscorableBatchError,
     combine,
     scorable_mask,
 )
-from dultra.rewards.distill import DistillReward, Teacher, completion_log_likelihood, load_teacher
-from dultra.rewards.format import format_reward
-from dultra.rewards.math_correct import math_correct_reward
-from dultra.rewards.runner import CodeRunner, SandboxUnavailable
-from dultra.rewards.scorer import RewardConfig, RewardScorer, ScoredBatch, example_fields
-from dultra.rewards.steps import productive_steps, step_penalty
+
+__getattr__ = lazy_exports(__name__, {
+    "code_correct": ("CodeReward",),
+    "distill": ("DistillReward", "Teacher", "completion_log_likelihood", "load_teacher"),
+    "format": ("format_reward",),
+    "math_correct": ("math_correct_reward",),
+    "runner": ("CodeRunner", "SandboxUnavailable"),
+    "scorer": ("RewardScorer", "ScoredBatch", "example_fields"),
+    "steps": ("productive_steps", "step_penalty"),
+})
 
 __all__ = [
     "COMPONENTS", "CodeReward", "CodeRunner", "DistillReward", "RewardConfig", "RewardScorer",

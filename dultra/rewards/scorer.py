@@ -13,55 +13,19 @@ teacher is given), since processes sum them together.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dultra.configio import doc
 from dultra.data.example import Example
 from dultra.errors import ConfigError
 from dultra.rewards.code_correct import CodeReward
-from dultra.rewards.combine import RewardWeights, combine, scorable_mask
+from dultra.rewards.combine import RewardConfig, combine, scorable_mask
 from dultra.rewards.distill import DistillReward, Teacher
 from dultra.rewards.format import format_reward, per_completion
 from dultra.rewards.math_correct import math_correct_reward
 from dultra.rewards.runner import CodeRunner
 from dultra.rewards.steps import step_penalty
-
-
-@dataclass(frozen=True)
-class RewardConfig:
-    """Reward settings of a GRPO run (defaults: dultra.md section 5)."""
-
-    math: RewardWeights = doc(factory=lambda: RewardWeights.for_kind("math"), help="weights for math tasks")
-    code: RewardWeights = doc(factory=lambda: RewardWeights.for_kind("code"), help="weights for code tasks")
-    max_unscorable_fraction: float = doc(0.25, "fail the step if more of a batch cannot be scored")
-    code_workers: int = doc(8, "concurrent sandbox requests")
-
-    def resolve(self, train_planner: bool, has_teacher: bool) -> RewardConfig:
-        """Unset weights filled in for a run whose planner trains or not, with a teacher or not
-        (RewardWeights.resolve)."""
-        return dataclasses.replace(self, math=self.math.resolve(train_planner, has_teacher),
-                                   code=self.code.resolve(train_planner, has_teacher))
-
-    def check(self, kinds: Iterable[str], has_teacher: bool) -> None:
-        """Fail before training when a weight is negative (it would reward wrong answers or slow
-        decoding), when a task kind of the data weights a reward without its model, or when
-        max_unscorable_fraction is no fraction."""
-        if not 0 <= self.max_unscorable_fraction <= 1:  # also false for NaN
-            raise ConfigError(f"rewards.max_unscorable_fraction must be in [0, 1], got {self.max_unscorable_fraction}")
-        if self.code_workers < 1:
-            raise ConfigError(f"rewards.code_workers must be >= 1, got {self.code_workers}")
-        for kind in ("math", "code"):
-            for name, value in dataclasses.asdict(getattr(self, kind)).items():
-                if value is not None and not 0 <= value < float("inf"):
-                    raise ConfigError(f"rewards.{kind}.{name} must be a number >= 0 (0 turns it off), got {value}")
-        for kind in sorted(set(kinds)):
-            weight = getattr(self, kind).distill
-            if weight and not has_teacher:  # None: resolved to 0 without a teacher
-                raise ConfigError(f"rewards.{kind}.distill is {weight} but no teacher is set: "
-                                  f"set --teacher, or --rewards.{kind}.distill 0")
 
 
 @dataclass

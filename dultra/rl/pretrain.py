@@ -11,38 +11,15 @@ learns to end answers the way decoding expects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from dultra.configio import doc
 from dultra.decoding.step import attention_inputs, model_config
 from dultra.errors import ConfigError
 from dultra.model.loading import load
-from dultra.rl.supervised import OptimConfig, check_run, run_supervised
-
-
-@dataclass
-class PretrainConfig:
-    """Settings of `dultra pretrain` (section `pretrain` of a config file)."""
-
-    model: str = doc("tiny", "`tiny` (the untrained tiny default; `tiny:n_layers=6,...` for a variant) "
-                             "or a checkpoint directory to continue from")
-    tasks: str = doc("synthetic-math,synthetic-code", "comma-separated tasks to train on")
-    data: str | None = doc(None, "a JSONL file of examples instead of `tasks` (a pipeline artifact)")
-    train_size: int = doc(20000, "examples generated per synthetic task")
-    output_dir: str = doc("runs/pretrain", "where checkpoints, metrics and the final model go")
-    steps: int = doc(2000, "optimizer steps")
-    batch_size: int = doc(64, "sequences per step and process")
-    gen_length: int = doc(64, "completion length: solution + EOS padding")
-    mask_eps: float = doc(1e-3, "smallest mask ratio t")
-    optim: OptimConfig = doc(factory=lambda: OptimConfig(lr=2e-3, warmup_steps=100, schedule="cosine"),
-                             help="optimizer settings")
-    seed: int = doc(0, "seed of the data order and the masks")
-    save_every: int = doc(500, "checkpoint every N steps and at the last (0: only the final model)")
-    resume: bool = doc(False, "continue from the newest checkpoint in output_dir")
+from dultra.rl.config import PretrainConfig, check_run
+from dultra.rl.supervised import run_supervised
 
 
 def masked_diffusion_loss(

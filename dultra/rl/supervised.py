@@ -15,64 +15,22 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
-from dultra.configio import config_dict, doc
+from dultra.configio import config_dict
 from dultra.data import encode_examples
 from dultra.data.mixture import load_examples
 from dultra.data.prompts import prompts_too_long
 from dultra.errors import ConfigError
 from dultra.model.precision import store_frozen_linears
 from dultra.rl.checkpoint import start_point
+from dultra.rl.config import OptimConfig
 from dultra.rl.data import ExampleStream, encode_targets, torch_seed
 from dultra.rl.loop import run_steps
-
-SCHEDULES = ("constant", "cosine")
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """AdamW and its learning-rate schedule (linear warmup, then constant or cosine)."""
-
-    lr: float = doc(1e-3, "peak learning rate")
-    betas: tuple[float, float] = doc((0.9, 0.99), "AdamW betas")
-    weight_decay: float = doc(0.0, "AdamW weight decay")
-    grad_clip: float = doc(1.0, "clip the global gradient norm to this (0 disables)")
-    warmup_steps: int = doc(0, "linear warmup over this many optimizer updates")
-    schedule: str = doc("constant", "constant | cosine (decay to 10% of lr at the last update)")
-
-    def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
-        # Checked here so a bad value is one line, not a traceback from inside torch.optim.
-        if not 0 < self.lr < float("inf"):
-            raise ConfigError(f"optim.lr must be a finite number > 0, got {self.lr}")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"optim.betas must be in [0, 1), got {self.betas}")
-        if not 0 <= self.weight_decay < float("inf"):
-            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.grad_clip < float("inf"):
-            raise ConfigError(f"optim.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
-
-
-def check_run(steps: int, save_every: int, batch_size: int, train_size: int, batch_name: str = "batch_size") -> None:
-    """Clear errors, before anything loads, for a run length, batch or training set that cannot train."""
-    if train_size < 1:
-        raise ConfigError(f"train_size must be >= 1, got {train_size}")
-    if steps < 1:  # 0 wrote an untrained model as the final one
-        raise ConfigError(f"steps must be >= 1, got {steps}")
-    if save_every < 0:
-        raise ConfigError(f"save_every must be >= 0 (0: only the final model), got {save_every}")
-    if batch_size < 1:
-        raise ConfigError(f"{batch_name} must be >= 1, got {batch_size}")
-
 
 # Parameters AdamW does not decay, by name, as the Hugging Face Trainer the reference trains
 # with: biases and norm gains (attn_norm, ff_norm, the planner's AdaLN biases). ln_f's name

@@ -27,23 +27,23 @@ import contextlib
 import copy
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
-from dultra.configio import config_dict, doc
+from dultra.configio import config_dict
 from dultra.data.mixture import load_examples
 from dultra.data.prompts import prompts_too_long, solutions_too_long
 from dultra.decoding import DecodeConfig, Trajectory, replay
-from dultra.decoding.generate import check_cache, check_lengths, check_temperature
 from dultra.decoding.trajectory import replay_forwards, replay_steps
 from dultra.errors import ConfigError, DultraError
 from dultra.model.loading import load, resolve, stop_token_ids, untrained_planner
-from dultra.rewards import RewardConfig, RewardScorer, load_teacher
+from dultra.rewards import RewardScorer, load_teacher
 from dultra.rl.checkpoint import start_point
+from dultra.rl.config import TrainConfig
 from dultra.rl.data import ExampleStream
 from dultra.rl.grpo import (
     group_advantages,
@@ -55,9 +55,7 @@ from dultra.rl.grpo import (
 from dultra.rl.loop import run_steps
 from dultra.rl.rollout import Rollout, rollout, score
 from dultra.rl.supervised import (
-    OptimConfig,
     build_optimizer,
-    check_run,
     decay_groups,
     prepare,
     step_seed,
@@ -71,79 +69,6 @@ class OffPolicyError(DultraError, RuntimeError):
 
 class DivergedError(DultraError, RuntimeError):
     """A gradient was not finite: the update would have made every weight NaN."""
-
-
-@dataclass
-class TrainConfig:
-    """Settings of `dultra train` (section `train` of a config file). Defaults are the reference's
-    where it has one; configs/llada-8b-*.yaml set its full recipe."""
-
-    model: str = doc("runs/warmstart/final", "checkpoint with a planner head (after `dultra warmstart`; "
-                                                   "a directory or a Hub id such as sengi/dUltra-math)")
-    tasks: str = doc("synthetic-math", "comma-separated training tasks")
-    data: str | None = doc(None, "a JSONL file of examples instead of `tasks` (a pipeline artifact)")
-    train_size: int = doc(20000, "examples generated per synthetic task")
-    output_dir: str = doc("runs/grpo", "where checkpoints, metrics and the final model go")
-    steps: int = doc(200, "GRPO steps: rollout batches, each num_iterations optimizer updates")
-    prompts_per_step: int = doc(1, "prompts per step and process")
-    group_size: int = doc(12, "completions per prompt (G)")
-    gen_length: int = doc(256, "completion length")
-    block_length: int = doc(32, "semi-autoregressive block length")
-    temperature: float = doc(0.1, "token sampling temperature of the rollouts")
-    cache: str = doc("none", "KV cache of the rollouts and their replay: none, prefix or dual (the policy "
-                             "trained is then the cached decoder's)")
-    compile_rollouts: bool = doc(False, "decode rollouts with compiled steps, replayed from CUDA graphs on a GPU "
-                                        "(the first rollout of each shape compiles; not under FSDP)")
-    num_iterations: int = doc(1, "optimizer updates per rollout batch (1: exactly on-policy); the LR schedule "
-                                 "spans steps x num_iterations updates")
-    eps_low: float = doc(0.2, "lower clip of the sequence ratio: 1 - eps_low")
-    eps_high: float = doc(1.0, "upper clip of the sequence ratio: 1 + eps_high")
-    beta: float = doc(0.0, "weight of the KL penalty to the initial model (0: none, no reference copy)")
-    scale_rewards: bool = doc(False, "divide advantages by the group's reward std")
-    advantage_min_clip: float | None = doc(None, "advantages below this are set to 0 (none: no clip; the "
-                                                 "reference's is 0.0, set in configs/llada-8b-*.yaml)")
-    train_base: bool = doc(True, "update the base model (frozen, under bf16 mixed precision its linear "
-                                 "weights are stored in bf16: same results, half the memory)")
-    train_planner: bool = doc(True, "update the planner head")
-    replay_batch_size: int = doc(0, "rows replayed together (0: the whole rollout batch)")
-    gradient_checkpointing: bool = doc(False, "recompute block activations in the backward pass")
-    onpolicy_tolerance: float = doc(1e-3, "largest |replayed - recorded| step log-prob on the first update")
-    rewards: RewardConfig = doc(factory=RewardConfig, help="reward weights per task kind")
-    teacher: str | None = doc(None, "autoregressive teacher (HF id or directory) for the distill reward")
-    sandbox_url: str | None = doc(None, "sandbox service URL for code rewards (none: in-process workers)")
-    optim: OptimConfig = doc(factory=lambda: OptimConfig(lr=5e-6, weight_decay=0.1), help="optimizer settings")
-    planner_lr: float | None = doc(None, "peak learning rate of the planner head (none: optim.lr, as the reference)")
-    seed: int = doc(0, "seed of the data order and the rollouts")
-    save_every: int = doc(50, "checkpoint every N steps and at the last (0: only the final model)")
-    resume: bool = doc(False, "continue from the newest checkpoint in output_dir")
-
-    def validate(self) -> None:
-        check_lengths(self.gen_length, self.block_length)
-        check_run(self.steps, self.save_every, self.prompts_per_step, self.train_size, "prompts_per_step")
-        if not 0 <= self.beta < float("inf"):
-            raise ConfigError(f"beta (the KL penalty's weight) must be >= 0, got {self.beta}")
-        if self.num_iterations < 1:
-            raise ConfigError(f"num_iterations must be >= 1, got {self.num_iterations}")
-        if not self.onpolicy_tolerance >= 0:  # inf: no check
-            raise ConfigError(f"onpolicy_tolerance must be a number >= 0, got {self.onpolicy_tolerance}")
-        if self.advantage_min_clip is not None and math.isnan(self.advantage_min_clip):
-            raise ConfigError("advantage_min_clip must be a number (leave it unset for no clip), got nan")
-        if self.replay_batch_size < 0:
-            raise ConfigError(f"replay_batch_size must be >= 0 (0: the whole batch), got {self.replay_batch_size}")
-        if not 0 <= self.eps_low < 1 or not self.eps_high >= 0:  # the ratio's clip range [1 - eps_low, 1 + eps_high]
-            raise ConfigError(f"eps_low must be in [0, 1) and eps_high >= 0, got {self.eps_low} and {self.eps_high}")
-        if self.group_size < 2:
-            raise ConfigError("group_size must be at least 2 (advantages compare completions of a prompt)")
-        if not (self.train_base or self.train_planner):
-            raise ConfigError("nothing to train: train_base and train_planner are both false")
-        if self.planner_lr is not None and not 0 < self.planner_lr < float("inf"):
-            raise ConfigError(f"planner_lr must be a finite number > 0 (train_planner false freezes the head), "
-                              f"got {self.planner_lr}")
-        check_temperature(self.temperature)
-        check_cache(self.cache)
-        if self.cache != "none" and self.replay_batch_size and self.train_base:
-            raise ConfigError("a cached replay follows the rollout's blocks over the whole batch: "
-                              "set replay_batch_size to 0 (or use gradient_checkpointing to save memory)")
 
 
 class GRPOTrainer:

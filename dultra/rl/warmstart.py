@@ -11,42 +11,17 @@ pos_weight = negatives / positives (class balance, as the reference).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from dultra.configio import doc
 from dultra.decoding.generate import check_lengths
 from dultra.decoding.rules import factor_rule
 from dultra.decoding.step import attention_inputs, block_index, model_config, score_block
 from dultra.errors import ConfigError
 from dultra.model.loading import load
-from dultra.rl.supervised import OptimConfig, check_run, run_supervised
-
-
-@dataclass
-class WarmstartConfig:
-    """Settings of `dultra warmstart` (section `warmstart` of a config file)."""
-
-    model: str = doc("runs/pretrain/final", "base checkpoint (a directory or a Hub id such as "
-                                                 "GSAI-ML/LLaDA-8B-Instruct); a fresh planner head is added if it has none")
-    tasks: str = doc("synthetic-math,synthetic-code", "comma-separated tasks to train on")
-    data: str | None = doc(None, "a JSONL file of examples instead of `tasks` (a pipeline artifact)")
-    train_size: int = doc(20000, "examples generated per synthetic task")
-    output_dir: str = doc("runs/warmstart", "where checkpoints, metrics and the final model go")
-    steps: int = doc(500, "optimizer steps")
-    batch_size: int = doc(64, "sequences per step and process")
-    gen_length: int = doc(64, "completion length")
-    block_length: int = doc(16, "block length of the decoding states")
-    factor: float = doc(1.0, "factor of the Fast-dLLM rule the head imitates")
-    factor_official: bool = doc(False, "label with Fast-dLLM's code, which also reveals a last mask that fails the "
-                                       "bound (the reference's warm-start labels do)")
-    optim: OptimConfig = doc(factory=lambda: OptimConfig(lr=1e-3, warmup_steps=20), help="optimizer settings")
-    seed: int = doc(0, "seed of the data order and the decoding states")
-    save_every: int = doc(0, "checkpoint every N steps and at the last (0: only the final model)")
-    resume: bool = doc(False, "continue from the newest checkpoint in output_dir")
+from dultra.rl.config import WarmstartConfig, check_run
+from dultra.rl.supervised import run_supervised
 
 
 def random_states(

@@ -106,7 +106,8 @@ def sharded(out_path: str, cache: str, replicas: int = 1) -> None:
 def trainer(out_path: str, checkpoint: str, cache: str) -> None:
     from dultra.rewards import RewardConfig, RewardWeights
     from dultra.rl import trainer as module
-    from dultra.rl.trainer import GRPOTrainer, TrainConfig
+    from dultra.rl.config import TrainConfig
+    from dultra.rl.trainer import GRPOTrainer
 
     cfg = TrainConfig(model=checkpoint, output_dir=str(Path(out_path).parent / "run"), steps=3, group_size=4,
                       gen_length=16, block_length=4, train_size=40, save_every=0, temperature=0.7, cache=cache,
@@ -143,10 +144,10 @@ def trainer(out_path: str, checkpoint: str, cache: str) -> None:
 
 def schedule(out_path: str, checkpoint: str) -> None:
     from dultra.rewards import RewardConfig, RewardWeights
+    from dultra.rl.config import OptimConfig, PretrainConfig, TrainConfig
     from dultra.rl.logger import read_metrics
-    from dultra.rl.pretrain import PretrainConfig, pretrain
-    from dultra.rl.supervised import OptimConfig
-    from dultra.rl.trainer import GRPOTrainer, TrainConfig
+    from dultra.rl.pretrain import pretrain
+    from dultra.rl.trainer import GRPOTrainer
 
     root, optim = Path(out_path).parent, OptimConfig(lr=1e-3, warmup_steps=4, weight_decay=0.1)  # 2 groups a part
     pretrain(PretrainConfig(model=checkpoint, tasks="synthetic-math", train_size=40, output_dir=str(root / "pretrain"),

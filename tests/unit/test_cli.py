@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from dultra.cli import COMMANDS, build_parser, main
+from dultra.commands import generate as generate_command
+from dultra.decoding import STRATEGIES
+from dultra.decoding.generate import CACHES
 from dultra.model.loading import TRAINING_RECORD, load, load_model, resolve
 from tests.helpers import predict_eos, save_small_checkpoint
 
@@ -223,13 +226,13 @@ def test_compare_checks_its_settings_before_printing_anything(capsys):
 
 
 def test_compare_checks_the_prompt_and_tokenizer_before_loading_the_weights(capsys, tmp_path, monkeypatch):
-    import dultra.commands.compare as compare
+    import dultra.model.loading
 
     model = tmp_path / "model"
     shutil.copytree(resolve("tiny"), model)
     config = json.loads((model / "config.json").read_text())
     (model / "config.json").write_text(json.dumps(config | {"max_sequence_length": 8}))
-    monkeypatch.setattr(compare, "load_model", lambda *a, **k: pytest.fail("loaded the weights"))
+    monkeypatch.setattr(dultra.model.loading, "load_model", lambda *a, **k: pytest.fail("loaded the weights"))
     assert main(["compare", "--model", str(model)]) == 2
     out = capsys.readouterr()
     assert out.out == "" and "prompt (26 tokens) + gen_length (64) exceeds the model's context (8)" in out.err
@@ -253,14 +256,14 @@ def test_compare_decodes_a_trained_checkpoint_at_its_lengths(capsys, tmp_path):
 
 
 def test_compare_stops_where_generate_and_eval_stop(tmp_path, monkeypatch):
-    import dultra.commands.compare as compare
+    import dultra.decoding
 
     model = tmp_path / "model"
     shutil.copytree(resolve("tiny"), model)
     eos = json.loads((model / "config.json").read_text())["eos_token_id"]
     (model / "generation_config.json").write_text(json.dumps({"eos_token_id": [eos, 7]}))
-    stops, real = [], compare.generate
-    monkeypatch.setattr(compare, "generate", lambda *a: stops.append(a[-1].eos_ids) or real(*a))
+    stops, real = [], dultra.decoding.generate
+    monkeypatch.setattr(dultra.decoding, "generate", lambda *a: stops.append(a[-1].eos_ids) or real(*a))
     assert main(["compare", "--model", str(model), "--gen-length", "16", "--block-length", "8"]) == 0
     assert len(stops) == 8 and all(set(s) >= {eos, 7} for s in stops)
 
@@ -321,18 +324,27 @@ def test_ctrl_c_while_the_command_starts_is_one_line():
 
 
 def test_commands_without_a_model_start_without_torch():
-    code = ("import sys\nfrom dultra.cli import main\n"
+    """Nor do any command's --help and its option mistakes: the settings classes import no torch."""
+    code = ("import sys\nfrom dultra.cli import COMMANDS, main\n"
             "for argv in (['schedule', 'list', '--host', 'http://127.0.0.1:9', '--timeout', '1'],\n"
             "             ['runs', 's3://bucket/p', '--endpoint-url', 'http://127.0.0.1:9']):\n"
             "    assert main(argv) == 2\n"
-            "for argv, status in (([], 2), (['bogus'], 2), (['--help'], 0)):  # the listing, by argparse\n"
-            "    try:\n        main(argv)\n    except SystemExit as stop:\n        assert stop.code == status\n"
+            "for argv, status in (([], 2), (['bogus'], 2), (['generate', '--strategy', 'bogus'], 2),\n"
+            "                     *(([*name.split(), '--help'], 0) for name in [*COMMANDS, 'schedule create']),\n"
+            "                     (['--help'], 0)):  # the listing last, for the check below\n"
+            "    try:\n        main(argv)\n    except SystemExit as stop:\n"
+            "        assert stop.code == status, argv\n"
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
                               "AWS_MAX_ATTEMPTS": "1"})
     assert out.stdout.endswith("  schedule  scheduled retraining: Kubeflow Pipelines recurring runs\n"
                                "\noptions:\n  -h, --help  show this help message and exit\n[]\n"), out.stderr
+
+
+def test_the_choices_written_out_for_the_parser_are_the_decoders():
+    assert generate_command.STRATEGY_NAMES == tuple(STRATEGIES)
+    assert generate_command.CACHE_KINDS == CACHES
 
 
 def test_the_command_listing_names_every_command_its_modules_register(capsys):

@@ -159,7 +159,7 @@ def test_partial_nested_settings_keep_the_parents_defaults(tmp_path):
 
 
 def test_partial_optim_and_reward_flags_keep_the_trainers_defaults():
-    from dultra.rl.trainer import TrainConfig
+    from dultra.rl.config import TrainConfig
 
     cfg = load_config(TrainConfig, overrides={"optim.grad_clip": 0.5, "rewards.code.steps": 0.2})
     default = TrainConfig()

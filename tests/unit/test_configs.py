@@ -9,10 +9,9 @@ import yaml
 
 from dultra.configio import load_config
 from dultra.decoding import parse_strategy
-from dultra.eval.run import EvalConfig, check_config, split_strategies
-from dultra.rl.pretrain import PretrainConfig
-from dultra.rl.trainer import TrainConfig
-from dultra.rl.warmstart import WarmstartConfig
+from dultra.eval.config import EvalConfig
+from dultra.eval.run import check_config, split_strategies
+from dultra.rl.config import PretrainConfig, TrainConfig, WarmstartConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 STAGES = {"pretrain": PretrainConfig, "warmstart": WarmstartConfig, "train": TrainConfig, "eval": EvalConfig}

@@ -17,8 +17,9 @@ from dultra.decoding.graphs import captured_steps
 from dultra.errors import ConfigError, DataError
 from dultra.eval import evaluate
 from dultra.eval.accuracy import COMPILED_PROMPT_MULTIPLE, SampleRecord, _compiled_width, _scores
+from dultra.eval.config import EvalConfig
 from dultra.eval.report import nfe_rule, pareto_figure, summarize
-from dultra.eval.run import EvalConfig, EvalError, run_evaluation, split_strategies, with_lengths
+from dultra.eval.run import EvalError, run_evaluation, split_strategies, with_lengths
 from dultra.model.loading import TRAINING_RECORD, load
 from dultra.rewards import SandboxUnavailable
 from tests.data_helpers import GSM8K

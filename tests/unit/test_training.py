@@ -27,20 +27,20 @@ from dultra.errors import CheckpointError, ConfigError, DataError
 from dultra.model.loading import load_model
 from dultra.rewards import RewardConfig, RewardWeights
 from dultra.rl.checkpoint import load_checkpoint
+from dultra.rl.config import OptimConfig, PretrainConfig, TrainConfig, WarmstartConfig
 from dultra.rl.data import ExampleStream
 from dultra.rl.grpo import clipped_objective, kl_penalty, sequence_log_ratio
 from dultra.rl.logger import MetricsLogger, read_metrics
-from dultra.rl.pretrain import PretrainConfig, masked_diffusion_loss, pretrain
+from dultra.rl.pretrain import masked_diffusion_loss, pretrain
 from dultra.rl.rollout import rollout
-from dultra.rl.supervised import OptimConfig, decay_groups, step_generator, step_seed
+from dultra.rl.supervised import decay_groups, step_generator, step_seed
 from dultra.rl.trainer import (
     DivergedError,
     GRPOTrainer,
     OffPolicyError,
-    TrainConfig,
     kept_component_sums,
 )
-from dultra.rl.warmstart import WarmstartConfig, random_states, warmstart, warmstart_loss
+from dultra.rl.warmstart import random_states, warmstart, warmstart_loss
 from dultra.signals import Terminated, raise_terminated
 from tests.helpers import MASK, free_port, save_small_checkpoint, small_model
 

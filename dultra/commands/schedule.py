@@ -14,7 +14,9 @@ create: a recurring run of the pipeline named --pipeline (default `dultra`; uplo
 --pipeline-file if it does not exist yet) or --pipeline-id, with at most one run at a time,
 no catch-up after downtime, enabled, in --experiment (created if missing), and no pipeline
 version: each trigger runs the pipeline's latest version (KFP >= 2.5). --param key=value
-sets a pipeline parameter (the value is read as JSON when it parses, else as a string).
+sets a pipeline parameter (the value is read as JSON when it parses, else as a string);
+an unknown, missing or mistyped one is refused, checked against --pipeline-file, or else
+against the pipeline's latest version on the server.
 Prints the recurring run's id, then its UI URL.
 
 Connection: --host or KF_PIPELINES_ENDPOINT (the KFP API: a port-forward of ml-pipeline-ui,
@@ -178,6 +180,9 @@ def run_create(args: argparse.Namespace) -> int:
     elif args.pipeline_file is not None:
         print(f"pipeline {pipeline.name!r} exists ({pipeline.pipeline_id}); {args.pipeline_file} was not uploaded "
               f"(upload a new version to change what runs)", file=sys.stderr)
+    if result.unchecked:
+        print(f"dultra: note: --param not checked ({result.unchecked}); a wrong or missing one fails each run "
+              f"when it triggers", file=sys.stderr)
     if result.replaced:
         print(f"deleted the recurring run(s) it replaces: {', '.join(result.replaced)}", file=sys.stderr)
     upcoming = schedule.next_times(begin, 3)

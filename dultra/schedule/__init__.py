@@ -28,7 +28,7 @@ from dultra.schedule.errors import (
     RecurringRunNotFound,
     ScheduleSettingsError,
 )
-from dultra.schedule.models import Experiment, Pipeline, RecurringRun, ScheduleSpec
+from dultra.schedule.models import Experiment, Pipeline, PipelineVersion, RecurringRun, ScheduleSpec
 from dultra.schedule.service import (
     CreateResult,
     PipelineSource,
@@ -43,7 +43,7 @@ from dultra.schedule.service import (
 __all__ = [
     "AmbiguousName", "BadCron", "ClientConfig", "CreateResult", "CronSchedule", "Experiment", "KfpAuth",
     "KfpAuthError", "KfpClient", "KfpError", "KfpRequestError", "KfpServerError", "KfpUnreachable",
-    "Pipeline", "PipelineNotFound", "PipelineSource", "RecurringRun", "RecurringRunExists",
+    "Pipeline", "PipelineNotFound", "PipelineSource", "PipelineVersion", "RecurringRun", "RecurringRunExists",
     "RecurringRunNotFound", "ScheduleSettingsError", "ScheduleSpec", "create_schedule", "delete_schedule",
     "next_trigger", "parse_cron", "pipeline_names", "resolve_experiment", "resolve_pipeline",
 ]

@@ -10,6 +10,7 @@ calls dultra needs are plain JSON over HTTP. Endpoints used (all under `/apis/v2
 
     GET    /pipelines?filter=...           find a pipeline by name (+ namespace)
     GET    /pipelines/{id}                 check a pipeline id
+    GET    /pipelines/{id}/versions        its latest version, to check --param against
     POST   /pipelines/upload?name=...      upload a compiled pipeline (multipart `uploadfile`)
     GET    /experiments?filter=...         find an experiment by name
     POST   /experiments                    create one
@@ -51,7 +52,7 @@ from dultra.schedule.errors import (
     RecurringRunNotFound,
     ScheduleSettingsError,
 )
-from dultra.schedule.models import Experiment, Pipeline, RecurringRun
+from dultra.schedule.models import Experiment, Pipeline, PipelineVersion, RecurringRun
 
 API = "/apis/v2beta1"
 
@@ -97,9 +98,22 @@ class KfpClient:
     # -- pipelines ---------------------------------------------------------------------------
 
     def get_pipeline(self, pipeline_id: str) -> Pipeline:
+        return Pipeline.from_json(self._request("GET", f"{API}/pipelines/{pipeline_id}",
+                                                not_found=self._pipeline_missing(pipeline_id)))
+
+    def latest_pipeline_version(self, pipeline_id: str) -> PipelineVersion | None:
+        """The pipeline's newest version (what a recurring run without a version id runs);
+        None if it has none."""
+        params = {"sort_by": "created_at desc", "page_size": "1"}
+        page = self._request("GET", f"{API}/pipelines/{pipeline_id}/versions", params=params,
+                             not_found=self._pipeline_missing(pipeline_id))
+        versions = page.get("pipeline_versions") or page.get("pipelineVersions") or []
+        return PipelineVersion.from_json(versions[0]) if versions else None
+
+    def _pipeline_missing(self, pipeline_id: str):
         def missing(message: str) -> KfpError:
             return PipelineNotFound(f"no pipeline with id {pipeline_id} at {self.host} ({message})")
-        return Pipeline.from_json(self._request("GET", f"{API}/pipelines/{pipeline_id}", not_found=missing))
+        return missing
 
     def find_pipelines(self, name: str, namespace: str | None = None) -> list[Pipeline]:
         """Pipelines whose name is exactly `name` (in `namespace`; shared ones without)."""

@@ -34,6 +34,32 @@ class Pipeline:
 
 
 @dataclass(frozen=True)
+class PipelineVersion:
+    """One version of a pipeline: the compiled YAML a run of it executes."""
+
+    pipeline_version_id: str
+    name: str
+    """Unique within the pipeline; KFP < 2.5 has only display_name, used here in its place."""
+    pipeline_spec: dict[str, Any] | None = None
+    """The compiled pipeline spec (the YAML's first document) as the server returns it; None
+    when the server sends none (an unreadable spec, or an older server)."""
+    error: str = ""
+    """The server's message when it could not read this version (its spec, typically)."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PipelineVersion:
+        spec = data.get("pipeline_spec")
+        # A YAML with a second (platform) document comes back as {"pipeline_spec", "platform_spec"};
+        # one without it as the spec itself (backend YamlStringToPipelineSpecStruct).
+        if isinstance(spec, dict) and isinstance(spec.get("pipeline_spec"), dict):
+            spec = spec["pipeline_spec"]
+        return cls(pipeline_version_id=data.get("pipeline_version_id", ""),
+                   name=data.get("name") or data.get("display_name", ""),
+                   pipeline_spec=spec if isinstance(spec, dict) and spec else None,
+                   error=((data.get("error") or {}).get("message") or ""))
+
+
+@dataclass(frozen=True)
 class Experiment:
     """An experiment: the group a recurring run and its runs belong to (and, in multi-user
     mode, where its namespace comes from)."""

@@ -15,9 +15,10 @@ version of the pipeline is resolved at every trigger, so uploading a new version
 backends resolve the latest version once, when the recurring run is created.
 
 Order of `create_schedule`, so that a failure leaves as little behind as possible: check
-the name is free (or --replace), find the pipeline (upload it only if missing and a file
-was given), find or create the experiment, create the recurring run, then delete the ones
-it replaces.
+the parameters against the pipeline file if one was given, check the name is free (or
+--replace), find the pipeline (upload it only if missing and a file was given), without a
+file check the parameters against the pipeline's latest version on the server, find or
+create the experiment, create the recurring run, then delete the ones it replaces.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeGuard
 
 import yaml
 
@@ -43,7 +45,7 @@ from dultra.schedule.errors import (
     RecurringRunNotFound,
     ScheduleSettingsError,
 )
-from dultra.schedule.models import Experiment, Pipeline, RecurringRun, ScheduleSpec
+from dultra.schedule.models import Experiment, Pipeline, PipelineVersion, RecurringRun, ScheduleSpec
 
 MAX_PIPELINE_BYTES = 32 << 20  # the API server's upload limit
 
@@ -73,6 +75,8 @@ class CreateResult:
     """True if the pipeline file was uploaded because the pipeline did not exist."""
     replaced: list[str] = field(default_factory=list)
     """Ids of recurring runs with the same name that were deleted (--replace)."""
+    unchecked: str = ""
+    """Why the parameters could not be checked against the pipeline; empty when they were."""
 
 
 def check_pipeline_file(path: Path) -> dict:
@@ -87,31 +91,51 @@ def check_pipeline_file(path: Path) -> dict:
     if size > MAX_PIPELINE_BYTES:
         raise ScheduleSettingsError(f"pipeline file {path} is {size >> 20} MiB; KFP accepts at most 32 MiB")
     spec = docs[0] if docs else None  # a second document, if any, is the platform (Kubernetes) spec
-    if not isinstance(spec, dict) or "pipelineInfo" not in spec or not isinstance(spec.get("root"), dict):
+    if not is_compiled_pipeline(spec):
         raise ScheduleSettingsError(f"{path} is not a compiled KFP pipeline (no pipelineInfo/root); "
                                     f"compile it with kfp.compiler.Compiler().compile(...)")
     return spec
 
 
-def check_parameters(spec: dict, parameters: dict, path: Path) -> None:
+def is_compiled_pipeline(spec: object) -> TypeGuard[dict]:
+    """Whether `spec` looks like a KFP v2 pipeline spec (an Argo workflow of the v1 SDK does not)."""
+    return isinstance(spec, dict) and "pipelineInfo" in spec and isinstance(spec.get("root"), dict)
+
+
+def check_parameters(spec: dict, parameters: dict, pipeline: str) -> None:
     """A --param the pipeline does not have, or a missing one it requires, would fail every
-    scheduled run, nights later: refuse it now."""
+    scheduled run, nights later: refuse it now. `pipeline` names it in the message, e.g.
+    "the pipeline in pipelines/dultra_pipeline.yaml"."""
     definitions = ((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
     known = set(definitions)
     for name in sorted(set(parameters) - known):
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean {close[0]}?" if close else f"it has: {', '.join(sorted(known)) or 'none'}"
-        raise ScheduleSettingsError(f"--param {name}: the pipeline in {path} has no such parameter ({hint})")
+        raise ScheduleSettingsError(f"--param {name}: {pipeline} has no such parameter ({hint})")
     required = sorted(name for name, d in definitions.items()
                       if not d.get("isOptional") and "defaultValue" not in d and name not in parameters)
     if required:
-        raise ScheduleSettingsError(f"the pipeline in {path} requires " + ", ".join(
-            f"--param {name}=..." for name in required))
+        raise ScheduleSettingsError(f"{pipeline} requires " + ", ".join(f"--param {name}=..." for name in required))
     for name, value in parameters.items():
         kind = definitions[name].get("parameterType", "STRING")
         if not _fits(kind, value):
-            raise ScheduleSettingsError(f"--param {name}={json.dumps(value)}: the pipeline in {path} takes "
+            raise ScheduleSettingsError(f"--param {name}={json.dumps(value)}: {pipeline} takes "
                                         f"{_KINDS.get(kind, kind)}")
+
+
+def check_latest_version(version: PipelineVersion | None, parameters: dict, pipeline: Pipeline) -> str:
+    """Check `parameters` against the version each trigger runs (the pipeline's latest); return
+    why they could not be checked, "" when they were. Not being able to check is no reason to
+    refuse: the schedule may still be right."""
+    if version is None:
+        return f"pipeline {pipeline.name!r} has no version"
+    named = f"pipeline {pipeline.name!r} (latest version {version.name!r})"
+    if not is_compiled_pipeline(version.pipeline_spec):
+        error = " ".join(version.error.split())  # the note is one line
+        why = f"the server said: {error}" if error else "the server sent no compiled pipeline spec"
+        return f"{named}: {why}"
+    check_parameters(version.pipeline_spec, parameters, named)
+    return ""
 
 
 # What each KFP parameter type accepts of a --param value (JSON where it parses, else text);
@@ -165,14 +189,17 @@ def create_schedule(client: KfpClient, spec: ScheduleSpec, source: PipelineSourc
     check_name(experiment, "--experiment")
     if not source.pipeline_id:
         check_name(source.name, "--pipeline")
-    if source.file is not None and not source.pipeline_id:  # a local mistake fails before any request
-        check_parameters(check_pipeline_file(source.file), spec.parameters, source.file)
+    checked_locally = source.file is not None and not source.pipeline_id
+    if checked_locally:  # a local mistake fails before any request
+        check_parameters(check_pipeline_file(source.file), spec.parameters, f"the pipeline in {source.file}")
     existing = client.list_recurring_runs(namespace=namespace, name=spec.name)
     if existing and not replace:
         ids = ", ".join(r.recurring_run_id for r in existing)
         raise RecurringRunExists(f"a recurring run named {spec.name!r} already exists ({ids}); pass --replace, "
                                  f"choose another --name, or delete it: dultra schedule delete --name {spec.name}")
     pipeline, uploaded = resolve_pipeline(client, source, namespace)
+    unchecked = "" if checked_locally else check_latest_version(
+        client.latest_pipeline_version(pipeline.pipeline_id), spec.parameters, pipeline)
     target = resolve_experiment(client, experiment, namespace)
     run = client.create_recurring_run(spec.to_json(pipeline.pipeline_id, target.experiment_id))
     replaced = []
@@ -184,7 +211,8 @@ def create_schedule(client: KfpClient, spec: ScheduleSpec, source: PipelineSourc
                             f"({old.recurring_run_id}) failed: {err}") from None
         replaced.append(old.recurring_run_id)
     return CreateResult(recurring_run=run, pipeline=pipeline, experiment=target,
-                        url=client.ui_url(run.recurring_run_id), uploaded=uploaded, replaced=replaced)
+                        url=client.ui_url(run.recurring_run_id), uploaded=uploaded, replaced=replaced,
+                        unchecked=unchecked)
 
 
 def check_name(name: str, what: str) -> None:

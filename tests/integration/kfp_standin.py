@@ -5,10 +5,11 @@
         ... KfpClient(kfp.url) ...
         assert kfp.requests[0].method == "GET"
 
-It keeps pipelines, experiments and recurring runs in memory and answers the endpoints
-dultra uses with the shapes of the real server (proto field names, grpc-gateway error
-bodies `{"code", "message", "details"}`, the upload handler's `{"error_message", ...}`,
-pages with `next_page_token`). It is not KFP: it validates only what the tests need.
+It keeps pipelines (with their versions), experiments and recurring runs in memory and
+answers the endpoints dultra uses with the shapes of the real server (proto field names,
+grpc-gateway error bodies `{"code", "message", "details"}`, the upload handler's
+`{"error_message", ...}`, pages with `next_page_token`, a version's `pipeline_spec` as
+the backend builds it from the YAML). It is not KFP: it validates only what the tests need.
 
 Knobs for error paths: `fail(...)` queues canned responses for a method + path,
 `token` / `cookie` make it demand credentials (401, or a 302 to a login page like
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import yaml
 
 API = "/apis/v2beta1"
 
@@ -74,6 +77,8 @@ class KfpStandIn:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.pipelines: dict[str, dict] = {}
+        self.versions: dict[str, list[dict]] = {}
+        """pipeline id -> its versions, oldest first."""
         self.experiments: dict[str, dict] = {}
         self.recurring_runs: dict[str, dict] = {}
         self.token: str | None = None
@@ -108,6 +113,21 @@ class KfpStandIn:
         self.pipelines[pipeline_id] = {"pipeline_id": pipeline_id, "name": name, "display_name": name,
                                        "namespace": namespace, "created_at": "2025-01-01T00:00:00Z"}
         return pipeline_id
+
+    def add_version(self, pipeline_id: str, compiled_yaml: str | None = None, name: str | None = None,
+                    **extra: Any) -> str:
+        """A new (latest) version of the pipeline; without `compiled_yaml` it has no pipeline_spec,
+        as the server answers for a spec it cannot read."""
+        versions = self.versions.setdefault(pipeline_id, [])
+        version_id = _new_id()
+        version = {"pipeline_id": pipeline_id, "pipeline_version_id": version_id,
+                   "name": name or f"v{len(versions) + 1}", "display_name": name or f"v{len(versions) + 1}",
+                   # each one a second newer: sorting by created_at finds the latest
+                   "created_at": f"2025-01-01T00:00:{len(versions):02d}Z", **extra}
+        if compiled_yaml is not None:
+            version["pipeline_spec"] = _spec_struct(compiled_yaml)
+        versions.append(version)
+        return version_id
 
     def add_experiment(self, name: str, namespace: str = "") -> str:
         experiment_id = _new_id()
@@ -188,6 +208,8 @@ class KfpStandIn:
             return 200, _page(self.pipelines, q, "pipelines", "name")
         if (m, p) == ("POST", f"{API}/pipelines/upload"):
             return self._upload(r, q)
+        if m == "GET" and (match := re.fullmatch(f"{API}/pipelines/([^/]+)/versions", p)):
+            return 200, self._list_versions(match.group(1), q)
         if m == "GET" and (match := re.fullmatch(f"{API}/pipelines/([^/]+)", p)):
             return 200, self.pipelines[match.group(1)]
         if (m, p) == ("GET", f"{API}/experiments"):
@@ -213,7 +235,17 @@ class KfpStandIn:
         if "uploadfile" not in files:
             return 400, {"error_message": "Failed to read pipeline from file", "error_details": "no uploadfile"}
         pipeline_id = self.add_pipeline(q["name"], q.get("namespace", ""))
+        self.add_version(pipeline_id, files["uploadfile"][2].decode(), name=q["name"])  # as the server does
         return 200, self.pipelines[pipeline_id]
+
+    def _list_versions(self, pipeline_id: str, q: dict[str, str]) -> dict:
+        self.pipelines[pipeline_id]  # noqa: B018 - a KeyError (404) for an unknown pipeline
+        versions = list(self.versions.get(pipeline_id, []))
+        sort_by = q.get("sort_by", "")
+        if sort_by not in ("", "created_at", "created_at asc", "created_at desc"):
+            raise ValueError(f"unexpected sort_by {sort_by!r}")
+        versions.sort(key=lambda v: v["created_at"], reverse=sort_by.endswith("desc"))
+        return _page({v["pipeline_version_id"]: v for v in versions}, q, "pipeline_versions", "name")
 
     def _create_run(self, body: dict) -> tuple[int, dict]:
         if not 1 <= int(body.get("max_concurrency", 0)) <= 10:
@@ -260,6 +292,19 @@ def _page(items: dict[str, dict], q: dict[str, str], key: str, filter_key: str) 
     if start + size < len(selected):
         page["next_page_token"] = str(start + size)
     return page
+
+
+def _spec_struct(compiled_yaml: str) -> dict:
+    """A version's pipeline_spec as the backend builds it from the uploaded YAML: the spec
+    itself, or {"pipeline_spec", "platform_spec"} when a document holds Kubernetes platform
+    config (kubeflow/pipelines backend/src/apiserver/server YamlStringToPipelineSpecStruct)."""
+    spec, platform = None, None
+    for doc in yaml.safe_load_all(compiled_yaml):
+        if isinstance(doc, dict) and "kubernetes" in (doc.get("platforms") or {}):
+            platform = doc
+        else:
+            spec = doc
+    return spec if platform is None else {"pipeline_spec": spec, "platform_spec": platform}
 
 
 def _error(status: int, code: int, message: str) -> tuple[int, bytes, str, dict[str, str]]:

@@ -165,6 +165,46 @@ def test_pipeline_id_is_checked_and_used(kfp):
     assert kfp.requests[-1].json()["pipeline_version_reference"] == {"pipeline_id": pipeline_id}
 
 
+DULTRA_YAML = (Path(__file__).resolve().parents[2] / "pipelines" / "dultra_pipeline.yaml").read_text()
+
+
+def test_latest_version_is_read_with_its_spec_in_either_shape(kfp, pipeline_file):
+    pipeline_id = kfp.add_pipeline("dultra")
+    with client(kfp) as api:
+        assert api.latest_pipeline_version(pipeline_id) is None
+        kfp.add_version(pipeline_id, pipeline_file.read_text())
+        tiny = api.latest_pipeline_version(pipeline_id)
+        kfp.add_version(pipeline_id, DULTRA_YAML, name="nightly-build")
+        dultra = api.latest_pipeline_version(pipeline_id)
+    assert calls(kfp) == [("GET", f"{API}/pipelines/{pipeline_id}/versions",
+                           {"sort_by": ["created_at desc"], "page_size": ["1"]})] * 3
+    assert "pipelineInfo" in kfp.versions[pipeline_id][0]["pipeline_spec"]  # one YAML document: the spec
+    assert set(kfp.versions[pipeline_id][1]["pipeline_spec"]) == {"pipeline_spec", "platform_spec"}
+    assert tiny.name == "v1" and tiny.pipeline_spec["pipelineInfo"]["name"] == "tiny"
+    assert dultra.name == "nightly-build" and dultra.pipeline_spec["pipelineInfo"]["name"] == "dultra"
+    assert dultra.pipeline_version_id == kfp.versions[pipeline_id][1]["pipeline_version_id"]
+
+
+def test_without_a_file_a_param_the_latest_version_lacks_is_refused_before_anything_is_created(kfp):
+    pipeline_id = kfp.add_pipeline("dultra")
+    kfp.add_version(pipeline_id, DULTRA_YAML)
+    with client(kfp) as api, pytest.raises(ScheduleSettingsError, match="^--param a: pipeline 'dultra' \\(latest "
+                                                                        "version 'v1'\\) has no such parameter"):
+        create_schedule(api, SPEC, PipelineSource(name="dultra"))
+    assert [(m, p) for m, p, _ in calls(kfp)] == [("GET", f"{API}/recurringruns"), ("GET", f"{API}/pipelines"),
+                                                  ("GET", f"{API}/pipelines/{pipeline_id}/versions")]
+    assert kfp.recurring_runs == {} and kfp.experiments == {}
+
+
+def test_a_pipeline_uploaded_by_one_create_checks_the_params_of_the_next(kfp, pipeline_file):
+    with client(kfp) as api:
+        create_schedule(api, SPEC, PipelineSource(name="dultra", file=pipeline_file))
+        typo = ScheduleSpec(name="weekly", cron="0 0 3 * * MON", parameters={"c": 1})
+        with pytest.raises(ScheduleSettingsError, match="--param c: pipeline 'dultra' .* has no such parameter"):
+            create_schedule(api, typo, PipelineSource(name="dultra"))
+    assert [r["display_name"] for r in kfp.recurring_runs.values()] == ["nightly"]
+
+
 def test_unknown_pipeline_id_is_pipeline_not_found(kfp):
     with client(kfp) as api, pytest.raises(PipelineNotFound, match="no pipeline with id nope"):
         create_schedule(api, SPEC, PipelineSource(pipeline_id="nope"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -73,6 +74,73 @@ def test_a_param_the_pipeline_lacks_is_refused_before_any_request(kfp, capsys, t
                          "dultra", "--param", "s3_destination=notanuri")  # a pipeline already there: no file
     assert code == 2 and kfp.requests == []
     assert err.startswith("dultra: error: ") and "notanuri" in err
+
+
+DULTRA_YAML = (Path(__file__).resolve().parents[2] / "pipelines" / "dultra_pipeline.yaml").read_text()
+"""The compiled dultra pipeline (s3_destination required; a platform spec, so the server wraps it)."""
+
+
+@pytest.fixture(scope="module")
+def tiny_yaml(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("pipeline") / "tiny_pipeline.yaml"
+    compile_tiny_pipeline(path)
+    return path.read_text()
+
+
+def on_the_server(kfp: KfpStandIn, tiny_yaml: str, by: str) -> list[str]:
+    """Pipeline `dultra` with two versions, the tiny pipeline then (latest) the dultra one;
+    the --pipeline or --pipeline-id arguments that name it."""
+    pipeline_id = kfp.add_pipeline("dultra")
+    kfp.add_version(pipeline_id, tiny_yaml)
+    kfp.add_version(pipeline_id, DULTRA_YAML)
+    return ["--pipeline", "dultra"] if by == "name" else ["--pipeline-id", pipeline_id]
+
+
+@pytest.mark.parametrize("by", ["name", "id"])
+@pytest.mark.parametrize("params, message", [
+    (["--param", "s3_destination=s3://my-bucket/dultra", "--param", "grpo_step=200"],
+     "--param grpo_step: pipeline 'dultra' (latest version 'v2') has no such parameter (did you mean grpo_steps?)"),
+    (["--param", "task=gsm8k"], "pipeline 'dultra' (latest version 'v2') requires --param s3_destination=..."),
+])
+def test_without_a_file_params_are_checked_against_the_latest_version(kfp, capsys, tiny_yaml, by, params, message):
+    code, out, err = run(capsys, *CREATE, *on_the_server(kfp, tiny_yaml, by), *params, "--host", kfp.url)
+    assert code == 2 and out == "" and err.startswith("dultra: error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert kfp.recurring_runs == {} and [r for r in kfp.requests if r.method == "POST"] == []
+
+
+@pytest.mark.parametrize("by", ["name", "id"])
+def test_params_that_fit_the_latest_version_create_the_run(kfp, capsys, tiny_yaml, by):
+    # grpo_steps is a parameter of the latest version only: the older one is not what runs
+    code, out, err = run(capsys, *CREATE, *on_the_server(kfp, tiny_yaml, by), "--param",
+                         "s3_destination=s3://my-bucket/dultra", "--param", "grpo_steps=200", "--host", kfp.url)
+    assert code == 0, err
+    assert "dultra: note:" not in err
+    run_id, = kfp.recurring_runs
+    assert kfp.recurring_runs[run_id]["runtime_config"] == {"parameters": {"s3_destination": "s3://my-bucket/dultra",
+                                                                           "grpo_steps": 200}}
+    versions = [r for r in kfp.requests if r.path.endswith("/versions")]
+    assert [r.query for r in versions] == [{"sort_by": ["created_at desc"], "page_size": ["1"]}]
+
+
+@pytest.mark.parametrize("version, why", [
+    ({}, "(pipeline 'dultra' (latest version 'v1'): the server sent no compiled pipeline spec)"),
+    ({"error": {"code": 13, "message": "Failed to convert a pipeline version\ndue to error in parsing its spec"}},
+     "(pipeline 'dultra' (latest version 'v1'): the server said: Failed to convert a pipeline version due to error "
+     "in parsing its spec)"),
+    (None, "(pipeline 'dultra' has no version)"),
+])
+def test_a_version_without_a_spec_gives_a_note_and_the_run_is_created(kfp, capsys, version, why):
+    pipeline_id = kfp.add_pipeline("dultra")
+    if version is not None:
+        kfp.add_version(pipeline_id, **version)
+    code, out, err = run(capsys, *CREATE, "--param", "anything=1", "--host", kfp.url)
+    assert code == 0, err
+    note, = [line for line in err.splitlines() if line.startswith("dultra: note: ")]
+    assert note.startswith("dultra: note: --param not checked ") and why in note
+    run_id, = kfp.recurring_runs
+    assert out.splitlines()[0] == run_id
+    assert kfp.recurring_runs[run_id]["runtime_config"] == {"parameters": {"anything": 1}}
 
 
 def test_list_shows_a_table_and_json(kfp, capsys):
@@ -170,6 +238,9 @@ CREATE = ["create", "--cron", "0 0 3 * * *"]
     (["list"], lambda kfp: setattr(kfp, "cookie", "session=1"), "redirected"),
     (["list"], lambda kfp: kfp.fail("GET", f"{API}/recurringruns", 502, "bad gateway\nupstream reset",
                                    content_type="text/plain"), "HTTP 502): bad gateway upstream reset"),
+    (CREATE, lambda kfp: kfp.fail("GET", f"{API}/pipelines/{kfp.add_pipeline('dultra')}/versions", 500,
+                                  {"code": 13, "message": "List pipeline versions failed:\ndatabase is locked"}),
+     "/versions (HTTP 500): List pipeline versions failed: database is locked"),
 ])
 def test_one_line_errors(kfp, capsys, argv, setup, message):
     if setup is not None:

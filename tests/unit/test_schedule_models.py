@@ -173,16 +173,16 @@ def test_params_are_checked_against_the_compiled_dultra_pipeline():
     from dultra.schedule.service import check_parameters, check_pipeline_file
 
     path = Path(__file__).resolve().parents[2] / "pipelines" / "dultra_pipeline.yaml"
-    spec = check_pipeline_file(path)
-    check_parameters(spec, {"task": "gsm8k", "grpo_steps": 200, "nodes": 2, "s3_destination": "s3://b/p"}, path)
+    spec, where = check_pipeline_file(path), f"the pipeline in {path}"
+    check_parameters(spec, {"task": "gsm8k", "grpo_steps": 200, "nodes": 2, "s3_destination": "s3://b/p"}, where)
     with pytest.raises(ScheduleSettingsError, match="--param grpo_step: .* no such parameter \\(did you mean grpo_steps\\?\\)"):
-        check_parameters(spec, {"grpo_step": 200}, path)
+        check_parameters(spec, {"grpo_step": 200}, where)
     with pytest.raises(ScheduleSettingsError, match="requires --param s3_destination=...$"):
-        check_parameters(spec, {"task": "gsm8k"}, path)
+        check_parameters(spec, {"task": "gsm8k"}, where)
     # Each value as the pipeline types it: a mistyped one would fail every run when it triggers.
     dest = {"s3_destination": "s3://b/p"}
-    check_parameters(spec, {**dest, "learning_rate": 1, "task": 7}, path)  # an int is a number; KFP texts it
+    check_parameters(spec, {**dest, "learning_rate": 1, "task": 7}, where)  # an int is a number; KFP texts it
     for name, value, kind in (("grpo_steps", "abc", "an integer"), ("grpo_steps", 2.5, "an integer"),
                               ("learning_rate", "fast", "a number"), ("nodes", True, "an integer")):
         with pytest.raises(ScheduleSettingsError, match=f"--param {name}=.*: the pipeline in .* takes {kind}$"):
-            check_parameters(spec, {**dest, name: value}, path)
+            check_parameters(spec, {**dest, name: value}, where)

@@ -16,9 +16,9 @@ backends resolve the latest version once, when the recurring run is created.
 
 Order of `create_schedule`, so that a failure leaves as little behind as possible: check
 the parameters against the pipeline file if one was given, check the name is free (or
---replace), find the pipeline (upload it only if missing and a file was given), without a
-file check the parameters against the pipeline's latest version on the server, find or
-create the experiment, create the recurring run, then delete the ones it replaces.
+--replace), find the pipeline (upload it only if missing and a file was given), unless it
+was uploaded check the parameters against its latest version on the server, find or create
+the experiment, create the recurring run, then delete the ones it replaces.
 """
 
 from __future__ import annotations
@@ -189,8 +189,7 @@ def create_schedule(client: KfpClient, spec: ScheduleSpec, source: PipelineSourc
     check_name(experiment, "--experiment")
     if not source.pipeline_id:
         check_name(source.name, "--pipeline")
-    checked_locally = source.file is not None and not source.pipeline_id
-    if checked_locally:  # a local mistake fails before any request
+    if source.file is not None and not source.pipeline_id:  # a local mistake fails before any request
         check_parameters(check_pipeline_file(source.file), spec.parameters, f"the pipeline in {source.file}")
     existing = client.list_recurring_runs(namespace=namespace, name=spec.name)
     if existing and not replace:
@@ -198,7 +197,8 @@ def create_schedule(client: KfpClient, spec: ScheduleSpec, source: PipelineSourc
         raise RecurringRunExists(f"a recurring run named {spec.name!r} already exists ({ids}); pass --replace, "
                                  f"choose another --name, or delete it: dultra schedule delete --name {spec.name}")
     pipeline, uploaded = resolve_pipeline(client, source, namespace)
-    unchecked = "" if checked_locally else check_latest_version(
+    # A file not uploaded (its pipeline exists) is not what the runs run: the latest version is.
+    unchecked = "" if uploaded else check_latest_version(
         client.latest_pipeline_version(pipeline.pipeline_id), spec.parameters, pipeline)
     target = resolve_experiment(client, experiment, namespace)
     run = client.create_recurring_run(spec.to_json(pipeline.pipeline_id, target.experiment_id))

@@ -135,6 +135,8 @@ def test_existing_pipeline_and_experiment_are_reused_in_the_namespace(kfp, pipel
         ("GET", f"{API}/recurringruns", {"namespace": ["team-a"], "filter": [name_filter("display_name", "nightly")],
                                           "page_size": ["100"]}),
         ("GET", f"{API}/pipelines", {"filter": [name_filter("name", "dultra")], **ns}),
+        # the file was not uploaded: the version that runs is checked
+        ("GET", f"{API}/pipelines/{pipeline_id}/versions", {"sort_by": ["created_at desc"], "page_size": ["1"]}),
         ("GET", f"{API}/experiments", {"filter": [name_filter("display_name", "retraining")], **ns}),
         ("POST", f"{API}/recurringruns", {}),
     ]

@@ -123,6 +123,18 @@ def test_params_that_fit_the_latest_version_create_the_run(kfp, capsys, tiny_yam
     assert [r.query for r in versions] == [{"sort_by": ["created_at desc"], "page_size": ["1"]}]
 
 
+def test_a_file_not_uploaded_does_not_stand_for_the_version_that_runs(kfp, capsys, tmp_path, tiny_yaml):
+    """The pipeline exists, so its latest version runs, not the local file: the params are checked against it."""
+    kfp.add_version(kfp.add_pipeline("dultra"), tiny_yaml)
+    pipeline_file = tmp_path / "dultra_pipeline.yaml"
+    pipeline_file.write_text(DULTRA_YAML)
+    code, out, err = run(capsys, *CREATE, "--pipeline-file", str(pipeline_file), "--param",
+                         "s3_destination=s3://my-bucket/dultra", "--host", kfp.url)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "--param s3_destination: pipeline 'dultra' (latest version 'v1') has no such parameter" in err
+    assert kfp.recurring_runs == {} and [r for r in kfp.requests if r.method == "POST"] == []
+
+
 @pytest.mark.parametrize("version, why", [
     ({}, "(pipeline 'dultra' (latest version 'v1'): the server sent no compiled pipeline spec)"),
     ({"error": {"code": 13, "message": "Failed to convert a pipeline version\ndue to error in parsing its spec"}},

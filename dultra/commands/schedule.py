@@ -15,8 +15,8 @@ create: a recurring run of the pipeline named --pipeline (default `dultra`; uplo
 no catch-up after downtime, enabled, in --experiment (created if missing), and no pipeline
 version: each trigger runs the pipeline's latest version (KFP >= 2.5). --param key=value
 sets a pipeline parameter (the value is read as JSON when it parses, else as a string);
-an unknown, missing or mistyped one is refused, checked against --pipeline-file, or else
-against the pipeline's latest version on the server.
+an unknown, missing or mistyped one is refused, checked against --pipeline-file and, unless
+that file is uploaded, against the pipeline's latest version on the server.
 Prints the recurring run's id, then its UI URL.
 
 Connection: --host or KF_PIPELINES_ENDPOINT (the KFP API: a port-forward of ml-pipeline-ui,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import sys
@@ -37,6 +38,7 @@ import torch
 # The GPU machine runs these scripts from a copied tree where dultra is not installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dultra.commands.generate import device_arg  # noqa: E402
 from dultra.decoding import DecodeConfig, generate, parse_strategy  # noqa: E402
 from dultra.decoding.generate import CACHES  # noqa: E402
 from dultra.model import LLaDAConfig, LLaDAModelLM  # noqa: E402
@@ -194,11 +196,20 @@ def run(args: argparse.Namespace, save) -> dict:
     return results
 
 
+def write_json(path: Path, data: dict) -> None:
+    """`data` as `path`, whole or not at all: a step the GPU session cuts off mid-write keeps its last rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(data, indent=2))
+    os.replace(part, path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny", help="tiny | tiny:n_layers=32,... | llada-8b (random weights)")
     p.add_argument("--layers", type=int, default=32, help="llada-8b blocks (fewer: a quick check of the 8B path)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device; cuda where torch sees none is refused, rather than timing the CPU")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 12])
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--gen", type=int, default=256)
@@ -226,8 +237,7 @@ def main() -> None:
 
     def save(results: dict) -> None:
         if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(meta | results, indent=2))
+            write_json(args.out, meta | results)
 
     run(args, save)
     if args.out:

@@ -55,13 +55,16 @@ step() {  # step NAME MIN_SECONDS CAP_SECONDS COMMAND...: run COMMAND for at mos
     echo "== $name: $* ($left s allowed)"
     timeout --kill-after=10 "$left" "$@"
     rc=$?
-    echo "== $name: exit $rc after $((SECONDS - start)) s$([[ $rc == 124 ]] && echo ', cut off')"
+    echo "== $name: exit $rc after $((SECONDS - start)) s$([[ $rc == 124 || $rc == 137 ]] && echo ', cut off')"
 }
 
 main() {
     echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
     "$py" -c 'import torch, transformers; print("== torch", torch.__version__, "transformers", transformers.__version__)'
-    m8b=(benchmarks/decode_speed.py --model llada-8b --compile)
+    # --device cuda: a machine whose torch sees no GPU fails each step at once, not after
+    # minutes of timing the CPU into files read as the GPU's
+    m8b=(benchmarks/decode_speed.py --model llada-8b --device cuda --compile)
+    t8b=(benchmarks/train_step.py --model llada-8b --device cuda)
     for s in "${steps[@]}"; do
         case $s in
             decode-graphs) step "$s" 150 240 "$py" "${m8b[@]}" --batch 1 --max-steps 32 --warmup 1 --repeat 3 \
@@ -70,12 +73,12 @@ main() {
                 --repeat 2 --strategies rollout planner:factor=1.0 threshold:tau=0.9 \
                 --out "$out/decode_speed_dual.json" ;;
             gpu-tests) step "$s" 100 150 "$py" -m pytest -m gpu tests/gpu -v -p no:cacheprovider ;;
-            train-planner) step "$s" 180 300 "$py" benchmarks/train_step.py --model llada-8b --compile --train planner \
-                --max-group --out "$out/train_step_planner.json" ;;
-            train-full) step "$s" 60 200 "$py" benchmarks/train_step.py --model llada-8b --train full --max-steps 8 \
-                --repeat 1 --out "$out/train_step_full.json" ;;
-            train-ablation) step "$s" 60 240 "$py" benchmarks/train_step.py --model llada-8b --train planner \
-                planner-fp32 planner-rerun --max-steps 16 --repeat 1 --out "$out/train_step_ablation.json" ;;
+            train-planner) step "$s" 180 300 "$py" "${t8b[@]}" --compile --train planner --max-group \
+                --out "$out/train_step_planner.json" ;;
+            train-full) step "$s" 60 200 "$py" "${t8b[@]}" --train full --max-steps 8 --repeat 1 \
+                --out "$out/train_step_full.json" ;;
+            train-ablation) step "$s" 60 240 "$py" "${t8b[@]}" --train planner planner-fp32 planner-rerun \
+                --max-steps 16 --repeat 1 --out "$out/train_step_ablation.json" ;;
             *) echo "== unknown step $s" ;;
         esac
     done

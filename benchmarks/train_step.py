@@ -48,7 +48,8 @@ import torch
 # The GPU machine runs these scripts from a copied tree where dultra is not installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.decode_speed import build, sync  # noqa: E402
+from benchmarks.decode_speed import build, sync, write_json  # noqa: E402
+from dultra.commands.generate import device_arg  # noqa: E402
 from dultra.decoding import DecodeConfig, PlannerSample, generate  # noqa: E402
 from dultra.decoding.generate import CACHES  # noqa: E402
 from dultra.decoding.trajectory import replay_steps  # noqa: E402
@@ -185,7 +186,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny", choices=["tiny", "llada-8b"], help="tiny or llada-8b (random weights)")
     p.add_argument("--layers", type=int, default=32, help="llada-8b blocks (fewer: a quick check of the 8B path)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device; cuda where torch sees none is refused, rather than timing the CPU")
     p.add_argument("--train", nargs="+", default=["planner", "full"], choices=TRAIN_MODES)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU too (always on a GPU)")
     p.add_argument("--cache", nargs="+", default=["none"], choices=CACHES, help="KV caches of the rollout")
@@ -212,8 +214,7 @@ def main() -> None:
 
     def save() -> None:  # a run cut short keeps the settings it finished
         if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(meta | results, indent=2))
+            write_json(args.out, meta | results)
 
     for train in args.train:
         for cache in args.cache:

@@ -80,6 +80,15 @@ def test_max_group_needs_a_gpu():
     assert run.returncode == 2 and "needs a GPU" in run.stderr
 
 
+@pytest.mark.parametrize("script", ["benchmarks/decode_speed.py", "benchmarks/train_step.py"])
+def test_a_gpu_torch_cannot_see_is_refused_before_timing_anything(script, tmp_path):
+    """The GPU session names --device cuda: a broken CUDA set-up must not time the CPU into GPU files."""
+    run = subprocess.run([sys.executable, script, "--device", "cuda", "--out", str(tmp_path / "out.json")], cwd=ROOT,
+                         env=os.environ | {"CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "argument --device: 'cuda': this machine has no CUDA GPU" in run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_largest_group_lies_on_the_line_through_two_measured_peaks():
     # 10 GB fixed + 5/6 GB a row: 20 GB at 12, 30 GB at 24; 97% of 80 GB holds (77.6 - 10) / (5/6) rows.
     fit = fit_largest_group(12, 20.0, 30.0, 80.0)

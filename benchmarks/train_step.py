@@ -103,6 +103,15 @@ def one_step(model, optimizer, prompt, config: DecodeConfig, device: str, bf16: 
     return row | {"optimizer_s": time.perf_counter() - t2}
 
 
+def median_row(runs: list[dict]) -> dict:
+    """Each figure's median over the steps that have it: a step whose optimizer ran out of
+    memory has no optimizer_s, and marks the row."""
+    row = {key: statistics.median(r[key] for r in runs if key in r) for key in dict.fromkeys(k for r in runs for k in r)}
+    if "optimizer_out_of_memory" in row:
+        row["optimizer_out_of_memory"] = True
+    return row
+
+
 def measure(args, train: str, group: int, repeat: int, cache: str, progress: dict) -> dict:
     """One setting: a warm-up step, then the median of `repeat` steps (or the warm-up alone); peak memory on GPU."""
     device, bf16 = args.device, args.bf16 or args.device.startswith("cuda")
@@ -122,9 +131,7 @@ def measure(args, train: str, group: int, repeat: int, cache: str, progress: dic
         torch.cuda.reset_peak_memory_stats()
     runs = [one_step(model, optimizer, prompt, config, device, bf16, progress) for _ in range(1 + repeat)]
     runs = runs[min(repeat, 1):]
-    row = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-    if "optimizer_out_of_memory" in row:
-        row["optimizer_out_of_memory"] = True
+    row = median_row(runs)
     row |= {"train": train, "cache": cache, "compile": args.compile, "group": group, "bf16_autocast": bf16,
             "weights_GB": sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9,
             "replay_vs_rollout": row["replay_s"] / row["rollout_s"],

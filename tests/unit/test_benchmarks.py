@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.decode_speed import weight_bytes_read
-from benchmarks.train_step import fit_largest_group
+from benchmarks.train_step import fit_largest_group, median_row
 from benchmarks.unmask_orders import ORDERS
 from tests.helpers import save_small_checkpoint, small_model
 
@@ -87,6 +87,12 @@ def test_a_gpu_torch_cannot_see_is_refused_before_timing_anything(script, tmp_pa
                          env=os.environ | {"CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "argument --device: 'cuda': this machine has no CUDA GPU" in run.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_step_whose_optimizer_ran_out_of_memory_leaves_the_others_figures():
+    runs = [{"replay_s": 1.0, "optimizer_s": 0.5}, {"replay_s": 3.0, "optimizer_out_of_memory": True},
+            {"replay_s": 2.0, "optimizer_s": 0.7}]
+    assert median_row(runs) == {"replay_s": 2.0, "optimizer_s": 0.6, "optimizer_out_of_memory": True}
 
 
 def test_the_largest_group_lies_on_the_line_through_two_measured_peaks():

@@ -55,7 +55,9 @@ step() {  # step NAME MIN_SECONDS CAP_SECONDS COMMAND...: run COMMAND for at mos
     echo "== $name: $* ($left s allowed)"
     timeout --kill-after=10 "$left" "$@"
     rc=$?
-    echo "== $name: exit $rc after $((SECONDS - start)) s$([[ $rc == 124 || $rc == 137 ]] && echo ', cut off')"
+    # 124: the time cap; 137: killed at the cap plus its grace, or by the kernel (out of memory)
+    echo "== $name: exit $rc after $((SECONDS - start)) s$((( rc == 124 || (rc == 137 && SECONDS - start >= left) )) \
+        && echo ', cut off')"
 }
 
 main() {

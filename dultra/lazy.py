@@ -2,19 +2,20 @@
 is first used (PEP 562), so a light module of the package (a config class) can be imported
 without the torch modules beside it.
 
-    __getattr__ = lazy_exports(__name__, {"scorer": ("RewardScorer", "example_fields")})
+    __getattr__, __dir__ = lazy_exports(__name__, {"scorer": ("RewardScorer", "example_fields")})
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
 
-def lazy_exports(package: str, modules: dict[str, tuple[str, ...]]) -> Callable[[str], Any]:
-    """The module `__getattr__` of `package` that imports `package.<module>` for its names.
-    No name may be a module's own name: importing that module would shadow it."""
+def lazy_exports(package: str, modules: dict[str, tuple[str, ...]]) -> tuple[Callable[[str], Any], Callable[[], list]]:
+    """The module `__getattr__` and `__dir__` of `package`, which import `package.<module>` for
+    its names. No name may be a module's own name: importing that module would shadow it."""
     where = {name: module for module, names in modules.items() for name in names}
     if clash := sorted(set(where) & set(modules)):
         raise ValueError(f"{package}: {clash} are module names, not exportable lazily")
@@ -24,4 +25,7 @@ def lazy_exports(package: str, modules: dict[str, tuple[str, ...]]) -> Callable[
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         return getattr(importlib.import_module(f"{package}.{where[name]}"), name)
 
-    return __getattr__
+    def __dir__() -> list:
+        return sorted(set(vars(sys.modules[package])) | set(where))
+
+    return __getattr__, __dir__

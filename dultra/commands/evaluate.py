@@ -21,9 +21,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The settings first: a mistake in them is told before torch loads (seconds).
+    cfg = load_config(EvalConfig, args.config, section="eval", flags=args)
     from dultra.eval.run import run_evaluation
 
-    result = run_evaluation(load_config(EvalConfig, args.config, section="eval", flags=args))
+    result = run_evaluation(cfg)
     print(f"{'strategy':<26}{'acc %':>7}{'NFE':>8}{'TPF':>7}{'tok/s':>9}  (batch {result['rows'][0]['batch_size']})")
     for r in result["rows"]:
         print(f"{r['strategy']:<26}{r['accuracy']:>7.1f}{r['nfe']:>8.1f}{r['tpf']:>7.2f}{r['tokens_per_s']:>9.1f}")

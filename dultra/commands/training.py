@@ -25,10 +25,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The settings first: a mistake in them is told before torch loads (seconds).
+    cfg = load_config(config_class(args.stage), args.config, section=args.stage, flags=args)
     from accelerate import PartialState
 
-    config_cls, entry = stage(args.stage)
-    final = entry(load_config(config_cls, args.config, section=args.stage, flags=args))
+    _, entry = stage(args.stage)
+    final = entry(cfg)
     if PartialState().is_main_process:  # once, not once per process
         print(final)
     return 0

@@ -2,6 +2,6 @@
 
 from dultra.lazy import lazy_exports
 
-__getattr__ = lazy_exports(__name__, {"accuracy": ("EvalResult", "SampleRecord", "evaluate")})
+__getattr__, __dir__ = lazy_exports(__name__, {"accuracy": ("EvalResult", "SampleRecord", "evaluate")})
 
 __all__ = ["EvalResult", "SampleRecord", "evaluate"]

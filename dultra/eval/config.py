@@ -1,5 +1,5 @@
 """The settings of `dultra eval`, apart from the evaluation's code (which imports torch), so
-`dultra eval --help` and a pipeline's settings check start in a blink.
+`dultra eval --help` and a settings mistake answer at once.
 
     cfg = load_config(EvalConfig, "configs/tiny.yaml", section="eval")
 """

@@ -18,7 +18,7 @@ from dultra.rewards.combine import (
     scorable_mask,
 )
 
-__getattr__ = lazy_exports(__name__, {
+__getattr__, __dir__ = lazy_exports(__name__, {
     "code_correct": ("CodeReward",),
     "distill": ("DistillReward", "Teacher", "completion_log_likelihood", "load_teacher"),
     "format": ("format_reward",),

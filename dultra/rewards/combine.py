@@ -88,6 +88,7 @@ class RewardConfig:
                 raise ConfigError(f"rewards.{kind}.distill is {weight} but no teacher is set: "
                                   f"set --teacher, or --rewards.{kind}.distill 0")
 
+
 def combine(
     weights: RewardWeights | Sequence[RewardWeights], **components: Sequence[float | None]
 ) -> list[float | None]:

@@ -4,7 +4,7 @@ checks that need no model.
     cfg = load_config(TrainConfig, "configs/tiny.yaml", section="train")
 
 Kept apart from the stages' code, which imports torch and transformers (seconds), so
-`dultra train --help` and a pipeline's settings check start in a blink.
+`dultra train --help` and a settings mistake answer at once.
 """
 
 from __future__ import annotations

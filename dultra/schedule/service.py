@@ -198,8 +198,15 @@ def create_schedule(client: KfpClient, spec: ScheduleSpec, source: PipelineSourc
                                  f"choose another --name, or delete it: dultra schedule delete --name {spec.name}")
     pipeline, uploaded = resolve_pipeline(client, source, namespace)
     # A file not uploaded (its pipeline exists) is not what the runs run: the latest version is.
-    unchecked = "" if uploaded else check_latest_version(
-        client.latest_pipeline_version(pipeline.pipeline_id), spec.parameters, pipeline)
+    # (Versions sort by creation second: two uploaded within one second may tie.)
+    try:
+        unchecked = "" if uploaded else check_latest_version(
+            client.latest_pipeline_version(pipeline.pipeline_id), spec.parameters, pipeline)
+    except ScheduleSettingsError as err:
+        if source.file is None:
+            raise
+        raise ScheduleSettingsError(f"{err}; {source.file} was not uploaded, as pipeline {pipeline.name!r} exists: "
+                                    f"upload it as a new version to run it") from None
     target = resolve_experiment(client, experiment, namespace)
     run = client.create_recurring_run(spec.to_json(pipeline.pipeline_id, target.experiment_id))
     replaced = []

@@ -132,6 +132,8 @@ def test_a_file_not_uploaded_does_not_stand_for_the_version_that_runs(kfp, capsy
                          "s3_destination=s3://my-bucket/dultra", "--host", kfp.url)
     assert code == 2 and out == "" and err.count("\n") == 1, err
     assert "--param s3_destination: pipeline 'dultra' (latest version 'v1') has no such parameter" in err
+    assert err.rstrip().endswith(f"{pipeline_file} was not uploaded, as pipeline 'dultra' exists: upload it as a new "
+                                 "version to run it")
     assert kfp.recurring_runs == {} and [r for r in kfp.requests if r.method == "POST"] == []
 
 

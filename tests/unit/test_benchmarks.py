@@ -113,3 +113,19 @@ def test_gpu_session_skips_what_its_budget_cannot_hold_and_logs_each_step(tmp_pa
     assert re.search(r"== train-full: skipped, -?\d+ s left \(needs 60\)", log)
     assert "== unknown step bogus" in log
     assert "decode-dual" not in log  # only the steps named
+
+
+def test_gpu_session_tells_a_step_killed_early_from_one_cut_off(tmp_path):
+    """Exit 137 before the step's time cap is a kill (the kernel's, out of memory), not the cap."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/bash\n[[ $1 == -c ]] && exit 0\nkill -9 $$\n')  # the version check passes
+    (tmp_path / "nvidia-smi").write_text("#!/bin/bash\necho fake-gpu\n")
+    for tool in (fake, tmp_path / "nvidia-smi"):
+        tool.chmod(0o755)
+    env = os.environ | {"OUT": str(tmp_path / "out"), "PYTHON": str(fake), "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    run = subprocess.run(["bash", "benchmarks/gpu_session.sh", "train-full"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    step, = [line for line in (tmp_path / "out" / "session.log").read_text().splitlines()
+             if line.startswith("== train-full: exit")]
+    assert re.fullmatch(r"== train-full: exit 137 after \d+ s", step)

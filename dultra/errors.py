@@ -19,3 +19,8 @@ class CheckpointError(DultraError, ValueError):
 
 class DataError(DultraError, ValueError):
     """A dataset or data file that cannot serve as the task asked for (missing fields, bad rows)."""
+
+
+def first_line(err: BaseException, default: str | None = None) -> str:
+    """The first non-blank line of `err`'s message, for a one-line error (default: its type's name)."""
+    return next((line for line in str(err).splitlines() if line.strip()), default or type(err).__name__)

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dultra.errors import DataError
+from dultra.errors import DataError, first_line
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 
@@ -82,15 +82,11 @@ def read_local(path: str | Path, split: str) -> list[dict[str, Any]]:
         except DataError:
             raise
         except (OSError, ValueError, EOFError) as err:  # pyarrow's ArrowInvalid is a ValueError
-            raise DataError(f"cannot read {f}: {_first_line(err)}{_lfs_hint(f)}") from None
+            raise DataError(f"cannot read {f}: {first_line(err)}{_lfs_hint(f)}") from None
         if part and not all(isinstance(r, dict) for r in part):
             raise DataError(f"{f}: every record must be a JSON object")
         rows.extend(part)
     return rows
-
-
-def _first_line(err: Exception) -> str:
-    return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
 
 
 def _lfs_hint(path: Path) -> str:
@@ -122,7 +118,7 @@ def read_hub(
     except (FileNotFoundError, ValueError, ConnectionError, HfHubHTTPError) as err:
         raise DataError(f"cannot load split '{split}' of {repo} from the Hub: {err}") from err
     except RuntimeError as err:  # datasets >= 4 refuses loading scripts (codeparrot/apps has one)
-        raise DataError(f"cannot load {repo} from the Hub: {_first_line(err)}; download its parquet export "
+        raise DataError(f"cannot load {repo} from the Hub: {first_line(err)}; download its parquet export "
                         "(revision refs/convert/parquet) and pass that folder as the data path") from None
     if ds is None:
         raise DataError(f"cannot load {repo}: the Hugging Face Hub ({constants.ENDPOINT}) did not answer, {silence}; "

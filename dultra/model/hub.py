@@ -25,7 +25,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from dultra.errors import CheckpointError
+from dultra.errors import CheckpointError, first_line
 
 # owner/name, optionally @revision (a branch, tag or commit).
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")
@@ -74,8 +74,7 @@ def no_answer(repo: str, repo_type: str, revision: str | None) -> str | None:
     except (HfHubHTTPError, HFValidationError):
         raise
     except Exception as err:  # refused, timed out, a broken proxy
-        first = next((line for line in str(err).splitlines() if line.strip()), "no answer")
-        return f"{type(err).__name__}: {first} (within HF_HUB_ETAG_TIMEOUT = {constants.HF_HUB_ETAG_TIMEOUT} s)"
+        return f"{type(err).__name__}: {first_line(err, 'no answer')} (within HF_HUB_ETAG_TIMEOUT = {constants.HF_HUB_ETAG_TIMEOUT} s)"
     return None
 
 
@@ -86,5 +85,4 @@ def _reason(err: Exception, revision: str) -> str:
         return "has no such repository (or a private one: `hf auth login`)"
     if isinstance(err, RevisionNotFoundError):
         return f"has no revision {revision!r} of it"
-    first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
-    return f"did not provide it: {first.removeprefix('Got: ')}"
+    return f"did not provide it: {first_line(err).removeprefix('Got: ')}"

@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from dultra.errors import CheckpointError, ConfigError
+from dultra.errors import CheckpointError, ConfigError, first_line
 from dultra.model.config import LLaDAConfig
 from dultra.model.hub import hub_checkpoint, is_hub_id
 from dultra.model.modeling import PLANNER_MODULES, LLaDAModelLM
@@ -112,7 +112,7 @@ def load_model(
     except ConfigError:
         raise
     except (OSError, RuntimeError, ValueError, SafetensorError) as err:  # no, truncated or misshapen weights
-        raise CheckpointError(f"cannot load the weights in {path}: {_first_line(err)}") from None
+        raise CheckpointError(f"cannot load the weights in {path}: {first_line(err)}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     fresh_head = bool(overrides)
@@ -134,7 +134,7 @@ def read_config(path: Path) -> LLaDAConfig:
     try:
         raw = json.loads((path / "config.json").read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise CheckpointError(f"{path / 'config.json'} is not readable JSON: {_first_line(err)}") from None
+        raise CheckpointError(f"{path / 'config.json'} is not readable JSON: {first_line(err)}") from None
     kind = raw.get("model_type") if isinstance(raw, dict) else None
     if not isinstance(raw, dict) or kind not in (None, LLaDAConfig.model_type):
         what = f"a {kind!r} model" if kind else "not a model config"
@@ -145,11 +145,7 @@ def read_config(path: Path) -> LLaDAConfig:
     except ConfigError:  # an architecture this implementation refuses: its own message
         raise
     except (OSError, TypeError, ValueError, StrictDataclassError) as err:  # the last: transformers' validators
-        raise CheckpointError(f"{path / 'config.json'} is not a usable LLaDA config: {_first_line(err)}") from None
-
-
-def _first_line(err: Exception) -> str:
-    return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise CheckpointError(f"{path / 'config.json'} is not a usable LLaDA config: {first_line(err)}") from None
 
 
 def _describe(problems: dict[str, list[str]], config: LLaDAConfig) -> str:

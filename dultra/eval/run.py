@@ -149,6 +149,7 @@ def check_config(cfg: EvalConfig) -> None:
         raise ConfigError(f"output_dir {cfg.output_dir} is a file, not a directory")
     if cfg.device is not None:
         check_device(cfg.device)
+    parse_strategies(cfg.strategies, cfg.gen_length or DecodeConfig.gen_length)  # a typo: before any download
 
 
 def with_lengths(cfg: EvalConfig, path: Path) -> EvalConfig:
@@ -163,7 +164,6 @@ def with_lengths(cfg: EvalConfig, path: Path) -> EvalConfig:
 def run_evaluation(cfg: EvalConfig) -> dict:
     """Evaluate, write the report, return it (rows, methods, metadata, paths)."""
     check_config(cfg)
-    parse_strategies(cfg.strategies, cfg.gen_length or DecodeConfig.gen_length)  # a typo: before any download
     path = resolve(cfg.model)
     cfg = with_lengths(cfg, path)
     specs = parse_strategies(cfg.strategies, cfg.gen_length)

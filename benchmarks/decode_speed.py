@@ -72,6 +72,14 @@ def build(name: str, device: str, dtype: torch.dtype = torch.bfloat16, layers: i
     return model.eval()
 
 
+def random_prompt(name: str, config: LLaDAConfig, batch: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """(batch, length) random ordinary token ids on the CPU: for the tiny model, 20 ids past
+    its 6 special ones (pad, eos, mask, chat roles); for LLaDA-8B, any id below the mask id."""
+    if parse_spec(name) is not None:
+        return torch.randint(0, 20, (batch, length), generator=generator) + 6
+    return torch.randint(0, config.mask_token_id, (batch, length), generator=generator)
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -135,10 +143,8 @@ def run(args: argparse.Namespace, save) -> dict:
     cfg = model.config
     gen = torch.Generator().manual_seed(0)
     results = {"batches": {}}
-    tiny = parse_spec(args.model) is not None
     for batch in args.batch:
-        prompt = torch.randint(0, 20 if tiny else cfg.mask_token_id, (batch, args.prompt_len), generator=gen)
-        prompt = (prompt + (6 if tiny else 0)).to(device)  # tiny: skip special ids
+        prompt = random_prompt(args.model, cfg, batch, args.prompt_len, gen).to(device)
         x = torch.cat([prompt, torch.full((batch, args.gen), cfg.mask_token_id, device=device)], dim=1)
         with torch.no_grad():
             forward = lambda x=x: bare_forward(x)  # noqa: E731

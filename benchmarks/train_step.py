@@ -48,7 +48,7 @@ import torch
 # The GPU machine runs these scripts from a copied tree where dultra is not installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.decode_speed import build, sync, write_json  # noqa: E402
+from benchmarks.decode_speed import build, random_prompt, sync, write_json  # noqa: E402
 from dultra.commands.generate import device_arg  # noqa: E402
 from dultra.decoding import DecodeConfig, PlannerSample, generate  # noqa: E402
 from dultra.decoding.generate import CACHES  # noqa: E402
@@ -122,8 +122,7 @@ def measure(args, train: str, group: int, repeat: int, cache: str, progress: dic
     if train == "full":
         model.checkpoint_activations()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-7)
-    vocab = model.config.mask_token_id if args.model != "tiny" else 20
-    prompt = torch.randint(0, vocab, (group, args.prompt_len), generator=torch.Generator().manual_seed(0)).to(device)
+    prompt = random_prompt(args.model, model.config, group, args.prompt_len, torch.Generator().manual_seed(0)).to(device)
     config = DecodeConfig(gen_length=args.gen, block_length=args.block, temperature=0.1, record=True, seed=0,
                           max_steps=args.max_steps, cache=cache, compile=args.compile,
                           record_trunk=train in ("planner", "planner-fp32"))

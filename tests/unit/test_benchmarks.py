@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from benchmarks.decode_speed import weight_bytes_read
+from benchmarks.decode_speed import random_prompt, weight_bytes_read
 from benchmarks.train_step import fit_largest_group, median_row
 from benchmarks.unmask_orders import ORDERS
+from dultra.model.loading import load
 from tests.helpers import save_small_checkpoint, small_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +27,15 @@ SMALL = ["--gen", "32", "--block", "16", "--prompt-len", "8"]
 
 def bench(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny:n_layers=2"])
+def test_random_prompts_hold_only_ordinary_tokens(name):
+    model, tokenizer = load(name)
+    prompt = random_prompt(name, model.config, 4, 64, torch.Generator().manual_seed(0))
+    assert prompt.shape == (4, 64)
+    assert not set(prompt.unique().tolist()) & set(tokenizer.all_special_ids)
+    assert prompt.max() < len(tokenizer)
 
 
 def test_decode_speed_times_the_chosen_strategies_and_saves_every_row(tmp_path):

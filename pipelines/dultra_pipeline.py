@@ -82,10 +82,12 @@ def _retried(task: dsl.PipelineTask) -> dsl.PipelineTask:
 
     Argo retries a step that failed, not one whose pod was deleted (an eviction, a drain): such
     a run fails, and Retry in the Pipelines UI continues it. The cluster autoscaler at least
-    leaves these long-running pods' nodes alone.
+    leaves these long-running pods' nodes alone. Argo counts backoff_max_duration from the
+    first attempt's start, and neither retries past it nor lets a retry's pod run beyond it,
+    so it spans every attempt of a run that takes days (a TrainJob is given up after 72 h).
     """
     kubernetes.add_pod_annotation(task, "cluster-autoscaler.kubernetes.io/safe-to-evict", "false")
-    return task.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="1800s")
+    return task.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="30d")
 
 
 def build_pipeline(workspace: str = WORKSPACE_MOUNT):

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from kfp import compiler, components
 
+from components.trainjob import TrainJobSpec
 from pipelines.dultra_pipeline import (
     COMPILED,
     S3_SECRET,
@@ -120,6 +121,9 @@ def test_multi_node_grpo_is_a_small_pod_without_gpus_and_one_node_grpo_trains_on
         assert task["platform"]["podMetadata"]["annotations"] == {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
         retry = task["task"]["retryPolicy"]
         assert retry["maxRetryCount"] == 3 and retry["backoffFactor"] == 2.0
+        # Argo retries only within backoffMaxDuration of the first start: every attempt must fit.
+        window = int(retry["backoffMaxDuration"].removesuffix("s"))
+        assert window >= (retry["maxRetryCount"] + 1) * TrainJobSpec.timeout_s
         assert task["task"]["inputs"]["parameters"]["gpus_per_node"]  # the channel reaches the branch
 
 

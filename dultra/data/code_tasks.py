@@ -5,7 +5,10 @@
   fraction is 0 or 1 as in pass@1. `code_prefix` is the prompt before the entry point's
   `def` (imports and helper functions the stub relies on).
 - MBPP (`task_id`, `text` or `prompt`, `test_list`, optional `code`, `test_setup_code` /
-  `test_imports`): one "assert" test per entry of `test_list`.
+  `test_imports`): one "assert" test per entry of `test_list`. The prompt shows them all, as
+  the benchmark's does, except in the train split: there it shows the first (it fixes the
+  function's name and call), since a policy rewarded on asserts it can read learns to answer
+  them from a lookup table.
 - APPS (`problem_id`, `question`, `input_output` JSON, optional `starter_code`,
   `solutions`, `difficulty`): "io" tests from the inputs/outputs, or, for call-based
   problems (`fn_name`), one "assert" test per case calling the function (a LeetCode-style
@@ -66,7 +69,7 @@ def mbpp_examples(rows: Sequence[dict[str, Any]], split: str, task: str = "mbpp"
         code = row.get("code")
         out.append(Example(
             id=f"{task}/{row['task_id']}", task=task, kind="code",
-            prompt=mbpp_prompt(str(first_present(row, ("text", "prompt"))), asserts),
+            prompt=mbpp_prompt(str(first_present(row, ("text", "prompt"))), asserts[:1] if split == "train" else asserts),
             system=CODE_SYSTEM, tests=tests, solution=fenced(str(code)) if code else None,
         ))
     return out

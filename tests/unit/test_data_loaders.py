@@ -67,6 +67,12 @@ def test_mbpp_tests_one_per_assert(tmp_path):
     assert "second_largest([9, 8])" in ex.prompt and ex.solution.startswith("```python\ndef second_largest")
 
 
+def test_mbpp_training_prompts_show_one_assert_and_score_them_all(tmp_path):
+    [ex] = load_task("mbpp", "train", path=write_jsonl(tmp_path / "mbpp.jsonl", MBPP_ROWS))
+    assert "second_largest([4, 1, 4, 3])" in ex.prompt and "second_largest([9, 8])" not in ex.prompt
+    assert [t.source.strip() for t in ex.tests] == MBPP_ROWS[0]["test_list"]
+
+
 def test_apps_io_and_call_based(tmp_path):
     examples = load_task("apps", "test", path=write_jsonl(tmp_path / "apps.jsonl", APPS_ROWS))
     assert [e.id for e in examples] == ["apps/test/4000", "apps/test/4001"]  # the test-less row is skipped

@@ -6,7 +6,8 @@
 
 Rule for math (the rewards rely on it): the argument of the **last** `\\boxed{...}` wins;
 without a complete box, the text after the **last** `####` up to the end of its line
-(markdown bold stripped); otherwise there is no answer. Nothing else (last number in the
+(markdown bold stripped; a markdown heading such as `#### Step 1` is passed over);
+otherwise there is no answer. Nothing else (last number in the
 text, "The answer is") counts, so that the format reward and the correctness reward agree.
 `plain_number` reads "72 dollars" as 72 for the correctness reward.
 
@@ -21,6 +22,8 @@ import re
 import textwrap
 
 _BOXED = re.compile(r"\\boxed\s*\{")
+_HASH = re.compile(r"#{4,}([^\n]*)")  # a `####` marker and the rest of its line
+_WORD = re.compile(r"[A-Za-z]{2}")  # what a markdown heading starts with, and no answer does
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|```)", re.DOTALL)
 _OPEN_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[^\n]*\n")
 NUMBER = r"[+-]?\d+(?:,\d{3})*(?:\.\d+)?"  # "72", "-1,000.5"
@@ -58,12 +61,18 @@ def extract_boxed(text: str) -> str | None:
 
 
 def extract_hash(text: str) -> str | None:
-    """Text after the last `####` up to the end of its line, or None if absent or empty."""
-    head, sep, tail = text.rpartition("####")
-    if not sep:
-        return None
-    answer = tail.strip().split("\n", 1)[0].strip().strip("*").strip()  # `#### **72**`, `**#### 72**`
-    return answer or None
+    """Text after the last `####` up to the end of its line, or None if absent or empty.
+
+    Markdown is read as such: bold (`#### **72**`, `**#### 72**`) and a heading's closing
+    hashes (`#### 72 ####`) are stripped, and a line whose text starts with a word (`####
+    Step 1: add`, `#### Check`) is a heading, not an answer, and is passed over. A letter
+    alone (`#### C`, `#### x = 5`) is an answer.
+    """
+    for match in reversed(list(_HASH.finditer(text))):
+        answer = match[1].strip(" \t\r*#")
+        if answer and not _WORD.match(answer):
+            return answer
+    return None
 
 
 def extract_answer(text: str) -> str | None:

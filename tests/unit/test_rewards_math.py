@@ -127,6 +127,19 @@ def test_extraction_rules():
     assert extract_code("x = 1") == "x = 1" and extract_code("```python\n```") is None
 
 
+def test_markdown_headings_are_not_answers():
+    headed = [
+        "#### Step 1: add the eggs\n16 - 3 - 4 = 9, so 9 * 2 = 18 dollars.",  # a heading, no answer
+        "Worked out.\n#### 18\n\n#### Check\n18 / 2 = 9 eggs.",  # the answer, then a heading
+        "#### 18 ####",  # a heading's closing hashes
+        "#### **Answer:** 18",
+    ]
+    assert [extract_answer(t) for t in headed] == [None, "18", "18", None]
+    assert format_reward(headed, kind="math") == [0.0, 1.0, 1.0, 0.0]
+    assert math_correct_reward(headed, answer="18") == [0.0, 1.0, 1.0, 0.0]
+    assert extract_answer("#### C") == "C" and extract_answer("#### x = 5") == "x = 5"  # a letter alone answers
+
+
 def test_format_reward_for_code_and_bad_kinds():
     texts = ["```python\nx = 1\n```", "x = 1", "```python\nx = 1"]
     assert format_reward(texts, kind=["code"] * 3) == [1.0, 0.0, 0.0]

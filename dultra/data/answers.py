@@ -26,7 +26,6 @@ _HASH = re.compile(r"#{4,}([^\n]*)")  # a `####` marker and the rest of its line
 _WORD = re.compile(r"[A-Za-z]{2}")  # what a markdown heading starts with, and no answer does
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|```)", re.DOTALL)
 _OPEN_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[^\n]*\n")
-NUMBER = r"[+-]?\d+(?:,\d{3})*(?:\.\d+)?"  # "72", "-1,000.5"
 # A number as graders read one, once LaTeX dressing is gone ("\text{5 hours}", "30^\circ",
 # "\$1.25", "25\%", "1,\!000", "18~\mathrm{km/h}"): "(25)", "x = 25", "- 5", "72 dollars",
 # "12 inches^2", and a fraction in lowest terms ("\frac{3}{2}", "\frac54", "-1/2"). An
@@ -34,7 +33,7 @@ NUMBER = r"[+-]?\d+(?:,\d{3})*(?:\.\d+)?"  # "72", "-1,000.5"
 # not match: it leaves work undone.
 _UNWRAP = re.compile(r"\\(?:text|mbox|mathrm|textbf|mathbf)\s*\{([^{}]*)\}")
 _DRESSING = re.compile(r"\\[!,;: ]|\^\s*\{?\s*\\circ\s*\}?|\\?[$%]")
-_UNSIGNED = r"\d+(?:,\d{3})*(?:\.\d+)?|\.\d+"  # NUMBER without its sign, or ".5"
+_UNSIGNED = r"\d+(?:,\d{3})*(?:\.\d+)?|\.\d+"  # "72", "1,000.5", ".5"
 # \frac{3}{2}, \dfrac32, 3/2: numerator and denominator in groups num* / den*, at most 20 digits
 _FRACTION = (r"\\[dt]?frac\s*(?:\{\s*(?P<nsign>[+-]?)\s*(?P<num>\d{1,20})\s*\}|(?P<num1>\d))"
              r"\s*(?:\{\s*(?P<den>\d{1,20})\s*\}|(?P<den1>\d))|(?P<num2>\d{1,20})\s*/\s*(?P<den2>\d{1,20})")

@@ -9,7 +9,7 @@ completion without either scores 0.0. A reference that is a number (GSM8K, the s
 tasks) takes only a number, or a fraction in lowest terms ("\\frac{3}{2}" for 1.5), as
 GSM8K graders do: math-verify would evaluate "7 - 2", "\\frac{50}{2}" or a copy of the
 prompt, so a policy could score without computing the last steps (`plain_number` says what
-counts). Both sides are parsed by math-verify as the argument of a \\boxed{}, so GSM8K
+counts, for the reference too: "1,\\!000", "30^\\circ" and "\\$18.90" are numbers). Both sides are parsed by math-verify as the argument of a \\boxed{}, so GSM8K
 integers ("1,000" = "1000"), MATH500 LaTeX (\\frac{1}{2} = 0.5 = 1/2, \\left( 3,
 \\frac{\\pi}{2} \\right), 10\\%, \\text{(C)}) and plain expressions (against a reference
 that is not a number) compare by value. A reference answer that math-verify cannot parse
@@ -18,13 +18,12 @@ gives None (the sample cannot be scored) rather than a misleading 0.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Sequence
 
 from math_verify import parse, verify
 
-from dultra.data.answers import NUMBER, extract_answer, plain_number
+from dultra.data.answers import extract_answer, plain_number
 
 
 def _timeouts() -> dict[str, dict[str, int | None]]:
@@ -62,8 +61,11 @@ def math_correct_reward(
         if ref is None or not str(ref).strip():
             out.append(None)
             continue
+        # A reference that is a number however dressed ("1,\\!000", "30^\\circ", "\\$18.90") is
+        # that number, and takes only a number: math-verify would also take "999+1".
+        ref_number = plain_number(str(ref).strip())
         if ref not in gold_cache:
-            gold_cache[ref] = parse_answer(str(ref))
+            gold_cache[ref] = parse_answer(ref_number or str(ref))
         gold = gold_cache[ref]
         if not gold:
             out.append(None)
@@ -75,7 +77,7 @@ def math_correct_reward(
         found = found[:-1] if found.endswith(".") else found
         # "72 dollars" is 72 to a GSM8K grader; math-verify knows some units ("5 hours") but not all.
         number = plain_number(found)
-        if re.fullmatch(NUMBER, str(ref).strip()):
+        if ref_number:
             tries = [number] if number else []
         else:
             tries = dict.fromkeys(filter(None, (found, number)))

@@ -72,6 +72,11 @@ def test_gsm8k_wrong_and_malformed_score_zero(gsm8k):
     ("-5", "\\boxed{\u22125}"),                                # Unicode's minus sign
     ("-0.5", "\\boxed{\\frac{-1}{2}}"),
     ("0.5", "\\boxed{-\\frac{-1}{2}}"),
+    ("1,\\!000", "\\boxed{1000}"),                               # MATH's references, dressed too
+    ("30^\\circ", "#### 30"),
+    ("\\$18.90", "\\boxed{18.9}"),
+    ("\\text{5 hours}", "\\boxed{5}"),
+    ("\\frac{3}{4}", "\\boxed{0.75}"),
 ])
 def test_equivalent_forms_are_correct(reference, completion):
     assert math_correct_reward([completion], answer=[reference]) == [1.0]
@@ -98,6 +103,10 @@ def test_equivalent_forms_are_correct(reference, completion):
     ("5", "#### " + "1" * 5000 + "/3"),                          # no crash on a huge fraction
     ("25", "\\boxed{25^2}"),
     ("5", "#### 5x"),
+    ("1,\\!000", "\\boxed{999+1}"),                              # so does a dressed one
+    ("30^\\circ", "\\boxed{29+1}"),
+    ("\\$18.90", "\\boxed{18+0.9}"),
+    ("\\frac{3}{4}", "\\boxed{\\frac{6}{8}}"),
 ])
 def test_different_values_are_wrong(reference, completion):
     assert math_correct_reward([completion], answer=[reference]) == [0.0]

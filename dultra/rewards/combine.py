@@ -6,14 +6,17 @@
 
 r = w_correct*correct + w_format*format + w_distill*distill + w_steps*steps
 (dultra.md section 5). A sample is unscorable when a component with a non-zero weight is
-None for it (a sandbox outage for `correct`, most often): its total is None and it leaves
-its group; it is never counted as a 0. `RewardConfig`, a run's reward settings, holds the
+None for it (a sandbox outage for `correct`, most often) or not a finite number (a teacher
+overflowing in half precision): its total is None and it leaves its group; it is never
+counted as a 0, and a NaN never reaches its group's advantages. `RewardConfig`, a run's reward settings, holds the
 weights per task kind (no torch here: training's settings import it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -115,17 +118,22 @@ def combine(
         if name not in components and any(getattr(w, name) != 0 for w in per_sample):
             raise ConfigError(f"reward component {name!r} has a non-zero weight but no values")
     totals: list[float | None] = []
+    non_finite: dict[str, int] = {}
     for i, w in enumerate(per_sample):
         total: float | None = 0.0
         for name, values in components.items():
             weight = getattr(w, name)
             if weight == 0:
                 continue
-            if values[i] is None:
+            if values[i] is None or not math.isfinite(values[i]):
+                if values[i] is not None:
+                    non_finite[name] = non_finite.get(name, 0) + 1
                 total = None
                 break
             total += weight * values[i]
         totals.append(total)
+    if non_finite:
+        warnings.warn(f"reward: samples with a non-finite component left their groups: {non_finite}", stacklevel=2)
     return totals
 
 

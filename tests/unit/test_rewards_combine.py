@@ -80,6 +80,11 @@ def test_combine_is_the_weighted_sum_with_none_propagation():
     no_distill = RewardWeights(distill=0.0, steps=0.1)
     assert combine(no_distill, correct=[1.0], format=[0.0], steps=[-0.5]) == [pytest.approx(0.95)]
     assert combine(no_distill, correct=[1.0], format=[0.0], steps=[0.0], distill=[None]) == [1.0]
+    # A non-finite value would make its whole group's advantages NaN: the sample leaves instead.
+    with pytest.warns(UserWarning, match="non-finite component.*'distill': 2"):
+        total = combine(w, correct=[1.0] * 3, format=[1.0] * 3, distill=[-0.5, float("nan"), float("-inf")],
+                        steps=[-0.2] * 3)
+    assert total == [pytest.approx(3 + 1 - 0.5 - 0.02), None, None]
     with pytest.raises(ConfigError, match="'distill' has a non-zero weight but no values"):
         combine(w, correct=[1.0], format=[1.0], steps=[0.0])
     with pytest.raises(ConfigError, match="unknown reward components"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,8 +118,11 @@ class Example:
 
 
 def _answer_text(answer: Any) -> Any:
-    """A JSON number answer (`"answer": 16`) as the text math-verify reads; anything else as is."""
-    if isinstance(answer, int | float) and not isinstance(answer, bool):
+    """A JSON number answer (`"answer": 16`) as the text math-verify reads; anything else as is.
+    A float is written out in full: math-verify reads "1e-05" as 1*e - 5 (Euler's e)."""
+    if isinstance(answer, float):
+        return format(Decimal(repr(answer)), "f")
+    if isinstance(answer, int) and not isinstance(answer, bool):
         return str(answer)
     return answer
 

@@ -20,6 +20,7 @@ from dultra.data import (
 )
 from dultra.data.sources import read_hub
 from dultra.errors import ConfigError, DataError
+from dultra.rewards import math_correct_reward
 from tests.data_helpers import APPS_ROWS, GSM8K, MATH500_ROWS, MBPP_ROWS, write_jsonl
 
 
@@ -191,10 +192,12 @@ def test_hub_reader_through_datasets(tmp_path, monkeypatch):
         read_hub(str(folder), None, "train")
 
 
-@pytest.mark.parametrize("answer, text", [(16, "16"), (0, "0"), (0.5, "0.5"), ("0", "0")])
+@pytest.mark.parametrize("answer, text", [(16, "16"), (0, "0"), (0.5, "0.5"), ("0", "0"),
+                                          (1e-05, "0.00001"), (1e21, "1000000000000000000000")])  # no exponent
 def test_numeric_and_zero_answers_in_jsonl(tmp_path, answer, text):
     path = write_jsonl(tmp_path / "n.jsonl", [{"id": "a", "task": "t", "kind": "math", "prompt": "8+8?", "answer": answer}])
     assert read_examples(path)[0].answer == text
+    assert math_correct_reward([f"\\boxed{{{text}}}"], answer=read_examples(path)[0].answer) == [1.0]
 
 
 def test_non_text_answers_are_data_errors(tmp_path):

@@ -26,13 +26,13 @@ _HASH = re.compile(r"#{4,}([^\n]*)")  # a `####` marker and the rest of its line
 _WORD = re.compile(r"[A-Za-z]{2}")  # what a markdown heading starts with, and no answer does
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|```)", re.DOTALL)
 _OPEN_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[^\n]*\n")
-# A number as graders read one, once LaTeX dressing is gone ("\text{5 hours}", "30^\circ",
+# A number as graders read one, once LaTeX dressing is gone ("\text{5 hours}", "30^\circ", "30°",
 # "\$1.25", "25\%", "1,\!000", "18~\mathrm{km/h}"): "(25)", "x = 25", "- 5", "72 dollars",
 # "12 inches^2", and a fraction in lowest terms ("\frac{3}{2}", "\frac54", "-1/2"). An
 # expression around it ("7 - 2", "|5|", "3 = 5", "2, 3", "5x", "2^{10}", "\frac{50}{2}") does
 # not match: it leaves work undone.
 _UNWRAP = re.compile(r"\\(?:text|mbox|mathrm|textbf|mathbf)\s*\{([^{}]*)\}")
-_DRESSING = re.compile(r"\\[!,;: ]|\^\s*\{?\s*\\circ\s*\}?|\\?[$%]")
+_DRESSING = re.compile(r"\\[!,;: ]|\^\s*\{?\s*\\circ\s*\}?|\\degree\b|°|\\?[$%]")
 _UNSIGNED = r"\d+(?:,\d{3})*(?:\.\d+)?|\.\d+"  # "72", "1,000.5", ".5"
 # \frac{3}{2}, \dfrac32, 3/2: numerator and denominator in groups num* / den*, at most 20 digits
 _FRACTION = (r"\\[dt]?frac\s*(?:\{\s*(?P<nsign>[+-]?)\s*(?P<num>\d{1,20})\s*\}|(?P<num1>\d))"

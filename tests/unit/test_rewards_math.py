@@ -58,6 +58,8 @@ def test_gsm8k_wrong_and_malformed_score_zero(gsm8k):
     ("25", "\\boxed{x = 25}"),
     ("25", "#### (+25)"),
     ("30", "\\boxed{30^\\circ}"),                              # MATH's dressing of a number
+    ("30", "\\boxed{30°}"),
+    ("30", "\\boxed{30\\degree}"),
     ("1000", "\\boxed{1,\\!000}"),
     ("5", "\\boxed{5\\,\\text{cm}}"),
     ("1.25", "\\boxed{\\$1.25}"),

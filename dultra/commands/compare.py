@@ -37,17 +37,19 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dultra.decoding import DecodeConfig, generate, parse_strategy
-    from dultra.decoding.generate import check_layout, lengths_for
+    from dultra.decoding.generate import check_given_lengths, check_layout, lengths_for
     from dultra.model.loading import (
         load_model,
         load_tokenizer,
         read_config,
         resolve,
         stop_token_ids,
+        untrained_planner,
     )
     from dultra.model.tokenizer import encode_prompts
 
     # Everything that can be checked without the weights is checked before loading them, as in generate.
+    check_given_lengths(args.gen_length, args.block_length)
     path = resolve(args.model)
     gen, block, note = lengths_for(path, args.gen_length, args.block_length, defaults=(64, 16))
     model_config = read_config(path)
@@ -58,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     if not model_config.has_planner:  # a base model (LLaDA-8B-Instruct): the planner rows need a head
         strategies = [s for s in strategies if not s.uses_planner]
         print(f"dultra: {args.model} has no planner head: its strategies are left out", file=sys.stderr)
+    elif untrained_planner(path):
+        print(f"dultra: warning: the planner head of {path} is untrained (a pretraining checkpoint): its rows "
+              "are noise until `dultra warmstart`", file=sys.stderr)
     ids, mask = encode_prompts(tokenizer, [args.prompt], pad_token_id=model_config.pad_token_id)
     for strategy in strategies:
         check_layout(model_config, ids.shape[1], config, strategy)

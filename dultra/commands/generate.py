@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -101,8 +102,6 @@ def strategy_from_args(args: argparse.Namespace) -> Strategy:
         else:
             print(f"dultra: note: --{option} applies to --strategy {' / '.join(strategies)}; ignored",
                   file=sys.stderr)
-    if args.strategy == "low-confidence":
-        given.setdefault("steps", args.gen_length)  # one token per step
     return STRATEGIES[args.strategy](**given)
 
 
@@ -119,7 +118,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dultra.decoding import DecodeConfig, generate
-    from dultra.decoding.generate import check_layout
+    from dultra.decoding.generate import (
+        check_given_lengths,
+        check_layout,
+        check_temperature,
+    )
     from dultra.model.loading import (
         load_model,
         load_tokenizer,
@@ -131,10 +134,15 @@ def run(args: argparse.Namespace) -> int:
     from dultra.model.tokenizer import encode_prompts
 
     device, dtype = device_and_dtype(args)
-    # Everything that can be checked without the weights is checked before loading them.
+    # Everything that can be checked without the weights is checked before loading them, and
+    # what needs no checkpoint before looking it up (a Hub id downloads it).
+    check_given_lengths(args.gen_length, args.block_length)
+    check_temperature(args.temperature)
+    strategy = strategy_from_args(args)
     path = resolve(args.model)
     decode_lengths(path, args)
-    strategy = strategy_from_args(args)
+    if args.strategy == "low-confidence" and args.steps is None:
+        strategy = dataclasses.replace(strategy, steps=args.gen_length)  # one token per step
     if strategy.uses_planner and untrained_planner(path):
         print(f"dultra: warning: the planner head of {path} is untrained (a pretraining checkpoint): "
               "run `dultra warmstart`, or use another strategy", file=sys.stderr)

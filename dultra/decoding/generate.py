@@ -49,7 +49,7 @@ from dultra.decoding.trajectory import Recorder, Trajectory
 from dultra.errors import ConfigError
 from dultra.model import LLaDAConfig
 from dultra.model.kv_cache import KVCache, fresh_columns
-from dultra.model.loading import trained_lengths
+from dultra.model.loading import TRAINING_RECORD, trained_lengths
 
 CACHES = ("none", "prefix", "dual")
 
@@ -133,6 +133,8 @@ def lengths_for(model: str | Path, gen_length: int | None, block_length: int | N
     filled = [f"{name} {value}" for name, given, value in
               (("gen_length", gen_length, gen), ("block_length", block_length, block)) if given is None]
     note = f"{' and '.join(filled)} as {model} was trained" if trained and filled else None
+    if not trained and filled and (record := Path(model).expanduser() / TRAINING_RECORD).is_file():
+        note = f"{record} is unreadable or holds no lengths: {' and '.join(filled)}, the defaults"
     return gen, block, note
 
 
@@ -175,6 +177,16 @@ def check_lengths(gen_length: int, block_length: int) -> None:
         fits = max(b for b in range(1, block_length + 1) if gen_length % b == 0)
         raise ConfigError(f"gen_length ({gen_length}) is not a multiple of block_length ({block_length}): e.g. "
                           f"gen_length {gen_length + block_length - gen_length % block_length} or block_length {fits}")
+
+
+def check_given_lengths(gen_length: int | None, block_length: int | None) -> None:
+    """check_lengths on what a user set (None: filled in from the checkpoint, `lengths_for`),
+    before the checkpoint is looked up (a Hub id downloads it)."""
+    for name, value in (("gen_length", gen_length), ("block_length", block_length)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name} must be > 0, got {value}")
+    if gen_length is not None and block_length is not None:
+        check_lengths(gen_length, block_length)
 
 
 def check_temperature(temperature: float) -> None:

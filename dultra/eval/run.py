@@ -24,8 +24,9 @@ import torch
 from dultra.configio import changed_settings, config_dict
 from dultra.data import Example, load_task, read_examples, render_prompts
 from dultra.data.prompts import solutions_too_long
+from dultra.data.registry import task_kind
 from dultra.decoding import DecodeConfig, Strategy, parse_strategy
-from dultra.decoding.generate import check_settings, lengths_for
+from dultra.decoding.generate import check_cache, check_given_lengths, check_settings, lengths_for
 from dultra.errors import ConfigError, DataError, DultraError
 from dultra.eval.accuracy import SampleRecord, evaluate
 from dultra.eval.config import EvalConfig
@@ -149,7 +150,12 @@ def check_config(cfg: EvalConfig) -> None:
         raise ConfigError(f"output_dir {cfg.output_dir} is a file, not a directory")
     if cfg.device is not None:
         check_device(cfg.device)
-    parse_strategies(cfg.strategies, cfg.gen_length or DecodeConfig.gen_length)  # a typo: before any download
+    # Before the checkpoint is looked up: a Hub id downloads it.
+    check_given_lengths(cfg.gen_length, cfg.block_length)
+    check_cache(cfg.cache)
+    parse_strategies(cfg.strategies, cfg.gen_length or DecodeConfig.gen_length)
+    if not cfg.examples:
+        task_kind(cfg.task)
 
 
 def with_lengths(cfg: EvalConfig, path: Path) -> EvalConfig:
@@ -164,13 +170,7 @@ def with_lengths(cfg: EvalConfig, path: Path) -> EvalConfig:
 def run_evaluation(cfg: EvalConfig) -> dict:
     """Evaluate, write the report, return it (rows, methods, metadata, paths)."""
     check_config(cfg)
-    path = resolve(cfg.model)
-    cfg = with_lengths(cfg, path)
-    specs = parse_strategies(cfg.strategies, cfg.gen_length)
-    decode = DecodeConfig(gen_length=cfg.gen_length, block_length=cfg.block_length, seed=cfg.seed, cache=cfg.cache,
-                          compile=cfg.compile)
-    for s in specs:
-        check_settings(decode, s)
+    # The data and the sandbox before the checkpoint, which a Hub id downloads (gigabytes).
     if cfg.examples:
         examples = read_examples(cfg.examples)[: cfg.limit or None]
     else:
@@ -188,6 +188,13 @@ def run_evaluation(cfg: EvalConfig) -> dict:
 
             runner = stack.enter_context(SandboxClient(cfg.sandbox_url))
             runner.check_ready()  # an unreachable sandbox fails now, not after decoding everything
+        path = resolve(cfg.model)
+        cfg = with_lengths(cfg, path)
+        specs = parse_strategies(cfg.strategies, cfg.gen_length)
+        decode = DecodeConfig(gen_length=cfg.gen_length, block_length=cfg.block_length, seed=cfg.seed,
+                              cache=cfg.cache, compile=cfg.compile)
+        for s in specs:
+            check_settings(decode, s)
         return _evaluate(cfg, path, specs, decode, examples, runner)
 
 

@@ -213,16 +213,47 @@ def test_a_checkpoint_trained_by_dultra_decodes_at_its_lengths_and_an_untrained_
     out = capsys.readouterr()
     assert (json.loads(out.out)["gen_length"], json.loads(out.out)["block_length"]) == (16, 16)  # pretrained: one block
     assert f"warning: the planner head of {trained} is untrained" in out.err
-    (trained / TRAINING_RECORD).write_text(json.dumps({"stage": "grpo", "config": None}))  # unreadable: no record
-    assert main(["generate", "--model", str(trained), "--prompt", "hi", "--json"]) == 0
-    out = capsys.readouterr()
-    assert (json.loads(out.out)["gen_length"], json.loads(out.out)["block_length"]) == (256, 32)
+    for broken in (json.dumps({"stage": "grpo", "config": None}), "{"):  # unreadable: no record, and a note
+        (trained / TRAINING_RECORD).write_text(broken)
+        assert main(["generate", "--model", str(trained), "--prompt", "hi", "--json"]) == 0
+        out = capsys.readouterr()
+        assert (json.loads(out.out)["gen_length"], json.loads(out.out)["block_length"]) == (256, 32)
+        assert f"{trained / TRAINING_RECORD} is unreadable or holds no lengths: gen_length 256 and block_length " \
+               "32, the defaults" in out.err
 
 
 def test_compare_checks_its_settings_before_printing_anything(capsys):
     assert main(["compare", "--gen-length", "20"]) == 2
     out = capsys.readouterr()
     assert out.out == "" and "gen_length (20) is not a multiple of block_length (16)" in out.err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--prompt", "hi", "--factor", "-1"], "factor"),
+    (["generate", "--prompt", "hi", "--strategy", "threshold", "--threshold", "2"], "tau"),
+    (["generate", "--prompt", "hi", "--temperature", "-1"], "temperature must be a finite number >= 0"),
+    (["generate", "--prompt", "hi", "--gen-length", "0"], "gen_length must be > 0, got 0"),
+    (["compare", "--gen-length", "17", "--block-length", "8"], "gen_length (17) is not a multiple of block_length (8)"),
+    (["eval", "--cache", "foo"], "unknown cache 'foo'"),
+    (["eval", "--task", "gsm9k"], "unknown task 'gsm9k'"),
+    (["eval", "--gen-length", "17", "--block-length", "8"], "gen_length (17) is not a multiple of block_length (8)"),
+    (["eval", "--data", "/no/such/data", "--limit", "1"], "/no/such/data"),
+])
+def test_settings_mistakes_are_told_before_a_hub_checkpoint_is_looked_up(capsys, monkeypatch, argv, message):
+    import dultra.model.hub
+
+    monkeypatch.setattr(dultra.model.hub, "_snapshot", lambda *a: pytest.fail("looked the checkpoint up"))
+    assert main([*argv, "--model", "someone/some-model"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_compare_warns_of_an_untrained_planner(capsys, tmp_path):
+    pretrained = tmp_path / "pretrain"
+    shutil.copytree(resolve("tiny"), pretrained)
+    (pretrained / TRAINING_RECORD).write_text(json.dumps({"stage": "pretrain", "steps": 2,
+                                                          "config": {"gen_length": 16}}))
+    assert main(["compare", "--model", str(pretrained), "--device", "cpu"]) == 0
+    assert f"warning: the planner head of {pretrained} is untrained" in capsys.readouterr().err
 
 
 def test_compare_checks_the_prompt_and_tokenizer_before_loading_the_weights(capsys, tmp_path, monkeypatch):

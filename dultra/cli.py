@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     except DultraError as err:
         print(f"dultra: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `dultra runs ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
+        return 128 + signal.SIGPIPE
     except OSError as err:
         if err.filename is None:  # not about a path the user gave: keep the traceback
             raise

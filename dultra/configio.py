@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from dultra.errors import ConfigError
+from dultra.errors import ConfigError, yaml_problem
 
 # Whether a value is of a setting's kind (a bool is no number here): strategies, DecodeConfig, LLaDAConfig.
 IS_KIND = {"bool": lambda v: isinstance(v, bool), "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -200,7 +200,7 @@ def load_config(
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+            raise ConfigError(f"{path} is not valid YAML: {yaml_problem(err)}") from None
         if section is not None:
             if not isinstance(loaded, dict):
                 raise ConfigError(f"{path} must be a mapping with a {section!r} section")

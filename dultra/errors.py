@@ -24,3 +24,12 @@ class DataError(DultraError, ValueError):
 def first_line(err: BaseException, default: str | None = None) -> str:
     """The first non-blank line of `err`'s message, for a one-line error (default: its type's name)."""
     return next((line for line in str(err).splitlines() if line.strip()), default or type(err).__name__)
+
+
+def yaml_problem(err: BaseException) -> str:
+    """A YAML parse error (or any other) in one line: "line 2, column 1: expected the node
+    content, but found '<stream end>'" (PyYAML's message spans five lines)."""
+    problem, mark = getattr(err, "problem", None), getattr(err, "problem_mark", None)
+    if problem is None:
+        return first_line(err)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem

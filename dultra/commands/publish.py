@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from dultra.errors import yaml_problem
 from dultra.storage import RunInfo, S3Options, list_runs, publish, pull
 from dultra.storage.errors import StorageError
 from dultra.storage.progress import GiB
@@ -79,7 +80,7 @@ def _read_mapping(path: Path | None, what: str) -> dict | None:
     try:
         data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON: one reader for both
     except (OSError, yaml.YAMLError) as err:
-        raise StorageError(f"cannot read {what} file {path}: {err}") from None
+        raise StorageError(f"cannot read {what} file {path}: {yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise StorageError(f"{what} file {path} must hold a mapping (a JSON object), not {type(data).__name__}")
     try:  # YAML reads 2024-06-01 as a date: the manifest keeps its text

@@ -178,7 +178,7 @@ def load_tokenizer(model: str | Path, mask_token_id: int) -> PreTrainedTokenizer
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"no usable tokenizer in {path}: {err}") from None
+        raise CheckpointError(f"no usable tokenizer in {path}: {first_line(err)}") from None
     tokenizer.padding_side = "left"
     check_tokenizer(tokenizer, mask_token_id)
     return tokenizer

@@ -32,6 +32,7 @@ from typing import TypeGuard
 
 import yaml
 
+from dultra.errors import yaml_problem
 from dultra.schedule.client import KfpClient
 from dultra.schedule.cron import parse_cron
 from dultra.schedule.errors import (
@@ -87,7 +88,7 @@ def check_pipeline_file(path: Path) -> dict:
     except OSError as err:
         raise ScheduleSettingsError(f"cannot read pipeline file {path}: {err.strerror}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ScheduleSettingsError(f"pipeline file {path} is not YAML: {err}") from None
+        raise ScheduleSettingsError(f"pipeline file {path} is not YAML: {yaml_problem(err)}") from None
     if size > MAX_PIPELINE_BYTES:
         raise ScheduleSettingsError(f"pipeline file {path} is {size >> 20} MiB; KFP accepts at most 32 MiB")
     spec = docs[0] if docs else None  # a second document, if any, is the platform (Kubernetes) spec

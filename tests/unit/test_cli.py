@@ -354,6 +354,20 @@ def test_ctrl_c_while_the_command_starts_is_one_line():
     assert (proc.returncode, err) == (130, "dultra: interrupted\n")
 
 
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
+    """`dultra runs ... | head`: the pipe closes before the output is written; no traceback."""
+    program = tmp_path / "hello.py"
+    program.write_text("print('hello')\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "dultra.cli", "sandbox", "run", str(program)],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (128 + signal.SIGPIPE, "")
+
+
 def test_commands_without_a_model_start_without_torch():
     """Nor do any command's --help and its option mistakes: the settings classes import no torch."""
     code = ("import sys\nfrom dultra.cli import COMMANDS, main\n"

@@ -64,7 +64,7 @@ def test_none_unsets_an_optional_setting_from_the_command_line(tmp_path):
         ("train: {inner: 3}", "must be a mapping"),
         ("train:\n  on: 3\n  7: 1", "unknown key\\(s\\) 7, True in .*YAML reads an unquoted on"),
         ("train: [1, 2]", "must be a mapping"),
-        ("train: {steps: 1", "not valid YAML"),
+        ("train: {steps: 1", "not valid YAML: line 1, column 17: expected ',' or '}', but got '<stream end>'$"),
         ("[1, 2]", "must be a mapping with a 'train' section"),
         ("just text", "must be a mapping with a 'train' section"),
         ("trian: {steps: 1}", "no 'train' section \\(its top-level keys: trian\\)"),  # not every default

@@ -169,6 +169,9 @@ def _coerce(base: Any, value: Any, where: str) -> Any:
     if base is float and not isinstance(value, bool):
         with contextlib.suppress(TypeError, ValueError):
             return float(value)  # also YAML's 1e-4, which it reads as a string (no dot)
+    elif base is str and isinstance(value, str) and not value.strip():
+        # An unset shell variable (`--output-dir "$OUT"`) would run with the current directory or a default.
+        raise ConfigError(f"{where} is empty: give a value, or leave the setting out")
     elif isinstance(value, base) and not (base is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"{where} must be {base.__name__}, got {value!r}")

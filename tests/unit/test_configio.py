@@ -64,6 +64,8 @@ def test_none_unsets_an_optional_setting_from_the_command_line(tmp_path):
         ("train: {inner: 3}", "must be a mapping"),
         ("train:\n  on: 3\n  7: 1", "unknown key\\(s\\) 7, True in .*YAML reads an unquoted on"),
         ("train: [1, 2]", "must be a mapping"),
+        ("train: {name: ''}", "c.yaml:train.name is empty: give a value, or leave the setting out"),
+        ("train: {name: '  '}", "name is empty"),
         ("train: {steps: 1", "not valid YAML: line 1, column 17: expected ',' or '}', but got '<stream end>'$"),
         ("[1, 2]", "must be a mapping with a 'train' section"),
         ("just text", "must be a mapping with a 'train' section"),
@@ -166,3 +168,10 @@ def test_partial_optim_and_reward_flags_keep_the_trainers_defaults():
     assert cfg.optim == replace(default.optim, grad_clip=0.5)  # lr 5e-6, weight decay 0.1
     assert cfg.rewards.code == replace(default.rewards.code, steps=0.2)  # correctness x3
     assert cfg.rewards.math == default.rewards.math
+
+
+def test_an_empty_flag_is_refused_not_read_as_unset():
+    """`--output-dir "$OUT"` with OUT unset would write into the current directory."""
+    _, args = _parse(["--name", ""])
+    with pytest.raises(ConfigError, match="^name is empty: give a value, or leave the setting out$"):
+        load_config(Outer, flags=args)

@@ -20,15 +20,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+from safetensors import SafetensorError
 
 from dultra.configio import changed_settings
-from dultra.errors import CheckpointError, ConfigError
+from dultra.errors import CheckpointError, ConfigError, first_line
 from dultra.model.loading import TRAINING_RECORD, training_record
 
 STATE_FILE = "trainer_state.json"
@@ -200,12 +202,23 @@ def load_checkpoint(accelerator: Accelerator, directory: Path) -> dict[str, Any]
                               "dultra before 2026-12-07 also decayed biases and norm gains (CHANGES.md): start "
                               "afresh in another output_dir") from None
     except RuntimeError as err:
+        if "PytorchStreamReader" in str(err):  # torch.load of a truncated or overwritten file
+            raise _damaged(directory, err) from None
         if "loading state_dict" not in str(err):  # e.g. out of memory: not the user's checkpoint
             raise
         said = " ".join(str(err).split())  # "Error(s) in loading state_dict for ...: Missing key(s) ...": another model
         raise CheckpointError(f"{directory} does not fit this run's model ({said[:300]}): resume with the model it was "
                               "saved with, or choose another output_dir to start afresh") from None
+    except (SafetensorError, EOFError, pickle.UnpicklingError) as err:
+        raise _damaged(directory, err) from None
     return read_state(directory)
+
+
+def _damaged(directory: Path, err: Exception) -> CheckpointError:
+    """Checkpoints are written whole (a temporary, then a rename): one that reads short was
+    changed afterwards (a full disk, a copy cut off), and the one before it is intact."""
+    return CheckpointError(f"{directory} is damaged ({type(err).__name__}: {first_line(err, 'the file ends early')}): "
+                           "delete it to resume from the checkpoint before it, or start afresh in another output_dir")
 
 
 def save_final(accelerator: Accelerator, model, tokenizer, output_dir: str | Path, record: dict[str, Any]) -> Path:

@@ -249,6 +249,21 @@ def test_resuming_with_another_architecture_is_one_clear_error(tmp_path):
         pretrain(replace(cfg, model="tiny:n_layers=2", resume=True, steps=2))
 
 
+@pytest.mark.parametrize("damage", ["model.safetensors:truncate", "model.safetensors:empty", "optimizer.bin:empty",
+                                    "optimizer.bin:truncate"])
+def test_resuming_from_a_damaged_checkpoint_is_one_clear_error(tmp_path, damage):
+    cfg = PretrainConfig(model="tiny:n_layers=1", tasks="synthetic-math", train_size=40, output_dir=str(tmp_path),
+                         steps=1, batch_size=4, gen_length=16, save_every=1)
+    pretrain(cfg)
+    name, how = damage.split(":")
+    damaged = tmp_path / "checkpoints" / "step-00000001" / name
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2] if how == "truncate" else b"")
+    with pytest.raises(CheckpointError, match=r"step-00000001 is damaged \((SafetensorError|EOFError|RuntimeError): "
+                                              r".*\): delete it to resume from the checkpoint before it, or start "
+                                              r"afresh in another output_dir$"):
+        pretrain(replace(cfg, resume=True, steps=2))
+
+
 def test_a_resume_into_another_stage_s_output_dir_names_the_stage(checkpoint, tmp_path):
     pretrain(PretrainConfig(model="tiny:n_layers=1", tasks="synthetic-math", train_size=40, output_dir=str(tmp_path),
                             steps=2, batch_size=4, gen_length=16, save_every=1))

@@ -55,6 +55,8 @@ def masked_diffusion_loss(
 def pretrain(cfg: PretrainConfig, accelerator: Accelerator | None = None):
     """Run the stage; returns the final checkpoint directory."""
     check_run(cfg.steps, cfg.save_every, cfg.batch_size, cfg.train_size)
+    if cfg.gen_length < 1:
+        raise ConfigError(f"gen_length must be > 0, got {cfg.gen_length}")
     if not 0 < cfg.mask_eps <= 1:
         raise ConfigError(f"mask_eps (the smallest mask ratio) must be in (0, 1], got {cfg.mask_eps}")
     accelerator = accelerator or Accelerator()

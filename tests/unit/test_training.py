@@ -669,7 +669,8 @@ def test_unknown_lr_schedules_and_zero_block_lengths_are_config_errors(tmp_path)
         with pytest.raises(ConfigError, match=message):  # before loading the model
             warmstart(WarmstartConfig(model="not-loaded", output_dir=str(tmp_path), **bad))
     for bad, message in [({"mask_eps": 2.0}, r"mask_eps .* must be in \(0, 1\]"), ({"mask_eps": -1.0}, "mask_eps"),
-                         ({"steps": 0}, "steps must be >= 1"), ({"save_every": -1}, "save_every must be >= 0")]:
+                         ({"steps": 0}, "steps must be >= 1"), ({"save_every": -1}, "save_every must be >= 0"),
+                         ({"gen_length": 0}, "gen_length must be > 0, got 0")]:
         with pytest.raises(ConfigError, match=message):
             pretrain(PretrainConfig(model="not-loaded", output_dir=str(tmp_path), **bad))
 

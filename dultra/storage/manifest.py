@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dultra.storage.errors import IntegrityError, NotACheckpoint, StorageError
+from dultra.storage.loadable import check_loadable
 from dultra.storage.progress import ByteProgress
 from dultra.storage.uri import MANIFEST_NAME, check_run_id
 
@@ -118,16 +119,19 @@ def is_checkpoint(directory: Path) -> bool:
 def _shards_present(index: Path) -> bool:
     try:
         shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, TypeError):  # TypeError: an unhashable shard name
         return False
-    return bool(shards) and all((index.parent / shard).is_file() for shard in shards)
+    return bool(shards) and all(isinstance(shard, str) and (index.parent / shard).is_file() for shard in shards)
 
 
 def check_checkpoint(directory: Path) -> None:
-    """NotACheckpoint, with a hint at a training run's `final/`, unless `directory` is_checkpoint."""
+    """NotACheckpoint, with a hint at a training run's `final/`, unless `directory` is_checkpoint
+    and its config and weights pass `loadable.check_loadable` (what publish needs; pull's
+    --force only asks is_checkpoint, so a broken copy can still be replaced)."""
     if not directory.is_dir():
         raise NotACheckpoint(f"no checkpoint directory at {directory}")
     if is_checkpoint(directory):
+        check_loadable(directory)
         return
     hint = f" (a training run's model is its final/: did you mean {directory / 'final'}?)" \
         if is_checkpoint(directory / "final") else ""

@@ -216,6 +216,53 @@ def test_publish_refuses_what_is_not_a_checkpoint(tiny_checkpoint_dir, s3_bucket
     assert {k.split("/")[2] for k in keys} == {"good"}
 
 
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _set_config(text: str):
+    return lambda ckpt: (ckpt / "config.json").write_text(text)
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda ckpt: (ckpt / "model.safetensors").write_bytes(b""), r"model.safetensors is 0 bytes: too short"),
+    (lambda ckpt: _truncate(ckpt / "model.safetensors"), r"model.safetensors is \d+ bytes; its header says \d+ \(truncated\)"),
+    (lambda ckpt: (ckpt / "model.safetensors").write_bytes(b"\xff" * 64), r"model.safetensors is 64 bytes but its header"),
+    (_set_config("{"), r"config.json is not valid JSON"),
+    (_set_config("[]"), r"config.json holds a JSON list, not a model config object"),
+    (_set_config('{"model_type": "llama"}'), r"config.json has model_type 'llama'; a LLaDA or dUltra checkpoint's is 'llada'"),
+    (_set_config('{"d_model": 8}'), r"config.json has no model_type"),
+], ids=["empty-weights", "truncated-weights", "not-safetensors", "config-not-json", "config-a-list",
+        "other-model-type", "no-model-type"])
+def test_publish_refuses_a_checkpoint_that_cannot_load(tiny_checkpoint_dir, s3_bucket, s3_options, s3_client,
+                                                       tmp_path, capsys, corrupt, message):
+    """A copy cut short or a broken config.json passes a files-exist check; `latest` must not move to it."""
+    uri = f"s3://{s3_bucket}/m"
+    publish(tiny_checkpoint_dir, uri, run_id="good", options=s3_options)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint_dir, broken)
+    corrupt(broken)
+    assert main(["publish", str(broken), uri, "--endpoint-url", s3_options.endpoint_url, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.startswith(f"dultra: error: {broken}/") and err.count("\n") == 1, err
+    assert read_pointer(s3_client, S3Location(s3_bucket, "m"))[0].run_id == "good"
+    keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="m/runs/")["Contents"]}
+    assert {k.split("/")[2] for k in keys} == {"good"}  # nothing of the broken one uploaded
+
+
+def test_publish_checks_every_shard_an_index_names(tiny_checkpoint_dir, s3_bucket, s3_options, s3_client, tmp_path):
+    uri = f"s3://{s3_bucket}/m"
+    sharded = tmp_path / "sharded"
+    LLaDAModelLM.from_pretrained(tiny_checkpoint_dir).save_pretrained(sharded, max_shard_size="20KB")
+    shards = sorted(sharded.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (sharded / "model.safetensors.index.json").is_file()
+    assert publish(sharded, uri, run_id="sharded", options=s3_options).run_id == "sharded"
+    _truncate(shards[-1])
+    with pytest.raises(NotACheckpoint, match=re.escape(str(shards[-1])) + r" is \d+ bytes; its header says"):
+        publish(sharded, uri, options=s3_options)
+    assert read_pointer(s3_client, S3Location(s3_bucket, "m"))[0].run_id == "sharded"
+
+
 def test_pull_into_the_current_directory_fills_it_in_place(tiny_checkpoint_dir, s3_bucket, s3_options, tmp_path,
                                                            monkeypatch):
     uri = f"s3://{s3_bucket}/m"

@@ -27,16 +27,19 @@ calls dultra needs are plain JSON over HTTP. Endpoints used (all under `/apis/v2
 - Redirects are not followed: behind Dex/oauth2-proxy a redirect means "log in first",
   which is reported as `KfpAuthError` rather than parsed as a login page.
 - Typed errors (`dultra.schedule.errors`); `transport=` takes any `httpx.BaseTransport`.
+  An answer of the wrong shape (a number where a list of objects belongs) is a one-line
+  KfpServerError naming the endpoint and the field, not a TypeError further on.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -52,9 +55,10 @@ from dultra.schedule.errors import (
     RecurringRunNotFound,
     ScheduleSettingsError,
 )
-from dultra.schedule.models import Experiment, Pipeline, PipelineVersion, RecurringRun
+from dultra.schedule.models import Experiment, Pipeline, PipelineVersion, RecurringRun, member
 
 API = "/apis/v2beta1"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -98,17 +102,19 @@ class KfpClient:
     # -- pipelines ---------------------------------------------------------------------------
 
     def get_pipeline(self, pipeline_id: str) -> Pipeline:
-        return Pipeline.from_json(self._request("GET", f"{API}/pipelines/{pipeline_id}",
-                                                not_found=self._pipeline_missing(pipeline_id)))
+        path = f"{API}/pipelines/{pipeline_id}"
+        return self._parse(f"GET {path}", "the answer", Pipeline.from_json,
+                           self._request("GET", path, not_found=self._pipeline_missing(pipeline_id)))
 
     def latest_pipeline_version(self, pipeline_id: str) -> PipelineVersion | None:
         """The pipeline's newest version (what a recurring run without a version id runs);
         None if it has none."""
         params = {"sort_by": "created_at desc", "page_size": "1"}
-        page = self._request("GET", f"{API}/pipelines/{pipeline_id}/versions", params=params,
-                             not_found=self._pipeline_missing(pipeline_id))
-        versions = page.get("pipeline_versions") or page.get("pipelineVersions") or []
-        return PipelineVersion.from_json(versions[0]) if versions else None
+        path = f"{API}/pipelines/{pipeline_id}/versions"
+        page = self._request("GET", path, params=params, not_found=self._pipeline_missing(pipeline_id))
+        versions, _ = self._parse(f"GET {path}", "the answer", lambda p: page_items(p, "pipeline_versions"), page)
+        return self._parse(f"GET {path}", "pipeline_versions[0]", PipelineVersion.from_json,
+                           versions[0]) if versions else None
 
     def _pipeline_missing(self, pipeline_id: str):
         def missing(message: str) -> KfpError:
@@ -119,7 +125,7 @@ class KfpClient:
         """Pipelines whose name is exactly `name` (in `namespace`; shared ones without)."""
         # `name` is the unique pipeline name (KFP >= 2.5); older servers map it to display_name.
         params = _params(filter=_equals_filter("name", name), namespace=namespace)
-        return [Pipeline.from_json(p) for p in self._list(f"{API}/pipelines", "pipelines", params)]
+        return self._list(f"{API}/pipelines", "pipelines", params, Pipeline.from_json)
 
     def upload_pipeline(self, path: Path, name: str, namespace: str | None = None,
                         description: str | None = None) -> Pipeline:
@@ -131,32 +137,35 @@ class KfpClient:
         params = _params(name=name, namespace=namespace, description=description)
         # The server picks the parser from the file name's extension: keep the real name.
         files = {"uploadfile": (path.name, content, "application/x-yaml")}
-        return Pipeline.from_json(self._request("POST", f"{API}/pipelines/upload", params=params, files=files))
+        answer = self._request("POST", f"{API}/pipelines/upload", params=params, files=files)
+        return self._parse(f"POST {API}/pipelines/upload", "the answer", Pipeline.from_json, answer)
 
     # -- experiments -------------------------------------------------------------------------
 
     def find_experiments(self, name: str, namespace: str | None = None) -> list[Experiment]:
         params = _params(filter=_equals_filter("display_name", name), namespace=namespace)
-        return [Experiment.from_json(e) for e in self._list(f"{API}/experiments", "experiments", params)]
+        return self._list(f"{API}/experiments", "experiments", params, Experiment.from_json)
 
     def create_experiment(self, name: str, namespace: str | None = None) -> Experiment:
         body: dict[str, Any] = {"display_name": name}
         if namespace:
             body["namespace"] = namespace
-        return Experiment.from_json(self._request("POST", f"{API}/experiments", json=body))
+        answer = self._request("POST", f"{API}/experiments", json=body)
+        return self._parse(f"POST {API}/experiments", "the answer", Experiment.from_json, answer)
 
     # -- recurring runs ----------------------------------------------------------------------
 
     def create_recurring_run(self, body: dict[str, Any]) -> RecurringRun:
         """POST a CreateRecurringRun body (`models.ScheduleSpec.to_json`)."""
-        return RecurringRun.from_json(self._request("POST", f"{API}/recurringruns", json=body))
+        answer = self._request("POST", f"{API}/recurringruns", json=body)
+        return self._parse(f"POST {API}/recurringruns", "the answer", RecurringRun.from_json, answer)
 
     def list_recurring_runs(self, namespace: str | None = None, experiment_id: str | None = None,
                             name: str | None = None) -> list[RecurringRun]:
         """Every recurring run (all pages), optionally only those named `name`."""
         params = _params(namespace=namespace, experiment_id=experiment_id,
                          filter=None if name is None else _equals_filter("display_name", name))
-        return [RecurringRun.from_json(r) for r in self._list(f"{API}/recurringruns", "recurring_runs", params)]
+        return self._list(f"{API}/recurringruns", "recurring_runs", params, RecurringRun.from_json)
 
     def delete_recurring_run(self, recurring_run_id: str) -> None:
         self._request("DELETE", f"{API}/recurringruns/{recurring_run_id}",
@@ -169,21 +178,28 @@ class KfpClient:
 
     # -- HTTP ----------------------------------------------------------------------------------
 
-    def _list(self, path: str, key: str, params: dict[str, str]) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        token, seen = "", set()
+    def _list(self, path: str, key: str, params: dict[str, str], parse: Callable[[Any], T]) -> list[T]:
+        """Every item of every page under `key`, each through `parse` (a model's from_json)."""
+        items: list[T] = []
+        token, seen, what = "", set(), f"GET {path}"
         while True:
             page = self._request("GET", path, params={**params, "page_size": str(self.config.page_size),
                                                       **({"page_token": token} if token else {})})
-            # The gateway writes proto names (recurring_runs); accept the JSON name too.
-            camel = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key)
-            items.extend(page.get(key) or page.get(camel) or [])
-            token = page.get("next_page_token") or page.get("nextPageToken") or ""
+            raw, token = self._parse(what, "the answer", lambda p: page_items(p, key), page)
+            items.extend(self._parse(what, f"{key}[{i}]", parse, item) for i, item in enumerate(raw))
             if not token:
                 return items
             if token in seen:  # a server that pages in a circle would keep us here forever
                 raise KfpServerError(f"KFP at {self.host} returned page token {token!r} of GET {path} twice")
             seen.add(token)
+
+    def _parse(self, what: str, where: str, parse: Callable[[Any], T], data: Any) -> T:
+        """parse(data), its ValueError (a field of the wrong JSON type) as a one-line KfpServerError."""
+        try:
+            return parse(data)
+        except ValueError as err:
+            raise KfpServerError(f"{what} at {self.host} answered JSON that a KFP v2beta1 server does not send: "
+                                 f"{where} {err}; is --host the KFP API?") from None
 
     def _request(self, method: str, path: str, *, params: dict[str, str] | None = None,
                  json: dict[str, Any] | None = None, files: dict | None = None,
@@ -249,6 +265,16 @@ def normalize_host(host: str) -> str:
     if parts.query or parts.fragment:
         raise ScheduleSettingsError(f"--host {host!r}: give the API base URL without ?query or #fragment")
     return host
+
+
+def page_items(page: dict[str, Any], key: str) -> tuple[list[Any], str]:
+    """The items under `key` of one page of a list answer, and its next page token ("" on the
+    last); ValueError for a page of the wrong shape."""
+    # The gateway writes proto names (recurring_runs); accept the JSON names too.
+    camel = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key)
+    items = member(page, key, list) or member(page, camel, list, [])
+    token = member(page, "next_page_token", str) or member(page, "nextPageToken", str, "")
+    return items, token
 
 
 def _params(**values: str | None) -> dict[str, str]:

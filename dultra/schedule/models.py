@@ -5,11 +5,13 @@
 
 Field names follow the REST API (`backend/api/v2beta1/*.proto`; the JSON uses the proto
 names, snake_case). Only the fields dultra uses are kept; unknown ones are ignored, so
-newer servers that add fields still parse.
+newer servers that add fields still parse. A field of the wrong JSON type (a number where
+the API sends an object) is a ValueError naming it, which the client reports in one line.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,9 +30,10 @@ class Pipeline:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Pipeline:
-        display = data.get("display_name", "")
-        return cls(pipeline_id=data.get("pipeline_id", ""), name=data.get("name") or display,
-                   display_name=display, namespace=data.get("namespace", ""))
+        data = json_object(data)
+        display = member(data, "display_name", str, "")
+        return cls(pipeline_id=member(data, "pipeline_id", str, ""), name=member(data, "name", str, "") or display,
+                   display_name=display, namespace=member(data, "namespace", str, ""))
 
 
 @dataclass(frozen=True)
@@ -48,15 +51,16 @@ class PipelineVersion:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PipelineVersion:
+        data = json_object(data)
         spec = data.get("pipeline_spec")
         # A YAML with a second (platform) document comes back as {"pipeline_spec", "platform_spec"};
         # one without it as the spec itself (backend YamlStringToPipelineSpecStruct).
         if isinstance(spec, dict) and isinstance(spec.get("pipeline_spec"), dict):
             spec = spec["pipeline_spec"]
-        return cls(pipeline_version_id=data.get("pipeline_version_id", ""),
-                   name=data.get("name") or data.get("display_name", ""),
+        return cls(pipeline_version_id=member(data, "pipeline_version_id", str, ""),
+                   name=member(data, "name", str, "") or member(data, "display_name", str, ""),
                    pipeline_spec=spec if isinstance(spec, dict) and spec else None,
-                   error=((data.get("error") or {}).get("message") or ""))
+                   error=error_message(data))
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,9 @@ class Experiment:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Experiment:
-        return cls(experiment_id=data.get("experiment_id", ""), display_name=data.get("display_name", ""),
-                   namespace=data.get("namespace", ""))
+        data = json_object(data)
+        return cls(experiment_id=member(data, "experiment_id", str, ""),
+                   display_name=member(data, "display_name", str, ""), namespace=member(data, "namespace", str, ""))
 
 
 @dataclass(frozen=True)
@@ -103,32 +108,32 @@ class RecurringRun:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RecurringRun:
-        trigger = data.get("trigger") or {}
-        cron = trigger.get("cron_schedule") or {}
-        periodic = trigger.get("periodic_schedule") or {}
+        data = json_object(data)
+        trigger = member(data, "trigger", dict, {})
+        cron = member(trigger, "cron_schedule", dict, {})
+        periodic = member(trigger, "periodic_schedule", dict, {})
         window = cron or periodic
-        reference = data.get("pipeline_version_reference") or {}
-        interval = periodic.get("interval_second")
-        concurrency = data.get("max_concurrency")
+        reference = member(data, "pipeline_version_reference", dict, {})
         return cls(
-            recurring_run_id=data.get("recurring_run_id", ""),
-            display_name=data.get("display_name", ""),
-            cron=cron.get("cron") if cron else None,
-            interval_s=int(interval) if interval not in (None, "") else None,
-            status=data.get("status", "STATUS_UNSPECIFIED"),
-            pipeline_id=reference.get("pipeline_id", ""),
+            recurring_run_id=member(data, "recurring_run_id", str, ""),
+            display_name=member(data, "display_name", str, ""),
+            cron=member(cron, "cron", str) if cron else None,
+            interval_s=int64(periodic, "interval_second"),
+            status=member(data, "status", str, "STATUS_UNSPECIFIED"),
+            pipeline_id=member(reference, "pipeline_id", str, ""),
             # pipeline_version_id at the top level is the deprecated v1-style field
-            pipeline_version_id=reference.get("pipeline_version_id") or data.get("pipeline_version_id", ""),
-            experiment_id=data.get("experiment_id", ""),
-            namespace=data.get("namespace", ""),
-            max_concurrency=int(concurrency) if concurrency not in (None, "") else None,
+            pipeline_version_id=member(reference, "pipeline_version_id", str, "")
+            or member(data, "pipeline_version_id", str, ""),
+            experiment_id=member(data, "experiment_id", str, ""),
+            namespace=member(data, "namespace", str, ""),
+            max_concurrency=int64(data, "max_concurrency"),
             no_catchup=bool(data.get("no_catchup", False)),
-            start_time=parse_time(window.get("start_time")),
-            end_time=parse_time(window.get("end_time")),
-            created_at=parse_time(data.get("created_at")),
-            parameters=dict((data.get("runtime_config") or {}).get("parameters") or {}),
-            service_account=data.get("service_account", ""),
-            error=((data.get("error") or {}).get("message") or ""),
+            start_time=parse_time(member(window, "start_time", str)),
+            end_time=parse_time(member(window, "end_time", str)),
+            created_at=parse_time(member(data, "created_at", str)),
+            parameters=dict(member(member(data, "runtime_config", dict, {}), "parameters", dict, {})),
+            service_account=member(data, "service_account", str, ""),
+            error=error_message(data),
         )
 
 
@@ -176,6 +181,51 @@ class ScheduleSpec:
         if self.service_account:
             body["service_account"] = self.service_account
         return body
+
+
+_KINDS = {dict: "an object", list: "a list", str: "a string"}
+
+
+def json_object(data: Any) -> dict[str, Any]:
+    """`data`, which must be a JSON object; ValueError otherwise."""
+    if not isinstance(data, dict):
+        raise ValueError(f"is {_show(data)}, not an object")
+    return data
+
+
+def member(data: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
+    """data[key] if it is a `kind` (dict, list or str); `default` if absent or null; a ValueError
+    naming `key` for any other JSON type, which `.get` would pass on to fail far from here."""
+    value = data.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, kind):
+        raise ValueError(f"has {key} {_show(value)}, not {_KINDS[kind]}")
+    return value
+
+
+def int64(data: dict[str, Any], key: str) -> int | None:
+    """An int64 field: proto3 JSON writes it as a string of digits ("3600"), some servers as a
+    number; None if absent, null or ""."""
+    value = data.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ValueError(f"has {key} {_show(value)}, not an integer")
+
+
+def error_message(data: dict[str, Any]) -> str:
+    """The message of the google.rpc.Status in `error`, which the server sets on an item it could
+    not read; empty if none."""
+    return member(member(data, "error", dict, {}), "message", str, "")
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def format_time(t: datetime) -> str:

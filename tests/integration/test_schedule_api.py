@@ -358,6 +358,41 @@ def test_a_200_that_is_not_kfp_json_is_reported(kfp):
         api.list_recurring_runs()
 
 
+@pytest.mark.parametrize("method, path, answer, call, message", [
+    ("GET", "/recurringruns", {"recurringRuns": 5}, lambda api: api.list_recurring_runs(),
+     "the answer has recurringRuns 5, not a list"),
+    ("GET", "/recurringruns", {"recurring_runs": [{}, "x"]}, lambda api: api.list_recurring_runs(),
+     'recurring_runs[1] is "x", not an object'),
+    ("GET", "/recurringruns", {"recurring_runs": [{"trigger": {"periodic_schedule": {"interval_second": "1h"}}}]},
+     lambda api: api.list_recurring_runs(), 'recurring_runs[0] has interval_second "1h", not an integer'),
+    ("GET", "/recurringruns", {"recurring_runs": [], "next_page_token": 2}, lambda api: api.list_recurring_runs(),
+     "the answer has next_page_token 2, not a string"),
+    ("GET", "/pipelines", {"pipelines": [{"name": ["dultra"]}]}, lambda api: api.find_pipelines("dultra"),
+     'pipelines[0] has name ["dultra"], not a string'),
+    ("GET", "/pipelines/p1", {"pipeline_id": 7}, lambda api: api.get_pipeline("p1"),
+     "the answer has pipeline_id 7, not a string"),
+    ("GET", "/pipelines/p1/versions", {"pipeline_versions": ["v"]}, lambda api: api.latest_pipeline_version("p1"),
+     'pipeline_versions[0] is "v", not an object'),
+    ("POST", "/pipelines/upload", {"display_name": 1}, lambda api: api.upload_pipeline(Path(__file__), "p"),
+     "the answer has display_name 1, not a string"),
+    ("GET", "/experiments", {"experiments": {"a": 1}}, lambda api: api.find_experiments("e"),
+     'the answer has experiments {"a": 1}, not a list'),
+    ("POST", "/experiments", {"experiment_id": None, "namespace": {}}, lambda api: api.create_experiment("e"),
+     "the answer has namespace {}, not a string"),
+    ("POST", "/recurringruns", {"error": "boom"}, lambda api: api.create_recurring_run({}),
+     'the answer has error "boom", not an object'),
+])
+def test_an_answer_of_the_wrong_shape_is_a_one_line_server_error(kfp, method, path, answer, call, message):
+    """Valid JSON that is no v2beta1 answer (another service, a proxy) must not end in a TypeError."""
+    kfp.fail(method, API + path, 200, answer)
+    with client(kfp) as api, pytest.raises(KfpServerError) as err:
+        call(api)
+    text = str(err.value)
+    assert text.startswith(f"{method} {API}{path} at {kfp.url} answered JSON that a KFP v2beta1 server does not "
+                           f"send: {message}; is --host the KFP API?"), text
+    assert "\n" not in text
+
+
 def test_upload_rejection_shows_the_upload_handlers_message(kfp, pipeline_file):
     kfp.fail("POST", f"{API}/pipelines/upload", 400,
              {"error_message": "Failed to create a pipeline: name already exists", "error_details": "..."})

@@ -255,6 +255,15 @@ CREATE = ["create", "--cron", "0 0 3 * * *"]
     (CREATE, lambda kfp: kfp.fail("GET", f"{API}/pipelines/{kfp.add_pipeline('dultra')}/versions", 500,
                                   {"code": 13, "message": "List pipeline versions failed:\ndatabase is locked"}),
      "/versions (HTTP 500): List pipeline versions failed: database is locked"),
+    (["list"], lambda kfp: kfp.fail("GET", f"{API}/recurringruns", 200, {"recurringRuns": 5}),
+     "GET /apis/v2beta1/recurringruns at http://127.0.0.1:"),
+    (["list"], lambda kfp: kfp.fail("GET", f"{API}/recurringruns", 200, {"recurring_runs": [["r-1"]]}),
+     'answered JSON that a KFP v2beta1 server does not send: recurring_runs[0] is ["r-1"], not an object'),
+    (["list"], lambda kfp: kfp.fail("GET", f"{API}/recurringruns", 200, '[{"recurring_runs": []}]'),
+     "answered [{\"recurring_runs\": []}], not KFP JSON"),
+    (CREATE, lambda kfp: kfp.fail("GET", f"{API}/pipelines/{kfp.add_pipeline('dultra')}/versions", 200,
+                                  {"pipeline_versions": [{"error": "unreadable"}]}),
+     'pipeline_versions[0] has error "unreadable", not an object'),
 ])
 def test_one_line_errors(kfp, capsys, argv, setup, message):
     if setup is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
@@ -81,6 +82,16 @@ def test_recurring_run_from_a_server_response():
     assert run.end_time is None  # KFP writes unset times as the epoch
     assert run.created_at == datetime(2029, 12, 1, 10, 0, 0, 123456, tzinfo=UTC)
     assert run.parameters == {"task": "gsm8k"} and run.namespace == "team-a"
+
+
+def test_int64_fields_read_as_strings_or_numbers_and_wrong_types_name_the_field():
+    periodic = {"trigger": {"periodic_schedule": {"interval_second": 3600}}, "max_concurrency": "2"}
+    run = RecurringRun.from_json(periodic)
+    assert (run.interval_s, run.max_concurrency, run.cron) == (3600, 2, None)
+    for bad, message in ((5, "is 5, not an object"), ({"max_concurrency": True}, "has max_concurrency true, not an "
+                         "integer"), ({"runtime_config": {"parameters": [1]}}, "has parameters [1], not an object")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            RecurringRun.from_json(bad)
 
 
 def test_next_trigger_respects_status_start_and_end():

@@ -6,10 +6,10 @@
 `manifest.is_checkpoint` only sees that the files exist; a copy cut short (a 0-byte or
 truncated model.safetensors) or a hand-edited config.json passes it, and `latest` would
 then name a run that `pull` verifies but nothing can load. What this checks, without torch
-and without reading the weights: config.json is a JSON object whose model_type is "llada";
-each *.safetensors file (and every shard an index names) has a readable header whose
-tensors' byte ranges tile the data section and end exactly at the end of the file. What it
-does not check: that a tensor's byte range matches its dtype and shape, that the tensors are
+and without reading the weights: config.json is a JSON object whose model_type is "llada"
+(or absent, as loading allows); each *.safetensors file (and every shard an index names) has
+a readable header whose tensors' byte ranges tile the data section and end exactly at the
+end of the file. What it does not check: that a tensor's byte range matches its dtype and shape, that the tensors are
 the ones the model expects, or the config's field values (loading reports those).
 """
 
@@ -34,7 +34,7 @@ def check_loadable(directory: Path) -> None:
 
 
 def check_config(path: Path) -> None:
-    """config.json must be a JSON object with model_type "llada" (what `dultra` loads)."""
+    """config.json must be a JSON object with model_type "llada" or none (what `dultra` loads)."""
     try:
         config = json.loads(path.read_bytes())
     except OSError as err:
@@ -44,9 +44,8 @@ def check_config(path: Path) -> None:
     if not isinstance(config, dict):
         raise NotACheckpoint(f"{path} holds a JSON {type(config).__name__}, not a model config object")
     kind = config.get("model_type")
-    if kind != MODEL_TYPE:
-        found = "has no model_type" if kind is None else f"has model_type {kind!r}"
-        raise NotACheckpoint(f"{path} {found}; a LLaDA or dUltra checkpoint's is {MODEL_TYPE!r}")
+    if kind not in (None, MODEL_TYPE):  # none: loading takes it as LLaDA's too
+        raise NotACheckpoint(f"{path} has model_type {kind!r}; a LLaDA or dUltra checkpoint's is {MODEL_TYPE!r}")
 
 
 def weight_files(directory: Path) -> list[Path]:

@@ -115,10 +115,15 @@ def start_point(accelerator: Accelerator, name: str, stage: str, output_dir: str
     if resume and checkpoint is None:
         accelerator.print(f"{name}: no checkpoint in {output_dir}: starting afresh")
     if accelerator.is_main_process:
-        probe = Path(output_dir) / f".write-test-{os.getpid()}"
-        probe.parent.mkdir(parents=True, exist_ok=True)
+        out = Path(output_dir).absolute()
+        made = [d for d in (out, *out.parents) if not d.exists()]  # deepest first
+        probe = out / f".write-test-{os.getpid()}"
+        out.mkdir(parents=True, exist_ok=True)
         probe.write_text("")
         probe.unlink()
+        for directory in made:  # the run's first write makes them again: one that fails to start leaves nothing
+            with contextlib.suppress(OSError):  # another process wrote there meanwhile
+                directory.rmdir()
     return None, checkpoint
 
 

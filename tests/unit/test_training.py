@@ -264,6 +264,14 @@ def test_resuming_from_a_damaged_checkpoint_is_one_clear_error(tmp_path, damage)
         pretrain(replace(cfg, resume=True, steps=2))
 
 
+def test_a_run_that_fails_to_start_leaves_no_output_dir(tmp_path):
+    cfg = PretrainConfig(model=str(tmp_path / "no-such-model"), tasks="synthetic-math", train_size=40,
+                         output_dir=str(tmp_path / "runs" / "pretrain"), steps=1, batch_size=4, gen_length=16)
+    with pytest.raises(CheckpointError, match="no checkpoint directory"):
+        pretrain(cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_a_resume_into_another_stage_s_output_dir_names_the_stage(checkpoint, tmp_path):
     pretrain(PretrainConfig(model="tiny:n_layers=1", tasks="synthetic-math", train_size=40, output_dir=str(tmp_path),
                             steps=2, batch_size=4, gen_length=16, save_every=1))

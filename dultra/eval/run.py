@@ -156,6 +156,10 @@ def check_config(cfg: EvalConfig) -> None:
     parse_strategies(cfg.strategies, cfg.gen_length or DecodeConfig.gen_length)
     if not cfg.examples:
         task_kind(cfg.task)
+    if cfg.sandbox_url is not None:
+        from dultra.rewards.sandbox_client import check_url
+
+        check_url(cfg.sandbox_url)
 
 
 def with_lengths(cfg: EvalConfig, path: Path) -> EvalConfig:

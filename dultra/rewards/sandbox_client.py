@@ -28,10 +28,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from dultra.errors import DultraError
+from dultra.errors import ConfigError, DultraError, first_line
 from dultra.rewards.runner import SandboxUnavailable as RunnerUnavailable
 from dultra.rewards.runner import TestsRefused
 
@@ -118,11 +119,34 @@ class ClientConfig:
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
+def check_url(url: str) -> None:
+    """Raise ConfigError, in one line naming `url`, unless it can address a service: http or
+    https, a host, and no port or a number in 1..65535. (httpx's own InvalidURL, for
+    `http://localhost:80a` or `http://[::1`, is no DultraError and would end in a traceback.)"""
+    try:
+        port = urlsplit(url).port  # strict: httpx reads `http://h:+80` as no port at all
+        parsed = httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as err:
+        problem = first_line(err)
+    else:
+        if parsed.scheme not in ("http", "https"):
+            problem = "it must start with http:// or https://"
+        elif not parsed.host:
+            problem = "it names no host"
+        elif port == 0:
+            problem = "port 0 cannot be connected to"
+        else:
+            return
+    raise ConfigError(f"sandbox URL {url!r} is not usable: {problem} (give http://HOST[:PORT])")
+
+
 class SandboxClient:
     """Runs programs in the sandbox service at `url`, or in-process when url is None."""
 
     def __init__(self, url: str | None = None, config: ClientConfig | None = None,
                  transport: httpx.BaseTransport | None = None):
+        if url is not None:
+            check_url(url)
         self.config = config or ClientConfig()
         self.url = url
         self._slots = threading.BoundedSemaphore(self.config.max_concurrency)

@@ -173,6 +173,10 @@ class TrainConfig:
                               f"got {self.planner_lr}")
         check_temperature(self.temperature)
         check_cache(self.cache)
+        if self.sandbox_url is not None:
+            from dultra.rewards.sandbox_client import check_url
+
+            check_url(self.sandbox_url)
         if self.cache != "none" and self.replay_batch_size and self.train_base:
             raise ConfigError("a cached replay follows the rollout's blocks over the whole batch: "
                               "set replay_batch_size to 0 (or use gradient_checkpointing to save memory)")

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 
 import httpx
 import pytest
 
-from dultra.errors import DultraError
+from dultra.errors import ConfigError, DultraError
 from dultra.rewards.sandbox_client import (
     ClientConfig,
     RunResult,
@@ -92,6 +93,34 @@ def test_client_errors_are_not_retried(client):
         client(handler).run("x = 1", timeout_s=1e9)
     assert isinstance(info.value, DultraError)  # the CLI prints it in one line
     assert len(calls) == 1
+
+
+BAD_URLS = [("http://localhost:80a", "'80a'"), ("http://[::1", "Invalid IPv6 URL"), ("http://h:99999", "range"),
+            ("http://h:+80", "'+80'"), ("http://h:0", "port 0"), ("localhost:8080", "http:// or https://"),
+            ("ftp://h", "http:// or https://"), ("", "http:// or https://"), ("http://:8080", "no host")]
+
+
+@pytest.mark.parametrize("url, problem", BAD_URLS)
+def test_a_malformed_url_is_a_config_error_when_the_client_is_made(url, problem):
+    with pytest.raises(ConfigError, match=f"sandbox URL {re.escape(repr(url))} is not usable: .*{re.escape(problem)}") as info:
+        SandboxClient(url)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "https://sandbox.example.com/prefix/", "http://[::1]:80"])
+def test_a_good_url_is_taken(url):
+    SandboxClient(url).close()
+
+
+def test_train_and_eval_refuse_a_malformed_url_in_their_settings_check():
+    from dultra.eval.config import EvalConfig
+    from dultra.eval.run import check_config
+    from dultra.rl.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="sandbox URL 'http://localhost:80a' is not usable"):
+        TrainConfig(sandbox_url="http://localhost:80a").validate()
+    with pytest.raises(ConfigError, match=r"sandbox URL 'http://\[::1' is not usable"):
+        check_config(EvalConfig(sandbox_url="http://[::1"))
 
 
 def test_the_code_reward_skips_only_tests_too_large_to_send(client):

@@ -264,16 +264,28 @@ class SandboxClient:
                     raise _Retryable(f"no answer from {path} within max_wait_s ({self.config.max_wait_s:g} s)")
         text = content.decode(errors="replace")
         if response.status_code in _RETRY_STATUS:
-            raise _Retryable(f"HTTP {response.status_code} from {path}: {text[:200]}")
+            raise _Retryable(f"HTTP {response.status_code} from {path}: {_excerpt(text)}")
         if response.status_code >= 400:
-            try:
-                detail = json.loads(text).get("detail", text)
-            except (ValueError, AttributeError):
-                detail = text
-            too_large = response.status_code == 413 or "is larger than" in str(detail)
-            raise (SandboxRequestTooLarge if too_large else SandboxRequestError)(
-                f"sandbox refused the request ({response.status_code}): {detail}")
-        return json.loads(text)
+            raise self._refusal(response.status_code, text)
+        try:
+            return json.loads(text)
+        except ValueError:  # a redirect or another server's page
+            raise SandboxError(f"{path} at {self.url} answered HTTP {response.status_code} with {_body(text)}, "
+                               "not JSON: is it the sandbox service?") from None
+
+    def _refusal(self, status: int, text: str) -> SandboxRequestError:
+        """The error for a 4xx answer, in one line: the service's `detail`, or the start of the
+        body when it is not the service's JSON (another server's page: a wrong URL or port)."""
+        try:
+            detail = str(json.loads(text)["detail"])
+        except (ValueError, TypeError, KeyError):
+            detail = None
+        if status == 413 or "is larger than" in (detail or text):
+            return SandboxRequestTooLarge(f"sandbox refused the request ({status}): {_excerpt(detail or text)}")
+        if detail is None:
+            return SandboxRequestError(f"sandbox refused the request ({status}) with {_body(text)}: "
+                                       f"is {self.url} the sandbox service?")
+        return SandboxRequestError(f"sandbox refused the request ({status}): {_excerpt(detail)}")
 
     def _with_retries(self, call, bad_result):
         last = ""
@@ -296,6 +308,17 @@ class SandboxClient:
 
 class _Retryable(Exception):
     """An HTTP answer worth retrying (5xx/429)."""
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    """`text` in one line (whitespace collapsed), cut to `limit` characters: error bodies can
+    be whole HTML pages."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _body(text: str) -> str:
+    return repr(_excerpt(text)) if text.strip() else "an empty body"
 
 
 def _chunks(requests: list[dict], count: int, size: int) -> list[list[dict]]:

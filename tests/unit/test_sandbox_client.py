@@ -21,7 +21,9 @@ from dultra.rewards.sandbox_client import (
     ClientConfig,
     RunResult,
     SandboxClient,
+    SandboxError,
     SandboxRequestError,
+    SandboxRequestTooLarge,
     SandboxUnavailable,
 )
 from tests.scripted_http import Drop, scripted_server
@@ -121,6 +123,40 @@ def test_train_and_eval_refuse_a_malformed_url_in_their_settings_check():
         TrainConfig(sandbox_url="http://localhost:80a").validate()
     with pytest.raises(ConfigError, match=r"sandbox URL 'http://\[::1' is not usable"):
         check_config(EvalConfig(sandbox_url="http://[::1"))
+
+
+PAGE = ("<!DOCTYPE html>\n<html>\n  <head>\n    <title>404 Not Found</title>\n  </head>\n  <body>\n"
+        + "    <p>Nothing here.</p>\n" * 50 + "  </body>\n</html>\n")
+
+
+def test_another_servers_error_page_is_one_short_line(client):
+    def handler(request):
+        return httpx.Response(404, text=PAGE, headers={"content-type": "text/html"})
+
+    with pytest.raises(SandboxRequestError, match=r"refused the request \(404\) with '<!DOCTYPE html> <html> <head> "
+                       r"<title>404 Not Found</title>.*\.\.\.': is http://127.0.0.1:\d+ the sandbox service\?$") as info:
+        client(handler).run("x = 1")
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300
+
+
+def test_a_proxys_413_page_still_marks_the_request_too_large(client):
+    def handler(request):
+        return httpx.Response(413, text="<html>\n<title>413 Request Entity Too Large</title>\n</html>\n")
+
+    with pytest.raises(SandboxRequestTooLarge, match=r"\(413\): <html> <title>413 Request Entity Too Large</title>"):
+        client(handler).run("x = 1")
+
+
+def test_a_page_that_is_not_json_is_one_line_not_a_decode_error(client):
+    with pytest.raises(SandboxError, match=r"/v1/run at .* answered HTTP 200 with '<html> <p>hello</p> </html>', "
+                       r"not JSON: is it the sandbox service\?"):
+        client(lambda request: httpx.Response(200, text="<html>\n<p>hello</p>\n</html>")).run("x = 1")
+
+
+def test_error_bodies_in_the_retry_message_are_one_line(client):
+    with pytest.raises(SandboxUnavailable, match=r"last: _Retryable: HTTP 502 from /v1/run: <!DOCTYPE html> <html> .{100,}\.\.\.$") as info:
+        client(lambda request: httpx.Response(502, text=PAGE)).run("x = 1")
+    assert "\n" not in str(info.value)
 
 
 def test_the_code_reward_skips_only_tests_too_large_to_send(client):

@@ -36,11 +36,38 @@ def config_from(args: argparse.Namespace) -> SandboxConfig:
     return SandboxConfig.configured(**{k: v for k, v in vars(args).items() if k in fields})
 
 
+def read_text(path: str, what: str) -> str:
+    """The UTF-8 text of the file at `path`; ValueError, in one line naming `what` and `path`,
+    for a missing, unreadable or binary file (`dultra sandbox run` reads its files with this too)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as err:
+        raise ValueError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        hint = ": give the Python source" if what in ("program", "tests") else ""
+        raise ValueError(f"{what} {path} is not UTF-8 text{hint}") from None
+
+
+def request_from(args: argparse.Namespace, config: SandboxConfig) -> dict:
+    """The checked request of `run` (ValueError for a bad file; RequestError, a ValueError
+    naming the limits, for a --timeout outside (0, max_timeout_s])."""
+    from sandbox.protocol import normalize
+
+    raw = {"code": read_text(args.file, "program")}
+    if args.tests is not None:
+        raw["tests"] = [read_text(args.tests, "tests")]
+    if args.timeout is not None:  # 0 too: refused, not read as "the default"
+        raw["timeout_s"] = args.timeout
+    return normalize(raw, config)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = config_from(args)
-    except ValueError as err:  # a bad flag or SANDBOX_* value: one line, not a traceback
+        request = request_from(args, config) if args.command == "run" else None
+    except ValueError as err:  # a bad flag, SANDBOX_* value, file or request: one line, not a traceback
         print(f"sandbox: error: {err}", file=sys.stderr)
         return 2
     if args.command == "serve":
@@ -49,18 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         serve(config)
         return 0
     from sandbox.pool import WorkerPool
-    from sandbox.protocol import normalize
 
-    with open(args.file) as f:
-        raw = {"code": f.read()}
-    if args.tests:
-        with open(args.tests) as f:
-            raw["tests"] = [f.read()]
-    if args.timeout:
-        raw["timeout_s"] = args.timeout
     pool = WorkerPool(dataclasses.replace(config, workers=1))
     try:
-        result = pool.run(normalize(raw, config))
+        result = pool.run(request)
     finally:
         pool.close()
     print(json.dumps(result, indent=2))

@@ -97,10 +97,14 @@ class SandboxConfig:
         environ = os.environ if environ is None else environ
         changes = {}
         for field in dataclasses.fields(self):
-            raw = environ.get(f"SANDBOX_{field.name.upper()}")
+            name = f"SANDBOX_{field.name.upper()}"
+            raw = environ.get(name)
             if raw is not None:
                 kind = type(getattr(self, field.name))
-                changes[field.name] = kind(raw)
+                try:
+                    changes[field.name] = kind(raw)
+                except ValueError:
+                    raise ValueError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") from None
         return dataclasses.replace(self, **changes)
 
     @classmethod

@@ -17,7 +17,6 @@ import dataclasses
 import json
 import socket
 import time
-from pathlib import Path
 
 from dultra.errors import DultraError
 
@@ -87,14 +86,14 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _read(path: str | None, what: str) -> str | None:
+    from sandbox.__main__ import read_text  # the same checks and words as `python -m sandbox run`
+
     if path is None:
         return None
     try:
-        return Path(path).read_text()
-    except OSError as err:
-        raise SandboxCommandError(f"cannot read {what} {path}: {err.strerror}") from err
-    except UnicodeDecodeError:
-        raise SandboxCommandError(f"{what} {path} is not UTF-8 text: give the Python source") from None
+        return read_text(path, what)
+    except ValueError as err:
+        raise SandboxCommandError(str(err)) from None
 
 
 def run_file(args: argparse.Namespace) -> int:

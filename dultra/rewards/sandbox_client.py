@@ -354,10 +354,13 @@ class _LocalSandbox:
         from sandbox.isolation import make_non_dumpable
         from sandbox.pool import WorkerPool
 
+        try:  # SANDBOX_* variables apply here too
+            self._config = SandboxConfig.configured(workers=workers or None)
+        except ValueError as err:
+            raise ConfigError(f"bad sandbox setting: {err}") from None
         # As the server does: runs of this uid (process mode) then cannot read this process's
         # memory or environment (tokens, credentials) through /proc.
         make_non_dumpable()
-        self._config = SandboxConfig.configured(workers=workers or None)
         self._pool = WorkerPool(self._config)
 
     def run_batch(self, requests: list[dict]) -> list[dict]:

@@ -1,8 +1,11 @@
-"""`dultra sandbox run` end to end (in-process workers) and its one-line errors."""
+"""`dultra sandbox run` end to end (in-process workers), and its one-line errors and those of
+`python -m sandbox run`, which reads and checks its input alike."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 from dultra.cli import main
 
@@ -31,24 +34,6 @@ def test_run_with_stdin_and_expected_stdout(tmp_path, capsys):
     assert code == 0, capsys.readouterr()
 
 
-def test_missing_file_is_one_line_and_exit_2(tmp_path, capsys):
-    assert main(["sandbox", "run", str(tmp_path / "nope.py")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("dultra: error: cannot read program") and err.count("\n") == 1
-
-
-def test_a_binary_program_is_one_line_and_exit_2(tmp_path, capsys):
-    (tmp_path / "prog.pyc").write_bytes(b"\x88\x00\xff compiled")
-    assert main(["sandbox", "run", str(tmp_path / "prog.pyc")]) == 2
-    assert f"dultra: error: program {tmp_path / 'prog.pyc'} is not UTF-8 text" in capsys.readouterr().err
-
-
-def test_bad_timeout_is_one_line_and_exit_2(tmp_path, capsys):
-    (tmp_path / "sol.py").write_text("x = 1\n")
-    assert main(["sandbox", "run", str(tmp_path / "sol.py"), "--timeout", "1e9"]) == 2
-    assert "timeout_s must be between" in capsys.readouterr().err
-
-
 def test_up_with_an_unknown_image_is_one_line_and_exit_2(capsys):
     # Without an engine the message says so; with one, that the image is missing.
     assert main(["sandbox", "up", "--image", "dultra-sandbox:no-such-tag", "--port", "1"]) == 2
@@ -70,3 +55,63 @@ def test_serve_on_a_busy_port_is_one_line_and_exit_2(capsys):
         port = busy.getsockname()[1]
         assert main(["sandbox", "serve", "--port", str(port)]) == 2
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+
+
+def _dultra(args):
+    return main(["sandbox", "run", *args]), "dultra: error: "
+
+
+def _standalone(args):
+    from sandbox.__main__ import main as sandbox_main
+
+    return sandbox_main(["run", *args]), "sandbox: error: "
+
+
+ENTRY_POINTS = pytest.mark.parametrize("run", [_dultra, _standalone], ids=["dultra", "python-m-sandbox"])
+
+
+def _one_line_error(run, args, capsys) -> str:
+    code, prefix = run(args)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(prefix) and err.count("\n") == 1, err
+    return err
+
+
+@ENTRY_POINTS
+@pytest.mark.parametrize("name, make, message", [
+    ("nope.py", lambda p: None, "cannot read program {p}: No such file or directory"),
+    ("folder", lambda p: p.mkdir(), "cannot read program {p}: Is a directory"),
+    ("prog.pyc", lambda p: p.write_bytes(b"\x88\x00\xff compiled"), "program {p} is not UTF-8 text"),
+])
+def test_an_unreadable_program_is_one_line_and_exit_2(run, name, make, message, tmp_path, capsys):
+    make(tmp_path / name)
+    assert message.format(p=tmp_path / name) in _one_line_error(run, [str(tmp_path / name)], capsys)
+
+
+@ENTRY_POINTS
+def test_unreadable_tests_are_one_line_and_exit_2(run, tmp_path, capsys):
+    (tmp_path / "sol.py").write_text("x = 1\n")
+    err = _one_line_error(run, [str(tmp_path / "sol.py"), "--tests", str(tmp_path)], capsys)
+    assert f"cannot read tests {tmp_path}: Is a directory" in err
+
+
+@ENTRY_POINTS
+@pytest.mark.parametrize("timeout", ["0", "-1", "1e9", "nan", "inf"])
+def test_a_timeout_outside_the_limits_is_one_line_naming_them(run, timeout, tmp_path, capsys):
+    (tmp_path / "sol.py").write_text("x = 1\n")
+    err = _one_line_error(run, [str(tmp_path / "sol.py"), "--timeout", timeout], capsys)
+    assert "timeout_s must be between 0.001 and 60.0" in err
+
+
+@ENTRY_POINTS
+def test_a_bad_sandbox_variable_is_one_line_naming_it(run, tmp_path, capsys, monkeypatch):
+    (tmp_path / "sol.py").write_text("x = 1\n")
+    monkeypatch.setenv("SANDBOX_PORT", "abc")
+    assert "SANDBOX_PORT='abc' is not an integer" in _one_line_error(run, [str(tmp_path / "sol.py")], capsys)
+
+
+@pytest.mark.parametrize("url", ["http://localhost:80a", "http://[::1"])
+def test_a_malformed_sandbox_url_is_one_line_and_exit_2(url, tmp_path, capsys):
+    (tmp_path / "sol.py").write_text("x = 1\n")
+    err = _one_line_error(_dultra, [str(tmp_path / "sol.py"), "--sandbox-url", url], capsys)
+    assert f"sandbox URL '{url}' is not usable" in err

@@ -159,6 +159,12 @@ def test_error_bodies_in_the_retry_message_are_one_line(client):
     assert "\n" not in str(info.value)
 
 
+def test_a_bad_sandbox_variable_in_process_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("SANDBOX_PORT", "abc")
+    with pytest.raises(ConfigError, match="bad sandbox setting: SANDBOX_PORT='abc' is not an integer"):
+        SandboxClient()
+
+
 def test_the_code_reward_skips_only_tests_too_large_to_send(client):
     from dultra.data.example import CodeTest
     from dultra.rewards.code_correct import CodeReward

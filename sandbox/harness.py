@@ -14,19 +14,18 @@ before it starts, so monkeypatching `builtins`, `os`, `json`, `sys` or the harne
 itself does not reach the harness; and the tests run with the builtins as they were before
 the program ran.
 
-Tests see the names the program defines at top level, as in HumanEval's own harness, except
-those that shadow a builtin: a top-level `def abs(x): return 0` or `set = ...` stays the
-program's own (its functions still call it) but cannot make `assert abs(f(2) - 4) < 1e-6`
-pass. (They run in a copy of the program's namespace without those names, so a test does
-not see a global the program rebinds while it runs; benchmark asserts only call functions.)
-Patches the program makes to other modules (`math.isclose = ...`) are its semantics, and the
-tests see them.
+Tests share the program's module namespace, as in HumanEval's own harness: names the
+program defines at top level (even ones shadowing builtins) and patches it makes to other
+modules (`math.isclose = ...`) are the program's semantics, and the tests see them.
 
 Limit: the solution runs in the harness's interpreter. A program that deliberately walks
 its own stack frames or heap (sys._getframe, gc, ctypes) can find the token and forge a
 report, or read the assert tests that follow it; that is reward hacking inside one address
 space, which no in-process harness stops. Likewise an assert compares the program's own
-objects: a returned value whose `__eq__` always says True passes `assert f(2) == 4`. I/O
+objects: a returned value whose `__eq__` always says True passes `assert f(2) == 4`, and a
+top-level `def abs(x): return 0` passes `assert abs(f(2) - 4) < 1e-6` (hiding such names
+from the tests would fail a task whose function is named `max` or whose program uses a
+module the tests import, as the benchmarks' own harnesses run program and tests as one). I/O
 runs resist both: the expected output never enters the process (the worker holds only its
 digest, `sandbox.protocol.seal`) and the worker compares the program's stdout, as text,
 with it. Where a policy might learn such tricks, prefer I/O tests.
@@ -55,7 +54,7 @@ def run_harness(request: dict, report_fd: int, token: str) -> NoReturn:
     assembled from C functions only.
     """
     write, exit_, encode, escape = os.write, os._exit, str.encode, json.encoder.encode_basestring_ascii
-    compile_, exec_, str_, type_, getattr_, starts = builtins.compile, builtins.exec, str, type, getattr, str.startswith
+    compile_, exec_, str_, type_, getattr_ = builtins.compile, builtins.exec, str, type, getattr
     base, assertion, system_exit, memory = BaseException, AssertionError, SystemExit, MemoryError
     compile_errors = (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError)
     print_tb, sys_ = traceback.print_exception, sys
@@ -118,15 +117,12 @@ def run_harness(request: dict, report_fd: int, token: str) -> NoReturn:
     status, detail = run(request["code"], "<solution>", namespace, solution=True, has_tests=tests is not None)
     passed = 0
     if status is None:
-        # Tests look builtins up in an untouched copy, and past the program's names that shadow
-        # them: neither `builtins.abs = lambda x: 0` nor a top-level `def abs` in the program
-        # can make `assert abs(got - want) < 1e-6` pass.
-        test_namespace = {name: value for name, value in namespace.items()
-                          if type_(name) is str_ and (starts(name, "__") or name not in pristine)}
-        test_namespace["__builtins__"] = pristine
+        # Tests look builtins up in an untouched copy: `builtins.abs = lambda x: 0` in the
+        # program cannot make `assert abs(got - want) < 1e-6` pass.
+        namespace["__builtins__"] = pristine
         report("loaded")
         for test in tests or ():
-            outcome, why = run(test, f"<test {passed}>", test_namespace)
+            outcome, why = run(test, f"<test {passed}>", namespace)
             if outcome is None:
                 passed += 1
                 report("test", passed=passed)

@@ -521,30 +521,6 @@ def test_patching_builtins_the_tests_use(service):
     assert result["passed"] == 0
 
 
-def test_shadowing_builtins_the_tests_use(service):
-    result = _check(service, {"failed"}, """
-        import math
-        def abs(x):
-            return 0
-        set = lambda *a: 0
-        def area(r):
-            return 0.0
-        def unique(xs):
-            return []
-    """, tests=["assert abs(area(2) - 12.566) < 1e-3", "assert set(unique([1, 1])) == set([1])"])
-    assert result["passed"] == 0
-
-
-def test_a_program_keeps_its_own_helpers_named_as_builtins(service):
-    _check(service, {"passed"}, """
-        def max(a, b):  # the program's own two-argument max, which its function relies on
-            return a if a > b else b
-        LIMIT = 10
-        def clamp(x):
-            return max(0, x) if x < LIMIT else LIMIT
-    """, tests=["assert clamp(-3) == 0 and clamp(4) == 4 and clamp(99) == LIMIT", "assert max([1, 5]) == 5"])
-
-
 def test_tampering_with_the_harness(service):
     result = _check(service, {"failed"}, _WRONG + """
 import atexit, builtins, json, os, sys

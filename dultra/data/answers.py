@@ -6,7 +6,7 @@
 
 Rule for math (the rewards rely on it): the argument of the **last** `\\boxed{...}` wins;
 without a complete box, the text after the **last** `####` up to the end of its line
-(markdown bold stripped; a markdown heading such as `#### Step 1` is passed over);
+(markdown bold stripped; a markdown heading such as `#### Step 1` over more text is passed over);
 otherwise there is no answer. Nothing else (last number in the
 text, "The answer is") counts, so that the format reward and the correctness reward agree.
 `plain_number` reads "72 dollars" as 72 for the correctness reward.
@@ -22,8 +22,8 @@ import re
 import textwrap
 
 _BOXED = re.compile(r"\\boxed\s*\{")
-_HASH = re.compile(r"#{4,}([^\n]*)")  # a `####` marker and the rest of its line
-_WORD = re.compile(r"[A-Za-z]{2}")  # what a markdown heading starts with, and no answer does
+_HASH = re.compile(r"#{4,}[ \t]*(?:\r?\n)?([^\n]*)")  # a `####` marker and the rest of its line (or the next)
+_WORD = re.compile(r"[A-Za-z]{2}")  # what a markdown heading starts with
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|```)", re.DOTALL)
 _OPEN_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[^\n]*\n")
 # A number as graders read one, once LaTeX dressing is gone ("\text{5 hours}", "30^\circ", "30°",
@@ -63,13 +63,14 @@ def extract_hash(text: str) -> str | None:
     """Text after the last `####` up to the end of its line, or None if absent or empty.
 
     Markdown is read as such: bold (`#### **72**`, `**#### 72**`) and a heading's closing
-    hashes (`#### 72 ####`) are stripped, and a line whose text starts with a word (`####
-    Step 1: add`, `#### Check`) is a heading, not an answer, and is passed over. A letter
-    alone (`#### C`, `#### x = 5`) is an answer.
+    hashes (`#### 72 ####`) are stripped, and a line that starts with a word and has text
+    after it (`#### Step 1: add` over its working, `#### Check` after the answer) is a
+    heading, not an answer, and is passed over. A word that ends the completion (`#### odd`)
+    and a letter alone (`#### C`, `#### x = 5`) are answers; so is the line after a bare `####`.
     """
     for match in reversed(list(_HASH.finditer(text))):
         answer = match[1].strip(" \t\r*#")
-        if answer and not _WORD.match(answer):
+        if answer and not (_WORD.match(answer) and text[match.end():].strip()):
             return answer
     return None
 

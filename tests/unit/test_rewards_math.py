@@ -143,12 +143,15 @@ def test_markdown_headings_are_not_answers():
         "#### Step 1: add the eggs\n16 - 3 - 4 = 9, so 9 * 2 = 18 dollars.",  # a heading, no answer
         "Worked out.\n#### 18\n\n#### Check\n18 / 2 = 9 eggs.",  # the answer, then a heading
         "#### 18 ####",  # a heading's closing hashes
-        "#### **Answer:** 18",
+        "Worked out.\n####\n18",  # the answer on the line after
     ]
-    assert [extract_answer(t) for t in headed] == [None, "18", "18", None]
-    assert format_reward(headed, kind="math") == [0.0, 1.0, 1.0, 0.0]
-    assert math_correct_reward(headed, answer="18") == [0.0, 1.0, 1.0, 0.0]
-    assert extract_answer("#### C") == "C" and extract_answer("#### x = 5") == "x = 5"  # a letter alone answers
+    assert [extract_answer(t) for t in headed] == [None, "18", "18", "18"]
+    assert format_reward(headed, kind="math") == [0.0, 1.0, 1.0, 1.0]
+    assert math_correct_reward(headed, answer="18") == [0.0, 1.0, 1.0, 1.0]
+    # A word that ends the completion answers, as does a letter alone.
+    assert [extract_answer(t) for t in ("#### odd", "#### No\n", "#### C\nsince ...", "#### x = 5")] == \
+        ["odd", "No", "C", "x = 5"]
+    assert math_correct_reward(["so it is\n#### odd"], answer="\\text{odd}") == [1.0]
 
 
 def test_format_reward_for_code_and_bad_kinds():

@@ -9,7 +9,8 @@ completion without either scores 0.0. A reference that is a number (GSM8K, the s
 tasks) takes only a number, or a fraction in lowest terms ("\\frac{3}{2}" for 1.5), as
 GSM8K graders do: math-verify would evaluate "7 - 2", "\\frac{50}{2}" or a copy of the
 prompt, so a policy could score without computing the last steps (`plain_number` says what
-counts, for the reference too: "1,\\!000", "30^\\circ" and "\\$18.90" are numbers). Both sides are parsed by math-verify as the argument of a \\boxed{}, so GSM8K
+counts, for the reference too: "1,\\!000", "30^\\circ" and "\\$18.90" are numbers; a fraction
+or a percent is compared by math-verify). Both sides are parsed by math-verify as the argument of a \\boxed{}, so GSM8K
 integers ("1,000" = "1000"), MATH500 LaTeX (\\frac{1}{2} = 0.5 = 1/2, \\left( 3,
 \\frac{\\pi}{2} \\right), 10\\%, \\text{(C)}) and plain expressions (against a reference
 that is not a number) compare by value. A reference answer that math-verify cannot parse
@@ -62,8 +63,11 @@ def math_correct_reward(
             out.append(None)
             continue
         # A reference that is a number however dressed ("1,\\!000", "30^\\circ", "\\$18.90") is
-        # that number, and takes only a number: math-verify would also take "999+1".
+        # that number, and takes only a number: math-verify would also take "999+1". Fractions
+        # and percents keep math-verify's equivalences (2/4 and 4 2/3 for fractions, 0.25 for 25%).
         ref_number = plain_number(str(ref).strip())
+        if ref_number and ("/" in ref_number or "%" in str(ref)):
+            ref_number = None
         if ref not in gold_cache:
             gold_cache[ref] = parse_answer(ref_number or str(ref))
         gold = gold_cache[ref]

@@ -79,6 +79,9 @@ def test_gsm8k_wrong_and_malformed_score_zero(gsm8k):
     ("\\$18.90", "\\boxed{18.9}"),
     ("\\text{5 hours}", "\\boxed{5}"),
     ("\\frac{3}{4}", "\\boxed{0.75}"),
+    ("\\frac{3}{4}", "\\boxed{\\frac{6}{8}}"),                 # fractions and percents: math-verify's rules
+    ("\\frac{14}{3}", "\\boxed{4\\frac{2}{3}}"),
+    ("25\\%", "\\boxed{0.25}"),
 ])
 def test_equivalent_forms_are_correct(reference, completion):
     assert math_correct_reward([completion], answer=[reference]) == [1.0]
@@ -108,7 +111,6 @@ def test_equivalent_forms_are_correct(reference, completion):
     ("1,\\!000", "\\boxed{999+1}"),                              # so does a dressed one
     ("30^\\circ", "\\boxed{29+1}"),
     ("\\$18.90", "\\boxed{18+0.9}"),
-    ("\\frac{3}{4}", "\\boxed{\\frac{6}{8}}"),
 ])
 def test_different_values_are_wrong(reference, completion):
     assert math_correct_reward([completion], answer=[reference]) == [0.0]

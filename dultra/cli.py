@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import signal
 import sys
 
@@ -95,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     except DultraError as err:
         print(f"dultra: error: {err}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `dultra runs ... | head`: the reader has all it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
+    except BrokenPipeError:
+        if not _reader_gone(sys.stdout):  # another pipe (a worker's, a socket): not the user's doing
+            raise
+        # `dultra runs ... | head`: stdout's reader has all it wanted; so the exit's flush has nowhere to fail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except OSError as err:
         if err.filename is None:  # not about a path the user gave: keep the traceback
@@ -110,6 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dultra: interrupted", file=sys.stderr)
         return 130
+
+
+def _reader_gone(stream) -> bool:
+    """True when `stream` is a pipe whose reading end is closed (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # closed, replaced, or no poll on this platform
+        return False
 
 
 if __name__ == "__main__":

@@ -153,7 +153,12 @@ def check_config(cfg: EvalConfig) -> None:
     # Before the checkpoint is looked up: a Hub id downloads it.
     check_given_lengths(cfg.gen_length, cfg.block_length)
     check_cache(cfg.cache)
-    parse_strategies(cfg.strategies, cfg.gen_length or DecodeConfig.gen_length)
+    specs = parse_strategies(cfg.strategies, cfg.gen_length or DecodeConfig.gen_length)
+    if cfg.gen_length is not None and cfg.block_length is not None:  # else known once the checkpoint is
+        decode = DecodeConfig(gen_length=cfg.gen_length, block_length=cfg.block_length, seed=cfg.seed,
+                              cache=cfg.cache, compile=cfg.compile)
+        for s in specs:
+            check_settings(decode, s)
     if not cfg.examples:
         task_kind(cfg.task)
     if cfg.sandbox_url is not None:

@@ -238,6 +238,7 @@ def test_compare_checks_its_settings_before_printing_anything(capsys):
     (["eval", "--task", "gsm9k"], "unknown task 'gsm9k'"),
     (["eval", "--gen-length", "17", "--block-length", "8"], "gen_length (17) is not a multiple of block_length (8)"),
     (["eval", "--data", "/no/such/data", "--limit", "1"], "/no/such/data"),
+    (["eval", "--gen-length", "64", "--block-length", "32", "--strategies", "low-confidence:steps=999"], "steps"),
 ])
 def test_settings_mistakes_are_told_before_a_hub_checkpoint_is_looked_up(capsys, monkeypatch, argv, message):
     import dultra.model.hub
@@ -366,6 +367,15 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
     finally:
         os.close(write_end)
     assert (proc.returncode, proc.stderr) == (128 + signal.SIGPIPE, "")
+
+
+def test_a_broken_pipe_that_is_not_stdout_keeps_its_traceback(monkeypatch):
+    def run(args):
+        raise BrokenPipeError(32, "Broken pipe")  # a worker's pipe, say
+
+    monkeypatch.setattr(generate_command, "run", run)
+    with pytest.raises(BrokenPipeError):
+        main(["generate", "--prompt", "hi"])
 
 
 def test_commands_without_a_model_start_without_torch():

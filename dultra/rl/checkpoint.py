@@ -223,7 +223,8 @@ def _damaged(directory: Path, err: Exception) -> CheckpointError:
     """Checkpoints are written whole (a temporary, then a rename): one that reads short was
     changed afterwards (a full disk, a copy cut off), and the one before it is intact."""
     return CheckpointError(f"{directory} is damaged ({type(err).__name__}: {first_line(err, 'the file ends early')}): "
-                           "delete it to resume from the checkpoint before it, or start afresh in another output_dir")
+                           "delete it and resume (from the checkpoint before it, if any), or start afresh in "
+                           "another output_dir")
 
 
 def save_final(accelerator: Accelerator, model, tokenizer, output_dir: str | Path, record: dict[str, Any]) -> Path:

@@ -259,8 +259,8 @@ def test_resuming_from_a_damaged_checkpoint_is_one_clear_error(tmp_path, damage)
     damaged = tmp_path / "checkpoints" / "step-00000001" / name
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2] if how == "truncate" else b"")
     with pytest.raises(CheckpointError, match=r"step-00000001 is damaged \((SafetensorError|EOFError|RuntimeError): "
-                                              r".*\): delete it to resume from the checkpoint before it, or start "
-                                              r"afresh in another output_dir$"):
+                                              r".*\): delete it and resume \(from the checkpoint before it, if "
+                                              r"any\), or start afresh in another output_dir$"):
         pretrain(replace(cfg, resume=True, steps=2))
 
 

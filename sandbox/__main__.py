@@ -14,6 +14,7 @@ import json
 import sys
 
 from sandbox.config import SandboxConfig
+from sandbox.files import read_text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,19 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from(args: argparse.Namespace) -> SandboxConfig:
     fields = {f.name for f in dataclasses.fields(SandboxConfig)}
     return SandboxConfig.configured(**{k: v for k, v in vars(args).items() if k in fields})
-
-
-def read_text(path: str, what: str) -> str:
-    """The UTF-8 text of the file at `path`; ValueError, in one line naming `what` and `path`,
-    for a missing, unreadable or binary file (`dultra sandbox run` reads its files with this too)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as err:
-        raise ValueError(f"cannot read {what} {path}: {err.strerror or err}") from None
-    except UnicodeDecodeError:
-        hint = ": give the Python source" if what in ("program", "tests") else ""
-        raise ValueError(f"{what} {path} is not UTF-8 text{hint}") from None
 
 
 def request_from(args: argparse.Namespace, config: SandboxConfig) -> dict:

@@ -86,7 +86,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _read(path: str | None, what: str) -> str | None:
-    from sandbox.__main__ import read_text  # the same checks and words as `python -m sandbox run`
+    from sandbox.files import read_text  # the same checks and words as `python -m sandbox run`
 
     if path is None:
         return None

@@ -75,7 +75,13 @@ class RunResult:
     """A few words on why the run did not pass."""
 
     @classmethod
-    def from_json(cls, data: dict) -> RunResult:
+    def from_json(cls, data: Any) -> RunResult:
+        """The result in a service's answer; SandboxError for one no sandbox sends (another
+        service's JSON at the URL)."""
+        if not (isinstance(data, dict) and isinstance(data.get("status"), str)
+                and all(type(data.get(k)) is int for k in ("passed", "total"))):
+            raise SandboxError(f"the answer holds no run result (status, passed, total): {_excerpt(str(data))}; "
+                               "is the URL the sandbox service's?")
         fields = ("status", "passed", "total", "stdout", "stderr", "duration_ms", "detail")
         return cls(**{k: data[k] for k in fields if k in data})
 
@@ -240,7 +246,11 @@ class SandboxClient:
     def _run_chunk(self, chunk: list[dict]) -> list[RunResult]:
         def post(requests: list[dict]) -> list[RunResult]:
             body = self._post("/v1/run_batch", {"requests": requests})
-            return [RunResult.from_json(r) for r in body["results"]]
+            results = body.get("results") if isinstance(body, dict) else None
+            if not isinstance(results, list) or len(results) != len(requests):
+                raise SandboxError(f"/v1/run_batch at {self.url} answered without {len(requests)} results: "
+                                   f"{_excerpt(str(body))}; is it the sandbox service?")
+            return [RunResult.from_json(r) for r in results]
 
         results = self._with_retries(lambda: post(chunk), lambda rs: False)
         # Re-run only the items the service itself failed on.

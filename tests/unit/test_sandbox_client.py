@@ -153,6 +153,19 @@ def test_a_page_that_is_not_json_is_one_line_not_a_decode_error(client):
         client(lambda request: httpx.Response(200, text="<html>\n<p>hello</p>\n</html>")).run("x = 1")
 
 
+@pytest.mark.parametrize("answer", [{"ok": True}, {"status": "passed"}, [1, 2], {**ok(), "passed": "1"}])
+def test_json_that_no_sandbox_sends_for_a_run_is_one_line(client, answer):
+    """Another service's JSON at the URL."""
+    with pytest.raises(SandboxError, match=r"holds no run result .*; is the URL the sandbox service's\?$"):
+        client(lambda request: httpx.Response(200, json=answer)).run("x = 1")
+
+
+@pytest.mark.parametrize("answer", [{"ok": True}, [1, 2], {"results": 5}, {"results": [ok()]}])
+def test_json_that_no_sandbox_sends_for_a_batch_is_one_line(client, answer):
+    with pytest.raises(SandboxError, match=r"answered without 2 results: .*; is it the sandbox service\?$"):
+        client(lambda request: httpx.Response(200, json=answer)).run_batch([{"code": "x = 1"}, {"code": "x = 2"}])
+
+
 def test_error_bodies_in_the_retry_message_are_one_line(client):
     with pytest.raises(SandboxUnavailable, match=r"last: _Retryable: HTTP 502 from /v1/run: <!DOCTYPE html> <html> .{100,}\.\.\.$") as info:
         client(lambda request: httpx.Response(502, text=PAGE)).run("x = 1")

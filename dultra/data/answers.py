@@ -6,9 +6,9 @@
 
 Rule for math (the rewards rely on it): the argument of the **last** `\\boxed{...}` wins;
 without a complete box, the text after the **last** `####` up to the end of its line
-(markdown bold stripped; a markdown heading such as `#### Step 1` over more text is passed over);
-otherwise there is no answer. Nothing else (last number in the
-text, "The answer is") counts, so that the format reward and the correctness reward agree.
+(markdown bold stripped; a markdown heading such as `#### Step 1` over more text is passed
+over); otherwise there is no answer. Nothing else (last number in the text, "The answer
+is") counts, so that the format reward and the correctness reward agree.
 `plain_number` reads "72 dollars" as 72 for the correctness reward.
 
 Rule for code: read as the reference's evaluation reads it (`extract_code`), so that pass@1

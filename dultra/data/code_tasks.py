@@ -69,7 +69,8 @@ def mbpp_examples(rows: Sequence[dict[str, Any]], split: str, task: str = "mbpp"
         code = row.get("code")
         out.append(Example(
             id=f"{task}/{row['task_id']}", task=task, kind="code",
-            prompt=mbpp_prompt(str(first_present(row, ("text", "prompt"))), asserts[:1] if split == "train" else asserts),
+            prompt=mbpp_prompt(str(first_present(row, ("text", "prompt"))),
+                               asserts[:1] if split == "train" else asserts),
             system=CODE_SYSTEM, tests=tests, solution=fenced(str(code)) if code else None,
         ))
     return out

@@ -8,8 +8,8 @@ r = w_correct*correct + w_format*format + w_distill*distill + w_steps*steps
 (dultra.md section 5). A sample is unscorable when a component with a non-zero weight is
 None for it (a sandbox outage for `correct`, most often) or not a finite number (a teacher
 overflowing in half precision): its total is None and it leaves its group; it is never
-counted as a 0, and a NaN never reaches its group's advantages. `RewardConfig`, a run's reward settings, holds the
-weights per task kind (no torch here: training's settings import it).
+counted as a 0, and a NaN never reaches its group's advantages. `RewardConfig`, a run's
+reward settings, holds the weights per task kind (no torch here: training's settings import it).
 """
 
 from __future__ import annotations

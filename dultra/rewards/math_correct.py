@@ -10,10 +10,10 @@ tasks) takes only a number, or a fraction in lowest terms ("\\frac{3}{2}" for 1.
 GSM8K graders do: math-verify would evaluate "7 - 2", "\\frac{50}{2}" or a copy of the
 prompt, so a policy could score without computing the last steps (`plain_number` says what
 counts, for the reference too: "1,\\!000", "30^\\circ" and "\\$18.90" are numbers; a fraction
-or a percent is compared by math-verify). Both sides are parsed by math-verify as the argument of a \\boxed{}, so GSM8K
-integers ("1,000" = "1000"), MATH500 LaTeX (\\frac{1}{2} = 0.5 = 1/2, \\left( 3,
-\\frac{\\pi}{2} \\right), 10\\%, \\text{(C)}) and plain expressions (against a reference
-that is not a number) compare by value. A reference answer that math-verify cannot parse
+or a percent is compared by math-verify). Both sides are parsed by math-verify as the
+argument of a \\boxed{}, so GSM8K integers ("1,000" = "1000"), MATH500 LaTeX (\\frac{1}{2} =
+0.5 = 1/2, \\left( 3, \\frac{\\pi}{2} \\right), 10\\%, \\text{(C)}) and plain expressions
+(against a reference that is not a number) compare by value. A reference answer that math-verify cannot parse
 gives None (the sample cannot be scored) rather than a misleading 0.
 """
 

@@ -33,3 +33,10 @@ def yaml_problem(err: BaseException) -> str:
     if problem is None:
         return first_line(err)
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """`text` in one line (whitespace collapsed), cut to `limit` characters with "...": error
+    bodies can be whole HTML pages."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

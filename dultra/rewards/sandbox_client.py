@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from dultra.errors import ConfigError, DultraError, first_line
+from dultra.errors import ConfigError, DultraError, first_line, one_line
 from dultra.rewards.runner import SandboxUnavailable as RunnerUnavailable
 from dultra.rewards.runner import TestsRefused
 
@@ -80,7 +80,7 @@ class RunResult:
         service's JSON at the URL)."""
         if not (isinstance(data, dict) and isinstance(data.get("status"), str)
                 and all(type(data.get(k)) is int for k in ("passed", "total"))):
-            raise SandboxError(f"the answer holds no run result (status, passed, total): {_excerpt(str(data))}; "
+            raise SandboxError(f"the answer holds no run result (status, passed, total): {one_line(str(data))}; "
                                "is the URL the sandbox service's?")
         fields = ("status", "passed", "total", "stdout", "stderr", "duration_ms", "detail")
         return cls(**{k: data[k] for k in fields if k in data})
@@ -249,7 +249,7 @@ class SandboxClient:
             results = body.get("results") if isinstance(body, dict) else None
             if not isinstance(results, list) or len(results) != len(requests):
                 raise SandboxError(f"/v1/run_batch at {self.url} answered without {len(requests)} results: "
-                                   f"{_excerpt(str(body))}; is it the sandbox service?")
+                                   f"{one_line(str(body))}; is it the sandbox service?")
             return [RunResult.from_json(r) for r in results]
 
         results = self._with_retries(lambda: post(chunk), lambda rs: False)
@@ -274,7 +274,7 @@ class SandboxClient:
                     raise _Retryable(f"no answer from {path} within max_wait_s ({self.config.max_wait_s:g} s)")
         text = content.decode(errors="replace")
         if response.status_code in _RETRY_STATUS:
-            raise _Retryable(f"HTTP {response.status_code} from {path}: {_excerpt(text)}")
+            raise _Retryable(f"HTTP {response.status_code} from {path}: {one_line(text)}")
         if response.status_code >= 400:
             raise self._refusal(response.status_code, text)
         try:
@@ -291,11 +291,11 @@ class SandboxClient:
         except (ValueError, TypeError, KeyError):
             detail = None
         if status == 413 or "is larger than" in (detail or text):
-            return SandboxRequestTooLarge(f"sandbox refused the request ({status}): {_excerpt(detail or text)}")
+            return SandboxRequestTooLarge(f"sandbox refused the request ({status}): {one_line(detail or text)}")
         if detail is None:
             return SandboxRequestError(f"sandbox refused the request ({status}) with {_body(text)}: "
                                        f"is {self.url} the sandbox service?")
-        return SandboxRequestError(f"sandbox refused the request ({status}): {_excerpt(detail)}")
+        return SandboxRequestError(f"sandbox refused the request ({status}): {one_line(detail)}")
 
     def _with_retries(self, call, bad_result):
         last = ""
@@ -320,15 +320,8 @@ class _Retryable(Exception):
     """An HTTP answer worth retrying (5xx/429)."""
 
 
-def _excerpt(text: str, limit: int = 200) -> str:
-    """`text` in one line (whitespace collapsed), cut to `limit` characters: error bodies can
-    be whole HTML pages."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _body(text: str) -> str:
-    return repr(_excerpt(text)) if text.strip() else "an empty body"
+    return repr(one_line(text)) if text.strip() else "an empty body"
 
 
 def _chunks(requests: list[dict], count: int, size: int) -> list[list[dict]]:

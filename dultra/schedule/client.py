@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from dultra.errors import one_line
 from dultra.schedule.auth import KfpAuth
 from dultra.schedule.errors import (
     KfpAuthError,
@@ -211,7 +212,7 @@ class KfpClient:
             raise KfpUnreachable(f"KFP at {self.host} did not answer {what} within "
                                  f"{self.config.read_timeout_s:g}s (connect {self.config.connect_timeout_s:g}s)") from None
         except httpx.TransportError as err:
-            raise KfpUnreachable(f"cannot reach KFP at {self.host} ({type(err).__name__}: {_one_line(str(err))}); "
+            raise KfpUnreachable(f"cannot reach KFP at {self.host} ({type(err).__name__}: {one_line(str(err), 400)}); "
                                  f"check --host, the port-forward or the network") from None
         status = response.status_code
         if 300 <= status < 400:
@@ -304,7 +305,7 @@ def _error_message(response: httpx.Response) -> str:
     if isinstance(data, dict):
         for key in ("message", "error_message", "error"):
             if isinstance(data.get(key), str) and data[key].strip():
-                return _one_line(data[key])
+                return one_line(data[key], 400)
     return _describe_body(response)
 
 
@@ -314,13 +315,8 @@ def _describe_body(response: httpx.Response) -> str:
         return "an empty body"
     if "html" in response.headers.get("content-type", "") or text.lower().startswith(("<!doctype", "<html")):
         title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
-        return f"an HTML page ({_one_line(title.group(1))!r})" if title else "an HTML page"
-    return _one_line(text)
-
-
-def _one_line(text: str, limit: int = 400) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        return f"an HTML page ({one_line(title.group(1), 400)!r})" if title else "an HTML page"
+    return one_line(text, 400)
 
 
 def _user_agent() -> str:

@@ -155,16 +155,22 @@ def check_config(cfg: EvalConfig) -> None:
     check_cache(cfg.cache)
     specs = parse_strategies(cfg.strategies, cfg.gen_length or DecodeConfig.gen_length)
     if cfg.gen_length is not None and cfg.block_length is not None:  # else known once the checkpoint is
-        decode = DecodeConfig(gen_length=cfg.gen_length, block_length=cfg.block_length, seed=cfg.seed,
-                              cache=cfg.cache, compile=cfg.compile)
-        for s in specs:
-            check_settings(decode, s)
+        checked_decode_config(cfg, specs)
     if not cfg.examples:
         task_kind(cfg.task)
     if cfg.sandbox_url is not None:
         from dultra.rewards.sandbox_client import check_url
 
         check_url(cfg.sandbox_url)
+
+
+def checked_decode_config(cfg: EvalConfig, specs: list[Strategy]) -> DecodeConfig:
+    """The decoding settings of `cfg` (its lengths set), each strategy checked against them."""
+    decode = DecodeConfig(gen_length=cfg.gen_length, block_length=cfg.block_length, seed=cfg.seed,
+                          cache=cfg.cache, compile=cfg.compile)
+    for strategy in specs:
+        check_settings(decode, strategy)
+    return decode
 
 
 def with_lengths(cfg: EvalConfig, path: Path) -> EvalConfig:
@@ -200,11 +206,7 @@ def run_evaluation(cfg: EvalConfig) -> dict:
         path = resolve(cfg.model)
         cfg = with_lengths(cfg, path)
         specs = parse_strategies(cfg.strategies, cfg.gen_length)
-        decode = DecodeConfig(gen_length=cfg.gen_length, block_length=cfg.block_length, seed=cfg.seed,
-                              cache=cfg.cache, compile=cfg.compile)
-        for s in specs:
-            check_settings(decode, s)
-        return _evaluate(cfg, path, specs, decode, examples, runner)
+        return _evaluate(cfg, path, specs, checked_decode_config(cfg, specs), examples, runner)
 
 
 def _evaluate(cfg: EvalConfig, path: Path, specs: list, decode: DecodeConfig, examples: list[Example],
